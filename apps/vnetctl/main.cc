@@ -1,0 +1,2 @@
+// vnetctl: placeholder until the client lands.
+int main() { return 0; }

@@ -1,0 +1,2 @@
+// vnetd: placeholder until the daemon lands.
+int main() { return 0; }

@@ -1,0 +1,107 @@
+// DeviceQueue: the device side of a split virtqueue (virtio 1.2 section 2.7).
+// Pops validated descriptor chains from the available ring, pushes used elements,
+// publishes the used index once per burst, and decides whether the driver wants a
+// notification (EVENT_IDX or the flags). Guest memory is hostile: each descriptor is
+// read once into a local copy, every index is checked at full width, chain walks are
+// bounded by the queue size. A structural error breaks the queue (it stops; a counter
+// and reason say why). Knows nothing of sockets, eventfds or packets.
+#pragma once
+
+#include <linux/virtio_ring.h>
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <memory>
+
+#include "common/counter.h"
+#include "common/result.h"
+#include "memory/guest_memory.h"
+
+namespace vnet::virtio {
+
+// What vhost-user SET_VRING_NUM / SET_VRING_ADDR / SET_VRING_BASE give us.
+struct QueueConfig {
+  uint16_t size = 0;         // number of descriptors, power of 2, at most 32768
+  uint64_t desc_addr = 0;    // front-end virtual addresses of the three rings
+  uint64_t avail_addr = 0;
+  uint64_t used_addr = 0;
+  uint16_t avail_base = 0;   // first available index to process
+  bool event_idx = false;    // VIRTIO_RING_F_EVENT_IDX negotiated
+  bool indirect = false;     // VIRTIO_RING_F_INDIRECT_DESC negotiated
+};
+
+// One descriptor chain, as host memory pieces. Device-readable pieces come first
+// (segs[0, n_out)), device-writable ones after (segs[n_out, n_out + n_in)). A
+// descriptor that crosses a region boundary becomes several pieces.
+struct Chain {
+  static constexpr uint32_t kMaxSegs = 256;
+  uint16_t head = 0;
+  uint32_t n_out = 0, n_in = 0;
+  uint64_t out_len = 0, in_len = 0;  // total bytes of each kind
+  iovec segs[kMaxSegs];
+  const iovec* in_segs() const { return segs + n_out; }
+};
+
+enum class PopStatus { kOk, kEmpty, kBroken };
+
+struct QueueCounters {
+  Counter chains;         // chains popped
+  Counter bad_chains;     // chains completed with length 0 because a descriptor was bad
+  Counter broken;         // times the queue was declared broken
+};
+
+class DeviceQueue {
+ public:
+  // Validates the layout (size a power of 2 in [1, 32768]; desc aligned 16, avail 2,
+  // used 4; each ring wholly inside one region) and starts the queue at avail_base.
+  Status start(std::shared_ptr<const memory::GuestMemory> mem, const QueueConfig& cfg);
+  // Stops the queue; last_avail_idx() is then what GET_VRING_BASE returns.
+  void stop();
+  bool started() const { return started_; }
+  bool broken() const { return broken_; }
+  const char* broken_reason() const { return broken_reason_; }
+  uint16_t last_avail_idx() const { return last_avail_; }
+  uint16_t size() const { return size_; }
+
+  // Chains the driver has made available and we have not popped (0 when stopped or
+  // broken). An avail index more than `size` ahead breaks the queue.
+  uint16_t available();
+  // Pops the next chain into `c`. kEmpty when nothing is available. A chain whose
+  // descriptors are bad but whose head is valid is completed with length 0, counted
+  // in bad_chains, and the next chain is tried. kBroken when the ring itself is bad.
+  PopStatus pop(Chain& c);
+  // Adds a used element; the driver sees it only after publish().
+  void push(uint16_t head, uint32_t written);
+  // One release store of used->idx for everything pushed since the last publish.
+  void publish();
+  // True when the driver asked to be notified about what was published since the
+  // previous call (used_event with EVENT_IDX, else VRING_AVAIL_F_NO_INTERRUPT).
+  bool should_notify();
+  // Asks the driver for kicks (avail_event / clears VRING_USED_F_NO_NOTIFY). Returns
+  // true if chains became available meanwhile (the caller must poll again).
+  bool enable_notifications();
+  void disable_notifications();
+
+  QueueCounters& counters() { return counters_; }
+
+ private:
+  void set_broken(const char* why);
+  // (implementation state is private to device_queue.cc's needs)
+  std::shared_ptr<const memory::GuestMemory> mem_;
+  vring_desc* desc_ = nullptr;
+  vring_avail* avail_ = nullptr;
+  vring_used* used_ = nullptr;
+  uint16_t size_ = 0;
+  uint16_t last_avail_ = 0;   // next avail entry to pop
+  uint16_t used_idx_ = 0;     // next used entry to write (shadow of used->idx)
+  uint16_t signalled_used_ = 0;  // used idx at the last notify decision
+  bool signalled_valid_ = false;
+  bool event_idx_ = false;
+  bool indirect_ = false;
+  bool started_ = false;
+  bool broken_ = false;
+  const char* broken_reason_ = "";
+  QueueCounters counters_;
+};
+
+}  // namespace vnet::virtio
