@@ -1,0 +1,49 @@
+// Backend: what a vhost-user session drives. The session (session.h) owns the
+// protocol: it decodes and validates messages, keeps the per-ring state the front
+// end sets (num, addr, base, kick, call, err, enable), and calls these methods on
+// the control thread. The virtio-net port implements them and hands the queues to
+// its data-plane worker. No packet code here.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/result.h"
+#include "common/unique_fd.h"
+#include "memory/guest_memory.h"
+#include "virtio/device_queue.h"
+
+namespace vnet::vhost_user {
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  // GET_FEATURES: device feature bits, including VHOST_USER_F_PROTOCOL_FEATURES (bit 30).
+  virtual uint64_t device_features() const = 0;
+  // GET_PROTOCOL_FEATURES: the protocol features this back end supports.
+  virtual uint64_t protocol_features() const = 0;
+  // GET_QUEUE_NUM: queue pairs supported (for virtio-net, one pair = RX + TX ring).
+  virtual uint32_t max_queue_pairs() const = 0;
+  // SET_FEATURES, already checked to be a subset of device_features().
+  virtual Status set_features(uint64_t features) = 0;
+  // A new memory table (SET_MEM_TABLE, ADD_MEM_REG, REM_MEM_REG). The back end must
+  // make running queues switch to it safely (stop, swap, restart at the same index).
+  virtual void set_memory(std::shared_ptr<const memory::GuestMemory> mem) = 0;
+  // Ring `index` has its size, addresses, base and kick fd (invalid fd: the front
+  // end polls and never kicks). Called again if any of them changes while started.
+  virtual Status start_queue(uint32_t index, const virtio::QueueConfig& cfg, UniqueFd kick) = 0;
+  // GET_VRING_BASE (and reset/disconnect): stop ring `index`, return its last avail index.
+  virtual uint16_t stop_queue(uint32_t index) = 0;
+  // SET_VRING_CALL: the eventfd to signal used buffers on (invalid: do not signal).
+  virtual void set_call(uint32_t index, UniqueFd call) = 0;
+  // SET_VRING_ENABLE (rings start enabled when PROTOCOL_FEATURES is not negotiated).
+  virtual void set_enabled(uint32_t index, bool enabled) = 0;
+  // NET_SET_MTU (only when the MTU protocol feature was offered).
+  virtual Status set_mtu(uint32_t /*mtu*/) { return Status::error("MTU not supported"); }
+  // Session ended or RESET_OWNER/RESET_DEVICE: stop every queue, forget memory and features.
+  virtual void reset() = 0;
+};
+
+}  // namespace vnet::vhost_user
