@@ -1,0 +1,13 @@
+"""vnet integration-test harness: real peers (DPDK testpmd, QEMU guests) around vnetd.
+
+Python 3 standard library only.  Modules:
+  procs      processes in their own groups, logs, waits, cleanup registry
+  session    per-test temp dir and cleanup, prerequisites, exit codes (0/1/77)
+  hugepages  hugepage reservation and removal of DPDK's leftover files
+  testpmd    interactive dpdk-testpmd driver (virtio-user and net_vhost peers)
+  guest      initramfs builder and QEMU guest launcher
+  vnetd      vnetd launcher and vnetctl JSON queries
+"""
+
+from .procs import Cleanup, HarnessError, Process, log, wait_until  # noqa: F401
+from .session import Session, in_ci, require_root, require_tools, run_test  # noqa: F401

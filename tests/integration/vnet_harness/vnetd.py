@@ -1,0 +1,167 @@
+"""vnetd launcher and vnetctl queries.
+
+`vnetd --vhost-user PATH[,client][,name=NAME] ... --control PATH --log-level L`;
+ports are vhu0, vhu1, ... in command-line order unless named.  vnetd is
+pinned (taskset) to the CPU the peers' forwarding lcores do not use, see
+testpmd.cpu_plan().
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import time
+
+from .procs import HarnessError, log, wait_until
+from .testpmd import cpu_plan
+
+
+def find_program(build_dir, name):
+    """<build-dir>/NAME, or the first executable NAME below the build dir."""
+    if not build_dir:
+        return None
+    direct = os.path.join(build_dir, name)
+    if os.path.isfile(direct) and os.access(direct, os.X_OK):
+        return direct
+    for root, dirs, files in os.walk(build_dir):
+        dirs[:] = [d for d in dirs if not d.startswith((".", "CMakeFiles", "integration-"))]
+        if name in files:
+            p = os.path.join(root, name)
+            if os.access(p, os.X_OK):
+                return p
+    return None
+
+
+def require_vnetd(args):
+    missing = []
+    for prog in ("vnetd", "vnetctl"):
+        if find_program(args.build_dir, prog) is None:
+            missing.append("%s in build dir %s (build it first)" % (prog, args.build_dir))
+    return missing
+
+
+class PortSpec:
+    """One --vhost-user port: socket path, client mode (vnetd connects), name."""
+
+    def __init__(self, socket, client=False, name=None):
+        self.socket = socket
+        self.client = client
+        self.name = name
+
+    def arg(self):
+        a = self.socket
+        if self.client:
+            a += ",client"
+        if self.name:
+            a += ",name=%s" % self.name
+        return a
+
+
+class Vnetd:
+    def __init__(self, session, ports, log_level="info", extra_args=(), pin=True):
+        self.session = session
+        self.binary = find_program(session.build_dir, "vnetd")
+        self.vnetctl_binary = find_program(session.build_dir, "vnetctl")
+        if self.binary is None or self.vnetctl_binary is None:
+            raise HarnessError("vnetd/vnetctl not found in build dir %s" % session.build_dir)
+        self.ports = list(ports)
+        self.control = session.path("vnetd.ctl")
+        self.log_level = log_level
+        self.extra_args = list(extra_args)
+        self.pin = pin
+        self.proc = None
+
+    def port_names(self):
+        return [p.name or "vhu%d" % i for i, p in enumerate(self.ports)]
+
+    def argv(self):
+        argv = []
+        if self.pin and shutil.which("taskset"):
+            argv += ["taskset", "-c", str(cpu_plan()[0])]
+        argv.append(self.binary)
+        for p in self.ports:
+            argv += ["--vhost-user", p.arg()]
+        argv += ["--control", self.control, "--log-level", self.log_level]
+        return argv + self.extra_args
+
+    def start(self, timeout=15.0):
+        """Start vnetd; wait until the control socket and every server socket exist."""
+        for p in self.ports:
+            if not p.client:
+                self.session.remove_file_later(p.socket)
+        self.session.remove_file_later(self.control)
+        self.proc = self.session.spawn("vnetd", self.argv(), stop_timeout=10.0)
+        paths = [self.control] + [p.socket for p in self.ports if not p.client]
+
+        def ready():
+            if not self.proc.alive():
+                raise HarnessError("vnetd exited with status %s during start-up; log:\n%s"
+                                   % (self.proc.returncode, self.proc.log_tail()))
+            return all(os.path.exists(x) for x in paths)
+        wait_until(ready, timeout, interval=0.05, what="vnetd sockets %s" % ", ".join(
+            os.path.basename(x) for x in paths))
+        # The control socket existing does not prove it answers: ask once.
+        wait_until(lambda: self._try_ports() is not None, timeout, interval=0.1,
+                   what="vnetctl answering")
+        log("vnetd up (pid %d)" % self.proc.pid)
+        return self
+
+    def check_alive(self):
+        if not self.proc.alive():
+            raise HarnessError("vnetd died (status %s); log tail:\n%s"
+                               % (self.proc.returncode, self.proc.log_tail()))
+
+    def stop(self, timeout=10.0):
+        """SIGTERM and expect a clean exit (status 0) within `timeout`."""
+        self.check_alive()
+        t0 = time.monotonic()
+        rc = self.proc.stop(timeout)
+        log("vnetd stopped with status %s in %.1f s" % (rc, time.monotonic() - t0))
+        return rc
+
+    # --- vnetctl ------------------------------------------------------------------
+    def vnetctl(self, *args, timeout=10.0):
+        """Run `vnetctl --control PATH --json ARGS`; return the decoded JSON (must be ok)."""
+        argv = [self.vnetctl_binary, "--control", self.control, "--json"] + list(args)
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise HarnessError("vnetctl %s timed out after %.0f s" % (" ".join(args), timeout))
+        try:
+            doc = json.loads(r.stdout)
+        except ValueError:
+            raise HarnessError("vnetctl %s: status %d, not JSON: %r %r"
+                               % (" ".join(args), r.returncode, r.stdout[:500], r.stderr[:500]))
+        if r.returncode != 0 or not doc.get("ok"):
+            raise HarnessError("vnetctl %s failed (status %d): %s %s"
+                               % (" ".join(args), r.returncode, r.stdout[:500], r.stderr[:500]))
+        return doc
+
+    def _try_ports(self):
+        try:
+            return self.vnetctl("ports", timeout=5.0)
+        except HarnessError:
+            return None
+
+    def ports_info(self):
+        """{name: port dict} from `vnetctl ports`."""
+        doc = self.vnetctl("ports")
+        return {p["name"]: p for p in doc.get("ports", [])}
+
+    def counters(self):
+        """{name: counters dict} from `vnetctl counters`."""
+        return self.vnetctl("counters")["counters"]
+
+    def wait_connected(self, names, timeout=30.0, with_features=True):
+        """Wait until every named port reports connected (and negotiated features)."""
+        def ok():
+            self.check_alive()
+            info = self.ports_info()
+            for n in names:
+                p = info.get(n)
+                if not p or not p.get("connected"):
+                    return False
+                if with_features and not p.get("features"):
+                    return False
+            return True
+        wait_until(ok, timeout, interval=0.2, what="vnetd ports %s connected" % ", ".join(names))
