@@ -105,9 +105,54 @@ def check_virtio_user(s, mrg):
         p.quit()
 
 
+def check_restart(s):
+    """The reconnect test's mechanics: A/B mac-forward ping-pong through the back end
+    while front end C (looped back onto itself by the back end) is killed and restarted."""
+    socks = [s.path("r%d.sock" % i) for i in range(3)]
+    for p in socks:
+        s.remove_file_later(p)
+    be = backend(s, "be-restart", [vhost_vdev(i, p) for i, p in enumerate(socks)])
+    be.start_fwd()
+    a = TestPmd(s, "a", [virtio_user_vdev(0, socks[0], mac="02:00:00:00:0c:01")],
+                fwd_mode="mac", eth_peers={0: "02:00:00:00:0c:02"}).start()
+    b = TestPmd(s, "b", [virtio_user_vdev(0, socks[1], mac="02:00:00:00:0c:02")],
+                fwd_mode="mac", eth_peers={0: "02:00:00:00:0c:01"}).start()
+    a.wait_link_up()
+    b.wait_link_up()
+    b.start_fwd(tx_first=2)
+    a.start_fwd(tx_first=2)
+    for cycle in range(2):
+        c = TestPmd(s, "c%d" % cycle, [virtio_user_vdev(0, socks[2], mac="02:00:00:00:0c:03")],
+                    fwd_mode="rxonly").start()
+        t0 = time.monotonic()
+        c.wait_link_up()
+        c.start_fwd(tx_first=1)
+        sent = c.port_stats()[0].tx_packets
+        # The back end pairs its odd port with itself: C gets its own frames back.
+        deadline = time.monotonic() + 10
+        while c.port_stats()[0].rx_packets < sent and time.monotonic() < deadline:
+            time.sleep(0.1)
+        got = c.port_stats()[0].rx_packets
+        timings["restart cycle %d: C up, burst looped" % cycle] = time.monotonic() - t0
+        if sent == 0 or got != sent:
+            raise HarnessError("restart cycle %d: C sent %d, got back %d" % (cycle, sent, got))
+        s0 = be.port_stats()
+        c.kill()
+        time.sleep(1.0)  # measurement window
+        s1 = be.port_stats()
+        grew = [s1[p].rx_packets - s0[p].rx_packets for p in (0, 1)]
+        log("restart cycle %d: A/B frames through back end in 1 s with C killed: %s"
+            % (cycle, grew))
+        if min(grew) <= 0:
+            raise HarnessError("A<->B ping-pong stalled: %s" % grew)
+    for p in (a, b, be):
+        p.quit()
+
+
 def body(s, args):
     hugepages.ensure_hugepages()
     before = hugepages.free_hugepages()
+    check_restart(s)
     check_guests(s)
     check_virtio_user(s, 0)
     check_virtio_user(s, 1)

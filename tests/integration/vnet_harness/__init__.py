@@ -11,3 +11,10 @@ Python 3 standard library only.  Modules:
 
 from .procs import Cleanup, HarnessError, Process, log, wait_until  # noqa: F401
 from .session import Session, in_ci, require_root, require_tools, run_test  # noqa: F401
+
+
+def dpdk_prerequisites():
+    """Prerequisite checks of tests that run vnetd with testpmd peers."""
+    from .vnetd import require_vnetd
+    return [lambda a: require_root(), lambda a: require_tools("dpdk-testpmd", "stdbuf"),
+            require_vnetd]

@@ -18,6 +18,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
+from . import hugepages
 from .procs import HarnessError, log, wait_until
 
 PROMPT = "testpmd> "
@@ -111,7 +112,7 @@ class TestPmd:
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, session, name, vdevs, virtio_user=True, mem_mb=512,
+    def __init__(self, session, name, vdevs, virtio_user=True, mem_mb=None,
                  total_mbufs=16384, main_cpu=None, fwd_cpu=None, fwd_mode=None,
                  eth_peers=None, extra_eal=(), extra_app=()):
         switch_cpu, peer_cpu = cpu_plan()
@@ -121,7 +122,9 @@ class TestPmd:
         self.name = name
         self.vdevs = list(vdevs)
         self.virtio_user = virtio_user
-        self.mem_mb = mem_mb
+        # Front ends need little (16384 mbufs ~ 36 MiB); 256 MiB keeps four of them
+        # plus a back end inside 1024 2-MiB pages.
+        self.mem_mb = mem_mb or (256 if virtio_user else 512)
         self.total_mbufs = total_mbufs
         self.fwd_mode = fwd_mode
         self.eth_peers = dict(eth_peers or {})
@@ -229,7 +232,9 @@ class TestPmd:
         if self.proc.wait(timeout) is None:
             log("%s did not quit in %.0f s" % (self.name, timeout))
         self.proc.stop()
+        hugepages.remove_prefix_files(self.prefix)
 
     def kill(self):
-        """SIGKILL (a crash, as far as the peer is concerned)."""
+        """SIGKILL (a crash, as far as the peer is concerned); frees its hugepages."""
         self.proc.kill()
+        hugepages.remove_prefix_files(self.prefix)

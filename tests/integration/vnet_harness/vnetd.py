@@ -58,17 +58,18 @@ class PortSpec:
 
 
 class Vnetd:
-    def __init__(self, session, ports, log_level="info", extra_args=(), pin=True):
+    def __init__(self, session, ports, log_level="info", extra_args=(), pin=True, name="vnetd"):
         self.session = session
         self.binary = find_program(session.build_dir, "vnetd")
         self.vnetctl_binary = find_program(session.build_dir, "vnetctl")
         if self.binary is None or self.vnetctl_binary is None:
             raise HarnessError("vnetd/vnetctl not found in build dir %s" % session.build_dir)
         self.ports = list(ports)
-        self.control = session.path("vnetd.ctl")
+        self.control = session.path("%s.ctl" % name)
         self.log_level = log_level
         self.extra_args = list(extra_args)
         self.pin = pin
+        self.name = name
         self.proc = None
 
     def port_names(self):
@@ -90,7 +91,7 @@ class Vnetd:
             if not p.client:
                 self.session.remove_file_later(p.socket)
         self.session.remove_file_later(self.control)
-        self.proc = self.session.spawn("vnetd", self.argv(), stop_timeout=10.0)
+        self.proc = self.session.spawn(self.name, self.argv(), stop_timeout=10.0)
         paths = [self.control] + [p.socket for p in self.ports if not p.client]
 
         def ready():
