@@ -11,6 +11,7 @@ Not a ctest test (name does not start with test_); run it by hand:
 """
 
 import os
+import re
 import sys
 import time
 
@@ -60,6 +61,16 @@ def check_guests(s):
     log("guest-b ping: %d/%d" % (rx, tx))
     if rx != tx or tx != 5:
         raise HarnessError("guest-b ping 10.0.0.1: %d/%d replies:\n%s" % (rx, tx, out))
+    rc, out = gb.run("iperf3 -s -D -1 && sleep 0.5 && echo started")
+    if rc != 0:
+        raise HarnessError("iperf3 server in guest-b failed (rc %d):\n%s" % (rc, out))
+    t0 = time.monotonic()
+    rc, out = ga.run("iperf3 -c 10.0.0.2 -t 2 -f m", timeout=60)
+    timings["iperf3 -t 2 a->b"] = time.monotonic() - t0
+    m = re.search(r"([\d.]+) Mbits/sec.*receiver", out)
+    if rc != 0 or not m:
+        raise HarnessError("iperf3 a->b failed (rc %d):\n%s" % (rc, out))
+    timings["iperf3 TCP a->b (Mbit/s, TCG guests)"] = float(m.group(1))
     t0 = time.monotonic()
     ga.poweroff()
     gb.poweroff()
