@@ -69,6 +69,7 @@ class DeviceQueue {
   // Pops the next chain into `c`. kEmpty when nothing is available. A chain whose
   // descriptors are bad but whose head is valid is completed with length 0, counted
   // in bad_chains, and the next chain is tried. kBroken when the ring itself is bad.
+  // Zero-length descriptors are allowed and contribute no piece.
   PopStatus pop(Chain& c);
   // Adds a used element; the driver sees it only after publish().
   void push(uint16_t head, uint32_t written);
@@ -82,10 +83,24 @@ class DeviceQueue {
   bool enable_notifications();
   void disable_notifications();
 
+  // A point to return to: rewind() forgets every chain popped and every element
+  // pushed after mark() (nothing published in between). Used by RX to give back
+  // buffers that a frame could not fill.
+  struct Mark {
+    uint16_t last_avail, used_idx;
+  };
+  Mark mark() const { return {last_avail_, used_idx_}; }
+  void rewind(const Mark& m) {
+    last_avail_ = m.last_avail;
+    used_idx_ = m.used_idx;
+  }
+
   QueueCounters& counters() { return counters_; }
 
  private:
   void set_broken(const char* why);
+  // Walks the chain at `head` into `c`; nullptr when valid, else the reason.
+  const char* walk(uint16_t head, Chain& c);
   // (implementation state is private to device_queue.cc's needs)
   std::shared_ptr<const memory::GuestMemory> mem_;
   vring_desc* desc_ = nullptr;
@@ -93,6 +108,7 @@ class DeviceQueue {
   vring_used* used_ = nullptr;
   uint16_t size_ = 0;
   uint16_t last_avail_ = 0;   // next avail entry to pop
+  uint16_t avail_shadow_ = 0;  // avail->idx as last read (re-read only when caught up)
   uint16_t used_idx_ = 0;     // next used entry to write (shadow of used->idx)
   uint16_t signalled_used_ = 0;  // used idx at the last notify decision
   bool signalled_valid_ = false;

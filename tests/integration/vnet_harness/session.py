@@ -56,13 +56,20 @@ class Session:
         return False
 
     def close(self):
-        problems = self.cleanup.run()
-        if self.failed or problems:
-            self._save_logs()
-        if self.keep_logs:
-            log("kept %s" % self.tmp)
-        else:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+        # A second Ctrl-C or SIGTERM must not interrupt the cleanup half way: hold
+        # them until everything is undone (cleanup starts no processes).
+        held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        try:
+            problems = self.cleanup.run()
+            if self.failed or problems:
+                self._save_logs()
+            if self.keep_logs:
+                log("kept %s" % self.tmp)
+            else:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         if problems:
             raise HarnessError("cleanup problems: %s" % "; ".join(problems))
 

@@ -1,0 +1,62 @@
+// Daemon: what vnetd is. Owns the control event loop, the data-plane worker, the
+// ports and the control socket, and answers vnetctl's requests.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/event_loop.h"
+#include "common/result.h"
+#include "dataplane/worker.h"
+#include "ports/port.h"
+#include "ports/vhost_user_port.h"
+
+namespace vnet::control {
+
+class ControlServer;
+
+struct VhostUserPortSpec {
+  std::string name;
+  ports::VhostUserPortConfig cfg;
+};
+
+struct DaemonConfig {
+  std::vector<VhostUserPortSpec> vhost_user;
+  std::string control_path;
+  dataplane::WorkerConfig worker;
+};
+
+class Daemon {
+ public:
+  explicit Daemon(DaemonConfig cfg);
+  ~Daemon();
+
+  // Creates the control socket and the ports and starts the worker.
+  Status start();
+  // Runs the control loop until SIGINT/SIGTERM or stop().
+  void run();
+  void stop() { loop_.stop(); }
+  EventLoop& loop() { return loop_; }
+
+  // One vnetctl request (control thread).
+  nlohmann::json handle(const nlohmann::json& req);
+
+ private:
+  Status add_vhost_user_port(const VhostUserPortSpec& spec);
+  nlohmann::json port_json(ports::Port& p);
+  static nlohmann::json counters_json(ports::Port& p);
+  nlohmann::json fdb_json();
+
+  DaemonConfig cfg_;
+  EventLoop loop_;
+  dataplane::Worker worker_;
+  std::vector<std::unique_ptr<ports::Port>> ports_;
+  std::unique_ptr<ControlServer> control_;
+  UniqueFd signal_fd_;
+  uint16_t next_port_id_ = 1;
+};
+
+}  // namespace vnet::control

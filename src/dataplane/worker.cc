@@ -1,0 +1,186 @@
+// Worker: the poll loop, the command channel and the sleep/wake logic.
+#include "dataplane/worker.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+
+#include "common/log.h"
+
+namespace vnet::dataplane {
+
+namespace {
+uint64_t monotonic_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000ULL + uint64_t(ts.tv_nsec);
+}
+inline void cpu_relax() { __builtin_ia32_pause(); }
+}  // namespace
+
+Worker::Worker(const WorkerConfig& cfg)
+    : cfg_(cfg), forwarder_(cfg.forwarding), wake_fd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+  if (!wake_fd_) throw std::runtime_error(std::string("eventfd: ") + strerror(errno));
+}
+
+Worker::~Worker() { stop(); }
+
+void Worker::start() {
+  if (running_) return;
+  stop_ = false;
+  running_ = true;
+  thread_ = std::thread([this] { loop(); });
+}
+
+void Worker::stop() {
+  if (!running_) return;
+  stop_ = true;
+  uint64_t one = 1;
+  [[maybe_unused]] ssize_t r = write(wake_fd_.get(), &one, sizeof(one));
+  thread_.join();
+  running_ = false;
+}
+
+void Worker::run_sync(const std::function<void()>& fn) {
+  if (!running_ || std::this_thread::get_id() == thread_.get_id()) {
+    fn();
+    return;
+  }
+  Command cmd{&fn, false};
+  std::unique_lock lk(mu_);
+  commands_.push_back(&cmd);
+  pending_.store(true, std::memory_order_release);
+  uint64_t one = 1;
+  [[maybe_unused]] ssize_t r = write(wake_fd_.get(), &one, sizeof(one));
+  cv_.wait(lk, [&] { return cmd.done; });
+}
+
+void Worker::run_commands() {
+  std::vector<Command*> cmds;
+  {
+    std::lock_guard lk(mu_);
+    cmds.swap(commands_);
+    pending_.store(false, std::memory_order_relaxed);
+  }
+  for (Command* c : cmds) (*c->fn)();
+  {
+    std::lock_guard lk(mu_);
+    for (Command* c : cmds) c->done = true;
+  }
+  cv_.notify_all();
+}
+
+void Worker::add_port(ports::Port* p) {
+  run_sync([&] {
+    ports_.push_back(p);
+    fds_dirty_ = true;
+  });
+}
+
+void Worker::remove_port(ports::Port* p) {
+  run_sync([&] {
+    ports_.erase(std::remove(ports_.begin(), ports_.end(), p), ports_.end());
+    forwarder_.port_removed(*p);
+    fds_dirty_ = true;
+  });
+}
+
+void Worker::rebuild_epoll() {
+  epfd_.reset(epoll_create1(EPOLL_CLOEXEC));
+  if (!epfd_) {
+    spdlog::error("worker: epoll_create1: {}", strerror(errno));
+    return;
+  }
+  auto watch = [&](int fd, bool is_eventfd) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = uint64_t(uint32_t(fd)) | (uint64_t(is_eventfd) << 32);
+    if (epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, fd, &ev) != 0 && errno != EEXIST)
+      spdlog::warn("worker: cannot watch fd {}: {}", fd, strerror(errno));
+  };
+  watch(wake_fd_.get(), true);
+  std::vector<ports::Port::WaitFd> fds;
+  for (auto* p : ports_) p->wait_fds(fds);
+  for (auto& w : fds) watch(w.fd, w.is_eventfd);
+  forwarder_.set_ports(ports_);
+  fds_dirty_ = false;
+}
+
+void Worker::sleep() {
+  bool pending = false;
+  for (auto* p : ports_) pending |= p->enable_notifications();
+  if (!pending && !pending_.load(std::memory_order_acquire) && !stop_) {
+    counters_.sleeps.add();
+    epoll_event evs[64];
+    int n = epoll_wait(epfd_.get(), evs, 64, 1000);
+    for (int i = 0; i < n; ++i) {
+      // Reset kick eventfds and the wake eventfd; a TAP fd keeps its frames.
+      if (!(evs[i].data.u64 >> 32)) continue;
+      uint64_t v;
+      [[maybe_unused]] ssize_t r = read(int(uint32_t(evs[i].data.u64)), &v, sizeof(v));
+    }
+    if (n > 0) counters_.wakeups.add();
+  }
+  for (auto* p : ports_) p->disable_notifications();
+}
+
+void Worker::loop() {
+  if (cfg_.cpu >= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cfg_.cpu, &set);
+    if (pthread_setaffinity_np(pthread_self(), sizeof(set), &set) != 0)
+      spdlog::warn("worker: cannot pin to cpu {}", cfg_.cpu);
+  }
+  pthread_setname_np(pthread_self(), "vnet-worker");
+  net::PacketBatch batch;
+  const uint64_t idle_ns = uint64_t(cfg_.idle_poll_us) * 1000;
+  uint64_t last_work = monotonic_ns();
+  uint64_t now = last_work;
+  uint32_t idle_iters = 0;
+  while (!stop_.load(std::memory_order_relaxed)) {
+    if (pending_.load(std::memory_order_acquire)) run_commands();
+    if (fds_dirty_) rebuild_epoll();
+    counters_.loops.add();
+    uint32_t work = 0;
+    for (size_t i = 0; i < ports_.size(); ++i) {
+      ports::Port* p = ports_[i];
+      uint32_t n = p->receive_burst(batch.ptrs(), net::kBurst);
+      if (n) {
+        forwarder_.forward(*p, batch.ptrs(), n, ports_, now);
+        work += n;
+      }
+    }
+    if (work) {
+      counters_.busy_loops.add();
+      idle_iters = 0;
+      if ((counters_.busy_loops.get() & 1023) == 0) {
+        now = monotonic_ns();
+        forwarder_.tick(now);
+      }
+      continue;
+    }
+    // Idle: look at the clock only now and then, sleep after the idle window.
+    if (idle_iters == 0) last_work = now = monotonic_ns();
+    if ((++idle_iters & 63) != 0) {
+      cpu_relax();
+      continue;
+    }
+    now = monotonic_ns();
+    forwarder_.tick(now);
+    if (now - last_work < idle_ns) continue;
+    sleep();
+    now = last_work = monotonic_ns();
+    idle_iters = 0;
+  }
+}
+
+}  // namespace vnet::dataplane

@@ -1,0 +1,86 @@
+// Worker: a data-plane thread. It owns the ports it polls and the switch state it
+// uses; the control thread reaches it only through run_sync(), which runs a function
+// on the worker between bursts and waits for it (DESIGN.md: one owner per queue).
+// Polling is adaptive: the worker busy-polls while frames flow and, after an idle
+// window, asks its ports for notifications and sleeps in epoll on their fds.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "common/counter.h"
+#include "common/unique_fd.h"
+#include "dataplane/forwarder.h"
+#include "ports/port.h"
+
+namespace vnet::dataplane {
+
+struct WorkerConfig {
+  uint32_t idle_poll_us = 200;  // busy-poll this long after the last frame, then sleep
+  int cpu = -1;                 // pin to this core when >= 0
+  Forwarder::Config forwarding;
+};
+
+struct WorkerCounters {
+  Counter loops, busy_loops, sleeps, wakeups;
+};
+
+class Worker {
+ public:
+  explicit Worker(const WorkerConfig& cfg);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  void start();
+  void stop();
+
+  // Runs fn on the worker thread between bursts and waits for it. Inline when the
+  // thread is not running or when called from the worker itself.
+  void run_sync(const std::function<void()>& fn);
+  // Call (inside run_sync) after a port's wait fds changed.
+  void wait_fds_changed() { fds_dirty_ = true; }
+
+  // Both through run_sync.
+  void add_port(ports::Port* p);
+  void remove_port(ports::Port* p);
+
+  // Worker thread only (inside run_sync).
+  Forwarder& forwarder() { return forwarder_; }
+  const std::vector<ports::Port*>& ports() const { return ports_; }
+  WorkerCounters& counters() { return counters_; }
+
+ private:
+  void loop();
+  void run_commands();
+  void rebuild_epoll();
+  void sleep();
+
+  WorkerConfig cfg_;
+  Forwarder forwarder_;
+  std::vector<ports::Port*> ports_;
+  std::thread thread_;
+  std::atomic<bool> running_{false};
+  std::atomic<bool> stop_{false};
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  struct Command {
+    const std::function<void()>* fn;
+    bool done;
+  };
+  std::vector<Command*> commands_;
+  std::atomic<bool> pending_{false};
+
+  UniqueFd wake_fd_;  // eventfd: a command is pending
+  UniqueFd epfd_;
+  bool fds_dirty_ = true;
+  WorkerCounters counters_;
+};
+
+}  // namespace vnet::dataplane

@@ -1,0 +1,40 @@
+// Drop reasons: why a frame did not make it, counted per port.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "common/counter.h"
+
+namespace vnet::net {
+
+enum class Drop : uint8_t {
+  kTxTooShort,    // guest sent a chain shorter than virtio_net_hdr + Ethernet header
+  kTxTooBig,      // guest sent more than kMaxFrame bytes
+  kTxBadHeader,   // virtio_net_hdr asks for an offload that was not negotiated
+  kRxNoBuffers,   // the guest's RX ring had no (or not enough) buffers
+  kRxNotReady,    // the port's RX queue is not running (not connected, disabled)
+  kQueueBroken,   // the queue was declared broken (hostile ring)
+  kCount
+};
+
+inline const char* drop_name(Drop d) {
+  switch (d) {
+    case Drop::kTxTooShort: return "tx_too_short";
+    case Drop::kTxTooBig: return "tx_too_big";
+    case Drop::kTxBadHeader: return "tx_bad_header";
+    case Drop::kRxNoBuffers: return "rx_no_buffers";
+    case Drop::kRxNotReady: return "rx_not_ready";
+    case Drop::kQueueBroken: return "queue_broken";
+    case Drop::kCount: break;
+  }
+  return "?";
+}
+
+struct DropCounters {
+  Counter by_reason[size_t(Drop::kCount)];
+  void add(Drop d, uint64_t n = 1) { by_reason[size_t(d)].add(n); }
+  uint64_t get(Drop d) const { return by_reason[size_t(d)].get(); }
+};
+
+}  // namespace vnet::net

@@ -1,0 +1,146 @@
+// virtio-net TX and RX over a DeviceQueue.
+#include "net/virtio_net_queue.h"
+
+#include <linux/virtio_config.h>
+#include "virtio/net_uapi.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "net/iov_copy.h"
+
+namespace vnet::net {
+
+uint32_t net_hdr_len(uint64_t features) {
+  bool v1 = features & (1ULL << VIRTIO_F_VERSION_1);
+  bool mrg = features & (1ULL << VIRTIO_NET_F_MRG_RXBUF);
+  return (v1 || mrg) ? sizeof(virtio_net_hdr_v1) : sizeof(virtio_net_hdr);
+}
+
+uint32_t tx_dequeue(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len,
+                    Packet* const* pkts, uint32_t max, DropCounters& drops) {
+  uint32_t n = 0, popped = 0;
+  while (n < max && popped < max * 2) {
+    virtio::PopStatus st = q.pop(c);
+    if (st != virtio::PopStatus::kOk) break;
+    ++popped;
+    Packet& p = *pkts[n];
+    // 5.1.6.2: the driver puts the header and the frame in device-readable buffers.
+    const uint64_t total = c.out_len;
+    if (total < uint64_t(hdr_len) + kEthHdrLen) {
+      drops.add(Drop::kTxTooShort);
+    } else if (total - hdr_len > kMaxFrame) {
+      drops.add(Drop::kTxTooBig);
+    } else {
+      p.vhdr = {};
+      iov_to_buf(c.segs, c.n_out, 0, &p.vhdr, hdr_len);  // read once, into our copy
+      p.len = uint32_t(total - hdr_len);
+      iov_to_buf(c.segs, c.n_out, hdr_len, p.data, p.len);
+      // No offload is negotiated yet: a header that asks for one is malformed.
+      if (p.vhdr.gso_type != VIRTIO_NET_HDR_GSO_NONE || (p.vhdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM)) {
+        drops.add(Drop::kTxBadHeader);
+      } else {
+        ++n;
+      }
+    }
+    q.push(c.head, 0);  // TX buffers are read, never written
+  }
+  if (popped) q.publish();
+  return n;
+}
+
+namespace {
+
+// The header a frame gets in the guest's RX buffer: no offload metadata yet.
+inline void fill_rx_hdr(virtio_net_hdr_v1& h, uint16_t num_buffers) {
+  h = {};
+  h.num_buffers = num_buffers;
+}
+
+// One frame into one chain (no mergeable buffers). False if no buffer fits.
+bool rx_one(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len, const Packet& p,
+            DropCounters& drops) {
+  auto mark = q.mark();
+  if (q.pop(c) != virtio::PopStatus::kOk) {
+    drops.add(q.broken() ? Drop::kQueueBroken : Drop::kRxNoBuffers);
+    return false;
+  }
+  if (c.in_len < uint64_t(hdr_len) + p.len) {
+    q.rewind(mark);  // keep the buffer for a frame that fits
+    drops.add(Drop::kRxNoBuffers);
+    return false;
+  }
+  virtio_net_hdr_v1 h;
+  fill_rx_hdr(h, 1);
+  buf_to_iov(&h, hdr_len, c.in_segs(), c.n_in, 0);
+  buf_to_iov(p.data, p.len, c.in_segs(), c.n_in, hdr_len);
+  q.push(c.head, hdr_len + p.len);
+  return true;
+}
+
+// One frame across as many chains as it needs (5.1.6.3.2, VIRTIO_NET_F_MRG_RXBUF).
+bool rx_mergeable(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len, const Packet& p,
+                  DropCounters& drops) {
+  auto mark = q.mark();
+  const uint64_t need = uint64_t(hdr_len) + p.len;
+  uint64_t done = 0;
+  uint16_t num_buffers = 0;
+  // Where the first buffer's header lives, to patch num_buffers at the end.
+  iovec hdr_iov[sizeof(virtio_net_hdr_v1)];
+  size_t hdr_iov_n = 0;
+  virtio_net_hdr_v1 h;
+  fill_rx_hdr(h, 1);
+  while (done < need) {
+    if (num_buffers == q.size() || q.pop(c) != virtio::PopStatus::kOk) {
+      q.rewind(mark);
+      drops.add(q.broken() ? Drop::kQueueBroken : Drop::kRxNoBuffers);
+      return false;
+    }
+    uint64_t skip = 0;
+    if (num_buffers == 0) {
+      if (c.in_len < hdr_len) {  // 5.1.6.3.1: the first buffer must hold the header
+        q.rewind(mark);
+        drops.add(Drop::kRxNoBuffers);
+        return false;
+      }
+      buf_to_iov(&h, hdr_len, c.in_segs(), c.n_in, 0);
+      hdr_iov_n = std::min<size_t>(c.n_in, sizeof(hdr_iov) / sizeof(hdr_iov[0]));
+      std::copy(c.in_segs(), c.in_segs() + hdr_iov_n, hdr_iov);
+      skip = hdr_len;
+      done = hdr_len;
+    }
+    uint64_t room = c.in_len - skip;
+    uint64_t chunk = std::min<uint64_t>(room, need - done);
+    buf_to_iov(p.data + (done - hdr_len), chunk, c.in_segs(), c.n_in, skip);
+    done += chunk;
+    q.push(c.head, uint32_t(skip + chunk));
+    ++num_buffers;
+  }
+  if (num_buffers > 1) {
+    h.num_buffers = num_buffers;
+    buf_to_iov(&h, hdr_len, hdr_iov, hdr_iov_n, 0);
+  }
+  return true;
+}
+
+}  // namespace
+
+uint32_t rx_enqueue(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len, bool mergeable,
+                    Packet* const* pkts, uint32_t n, DropCounters& drops, uint64_t* bytes) {
+  uint32_t sent = 0;
+  for (uint32_t i = 0; i < n; ++i) {
+    bool ok = mergeable ? rx_mergeable(q, c, hdr_len, *pkts[i], drops)
+                        : rx_one(q, c, hdr_len, *pkts[i], drops);
+    if (ok) {
+      ++sent;
+      *bytes += pkts[i]->len;
+    } else if (q.available() == 0) {
+      drops.add(q.broken() ? Drop::kQueueBroken : Drop::kRxNoBuffers, n - i - 1);
+      break;  // nothing left to try: drop the rest of the burst at once
+    }
+  }
+  if (sent) q.publish();
+  return sent;
+}
+
+}  // namespace vnet::net

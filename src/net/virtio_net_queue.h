@@ -1,0 +1,34 @@
+// The virtio-net data path over one device-side queue pair (virtio 1.2 section 5.1.6):
+// guest TX chains -> Packets, Packets -> guest RX buffers (with and without
+// VIRTIO_NET_F_MRG_RXBUF). Each call handles one burst: one publish of the used
+// index, and the caller notifies once afterwards if should_notify() says so.
+#pragma once
+
+#include <cstdint>
+
+#include "net/drops.h"
+#include "net/packet.h"
+#include "virtio/device_queue.h"
+
+namespace vnet::net {
+
+// Size of the virtio_net_hdr for the negotiated features (5.1.6.1): 12 bytes with
+// VIRTIO_F_VERSION_1 or VIRTIO_NET_F_MRG_RXBUF, 10 bytes for legacy without them.
+uint32_t net_hdr_len(uint64_t features);
+
+// Pops up to `max` chains from the guest's TX queue, copies each frame (header split
+// across descriptors is fine) into pkts[i] and completes the chain. Bad frames are
+// dropped and counted. Returns the number of packets filled.
+uint32_t tx_dequeue(virtio::DeviceQueue& q, virtio::Chain& scratch, uint32_t hdr_len,
+                    Packet* const* pkts, uint32_t max, DropCounters& drops);
+
+// Copies pkts[0..n) into the guest's RX buffers. Without mergeable buffers a frame
+// needs one chain large enough for header + frame; with them it may use several
+// (num_buffers). A frame that does not fit in what is available is dropped (counted)
+// and the buffers stay for the next one. Returns the number of frames delivered and
+// adds their bytes to *bytes.
+uint32_t rx_enqueue(virtio::DeviceQueue& q, virtio::Chain& scratch, uint32_t hdr_len,
+                    bool mergeable, Packet* const* pkts, uint32_t n, DropCounters& drops,
+                    uint64_t* bytes);
+
+}  // namespace vnet::net

@@ -1,0 +1,241 @@
+// VhostUserPort: control-thread Backend calls applied on the worker, and the
+// per-burst data path over the guest's queue pair.
+#include "ports/vhost_user_port.h"
+
+#include <linux/virtio_config.h>
+#include "virtio/net_uapi.h"
+#include <linux/virtio_ring.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "net/virtio_net_queue.h"
+#include "ports/feature_names.h"
+
+namespace vnet::ports {
+
+namespace {
+constexpr uint64_t bit(unsigned b) { return 1ULL << b; }
+constexpr uint64_t kProtocolFeaturesBit = bit(30);  // VHOST_USER_F_PROTOCOL_FEATURES
+// vhost-user protocol features (docs/interop/vhost-user.rst, "Protocol features").
+constexpr uint64_t kProtoMq = bit(0), kProtoReplyAck = bit(3), kProtoConfigureMemSlots = bit(15),
+                   kProtoStatus = bit(16);
+}  // namespace
+
+VhostUserPort::VhostUserPort(std::string name, const VhostUserPortConfig& cfg,
+                             dataplane::Worker& worker)
+    : Port(std::move(name)), cfg_(cfg), worker_(worker) {}
+
+VhostUserPort::~VhostUserPort() {
+  endpoint_.reset();  // ends the session (which resets us) before members go
+}
+
+Status VhostUserPort::open(EventLoop& loop) {
+  vhost_user::EndpointConfig ec;
+  ec.path = cfg_.socket_path;
+  ec.client = cfg_.client;
+  ec.name = name();
+  auto ep = vhost_user::Endpoint::create(loop, ec, *this);
+  if (!ep) return ep.status();
+  endpoint_ = std::move(*ep);
+  return Status::ok();
+}
+
+uint64_t VhostUserPort::device_features() const {
+  return bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_MRG_RXBUF) | bit(VIRTIO_RING_F_EVENT_IDX) |
+         bit(VIRTIO_RING_F_INDIRECT_DESC) | kProtocolFeaturesBit;
+}
+
+uint64_t VhostUserPort::protocol_features() const {
+  return kProtoMq | kProtoReplyAck | kProtoConfigureMemSlots | kProtoStatus;
+}
+
+Status VhostUserPort::set_features(uint64_t features) {
+  worker_.run_sync([&] {
+    hdr_len_ = net::net_hdr_len(features);
+    mergeable_ = features & bit(VIRTIO_NET_F_MRG_RXBUF);
+  });
+  features_.store(features, std::memory_order_relaxed);
+  spdlog::info("port {}: features {}", name(), join_feature_names(features));
+  return Status::ok();
+}
+
+void VhostUserPort::set_memory(std::shared_ptr<const memory::GuestMemory> mem) {
+  worker_.run_sync([&] {
+    mem_ = std::move(mem);
+    // Running queues move to the new table at the index they reached. Between bursts
+    // every popped chain is completed, so the used index equals last_avail_idx.
+    for (uint32_t i = 0; i < kNumQueues; ++i) {
+      Queue& q = queues_[i];
+      if (!q.started) continue;
+      q.cfg.avail_base = q.vq.last_avail_idx();
+      q.vq.stop();
+      Status st = q.vq.start(mem_, q.cfg);
+      if (!st) {
+        spdlog::warn("port {}: queue {} cannot move to the new memory table: {}", name(), i,
+                     st.message());
+        q.started = false;
+        worker_.wait_fds_changed();
+      }
+    }
+  });
+}
+
+Status VhostUserPort::start_queue(uint32_t index, const virtio::QueueConfig& cfg, UniqueFd kick) {
+  if (index >= kNumQueues) return Status::errorf("queue {} out of range", index);
+  Status st;
+  worker_.run_sync([&] {
+    Queue& q = queues_[index];
+    if (q.started) q.vq.stop();
+    q.started = false;
+    q.broken_reported = false;
+    if (!mem_) {
+      st = Status::error("no memory table");
+      return;
+    }
+    q.cfg = cfg;
+    uint64_t f = features_.load(std::memory_order_relaxed);
+    q.cfg.event_idx = f & bit(VIRTIO_RING_F_EVENT_IDX);
+    q.cfg.indirect = f & bit(VIRTIO_RING_F_INDIRECT_DESC);
+    st = q.vq.start(mem_, q.cfg);
+    if (!st) return;
+    q.vq.disable_notifications();  // the worker is polling; it asks for kicks before sleeping
+    q.kick = std::move(kick);
+    q.started = true;
+    worker_.wait_fds_changed();
+  });
+  if (st)
+    spdlog::info("port {}: queue {} started (size {}, base {})", name(), index, cfg.size,
+                 cfg.avail_base);
+  else
+    spdlog::warn("port {}: queue {} not started: {}", name(), index, st.message());
+  return st;
+}
+
+uint16_t VhostUserPort::stop_queue(uint32_t index) {
+  if (index >= kNumQueues) return 0;
+  uint16_t idx = 0;
+  worker_.run_sync([&] {
+    Queue& q = queues_[index];
+    if (q.started) {
+      q.vq.stop();
+      q.started = false;
+      q.kick.reset();
+      worker_.wait_fds_changed();
+      idx = q.vq.last_avail_idx();
+    } else {
+      idx = q.cfg.avail_base;
+    }
+  });
+  spdlog::info("port {}: queue {} stopped at {}", name(), index, idx);
+  return idx;
+}
+
+void VhostUserPort::set_call(uint32_t index, UniqueFd call) {
+  if (index >= kNumQueues) return;
+  worker_.run_sync([&] { queues_[index].call = std::move(call); });
+}
+
+void VhostUserPort::set_enabled(uint32_t index, bool enabled) {
+  if (index >= kNumQueues) return;
+  worker_.run_sync([&] {
+    queues_[index].enabled = enabled;
+    worker_.wait_fds_changed();
+  });
+}
+
+void VhostUserPort::reset() {
+  worker_.run_sync([&] {
+    for (auto& q : queues_) {
+      if (q.started) q.vq.stop();
+      q.started = false;
+      q.enabled = false;
+      q.kick.reset();
+      q.call.reset();
+      q.cfg = {};
+    }
+    mem_.reset();
+    hdr_len_ = 12;
+    mergeable_ = false;
+    worker_.wait_fds_changed();
+  });
+  features_.store(0, std::memory_order_relaxed);
+}
+
+// ---- data path (worker thread) ----
+
+void VhostUserPort::notify(Queue& q) {
+  if (q.call && q.vq.should_notify()) eventfd_write(q.call.get(), 1);
+}
+
+void VhostUserPort::check_broken(Queue& q, uint32_t index) {
+  if (!q.vq.broken() || q.broken_reported) return;
+  q.broken_reported = true;
+  counters().drops.add(net::Drop::kQueueBroken);
+  static RateLimit rl;
+  VNET_LOG_RL(rl, spdlog::level::warn, "port {}: queue {} stopped, guest broke the ring: {}",
+              name(), index, q.vq.broken_reason());
+}
+
+uint32_t VhostUserPort::receive_burst(net::Packet* const* pkts, uint32_t max) {
+  Queue& q = queues_[kTxQ];
+  if (!q.active()) return 0;
+  uint16_t before = q.vq.last_avail_idx();
+  uint32_t n = net::tx_dequeue(q.vq, chain_, hdr_len_, pkts, max, counters().drops);
+  if (q.vq.last_avail_idx() != before) notify(q);
+  check_broken(q, kTxQ);
+  if (n) {
+    uint64_t bytes = 0;
+    for (uint32_t i = 0; i < n; ++i) bytes += pkts[i]->len;
+    counters().rx_packets.add(n);
+    counters().rx_bytes.add(bytes);
+  }
+  return n;
+}
+
+uint32_t VhostUserPort::send_burst(net::Packet* const* pkts, uint32_t n) {
+  Queue& q = queues_[kRxQ];
+  if (!q.active()) {
+    counters().drops.add(net::Drop::kRxNotReady, n);
+    return 0;
+  }
+  uint64_t bytes = 0;
+  uint32_t sent = net::rx_enqueue(q.vq, chain_, hdr_len_, mergeable_, pkts, n, counters().drops,
+                                  &bytes);
+  if (sent) {
+    notify(q);
+    counters().tx_packets.add(sent);
+    counters().tx_bytes.add(bytes);
+  }
+  check_broken(q, kRxQ);
+  return sent;
+}
+
+void VhostUserPort::wait_fds(std::vector<WaitFd>& out) const {
+  const Queue& q = queues_[kTxQ];
+  if (q.started && q.enabled && q.kick) out.push_back({q.kick.get(), true});
+}
+
+bool VhostUserPort::enable_notifications() {
+  Queue& q = queues_[kTxQ];
+  if (!q.active()) return false;
+  if (!q.kick) return true;  // the front end never kicks: keep polling
+  return q.vq.enable_notifications();
+}
+
+void VhostUserPort::disable_notifications() {
+  Queue& q = queues_[kTxQ];
+  if (q.active()) q.vq.disable_notifications();
+}
+
+PortInfo VhostUserPort::info() const {
+  PortInfo i;
+  i.type = "vhost-user";
+  i.socket = cfg_.socket_path;
+  i.mode = cfg_.client ? "client" : "server";
+  i.connected = endpoint_ && endpoint_->connected();
+  uint64_t f = features_.load(std::memory_order_relaxed);
+  i.features = feature_names(f);
+  return i;
+}
+
+}  // namespace vnet::ports

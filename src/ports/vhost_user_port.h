@@ -1,0 +1,84 @@
+// VhostUserPort: a VM's virtio-net device, reached over a vhost-user socket.
+// As a vhost_user::Backend it takes the session's calls on the control thread and
+// applies them on its worker through run_sync(); as a Port it moves bursts between
+// the guest's virtqueues (queue 0 = guest RX, queue 1 = guest TX) and the switch.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "common/event_loop.h"
+#include "common/log.h"
+#include "dataplane/worker.h"
+#include "ports/port.h"
+#include "vhost_user/backend.h"
+#include "vhost_user/endpoint.h"
+#include "virtio/device_queue.h"
+
+namespace vnet::ports {
+
+struct VhostUserPortConfig {
+  std::string socket_path;
+  bool client = false;  // vnetd connects to the front end's socket
+};
+
+class VhostUserPort : public Port, public vhost_user::Backend {
+ public:
+  VhostUserPort(std::string name, const VhostUserPortConfig& cfg, dataplane::Worker& worker);
+  ~VhostUserPort() override;
+
+  // Creates the socket (server) or starts connecting (client) on `loop`.
+  Status open(EventLoop& loop);
+
+  // vhost_user::Backend (control thread)
+  uint64_t device_features() const override;
+  uint64_t protocol_features() const override;
+  uint32_t max_queue_pairs() const override { return 1; }
+  Status set_features(uint64_t features) override;
+  void set_memory(std::shared_ptr<const memory::GuestMemory> mem) override;
+  Status start_queue(uint32_t index, const virtio::QueueConfig& cfg, UniqueFd kick) override;
+  uint16_t stop_queue(uint32_t index) override;
+  void set_call(uint32_t index, UniqueFd call) override;
+  void set_enabled(uint32_t index, bool enabled) override;
+  void reset() override;
+
+  // Port (worker thread)
+  uint32_t receive_burst(net::Packet* const* pkts, uint32_t max) override;
+  uint32_t send_burst(net::Packet* const* pkts, uint32_t n) override;
+  void wait_fds(std::vector<WaitFd>& out) const override;
+  bool enable_notifications() override;
+  void disable_notifications() override;
+
+  // Port (control thread)
+  PortInfo info() const override;
+
+ private:
+  static constexpr uint32_t kRxQ = 0, kTxQ = 1, kNumQueues = 2;
+  struct Queue {
+    virtio::DeviceQueue vq;
+    virtio::QueueConfig cfg;
+    UniqueFd kick, call;
+    bool enabled = false;
+    bool started = false;
+    bool broken_reported = false;
+    bool active() const { return started && enabled && !vq.broken(); }
+  };
+  void notify(Queue& q);
+  void check_broken(Queue& q, uint32_t index);
+
+  VhostUserPortConfig cfg_;
+  dataplane::Worker& worker_;
+  std::unique_ptr<vhost_user::Endpoint> endpoint_;
+
+  // Worker-owned data-path state.
+  Queue queues_[kNumQueues];
+  std::shared_ptr<const memory::GuestMemory> mem_;
+  uint32_t hdr_len_ = 12;
+  bool mergeable_ = false;
+  virtio::Chain chain_;
+
+  std::atomic<uint64_t> features_{0};  // negotiated; read by info()
+};
+
+}  // namespace vnet::ports

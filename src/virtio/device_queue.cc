@@ -1,0 +1,243 @@
+// DeviceQueue: chain walking and validation (virtio 1.2 section 2.7), used ring
+// updates and notification suppression (2.7.7, 2.7.10).
+#include "virtio/device_queue.h"
+
+#include <cstring>
+
+#include "common/log.h"
+
+namespace vnet::virtio {
+
+namespace {
+
+inline uint16_t load_acquire(const uint16_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+inline uint16_t load_relaxed(const uint16_t* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+inline void store_relaxed(uint16_t* p, uint16_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+
+// Reads a descriptor the guest may change under us exactly once. The table is
+// 16-byte aligned for the main ring (checked at start); indirect tables may not be.
+inline vring_desc read_desc(const vring_desc* p) {
+  vring_desc d;
+  if ((reinterpret_cast<uintptr_t>(p) & 7) == 0) {
+    const auto* w = reinterpret_cast<const uint64_t*>(p);
+    uint64_t a = __atomic_load_n(&w[0], __ATOMIC_RELAXED);
+    uint64_t b = __atomic_load_n(&w[1], __ATOMIC_RELAXED);
+    std::memcpy(&d.addr, &a, 8);
+    std::memcpy(&d.len, &b, 8);  // len, flags, next
+  } else {
+    std::memcpy(&d, p, sizeof(d));
+    asm volatile("" ::: "memory");
+  }
+  return d;
+}
+
+constexpr uint64_t avail_bytes(uint16_t size, bool event_idx) {
+  return 4 + 2ULL * size + (event_idx ? 2 : 0);
+}
+constexpr uint64_t used_bytes(uint16_t size, bool event_idx) {
+  return 4 + 8ULL * size + (event_idx ? 2 : 0);
+}
+
+// The most indirect descriptors we accept in one table. The spec bounds a chain by
+// the queue size (2.7.5.3.1); an indirect table of a large queue can hold at most
+// that many, and no more than 32768 in any case.
+constexpr uint32_t kMaxIndirect = 32768;
+
+}  // namespace
+
+Status DeviceQueue::start(std::shared_ptr<const memory::GuestMemory> mem, const QueueConfig& cfg) {
+  started_ = false;
+  broken_ = false;
+  broken_reason_ = "";
+  // 2.7: Queue Size is a power of 2, at most 32768.
+  if (cfg.size == 0 || (cfg.size & (cfg.size - 1)) != 0 || cfg.size > 32768)
+    return Status::errorf("queue size {} is not a power of 2 in [1, 32768]", cfg.size);
+  // 2.7.2: alignment of the descriptor table (16), available ring (2), used ring (4).
+  if (cfg.desc_addr % 16 || cfg.avail_addr % 2 || cfg.used_addr % 4)
+    return Status::errorf("misaligned ring (desc {:#x}, avail {:#x}, used {:#x})", cfg.desc_addr,
+                          cfg.avail_addr, cfg.used_addr);
+  if (!mem) return Status::error("no guest memory");
+  auto* d = mem->uva_to_host(cfg.desc_addr, 16ULL * cfg.size);
+  auto* a = mem->uva_to_host(cfg.avail_addr, avail_bytes(cfg.size, cfg.event_idx));
+  auto* u = mem->uva_to_host(cfg.used_addr, used_bytes(cfg.size, cfg.event_idx));
+  if (!d) return Status::errorf("descriptor table {:#x} not inside one memory region", cfg.desc_addr);
+  if (!a) return Status::errorf("available ring {:#x} not inside one memory region", cfg.avail_addr);
+  if (!u) return Status::errorf("used ring {:#x} not inside one memory region", cfg.used_addr);
+  mem_ = std::move(mem);
+  desc_ = reinterpret_cast<vring_desc*>(d);
+  avail_ = reinterpret_cast<vring_avail*>(a);
+  used_ = reinterpret_cast<vring_used*>(u);
+  size_ = cfg.size;
+  last_avail_ = cfg.avail_base;
+  avail_shadow_ = cfg.avail_base;
+  used_idx_ = cfg.avail_base;  // every chain before the base was completed
+  signalled_used_ = cfg.avail_base;
+  signalled_valid_ = false;
+  event_idx_ = cfg.event_idx;
+  indirect_ = cfg.indirect;
+  started_ = true;
+  return Status::ok();
+}
+
+void DeviceQueue::stop() {
+  started_ = false;
+  desc_ = nullptr;
+  avail_ = nullptr;
+  used_ = nullptr;
+  mem_.reset();
+}
+
+void DeviceQueue::set_broken(const char* why) {
+  if (broken_) return;
+  broken_ = true;
+  broken_reason_ = why;
+  counters_.broken.add();
+}
+
+uint16_t DeviceQueue::available() {
+  if (!started_ || broken_) return 0;
+  avail_shadow_ = load_acquire(&avail_->idx);
+  uint16_t n = uint16_t(avail_shadow_ - last_avail_);
+  // 2.7.13.3: the driver never makes more than Queue Size chains available at once.
+  if (n > size_) {
+    set_broken("avail index more than the queue size ahead");
+    return 0;
+  }
+  return n;
+}
+
+PopStatus DeviceQueue::pop(Chain& c) {
+  for (;;) {
+    if (!started_) return PopStatus::kEmpty;
+    if (broken_) return PopStatus::kBroken;
+    if (last_avail_ == avail_shadow_ && available() == 0)
+      return broken_ ? PopStatus::kBroken : PopStatus::kEmpty;
+    // The acquire load of avail->idx in available() orders this read after it.
+    uint16_t head = load_relaxed(&avail_->ring[last_avail_ & (size_ - 1)]);
+    if (head >= size_) {
+      set_broken("available ring entry out of range");
+      return PopStatus::kBroken;
+    }
+    ++last_avail_;
+    counters_.chains.add();
+    const char* why = walk(head, c);
+    if (!why) return PopStatus::kOk;
+    // A bad chain with a valid head: give it back empty and go on (the driver gets
+    // its buffer back; nothing was read or written outside guest memory).
+    counters_.bad_chains.add();
+    static RateLimit rl;
+    VNET_LOG_RL(rl, spdlog::level::warn, "virtqueue: bad descriptor chain at head {}: {}", head,
+                why);
+    push(head, 0);
+  }
+}
+
+const char* DeviceQueue::walk(uint16_t head, Chain& c) {
+  c.head = head;
+  c.n_out = c.n_in = 0;
+  c.out_len = c.in_len = 0;
+  uint32_t nsegs = 0;
+  const vring_desc* table = desc_;
+  uint32_t table_size = size_;
+  uint32_t idx = head;
+  uint32_t count = 0;
+  bool in_indirect = false;
+  for (;;) {
+    // 2.7.5.3.1: a chain is no longer than the queue size (or the indirect table);
+    // a longer walk means a loop.
+    if (++count > table_size) return "descriptor loop or chain longer than the queue";
+    const vring_desc d = read_desc(&table[idx]);
+    if (d.flags & VRING_DESC_F_INDIRECT) {
+      // 2.7.5.3: only with VIRTIO_RING_F_INDIRECT_DESC, not inside an indirect
+      // table, not together with NEXT, a table of whole descriptors.
+      if (!indirect_) return "indirect descriptor without VIRTIO_RING_F_INDIRECT_DESC";
+      if (in_indirect) return "nested indirect descriptor";
+      if (d.flags & VRING_DESC_F_NEXT) return "indirect descriptor with NEXT";
+      if (d.len == 0 || d.len % sizeof(vring_desc) != 0)
+        return "indirect table length not a non-zero multiple of 16";
+      if (d.len / sizeof(vring_desc) > kMaxIndirect) return "indirect table too long";
+      const uint8_t* t = mem_->gpa_to_host(d.addr, d.len);
+      if (!t) return "indirect table outside guest memory";
+      table = reinterpret_cast<const vring_desc*>(t);
+      table_size = d.len / sizeof(vring_desc);
+      idx = 0;
+      count = 0;
+      in_indirect = true;
+      continue;
+    }
+    const bool writable = d.flags & VRING_DESC_F_WRITE;
+    // 2.7.4.2: device-readable descriptors come before device-writable ones.
+    if (!writable && c.n_in) return "device-readable descriptor after a writable one";
+    if (d.len) {
+      if (nsegs == Chain::kMaxSegs) return "chain has too many pieces";
+      size_t k = mem_->gpa_to_iov(d.addr, d.len, c.segs + nsegs, Chain::kMaxSegs - nsegs);
+      if (k == 0) return "buffer outside guest memory";
+      nsegs += uint32_t(k);
+      if (writable) {
+        c.n_in += uint32_t(k);
+        c.in_len += d.len;
+      } else {
+        c.n_out += uint32_t(k);
+        c.out_len += d.len;
+      }
+    }
+    if (!(d.flags & VRING_DESC_F_NEXT)) break;
+    if (d.next >= table_size) return "next descriptor index out of range";
+    idx = d.next;
+  }
+  // 2.7.4: the total length of a chain fits in 32 bits.
+  if (c.out_len + c.in_len > UINT32_MAX) return "chain longer than 4 GiB";
+  return nullptr;
+}
+
+void DeviceQueue::push(uint16_t head, uint32_t written) {
+  vring_used_elem& e = used_->ring[used_idx_ & (size_ - 1)];
+  e.id = head;
+  e.len = written;
+  ++used_idx_;
+}
+
+void DeviceQueue::publish() {
+  if (!started_) return;
+  // 2.7.8.2: the used elements are visible before the index that covers them.
+  __atomic_store_n(&used_->idx, used_idx_, __ATOMIC_RELEASE);
+}
+
+bool DeviceQueue::should_notify() {
+  if (!started_) return false;
+  if (signalled_valid_ && signalled_used_ == used_idx_) return false;
+  // The used index store must be visible before we read the driver's wishes, or a
+  // driver that just enabled interrupts could miss this update (2.7.7.2).
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+  const uint16_t old = signalled_used_;
+  const bool valid = signalled_valid_;
+  signalled_used_ = used_idx_;
+  signalled_valid_ = true;
+  if (event_idx_) {
+    uint16_t used_event = load_relaxed(&avail_->ring[size_]);
+    return !valid || vring_need_event(used_event, used_idx_, old);
+  }
+  return !(load_relaxed(&avail_->flags) & VRING_AVAIL_F_NO_INTERRUPT);
+}
+
+bool DeviceQueue::enable_notifications() {
+  if (!started_ || broken_) return false;
+  if (event_idx_) {
+    // avail_event: kick us once the driver makes chain `last_avail_` available.
+    store_relaxed(reinterpret_cast<uint16_t*>(&used_->ring[size_]), last_avail_);
+  } else {
+    store_relaxed(&used_->flags, 0);
+  }
+  // Make the request visible before looking at the avail index one last time.
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+  return available() != 0;
+}
+
+void DeviceQueue::disable_notifications() {
+  if (!started_) return;
+  // With EVENT_IDX the driver kicks only when it passes avail_event, which we left
+  // behind; without it, the flag asks for no kicks.
+  if (!event_idx_) store_relaxed(&used_->flags, VRING_USED_F_NO_NOTIFY);
+}
+
+}  // namespace vnet::virtio

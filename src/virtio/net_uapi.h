@@ -1,0 +1,7 @@
+// linux/virtio_net.h for C++: the UAPI header names a struct field `class`
+// (virtio_net_ctrl_hdr), which is a keyword here. Include this instead.
+#pragma once
+
+#define class class_  // NOLINT: renames the field only while the header is read
+#include <linux/virtio_net.h>
+#undef class
