@@ -1,0 +1,293 @@
+// Configuration parsing: TOML (cpptoml) is turned into JSON, and one set of checks
+// serves both the file and vnetctl's run-time requests.
+#include "control/config.h"
+
+#include <cpptoml.h>
+
+#include <algorithm>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace vnet::control {
+
+using nlohmann::json;
+
+namespace {
+
+// TOML value -> JSON (dates are not used by vnet and become strings).
+json to_json(const std::shared_ptr<cpptoml::base>& b);
+
+json table_to_json(const cpptoml::table& t) {
+  json out = json::object();
+  for (const auto& [k, v] : t) out[k] = to_json(v);
+  return out;
+}
+
+json to_json(const std::shared_ptr<cpptoml::base>& b) {
+  if (b->is_table()) return table_to_json(*b->as_table());
+  if (b->is_table_array()) {
+    json arr = json::array();
+    for (const auto& t : *b->as_table_array()) arr.push_back(table_to_json(*t));
+    return arr;
+  }
+  if (b->is_array()) {
+    json arr = json::array();
+    for (const auto& v : *b->as_array()) arr.push_back(to_json(v));
+    return arr;
+  }
+  if (auto v = b->as<std::string>()) return v->get();
+  if (auto v = b->as<int64_t>()) return v->get();
+  if (auto v = b->as<double>()) return v->get();
+  if (auto v = b->as<bool>()) return v->get();
+  std::ostringstream os;
+  cpptoml::toml_writer w(os);
+  b->accept(w);
+  return os.str();
+}
+
+Status check_keys(const json& j, const std::string& where, std::initializer_list<const char*> known) {
+  for (const auto& [k, v] : j.items()) {
+    (void)v;
+    if (std::none_of(known.begin(), known.end(), [&](const char* n) { return k == n; })) {
+      std::string list;
+      for (const char* n : known) list += std::string(list.empty() ? "" : ", ") + n;
+      return Status::errorf("{}: unknown field '{}' (known: {})", where, k, list);
+    }
+  }
+  return Status::ok();
+}
+
+Result<std::string> get_string(const json& j, const std::string& where, const char* key,
+                               bool required) {
+  if (!j.contains(key)) {
+    if (required) return Status::errorf("{}: missing field '{}'", where, key);
+    return std::string();
+  }
+  if (!j[key].is_string()) return Status::errorf("{}: field '{}' must be a string", where, key);
+  return j[key].get<std::string>();
+}
+
+Result<int64_t> get_int(const json& j, const std::string& where, const char* key, int64_t lo,
+                        int64_t hi, int64_t dflt) {
+  if (!j.contains(key)) return dflt;
+  const json& v = j[key];
+  if (!v.is_number_integer())
+    return Status::errorf("{}: field '{}' must be an integer", where, key);
+  int64_t x = v.get<int64_t>();
+  if (x < lo || x > hi)
+    return Status::errorf("{}: field '{}' = {} is out of range [{}, {}]", where, key, x, lo, hi);
+  return x;
+}
+
+Result<bool> get_bool(const json& j, const std::string& where, const char* key, bool dflt) {
+  if (!j.contains(key)) return dflt;
+  if (!j[key].is_boolean()) return Status::errorf("{}: field '{}' must be true or false", where, key);
+  return j[key].get<bool>();
+}
+
+// Linux interface names: 1..15 bytes, no '/', whitespace or ':'.
+bool valid_ifname(const std::string& s) {
+  if (s.empty() || s.size() > 15 || s == "." || s == "..") return false;
+  return std::none_of(s.begin(), s.end(),
+                      [](char c) { return c == '/' || c == ':' || c <= ' ' || c == 127; });
+}
+
+bool valid_port_name(const std::string& s) {
+  if (s.empty() || s.size() > 32) return false;
+  return std::all_of(s.begin(), s.end(),
+                     [](char c) { return isalnum(uint8_t(c)) || c == '-' || c == '_' || c == '.'; });
+}
+
+}  // namespace
+
+Result<VlanSpec> parse_vlan(const json& j, const std::string& where) {
+  VlanSpec v;
+  const bool has_access = j.contains("vlan"), has_trunk = j.contains("trunk");
+  if (has_access && has_trunk)
+    return Status::errorf("{}: 'vlan' (access) and 'trunk' are exclusive", where);
+  if (has_access) {
+    auto tag = get_int(j, where, "vlan", 0, 4094, 0);
+    if (!tag) return tag.status();
+    v.tag = uint16_t(*tag);
+  }
+  if (has_trunk) {
+    v.mode = VlanSpec::Mode::kTrunk;
+    const json& t = j["trunk"];
+    if (!t.is_array() || t.empty())
+      return Status::errorf("{}: field 'trunk' must be a non-empty list of VLAN ids", where);
+    std::set<uint16_t> ids;
+    for (const auto& e : t) {
+      if (!e.is_number_integer() || e.get<int64_t>() < 1 || e.get<int64_t>() > 4094)
+        return Status::errorf("{}: field 'trunk': {} is not a VLAN id in [1, 4094]", where, e.dump());
+      ids.insert(uint16_t(e.get<int64_t>()));
+    }
+    v.trunks.assign(ids.begin(), ids.end());
+    auto native = get_int(j, where, "native", 0, 4094, 0);
+    if (!native) return native.status();
+    v.native = uint16_t(*native);
+  } else if (j.contains("native")) {
+    return Status::errorf("{}: field 'native' needs 'trunk'", where);
+  }
+  return v;
+}
+
+json vlan_json(const VlanSpec& v) {
+  if (v.mode == VlanSpec::Mode::kAccess) return {{"mode", "access"}, {"vlan", v.tag}};
+  return {{"mode", "trunk"}, {"trunk", v.trunks}, {"native", v.native}};
+}
+
+Result<PortSpec> parse_port(const json& j, const std::string& where_in) {
+  if (!j.is_object()) return Status::errorf("{}: a port must be a table/object", where_in);
+  PortSpec p;
+  auto name = get_string(j, where_in, "name", true);
+  if (!name) return name.status();
+  p.name = *name;
+  if (!valid_port_name(p.name))
+    return Status::errorf("{}: port name '{}' must be 1-32 of [A-Za-z0-9._-]", where_in, p.name);
+  const std::string where = where_in + " (" + p.name + ")";
+  auto type = get_string(j, where, "type", true);
+  if (!type) return type.status();
+  p.type = *type;
+  Status st;
+  if (p.type == "vhost-user") {
+    st = check_keys(j, where, {"name", "type", "socket", "mode", "mtu", "vlan", "trunk", "native"});
+    if (!st) return st;
+    auto sock = get_string(j, where, "socket", true);
+    if (!sock) return sock.status();
+    p.socket = *sock;
+    if (p.socket.empty() || p.socket.size() > 107)
+      return Status::errorf("{}: field 'socket' must be a path of 1-107 bytes", where);
+    auto mode = get_string(j, where, "mode", false);
+    if (!mode) return mode.status();
+    if (*mode == "client")
+      p.client = true;
+    else if (!mode->empty() && *mode != "server")
+      return Status::errorf("{}: field 'mode' must be \"server\" or \"client\", not \"{}\"", where,
+                            *mode);
+  } else if (p.type == "tap") {
+    st = check_keys(j, where, {"name", "type", "ifname", "netns", "attach", "offloads", "mtu",
+                               "vlan", "trunk", "native"});
+    if (!st) return st;
+    auto ifname = get_string(j, where, "ifname", false);
+    if (!ifname) return ifname.status();
+    p.ifname = ifname->empty() ? p.name : *ifname;
+    if (!valid_ifname(p.ifname))
+      return Status::errorf("{}: '{}' is not a valid interface name (1-15 bytes, no '/', ':' or spaces)",
+                            where, p.ifname);
+    auto ns = get_string(j, where, "netns", false);
+    if (!ns) return ns.status();
+    p.netns = *ns;
+    if (!p.netns.empty() && (p.netns.find('/') != std::string::npos || p.netns == "." ||
+                             p.netns == ".."))
+      return Status::errorf("{}: field 'netns' must be a namespace name, not a path", where);
+    auto attach = get_bool(j, where, "attach", false);
+    if (!attach) return attach.status();
+    p.attach = *attach;
+    auto off = get_bool(j, where, "offloads", true);
+    if (!off) return off.status();
+    p.offloads = *off;
+  } else {
+    return Status::errorf("{}: field 'type' must be \"vhost-user\" or \"tap\", not \"{}\"", where,
+                          p.type);
+  }
+  auto mtu = get_int(j, where, "mtu", 68, 65535, 0);
+  if (!mtu) return mtu.status();
+  p.mtu = uint32_t(*mtu);
+  auto vlan = parse_vlan(j, where);
+  if (!vlan) return vlan.status();
+  p.vlan = *vlan;
+  return p;
+}
+
+Result<FileConfig> parse_config_toml(const std::string& text, const std::string& source) {
+  json root;
+  try {
+    std::istringstream in(text);
+    cpptoml::parser parser(in);
+    root = table_to_json(*parser.parse());
+  } catch (const std::exception& e) {
+    return Status::errorf("{}: {}", source, e.what());
+  }
+  FileConfig cfg;
+  Status st = check_keys(root, source, {"vnetd", "worker", "fdb", "port"});
+  if (!st) return st;
+  if (root.contains("vnetd")) {
+    const json& v = root["vnetd"];
+    std::string w = source + ": [vnetd]";
+    if (!v.is_object()) return Status::errorf("{} must be a table", w);
+    if (!(st = check_keys(v, w, {"control", "log_level"}))) return st;
+    auto c = get_string(v, w, "control", false);
+    if (!c) return c.status();
+    cfg.control_path = *c;
+    auto l = get_string(v, w, "log_level", false);
+    if (!l) return l.status();
+    static const std::set<std::string> levels = {"",     "trace", "debug",    "info",
+                                                 "warn", "error", "critical", "off"};
+    if (!levels.count(*l))
+      return Status::errorf("{}: field 'log_level' must be one of trace, debug, info, warn, error, "
+                            "critical, off",
+                            w);
+    cfg.log_level = *l;
+  }
+  if (root.contains("worker")) {
+    const json& v = root["worker"];
+    std::string w = source + ": [worker]";
+    if (!v.is_object()) return Status::errorf("{} must be a table", w);
+    if (!(st = check_keys(v, w, {"cpu", "idle_poll_us", "poll_mode"}))) return st;
+    auto cpu = get_int(v, w, "cpu", -1, 4095, -1);
+    if (!cpu) return cpu.status();
+    cfg.worker.cpu = int(*cpu);
+    auto idle = get_int(v, w, "idle_poll_us", 0, 10'000'000, 200);
+    if (!idle) return idle.status();
+    cfg.worker.idle_poll_us = uint32_t(*idle);
+    auto mode = get_string(v, w, "poll_mode", false);
+    if (!mode) return mode.status();
+    if (!mode->empty()) {
+      if (*mode != "adaptive" && *mode != "poll" && *mode != "sleep")
+        return Status::errorf("{}: field 'poll_mode' must be adaptive, poll or sleep", w);
+      cfg.worker.poll_mode = *mode;
+    }
+  }
+  if (root.contains("fdb")) {
+    const json& v = root["fdb"];
+    std::string w = source + ": [fdb]";
+    if (!v.is_object()) return Status::errorf("{} must be a table", w);
+    if (!(st = check_keys(v, w, {"size", "age"}))) return st;
+    auto size = get_int(v, w, "size", 16, 16 << 20, 8192);
+    if (!size) return size.status();
+    cfg.fdb_size = uint32_t(*size);
+    auto age = get_int(v, w, "age", 1, 1'000'000, 300);
+    if (!age) return age.status();
+    cfg.fdb_age = uint32_t(*age);
+  }
+  if (root.contains("port")) {
+    const json& ports = root["port"];
+    if (!ports.is_array()) return Status::errorf("{}: 'port' must be an array of tables ([[port]])", source);
+    std::set<std::string> names, sockets, taps;
+    for (size_t i = 0; i < ports.size(); ++i) {
+      auto p = parse_port(ports[i], fmt::format("{}: port[{}]", source, i));
+      if (!p) return p.status();
+      if (!names.insert(p->name).second)
+        return Status::errorf("{}: port[{}]: duplicate port name '{}'", source, i, p->name);
+      if (p->type == "vhost-user" && !sockets.insert(p->socket).second)
+        return Status::errorf("{}: port[{}] ({}): socket {} is used by another port", source, i,
+                              p->name, p->socket);
+      if (p->type == "tap" && !taps.insert(p->netns + "/" + p->ifname).second)
+        return Status::errorf("{}: port[{}] ({}): interface {} is used by another port", source, i,
+                              p->name, p->ifname);
+      cfg.ports.push_back(std::move(*p));
+    }
+  }
+  return cfg;
+}
+
+Result<FileConfig> load_config_file(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) return Status::errorf("cannot read config file {}: {}", path, strerror(errno));
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return parse_config_toml(ss.str(), path);
+}
+
+}  // namespace vnet::control

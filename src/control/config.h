@@ -1,0 +1,71 @@
+// Configuration: what vnetd starts with (a TOML file and the command line) and what
+// vnetctl asks for at run time (add-port, set-port), checked in one place. Every
+// error names the field (and, for files, the line the parser reports) and nothing
+// is applied unless the whole request or file is valid.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/result.h"
+
+namespace vnet::control {
+
+// 802.1Q handling of a port (issue "VLANs"): access ports carry one VLAN untagged
+// (0: the port is not in any VLAN, frames untagged); trunk ports carry the listed
+// VLANs tagged, and untagged frames in `native` (0: dropped).
+struct VlanSpec {
+  enum class Mode { kAccess, kTrunk };
+  Mode mode = Mode::kAccess;
+  uint16_t tag = 0;               // access VLAN
+  std::vector<uint16_t> trunks;   // allowed VLANs on a trunk, sorted, unique
+  uint16_t native = 0;            // trunk: VLAN of untagged frames
+};
+
+struct PortSpec {
+  std::string name;
+  std::string type;  // "vhost-user" | "tap"
+  // vhost-user
+  std::string socket;
+  bool client = false;
+  // tap
+  std::string ifname;
+  std::string netns;   // empty: vnetd's own namespace
+  bool attach = false; // use an existing TAP instead of creating one
+  bool offloads = true;
+  // common
+  uint32_t mtu = 0;  // 0: default (1500)
+  VlanSpec vlan;
+};
+
+struct WorkerSpec {
+  int cpu = -1;
+  uint32_t idle_poll_us = 200;
+  std::string poll_mode = "adaptive";  // adaptive | poll | sleep
+};
+
+struct FileConfig {
+  std::string control_path;  // empty: keep the default
+  std::string log_level;     // empty: keep the default
+  WorkerSpec worker;
+  uint32_t fdb_size = 8192;
+  uint32_t fdb_age = 300;
+  std::vector<PortSpec> ports;
+};
+
+// One port from JSON (vnetctl add-port, or a [[port]] table converted to JSON).
+// `where` prefixes error messages ("port[2]", "add-port").
+Result<PortSpec> parse_port(const nlohmann::json& j, const std::string& where);
+// A VLAN setting: {"vlan": 10} (access) or {"trunk": [10, 20], "native": 1}.
+Result<VlanSpec> parse_vlan(const nlohmann::json& j, const std::string& where);
+nlohmann::json vlan_json(const VlanSpec& v);
+
+// Parses and checks a whole TOML file. Port names must be unique; sockets and TAP
+// names too.
+Result<FileConfig> load_config_file(const std::string& path);
+Result<FileConfig> parse_config_toml(const std::string& text, const std::string& source);
+
+}  // namespace vnet::control
