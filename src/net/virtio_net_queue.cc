@@ -20,6 +20,7 @@ uint32_t net_hdr_len(uint64_t features) {
 uint32_t tx_dequeue(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len,
                     Packet* const* pkts, uint32_t max, DropCounters& drops) {
   uint32_t n = 0, popped = 0;
+  const uint16_t used_start = q.mark().used_idx;
   while (n < max && popped < max * 2) {
     virtio::PopStatus st = q.pop(c);
     if (st != virtio::PopStatus::kOk) break;
@@ -45,7 +46,7 @@ uint32_t tx_dequeue(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len,
     }
     q.push(c.head, 0);  // TX buffers are read, never written
   }
-  if (popped) q.publish();
+  if (q.mark().used_idx != used_start) q.publish();
   return n;
 }
 
@@ -60,11 +61,12 @@ inline void fill_rx_hdr(virtio_net_hdr_v1& h, uint16_t num_buffers) {
 // One frame into one chain (no mergeable buffers). False if no buffer fits.
 bool rx_one(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len, const Packet& p,
             DropCounters& drops) {
-  auto mark = q.mark();
   if (q.pop(c) != virtio::PopStatus::kOk) {
     drops.add(q.broken() ? Drop::kQueueBroken : Drop::kRxNoBuffers);
     return false;
   }
+  auto mark = q.mark();  // after the bad chains pop completed, before this one
+  --mark.last_avail;
   if (c.in_len < uint64_t(hdr_len) + p.len) {
     q.rewind(mark);  // keep the buffer for a frame that fits
     drops.add(Drop::kRxNoBuffers);
@@ -81,7 +83,7 @@ bool rx_one(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len, const Pa
 // One frame across as many chains as it needs (5.1.6.3.2, VIRTIO_NET_F_MRG_RXBUF).
 bool rx_mergeable(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len, const Packet& p,
                   DropCounters& drops) {
-  auto mark = q.mark();
+  virtio::DeviceQueue::Mark mark{};
   const uint64_t need = uint64_t(hdr_len) + p.len;
   uint64_t done = 0;
   uint16_t num_buffers = 0;
@@ -92,12 +94,14 @@ bool rx_mergeable(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len, co
   fill_rx_hdr(h, 1);
   while (done < need) {
     if (num_buffers == q.size() || q.pop(c) != virtio::PopStatus::kOk) {
-      q.rewind(mark);
+      if (num_buffers) q.rewind(mark);
       drops.add(q.broken() ? Drop::kQueueBroken : Drop::kRxNoBuffers);
       return false;
     }
     uint64_t skip = 0;
     if (num_buffers == 0) {
+      mark = q.mark();  // after the bad chains pop completed, before this one
+      --mark.last_avail;
       if (c.in_len < hdr_len) {  // 5.1.6.3.1: the first buffer must hold the header
         q.rewind(mark);
         drops.add(Drop::kRxNoBuffers);
@@ -128,6 +132,7 @@ bool rx_mergeable(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len, co
 uint32_t rx_enqueue(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len, bool mergeable,
                     Packet* const* pkts, uint32_t n, DropCounters& drops, uint64_t* bytes) {
   uint32_t sent = 0;
+  const uint16_t used_start = q.mark().used_idx;
   for (uint32_t i = 0; i < n; ++i) {
     bool ok = mergeable ? rx_mergeable(q, c, hdr_len, *pkts[i], drops)
                         : rx_one(q, c, hdr_len, *pkts[i], drops);
@@ -139,7 +144,7 @@ uint32_t rx_enqueue(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len, 
       break;  // nothing left to try: drop the rest of the burst at once
     }
   }
-  if (sent) q.publish();
+  if (q.mark().used_idx != used_start) q.publish();
   return sent;
 }
 

@@ -150,7 +150,9 @@ void DriverQueue::enable_interrupts() {
 }
 
 void DriverQueue::disable_interrupts() {
-  __atomic_store_n(&avail_->flags, uint16_t(VRING_AVAIL_F_NO_INTERRUPT), __ATOMIC_RELAXED);
+  // 2.7.7.1: with EVENT_IDX flags stay 0; used_event, left behind, suppresses interrupts.
+  if (!event_idx_)
+    __atomic_store_n(&avail_->flags, uint16_t(VRING_AVAIL_F_NO_INTERRUPT), __ATOMIC_RELAXED);
 }
 
 }  // namespace vnet::virtio
