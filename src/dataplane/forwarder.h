@@ -2,9 +2,12 @@
 // learns source MACs, looks destinations up in the FDB, groups frames by output port
 // and hands each group to that port in one send_burst. Unknown unicast, broadcast and
 // multicast are flooded to every other port; nothing goes back where it came from.
+// Per frame: no allocation, no lock, no syscall, no virtual call (one send_burst per
+// output port per burst).
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "common/counter.h"
@@ -15,9 +18,20 @@
 namespace vnet::dataplane {
 
 struct ForwarderCounters {
-  Counter flooded;      // frames flooded (unknown unicast, broadcast, multicast)
-  Counter unicast;      // frames sent to one learned port
-  Counter same_port;    // frames whose destination sits on the port they came from
+  Counter flooded;        // frames flooded (unknown unicast, broadcast, multicast)
+  Counter unicast;        // frames sent to one learned port
+  Counter same_port;      // frames whose destination sits on the port they came from (dropped)
+  Counter src_multicast;  // frames with a multicast/broadcast source MAC (forwarded, not learned)
+  Counter src_zero;       // frames with source 00:00:00:00:00:00 (forwarded, not learned)
+  Counter stale_port;     // FDB hits on a port id the worker does not have (flooded instead)
+};
+
+// One FDB entry as vnetctl shows it.
+struct FdbView {
+  std::string mac;  // "52:54:00:12:34:56"
+  uint16_t vlan;    // 0: untagged
+  uint16_t port;    // port id
+  uint64_t age;     // seconds since last seen
 };
 
 class Forwarder {
@@ -25,27 +39,43 @@ class Forwarder {
   struct Config {
     uint32_t fdb_capacity = 8192;
     uint32_t fdb_age_seconds = 300;
+    uint32_t fdb_port_limit = 0;  // entries learned per port at most; 0: no limit
   };
+  // tick() runs the ageing sweep at most this often, over kAgeBudget slots each time.
+  static constexpr uint64_t kTickIntervalNs = 10'000'000;
+  static constexpr uint32_t kAgeBudget = 512;
+
   explicit Forwarder(const Config& cfg);
 
   // Worker thread only.
+  // The worker's port list changed: remember where each port id sits in it. forward()
+  // must then be given the same list.
   void set_ports(const std::vector<ports::Port*>& ports);
   void forward(ports::Port& in, net::Packet* const* pkts, uint32_t n,
                const std::vector<ports::Port*>& ports, uint64_t now_ns);
   void tick(uint64_t now_ns);  // ageing, bounded work per call
   void port_removed(const ports::Port& p);
+  void flush() { fdb_.flush(); }
+  // Live entries sorted by port, VLAN, MAC (control path; allocates).
+  std::vector<FdbView> dump(uint64_t now_ns = monotonic_ns()) const;
   sw::Fdb& fdb() { return fdb_; }
+  const sw::Fdb& fdb() const { return fdb_; }
   ForwarderCounters& counters() { return counters_; }
 
+  static uint64_t monotonic_ns();
+
  private:
-  sw::Fdb fdb_;
-  std::vector<ports::Port*> by_id_;  // port id -> port
-  // Per output port (by position in the worker's port list): frames of this burst.
+  static constexpr uint32_t kNoPos = UINT32_MAX;
   struct OutList {
     uint32_t n = 0;
     net::Packet* pkts[net::kBurst];
   };
+
+  sw::Fdb fdb_;
+  std::vector<uint32_t> pos_by_id_;  // port id -> position in the worker's port list
+  // Per output port (by position in the worker's port list): frames of this burst.
   std::vector<OutList> out_;
+  uint64_t last_tick_ns_ = 0;
   ForwarderCounters counters_;
 };
 

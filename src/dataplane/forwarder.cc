@@ -1,0 +1,145 @@
+// Forwarder: learning, lookup, per-port grouping and flooding of one burst.
+#include "dataplane/forwarder.h"
+
+#include <time.h>
+
+#include <algorithm>
+#include <array>
+#include <random>
+#include <tuple>
+
+namespace vnet::dataplane {
+
+namespace {
+
+sw::FdbConfig fdb_config(const Forwarder::Config& cfg) {
+  sw::FdbConfig f;
+  f.capacity = cfg.fdb_capacity;
+  f.age_ns = uint64_t(cfg.fdb_age_seconds) * 1'000'000'000ULL;
+  f.per_port_limit = cfg.fdb_port_limit;
+  // A per-process seed: a guest cannot precompute MACs that collide in our buckets.
+  try {
+    std::random_device rd;
+    f.hash_seed = (uint64_t(rd()) << 32) ^ rd();
+  } catch (...) {
+    f.hash_seed ^= Forwarder::monotonic_ns();
+  }
+  return f;
+}
+
+}  // namespace
+
+uint64_t Forwarder::monotonic_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1'000'000'000ULL + uint64_t(ts.tv_nsec);
+}
+
+Forwarder::Forwarder(const Config& cfg) : fdb_(fdb_config(cfg)) {}
+
+void Forwarder::set_ports(const std::vector<ports::Port*>& ports) {
+  uint16_t max_id = 0;
+  for (auto* p : ports) max_id = std::max(max_id, p->id());
+  pos_by_id_.assign(size_t(max_id) + 1, kNoPos);
+  for (size_t i = 0; i < ports.size(); ++i) {
+    if (ports[i]->id() != 0) pos_by_id_[ports[i]->id()] = uint32_t(i);
+  }
+  out_.assign(ports.size(), OutList{});
+}
+
+void Forwarder::forward(ports::Port& in, net::Packet* const* pkts, uint32_t n,
+                        const std::vector<ports::Port*>& ports, uint64_t now_ns) {
+  // The worker calls set_ports() whenever its list changes; this only guards callers
+  // that did not (it allocates, but never in the steady state).
+  if (out_.size() != ports.size()) set_ports(ports);
+  n = std::min(n, net::kBurst);
+  const uint16_t in_id = in.id();
+  const uint32_t nports = uint32_t(ports.size());
+  uint64_t flooded = 0, unicast = 0, same_port = 0, src_mc = 0, src_zero = 0, stale = 0;
+
+  for (uint32_t i = 0; i < n; ++i) {
+    net::Packet* p = pkts[i];
+    const sw::Mac dst = sw::Mac::from_bytes(p->data);
+    const sw::Mac src = sw::Mac::from_bytes(p->data + 6);
+    if (src.is_multicast()) {
+      ++src_mc;
+    } else if (src.is_zero()) {
+      ++src_zero;
+    } else if (in_id != 0) {
+      fdb_.learn(src, 0, in_id, now_ns);
+    }
+
+    if (!dst.is_multicast()) {
+      const uint16_t to = fdb_.lookup(dst, 0, now_ns);
+      if (to != 0) {
+        if (to == in_id) {
+          ++same_port;
+          continue;
+        }
+        const uint32_t pos = to < pos_by_id_.size() ? pos_by_id_[to] : kNoPos;
+        if (pos < nports && ports[pos]->id() == to) {
+          OutList& o = out_[pos];
+          o.pkts[o.n++] = p;
+          ++unicast;
+          continue;
+        }
+        ++stale;
+      }
+    }
+    ++flooded;
+    for (uint32_t j = 0; j < nports; ++j) {
+      if (ports[j] == &in) continue;
+      OutList& o = out_[j];
+      o.pkts[o.n++] = p;
+    }
+  }
+
+  for (uint32_t j = 0; j < nports; ++j) {
+    OutList& o = out_[j];
+    if (o.n == 0) continue;
+    ports[j]->send_burst(o.pkts, o.n);
+    o.n = 0;
+  }
+
+  if (flooded) counters_.flooded.add(flooded);
+  if (unicast) counters_.unicast.add(unicast);
+  if (same_port) counters_.same_port.add(same_port);
+  if (src_mc) counters_.src_multicast.add(src_mc);
+  if (src_zero) counters_.src_zero.add(src_zero);
+  if (stale) counters_.stale_port.add(stale);
+}
+
+void Forwarder::tick(uint64_t now_ns) {
+  if (now_ns - last_tick_ns_ < kTickIntervalNs) return;
+  last_tick_ns_ = now_ns;
+  fdb_.age(now_ns, kAgeBudget);
+}
+
+void Forwarder::port_removed(const ports::Port& p) {
+  fdb_.remove_port(p.id());
+  if (p.id() < pos_by_id_.size()) pos_by_id_[p.id()] = kNoPos;
+}
+
+std::vector<FdbView> Forwarder::dump(uint64_t now_ns) const {
+  std::vector<FdbView> v;
+  v.reserve(fdb_.size());
+  struct Raw {
+    uint16_t port, vlan;
+    std::array<uint8_t, 6> mac;
+    uint64_t age_ns;
+  };
+  std::vector<Raw> raw;
+  raw.reserve(fdb_.size());
+  fdb_.for_each(now_ns, [&](sw::Mac mac, uint16_t vlan, uint16_t port, uint64_t age_ns) {
+    raw.push_back(Raw{port, vlan, mac.to_bytes(), age_ns});
+  });
+  std::sort(raw.begin(), raw.end(), [](const Raw& a, const Raw& b) {
+    return std::tie(a.port, a.vlan, a.mac) < std::tie(b.port, b.vlan, b.mac);
+  });
+  for (const Raw& r : raw)
+    v.push_back(FdbView{sw::Mac::from_bytes(r.mac).to_string(), r.vlan, r.port,
+                        r.age_ns / 1'000'000'000ULL});
+  return v;
+}
+
+}  // namespace vnet::dataplane
