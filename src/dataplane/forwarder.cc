@@ -6,7 +6,10 @@
 #include <algorithm>
 #include <array>
 #include <random>
+#include <cstring>
 #include <tuple>
+
+#include "virtio/net_uapi.h"
 
 namespace vnet::dataplane {
 
@@ -25,6 +28,46 @@ sw::FdbConfig fdb_config(const Forwarder::Config& cfg) {
     f.hash_seed ^= Forwarder::monotonic_ns();
   }
   return f;
+}
+
+// Ingress VLAN classification (802.1Q): sets p.vlan and strips a tag, or returns
+// the reason to drop the frame.
+inline bool classify(const net::VlanConfig& v, net::Packet& p, net::Drop* why) {
+  const uint16_t type = uint16_t(p.data[12] << 8 | p.data[13]);
+  if (type != net::kEthP8021Q) {
+    if (!v.trunk) {
+      p.vlan = v.access;
+      return true;
+    }
+    if (v.native == 0) {
+      *why = net::Drop::kVlanDenied;
+      return false;
+    }
+    p.vlan = v.native;
+    return true;
+  }
+  if (!v.trunk) {
+    *why = net::Drop::kVlanTagged;
+    return false;
+  }
+  if (p.len < net::kEthHdrLen + net::kVlanTagLen) {
+    *why = net::Drop::kVlanDenied;
+    return false;
+  }
+  uint16_t vid = uint16_t((p.data[14] << 8 | p.data[15]) & 0xfff);
+  if (vid == 0) vid = v.native;  // priority-tagged: the native VLAN
+  if (vid == 0 || !(v.allowed[vid] || vid == v.native)) {
+    *why = net::Drop::kVlanDenied;
+    return false;
+  }
+  std::memmove(p.data + 12, p.data + 16, p.len - 16);
+  p.len -= net::kVlanTagLen;
+  // Offload offsets count from the start of the frame, which lost 4 bytes.
+  if ((p.vhdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) && p.vhdr.csum_start >= 16)
+    p.vhdr.csum_start = uint16_t(p.vhdr.csum_start - net::kVlanTagLen);
+  if (p.vhdr.hdr_len >= 16) p.vhdr.hdr_len = uint16_t(p.vhdr.hdr_len - net::kVlanTagLen);
+  p.vlan = vid;
+  return true;
 }
 
 }  // namespace
@@ -55,10 +98,17 @@ void Forwarder::forward(ports::Port& in, net::Packet* const* pkts, uint32_t n,
   n = std::min(n, net::kBurst);
   const uint16_t in_id = in.id();
   const uint32_t nports = uint32_t(ports.size());
+  const net::VlanConfig& in_vlan = in.vlan();
   uint64_t flooded = 0, unicast = 0, same_port = 0, src_mc = 0, src_zero = 0, stale = 0;
 
   for (uint32_t i = 0; i < n; ++i) {
     net::Packet* p = pkts[i];
+    net::Drop why;
+    if (!classify(in_vlan, *p, &why)) {
+      in.counters().drops.add(why);
+      continue;
+    }
+    const uint16_t vlan = p->vlan;
     const sw::Mac dst = sw::Mac::from_bytes(p->data);
     const sw::Mac src = sw::Mac::from_bytes(p->data + 6);
     if (src.is_multicast()) {
@@ -66,18 +116,18 @@ void Forwarder::forward(ports::Port& in, net::Packet* const* pkts, uint32_t n,
     } else if (src.is_zero()) {
       ++src_zero;
     } else if (in_id != 0) {
-      fdb_.learn(src, 0, in_id, now_ns);
+      fdb_.learn(src, vlan, in_id, now_ns);
     }
 
     if (!dst.is_multicast()) {
-      const uint16_t to = fdb_.lookup(dst, 0, now_ns);
+      const uint16_t to = fdb_.lookup(dst, vlan, now_ns);
       if (to != 0) {
         if (to == in_id) {
           ++same_port;
           continue;
         }
         const uint32_t pos = to < pos_by_id_.size() ? pos_by_id_[to] : kNoPos;
-        if (pos < nports && ports[pos]->id() == to) {
+        if (pos < nports && ports[pos]->id() == to && ports[pos]->vlan().member(vlan)) {
           OutList& o = out_[pos];
           o.pkts[o.n++] = p;
           ++unicast;
@@ -88,7 +138,7 @@ void Forwarder::forward(ports::Port& in, net::Packet* const* pkts, uint32_t n,
     }
     ++flooded;
     for (uint32_t j = 0; j < nports; ++j) {
-      if (ports[j] == &in) continue;
+      if (ports[j] == &in || !ports[j]->vlan().member(vlan)) continue;
       OutList& o = out_[j];
       o.pkts[o.n++] = p;
     }

@@ -15,6 +15,8 @@ enum class Drop : uint8_t {
   kRxNoBuffers,   // the guest's RX ring had no (or not enough) buffers
   kRxNotReady,    // the port's RX queue is not running (not connected, disabled)
   kQueueBroken,   // the queue was declared broken (hostile ring)
+  kVlanTagged,    // a tagged frame on an access port
+  kVlanDenied,    // a frame of a VLAN the port does not carry (or untagged, no native VLAN)
   kCount
 };
 
@@ -26,6 +28,8 @@ inline const char* drop_name(Drop d) {
     case Drop::kRxNoBuffers: return "rx_no_buffers";
     case Drop::kRxNotReady: return "rx_not_ready";
     case Drop::kQueueBroken: return "queue_broken";
+    case Drop::kVlanTagged: return "vlan_tagged_on_access";
+    case Drop::kVlanDenied: return "vlan_not_allowed";
     case Drop::kCount: break;
   }
   return "?";

@@ -47,4 +47,26 @@ inline size_t buf_to_iov(const void* src, size_t len, const iovec* iov, size_t n
   return detail::iov_copy<true>(iov, n, skip, static_cast<uint8_t*>(const_cast<void*>(src)), len);
 }
 
+// Copies `len` bytes starting `src_skip` bytes into src[0..sn) to dst[0..dn), starting
+// `dst_skip` bytes in. Returns the bytes copied (less when either side runs out).
+inline size_t iov_to_iov(const iovec* src, size_t sn, size_t src_skip, const iovec* dst,
+                         size_t dn, size_t dst_skip, size_t len) {
+  size_t done = 0;
+  for (size_t i = 0; i < sn && done < len; ++i) {
+    size_t seg = src[i].iov_len;
+    if (src_skip >= seg) {
+      src_skip -= seg;
+      continue;
+    }
+    size_t c = seg - src_skip;
+    if (c > len - done) c = len - done;
+    size_t w = buf_to_iov(static_cast<const uint8_t*>(src[i].iov_base) + src_skip, c, dst, dn,
+                          dst_skip + done);
+    done += w;
+    if (w < c) break;
+    src_skip = 0;
+  }
+  return done;
+}
+
 }  // namespace vnet::net

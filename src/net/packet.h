@@ -19,6 +19,7 @@ inline constexpr uint32_t kMaxFrame = 65536 + 2 * 18;
 struct Packet {
   virtio_net_hdr_v1 vhdr;  // offload metadata (flags, gso_*, csum_*); num_buffers unused
   uint32_t len = 0;
+  uint16_t vlan = 0;  // VLAN inside the switch (set by the forwarder); data is untagged
   alignas(64) uint8_t data[kMaxFrame];
 };
 

@@ -58,8 +58,36 @@ inline void fill_rx_hdr(virtio_net_hdr_v1& h, uint16_t num_buffers) {
   h.num_buffers = num_buffers;
 }
 
+// A frame as it will appear in the guest: the packet's bytes, with an 802.1Q tag
+// after the MAC addresses when the port sends its VLAN tagged.
+struct FrameView {
+  iovec piece[3];
+  uint32_t n;
+  uint8_t tag[kVlanTagLen];
+  uint64_t len;
+
+  FrameView(const Packet& p, uint16_t vlan_tag) {
+    if (vlan_tag == 0) {
+      piece[0] = {const_cast<uint8_t*>(p.data), p.len};
+      n = 1;
+      len = p.len;
+      return;
+    }
+    tag[0] = uint8_t(kEthP8021Q >> 8);
+    tag[1] = uint8_t(kEthP8021Q);
+    tag[2] = uint8_t(vlan_tag >> 8);
+    tag[3] = uint8_t(vlan_tag);
+    piece[0] = {const_cast<uint8_t*>(p.data), 12};
+    piece[1] = {tag, kVlanTagLen};
+    piece[2] = {const_cast<uint8_t*>(p.data) + 12, p.len - 12};
+    n = 3;
+    len = p.len + kVlanTagLen;
+  }
+  FrameView(const FrameView&) = delete;  // pieces point into the object
+};
+
 // One frame into one chain (no mergeable buffers). False if no buffer fits.
-bool rx_one(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len, const Packet& p,
+bool rx_one(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len, const FrameView& p,
             DropCounters& drops) {
   if (q.pop(c) != virtio::PopStatus::kOk) {
     drops.add(q.broken() ? Drop::kQueueBroken : Drop::kRxNoBuffers);
@@ -75,13 +103,13 @@ bool rx_one(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len, const Pa
   virtio_net_hdr_v1 h;
   fill_rx_hdr(h, 1);
   buf_to_iov(&h, hdr_len, c.in_segs(), c.n_in, 0);
-  buf_to_iov(p.data, p.len, c.in_segs(), c.n_in, hdr_len);
-  q.push(c.head, hdr_len + p.len);
+  iov_to_iov(p.piece, p.n, 0, c.in_segs(), c.n_in, hdr_len, p.len);
+  q.push(c.head, uint32_t(hdr_len + p.len));
   return true;
 }
 
 // One frame across as many chains as it needs (5.1.6.3.2, VIRTIO_NET_F_MRG_RXBUF).
-bool rx_mergeable(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len, const Packet& p,
+bool rx_mergeable(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len, const FrameView& p,
                   DropCounters& drops) {
   virtio::DeviceQueue::Mark mark{};
   const uint64_t need = uint64_t(hdr_len) + p.len;
@@ -115,7 +143,7 @@ bool rx_mergeable(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len, co
     }
     uint64_t room = c.in_len - skip;
     uint64_t chunk = std::min<uint64_t>(room, need - done);
-    buf_to_iov(p.data + (done - hdr_len), chunk, c.in_segs(), c.n_in, skip);
+    iov_to_iov(p.piece, p.n, done - hdr_len, c.in_segs(), c.n_in, skip, chunk);
     done += chunk;
     q.push(c.head, uint32_t(skip + chunk));
     ++num_buffers;
@@ -130,15 +158,16 @@ bool rx_mergeable(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len, co
 }  // namespace
 
 uint32_t rx_enqueue(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len, bool mergeable,
-                    Packet* const* pkts, uint32_t n, DropCounters& drops, uint64_t* bytes) {
+                    const VlanConfig& vlan, Packet* const* pkts, uint32_t n, DropCounters& drops,
+                    uint64_t* bytes) {
   uint32_t sent = 0;
   const uint16_t used_start = q.mark().used_idx;
   for (uint32_t i = 0; i < n; ++i) {
-    bool ok = mergeable ? rx_mergeable(q, c, hdr_len, *pkts[i], drops)
-                        : rx_one(q, c, hdr_len, *pkts[i], drops);
+    const FrameView f(*pkts[i], vlan.egress_tag(pkts[i]->vlan));
+    bool ok = mergeable ? rx_mergeable(q, c, hdr_len, f, drops) : rx_one(q, c, hdr_len, f, drops);
     if (ok) {
       ++sent;
-      *bytes += pkts[i]->len;
+      *bytes += f.len;
     } else if (q.available() == 0) {
       drops.add(q.broken() ? Drop::kQueueBroken : Drop::kRxNoBuffers, n - i - 1);
       break;  // nothing left to try: drop the rest of the burst at once

@@ -8,6 +8,7 @@
 
 #include "net/drops.h"
 #include "net/packet.h"
+#include "net/vlan.h"
 #include "virtio/device_queue.h"
 
 namespace vnet::net {
@@ -25,10 +26,11 @@ uint32_t tx_dequeue(virtio::DeviceQueue& q, virtio::Chain& scratch, uint32_t hdr
 // Copies pkts[0..n) into the guest's RX buffers. Without mergeable buffers a frame
 // needs one chain large enough for header + frame; with them it may use several
 // (num_buffers). A frame that does not fit in what is available is dropped (counted)
-// and the buffers stay for the next one. Returns the number of frames delivered and
-// adds their bytes to *bytes.
+// and the buffers stay for the next one. Frames of a VLAN the port sends tagged
+// (vlan.egress_tag) get their 802.1Q tag inserted on the way. Returns the number of
+// frames delivered and adds their bytes (as the guest sees them) to *bytes.
 uint32_t rx_enqueue(virtio::DeviceQueue& q, virtio::Chain& scratch, uint32_t hdr_len,
-                    bool mergeable, Packet* const* pkts, uint32_t n, DropCounters& drops,
-                    uint64_t* bytes);
+                    bool mergeable, const VlanConfig& vlan, Packet* const* pkts, uint32_t n,
+                    DropCounters& drops, uint64_t* bytes);
 
 }  // namespace vnet::net

@@ -10,6 +10,7 @@
 
 #include "common/counter.h"
 #include "net/drops.h"
+#include "net/vlan.h"
 #include "net/packet.h"
 
 namespace vnet::ports {
@@ -42,6 +43,9 @@ class Port {
   uint16_t id() const { return id_; }
   void set_id(uint16_t id) { id_ = id; }
   PortCounters& counters() { return counters_; }
+  // VLAN handling; worker thread (set it through Worker::run_sync once attached).
+  const net::VlanConfig& vlan() const { return vlan_; }
+  void set_vlan(const net::VlanConfig& v) { vlan_ = v; }
 
   // --- worker thread ---
   // Frames from the port into the switch: fills pkts[0..ret).
@@ -67,6 +71,7 @@ class Port {
   std::string name_;
   uint16_t id_ = 0;
   PortCounters counters_;
+  net::VlanConfig vlan_;
 };
 
 }  // namespace vnet::ports

@@ -199,8 +199,8 @@ uint32_t VhostUserPort::send_burst(net::Packet* const* pkts, uint32_t n) {
     return 0;
   }
   uint64_t bytes = 0;
-  uint32_t sent = net::rx_enqueue(q.vq, chain_, hdr_len_, mergeable_, pkts, n, counters().drops,
-                                  &bytes);
+  uint32_t sent = net::rx_enqueue(q.vq, chain_, hdr_len_, mergeable_, vlan(), pkts, n,
+                                  counters().drops, &bytes);
   if (sent) {
     notify(q);
     counters().tx_packets.add(sent);

@@ -92,7 +92,7 @@ class NetQueueTest : public ::testing::Test {
     return tx_dequeue(tx_.dev, *c_, hdr_len, batch_->ptrs(), max, drops_);
   }
   uint32_t rx(Packet* const* pkts, uint32_t n, bool mergeable, uint32_t hdr_len = kHdr) {
-    return rx_enqueue(rx_.dev, *c_, hdr_len, mergeable, pkts, n, drops_, &bytes_);
+    return rx_enqueue(rx_.dev, *c_, hdr_len, mergeable, vlan_, pkts, n, drops_, &bytes_);
   }
 
   uint64_t drops_total() const {
@@ -107,6 +107,7 @@ class NetQueueTest : public ::testing::Test {
   std::unique_ptr<PacketBatch> batch_;
   DropCounters drops_;
   uint64_t bytes_ = 0;
+  VlanConfig vlan_;
 };
 
 // ---- header length -----------------------------------------------------------------
@@ -325,6 +326,41 @@ TEST_F(NetQueueTest, RxFrameIntoOneChain) {
   EXPECT_EQ(h.gso_type, VIRTIO_NET_HDR_GSO_NONE);
   EXPECT_EQ(h.num_buffers, 1) << "5.1.6.4: 1 without VIRTIO_NET_F_MRG_RXBUF";
   EXPECT_EQ(std::memcmp(buf + kHdr, f.data(), 100), 0);
+}
+
+// A trunk port sends frames of a non-native VLAN with an 802.1Q tag after the MACs,
+// across buffer boundaries with mergeable buffers; the native VLAN goes untagged.
+TEST_F(NetQueueTest, RxInsertsVlanTagOnTrunk) {
+  vlan_.trunk = true;
+  vlan_.allowed.set(100);
+  vlan_.native = 7;
+  start_rx();
+  auto gpas = post_rx(4, 1024);
+  auto f = frame(1500, 22);
+  Packet* p = pkt(0, f);
+  p->vlan = 100;
+  ASSERT_EQ(rx(&p, 1, true), 1u);
+  EXPECT_EQ(bytes_, 1504u);
+  std::vector<uint8_t> got;
+  for (int i = 0; i < 2; ++i) {
+    Used u;
+    ASSERT_TRUE(rx_.drv.reap(u));
+    const uint8_t* b = g_.host(gpas[i], 1024);
+    uint32_t skip = i == 0 ? kHdr : 0;
+    got.insert(got.end(), b + skip, b + u.len);
+  }
+  std::vector<uint8_t> want(f.begin(), f.begin() + 12);
+  for (uint8_t b : {0x81, 0x00, 0x00, 0x64}) want.push_back(b);
+  want.insert(want.end(), f.begin() + 12, f.end());
+  EXPECT_EQ(got, want);
+  // The native VLAN leaves untagged.
+  p = pkt(0, f);
+  p->vlan = 7;
+  ASSERT_EQ(rx(&p, 1, true), 1u);
+  Used u;
+  ASSERT_TRUE(rx_.drv.reap(u));
+  EXPECT_EQ(u.len, 1024u);
+  EXPECT_EQ(std::memcmp(g_.host(gpas[2], 1024) + kHdr, f.data(), 1024 - kHdr), 0);
 }
 
 TEST_F(NetQueueTest, RxHeaderAndFrameInSeparateDescriptors) {

@@ -1,0 +1,178 @@
+// Forwarder VLAN handling (802.1Q): access ports classify untagged frames into their
+// VLAN and drop tagged ones; trunk ports take allowed tags (stripped inside the
+// switch) and the native VLAN untagged; flooding and unicast stay inside the VLAN;
+// the FDB is per VLAN.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "dataplane/fake_port.h"
+#include "dataplane/forwarder.h"
+#include "switch/mac.h"
+#include "virtio/net_uapi.h"
+
+namespace vnet::dataplane {
+namespace {
+
+constexpr uint64_t kSec = 1'000'000'000;
+
+net::VlanConfig access(uint16_t vlan) {
+  net::VlanConfig v;
+  v.access = vlan;
+  return v;
+}
+
+net::VlanConfig trunk(std::initializer_list<uint16_t> vlans, uint16_t native = 0) {
+  net::VlanConfig v;
+  v.trunk = true;
+  for (uint16_t id : vlans) v.allowed.set(id);
+  v.native = native;
+  return v;
+}
+
+class ForwarderVlanTest : public ::testing::Test {
+ protected:
+  // Ports 1, 2: access VLAN 10; 3: access VLAN 20; 4: trunk 10+20; 5: access 0.
+  ForwarderVlanTest() : fwd_(Forwarder::Config{}) {
+    const net::VlanConfig cfg[] = {access(10), access(10), access(20), trunk({10, 20}), access(0)};
+    for (uint16_t id = 1; id <= 5; ++id) {
+      owned_.push_back(std::make_unique<FakePort>("p" + std::to_string(id), id));
+      owned_.back()->set_vlan(cfg[id - 1]);
+      ports_.push_back(owned_.back().get());
+    }
+    fwd_.set_ports(ports_);
+  }
+
+  FakePort& port(uint16_t id) { return *owned_[id - 1]; }
+  void clear() {
+    for (auto& p : owned_) p->bursts.clear();
+  }
+
+  // A 64-byte frame dst <- src, with an 802.1Q tag when tag != 0.
+  net::Packet* frame(const char* dst, const char* src, uint16_t tag = 0) {
+    net::Packet& p = pkt_;
+    p = {};
+    auto d = sw::Mac::parse(dst)->to_bytes(), s = sw::Mac::parse(src)->to_bytes();
+    std::copy(d.begin(), d.end(), p.data);
+    std::copy(s.begin(), s.end(), p.data + 6);
+    uint32_t off = 12;
+    if (tag) {
+      p.data[off++] = 0x81;
+      p.data[off++] = 0x00;
+      p.data[off++] = uint8_t(tag >> 8);
+      p.data[off++] = uint8_t(tag);
+    }
+    p.data[off++] = 0x08;
+    p.data[off++] = 0x00;
+    for (uint32_t i = off; i < 64; ++i) p.data[i] = uint8_t(i);
+    p.len = 64;
+    return &p;
+  }
+
+  void send(uint16_t from, net::Packet* p) { fwd_.forward(port(from), &p, 1, ports_, kSec); }
+
+  std::vector<uint16_t> receivers() {
+    std::vector<uint16_t> r;
+    for (uint16_t id = 1; id <= 5; ++id)
+      if (!port(id).bursts.empty()) r.push_back(id);
+    return r;
+  }
+
+  Forwarder fwd_;
+  std::vector<std::unique_ptr<FakePort>> owned_;
+  std::vector<ports::Port*> ports_;
+  net::Packet pkt_;
+};
+
+const char* const kA = "52:54:00:00:00:0a";
+const char* const kB = "52:54:00:00:00:0b";
+const char* const kBcast = "ff:ff:ff:ff:ff:ff";
+
+TEST_F(ForwarderVlanTest, FloodStaysInTheAccessVlan) {
+  send(1, frame(kBcast, kA));
+  EXPECT_EQ(receivers(), (std::vector<uint16_t>{2, 4}));
+  EXPECT_EQ(port(2).frames()[0]->vlan, 10);
+  clear();
+  send(3, frame(kBcast, kB));
+  EXPECT_EQ(receivers(), (std::vector<uint16_t>{4}));
+  clear();
+  send(5, frame(kBcast, kB));  // the untagged domain has no other member
+  EXPECT_TRUE(receivers().empty());
+}
+
+TEST_F(ForwarderVlanTest, TaggedFrameOnAccessPortIsDropped) {
+  send(1, frame(kBcast, kA, 10));
+  EXPECT_TRUE(receivers().empty());
+  EXPECT_EQ(port(1).counters().drops.get(net::Drop::kVlanTagged), 1u);
+}
+
+TEST_F(ForwarderVlanTest, TrunkTagIsStrippedAndClassifies) {
+  net::Packet* p = frame(kBcast, kA, 20);
+  std::vector<uint8_t> payload(p->data + 16, p->data + 64);
+  send(4, p);
+  EXPECT_EQ(receivers(), (std::vector<uint16_t>{3}));
+  net::Packet* got = port(3).frames()[0];
+  EXPECT_EQ(got->vlan, 20);
+  EXPECT_EQ(got->len, 60u);
+  EXPECT_EQ(got->data[12], 0x08);
+  EXPECT_EQ(std::memcmp(got->data + 14, payload.data() + 2, payload.size() - 2), 0);
+}
+
+TEST_F(ForwarderVlanTest, TrunkDropsDisallowedTagsAndUntaggedWithoutNative) {
+  send(4, frame(kBcast, kA, 30));
+  send(4, frame(kBcast, kA));
+  EXPECT_TRUE(receivers().empty());
+  EXPECT_EQ(port(4).counters().drops.get(net::Drop::kVlanDenied), 2u);
+}
+
+TEST_F(ForwarderVlanTest, NativeVlanTakesUntaggedFrames) {
+  port(4).set_vlan(trunk({20}, 10));
+  send(4, frame(kBcast, kA));
+  EXPECT_EQ(receivers(), (std::vector<uint16_t>{1, 2}));
+  EXPECT_EQ(port(1).frames()[0]->vlan, 10);
+}
+
+TEST_F(ForwarderVlanTest, TagRemovalMovesOffloadOffsets) {
+  net::Packet* p = frame(kBcast, kA, 20);
+  p->vhdr.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+  p->vhdr.csum_start = 38;
+  p->vhdr.hdr_len = 58;
+  send(4, p);
+  net::Packet* got = port(3).frames()[0];
+  EXPECT_EQ(got->vhdr.csum_start, 34);
+  EXPECT_EQ(got->vhdr.hdr_len, 54);
+}
+
+TEST_F(ForwarderVlanTest, FdbIsPerVlan) {
+  send(1, frame(kBcast, kA));       // A learned in VLAN 10 on port 1
+  send(4, frame(kBcast, kB, 20));   // B learned in VLAN 20 on port 4
+  clear();
+  send(3, frame(kA, kB));  // A is unknown in VLAN 20: flooded there only
+  EXPECT_EQ(receivers(), (std::vector<uint16_t>{4}));
+  EXPECT_EQ(fwd_.counters().unicast.get(), 0u);
+  clear();
+  send(4, frame(kA, kB, 10));  // in VLAN 10, A is known: unicast to port 1
+  EXPECT_EQ(receivers(), (std::vector<uint16_t>{1}));
+  EXPECT_EQ(fwd_.counters().unicast.get(), 1u);
+  std::vector<FdbView> d = fwd_.dump(kSec);
+  ASSERT_GE(d.size(), 2u);
+  bool seen10 = false, seen20 = false;
+  for (auto& e : d) {
+    seen10 |= e.vlan == 10 && e.port == 1;
+    seen20 |= e.vlan == 20 && e.port == 3;  // B moved to port 3 in VLAN 20
+  }
+  EXPECT_TRUE(seen10 && seen20);
+}
+
+TEST_F(ForwarderVlanTest, ShortTaggedFrameIsDropped) {
+  net::Packet* p = frame(kBcast, kA, 20);
+  p->len = 17;
+  send(4, p);
+  EXPECT_TRUE(receivers().empty());
+  EXPECT_EQ(port(4).counters().drops.get(net::Drop::kVlanDenied), 1u);
+}
+
+}  // namespace
+}  // namespace vnet::dataplane
