@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/log.h"
 #include "net/iov_copy.h"
 
 namespace vnet::net {
@@ -18,7 +19,8 @@ uint32_t net_hdr_len(uint64_t features) {
 }
 
 uint32_t tx_dequeue(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len,
-                    Packet* const* pkts, uint32_t max, DropCounters& drops) {
+                    const OffloadCaps& src, Packet* const* pkts, uint32_t max,
+                    DropCounters& drops) {
   uint32_t n = 0, popped = 0;
   const uint16_t used_start = q.mark().used_idx;
   while (n < max && popped < max * 2) {
@@ -37,11 +39,15 @@ uint32_t tx_dequeue(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len,
       iov_to_buf(c.segs, c.n_out, 0, &p.vhdr, hdr_len);  // read once, into our copy
       p.len = uint32_t(total - hdr_len);
       iov_to_buf(c.segs, c.n_out, hdr_len, p.data, p.len);
-      // No offload is negotiated yet: a header that asks for one is malformed.
-      if (p.vhdr.gso_type != VIRTIO_NET_HDR_GSO_NONE || (p.vhdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM)) {
-        drops.add(Drop::kTxBadHeader);
-      } else {
+      p.vlan = 0;
+      OffloadError e = validate(p, src);
+      if (e == OffloadError::kOk) {
         ++n;
+      } else {
+        drops.add(Drop::kTxBadHeader);
+        static RateLimit rl;
+        VNET_LOG_RL(rl, spdlog::level::warn, "virtio-net TX: bad offload header dropped: {}",
+                    offload_error_name(e));
       }
     }
     q.push(c.head, 0);  // TX buffers are read, never written
@@ -52,21 +58,38 @@ uint32_t tx_dequeue(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len,
 
 namespace {
 
-// The header a frame gets in the guest's RX buffer: no offload metadata yet.
-inline void fill_rx_hdr(virtio_net_hdr_v1& h, uint16_t num_buffers) {
+// The header a frame gets in the guest's RX buffer (5.1.6.4): its offload metadata as
+// far as the guest negotiated it, offsets moved past an inserted VLAN tag.
+inline void fill_rx_hdr(virtio_net_hdr_v1& h, const Packet& p, const OffloadCaps& dst,
+                        bool tagged) {
   h = {};
-  h.num_buffers = num_buffers;
+  h.num_buffers = 1;
+  if (!dst.csum) return;  // 5.1.6.4.1: flags and GSO fields zero without GUEST_CSUM
+  h.flags = p.vhdr.flags & (VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID);
+  h.csum_start = p.vhdr.csum_start;
+  h.csum_offset = p.vhdr.csum_offset;
+  if (p.vhdr.gso_type != VIRTIO_NET_HDR_GSO_NONE) {
+    h.gso_type = p.vhdr.gso_type;
+    h.gso_size = p.vhdr.gso_size;
+    h.hdr_len = p.vhdr.hdr_len;
+  }
+  if (tagged) {
+    if (h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) h.csum_start = uint16_t(h.csum_start + kVlanTagLen);
+    if (h.hdr_len) h.hdr_len = uint16_t(h.hdr_len + kVlanTagLen);
+  }
 }
 
-// A frame as it will appear in the guest: the packet's bytes, with an 802.1Q tag
-// after the MAC addresses when the port sends its VLAN tagged.
+// A frame as it will appear in the guest: its header, and the packet's bytes with an
+// 802.1Q tag after the MAC addresses when the port sends its VLAN tagged.
 struct FrameView {
   iovec piece[3];
   uint32_t n;
   uint8_t tag[kVlanTagLen];
   uint64_t len;
+  virtio_net_hdr_v1 hdr;
 
-  FrameView(const Packet& p, uint16_t vlan_tag) {
+  FrameView(const Packet& p, uint16_t vlan_tag, const OffloadCaps& dst) {
+    fill_rx_hdr(hdr, p, dst, vlan_tag != 0);
     if (vlan_tag == 0) {
       piece[0] = {const_cast<uint8_t*>(p.data), p.len};
       n = 1;
@@ -100,9 +123,7 @@ bool rx_one(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len, const Fr
     drops.add(Drop::kRxNoBuffers);
     return false;
   }
-  virtio_net_hdr_v1 h;
-  fill_rx_hdr(h, 1);
-  buf_to_iov(&h, hdr_len, c.in_segs(), c.n_in, 0);
+  buf_to_iov(&p.hdr, hdr_len, c.in_segs(), c.n_in, 0);
   iov_to_iov(p.piece, p.n, 0, c.in_segs(), c.n_in, hdr_len, p.len);
   q.push(c.head, uint32_t(hdr_len + p.len));
   return true;
@@ -118,8 +139,7 @@ bool rx_mergeable(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len, co
   // Where the first buffer's header lives, to patch num_buffers at the end.
   iovec hdr_iov[sizeof(virtio_net_hdr_v1)];
   size_t hdr_iov_n = 0;
-  virtio_net_hdr_v1 h;
-  fill_rx_hdr(h, 1);
+  virtio_net_hdr_v1 h = p.hdr;
   while (done < need) {
     if (num_buffers == q.size() || q.pop(c) != virtio::PopStatus::kOk) {
       if (num_buffers) q.rewind(mark);
@@ -158,12 +178,12 @@ bool rx_mergeable(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len, co
 }  // namespace
 
 uint32_t rx_enqueue(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len, bool mergeable,
-                    const VlanConfig& vlan, Packet* const* pkts, uint32_t n, DropCounters& drops,
-                    uint64_t* bytes) {
+                    const OffloadCaps& dst, const VlanConfig& vlan, Packet* const* pkts,
+                    uint32_t n, DropCounters& drops, uint64_t* bytes) {
   uint32_t sent = 0;
   const uint16_t used_start = q.mark().used_idx;
   for (uint32_t i = 0; i < n; ++i) {
-    const FrameView f(*pkts[i], vlan.egress_tag(pkts[i]->vlan));
+    const FrameView f(*pkts[i], vlan.egress_tag(pkts[i]->vlan), dst);
     bool ok = mergeable ? rx_mergeable(q, c, hdr_len, f, drops) : rx_one(q, c, hdr_len, f, drops);
     if (ok) {
       ++sent;

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "net/drops.h"
+#include "net/offload.h"
 #include "net/packet.h"
 #include "net/vlan.h"
 #include "virtio/device_queue.h"
@@ -20,8 +21,11 @@ uint32_t net_hdr_len(uint64_t features);
 // Pops up to `max` chains from the guest's TX queue, copies each frame (header split
 // across descriptors is fine) into pkts[i] and completes the chain. Bad frames are
 // dropped and counted. Returns the number of packets filled.
+// The offload metadata in each header is checked against the frame and against what
+// the guest negotiated (`src`); a frame that fails is dropped (tx_bad_header).
 uint32_t tx_dequeue(virtio::DeviceQueue& q, virtio::Chain& scratch, uint32_t hdr_len,
-                    Packet* const* pkts, uint32_t max, DropCounters& drops);
+                    const OffloadCaps& src, Packet* const* pkts, uint32_t max,
+                    DropCounters& drops);
 
 // Copies pkts[0..n) into the guest's RX buffers. Without mergeable buffers a frame
 // needs one chain large enough for header + frame; with them it may use several
@@ -29,8 +33,11 @@ uint32_t tx_dequeue(virtio::DeviceQueue& q, virtio::Chain& scratch, uint32_t hdr
 // and the buffers stay for the next one. Frames of a VLAN the port sends tagged
 // (vlan.egress_tag) get their 802.1Q tag inserted on the way. Returns the number of
 // frames delivered and adds their bytes (as the guest sees them) to *bytes.
+// The guest's header gets the frame's offload metadata (NEEDS_CSUM/DATA_VALID, GSO)
+// only as far as `dst` (its GUEST_* features) allows; the caller has already finished
+// checksums and segmented what the guest cannot take (decide()).
 uint32_t rx_enqueue(virtio::DeviceQueue& q, virtio::Chain& scratch, uint32_t hdr_len,
-                    bool mergeable, const VlanConfig& vlan, Packet* const* pkts, uint32_t n,
-                    DropCounters& drops, uint64_t* bytes);
+                    bool mergeable, const OffloadCaps& dst, const VlanConfig& vlan,
+                    Packet* const* pkts, uint32_t n, DropCounters& drops, uint64_t* bytes);
 
 }  // namespace vnet::net

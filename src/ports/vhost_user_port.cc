@@ -17,8 +17,15 @@ namespace {
 constexpr uint64_t bit(unsigned b) { return 1ULL << b; }
 constexpr uint64_t kProtocolFeaturesBit = bit(30);  // VHOST_USER_F_PROTOCOL_FEATURES
 // vhost-user protocol features (docs/interop/vhost-user.rst, "Protocol features").
-constexpr uint64_t kProtoMq = bit(0), kProtoReplyAck = bit(3), kProtoConfigureMemSlots = bit(15),
-                   kProtoStatus = bit(16);
+constexpr uint64_t kProtoMq = bit(0), kProtoReplyAck = bit(3), kProtoNetMtu = bit(4),
+                   kProtoConfigureMemSlots = bit(15), kProtoStatus = bit(16);
+// Offloads both ways (5.1.3): the switch finishes checksums and segments in software
+// for destinations that did not negotiate them.
+constexpr uint64_t kOffloadFeatures =
+    bit(VIRTIO_NET_F_CSUM) | bit(VIRTIO_NET_F_GUEST_CSUM) | bit(VIRTIO_NET_F_HOST_TSO4) |
+    bit(VIRTIO_NET_F_HOST_TSO6) | bit(VIRTIO_NET_F_HOST_ECN) | bit(VIRTIO_NET_F_GUEST_TSO4) |
+    bit(VIRTIO_NET_F_GUEST_TSO6) | bit(VIRTIO_NET_F_GUEST_ECN) | bit(VIRTIO_NET_F_HOST_USO) |
+    bit(VIRTIO_NET_F_GUEST_USO4) | bit(VIRTIO_NET_F_GUEST_USO6);
 }  // namespace
 
 VhostUserPort::VhostUserPort(std::string name, const VhostUserPortConfig& cfg,
@@ -42,20 +49,31 @@ Status VhostUserPort::open(EventLoop& loop) {
 
 uint64_t VhostUserPort::device_features() const {
   return bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_MRG_RXBUF) | bit(VIRTIO_RING_F_EVENT_IDX) |
-         bit(VIRTIO_RING_F_INDIRECT_DESC) | kProtocolFeaturesBit;
+         bit(VIRTIO_RING_F_INDIRECT_DESC) | bit(VIRTIO_NET_F_MTU) | kOffloadFeatures |
+         kProtocolFeaturesBit;
 }
 
 uint64_t VhostUserPort::protocol_features() const {
-  return kProtoMq | kProtoReplyAck | kProtoConfigureMemSlots | kProtoStatus;
+  return kProtoMq | kProtoReplyAck | kProtoNetMtu | kProtoConfigureMemSlots | kProtoStatus;
 }
 
 Status VhostUserPort::set_features(uint64_t features) {
   worker_.run_sync([&] {
     hdr_len_ = net::net_hdr_len(features);
     mergeable_ = features & bit(VIRTIO_NET_F_MRG_RXBUF);
+    tx_caps_ = net::guest_tx_caps(features);
+    rx_caps_ = net::guest_rx_caps(features);
   });
   features_.store(features, std::memory_order_relaxed);
   spdlog::info("port {}: features {}", name(), join_feature_names(features));
+  return Status::ok();
+}
+
+Status VhostUserPort::set_mtu(uint32_t mtu) {
+  // 5.1.4.1: the MTU the driver may use; 68 is the IPv4 minimum.
+  if (mtu < 68 || mtu > 65535) return Status::errorf("MTU {} out of range [68, 65535]", mtu);
+  mtu_.store(mtu, std::memory_order_relaxed);
+  spdlog::info("port {}: front end set MTU {}", name(), mtu);
   return Status::ok();
 }
 
@@ -156,6 +174,7 @@ void VhostUserPort::reset() {
     mem_.reset();
     hdr_len_ = 12;
     mergeable_ = false;
+    tx_caps_ = rx_caps_ = {};
     worker_.wait_fds_changed();
   });
   features_.store(0, std::memory_order_relaxed);
@@ -180,7 +199,7 @@ uint32_t VhostUserPort::receive_burst(net::Packet* const* pkts, uint32_t max) {
   Queue& q = queues_[kTxQ];
   if (!q.active()) return 0;
   uint16_t before = q.vq.last_avail_idx();
-  uint32_t n = net::tx_dequeue(q.vq, chain_, hdr_len_, pkts, max, counters().drops);
+  uint32_t n = net::tx_dequeue(q.vq, chain_, hdr_len_, tx_caps_, pkts, max, counters().drops);
   if (q.vq.last_avail_idx() != before) notify(q);
   check_broken(q, kTxQ);
   if (n) {
@@ -192,21 +211,73 @@ uint32_t VhostUserPort::receive_burst(net::Packet* const* pkts, uint32_t max) {
   return n;
 }
 
+uint32_t VhostUserPort::enqueue(net::Packet* const* pkts, uint32_t n) {
+  Queue& q = queues_[kRxQ];
+  uint64_t bytes = 0;
+  uint32_t sent = net::rx_enqueue(q.vq, chain_, hdr_len_, mergeable_, rx_caps_, vlan(), pkts, n,
+                                  counters().drops, &bytes);
+  if (sent) {
+    counters().tx_packets.add(sent);
+    counters().tx_bytes.add(bytes);
+  }
+  return sent;
+}
+
 uint32_t VhostUserPort::send_burst(net::Packet* const* pkts, uint32_t n) {
   Queue& q = queues_[kRxQ];
   if (!q.active()) {
     counters().drops.add(net::Drop::kRxNotReady, n);
     return 0;
   }
-  uint64_t bytes = 0;
-  uint32_t sent = net::rx_enqueue(q.vq, chain_, hdr_len_, mergeable_, vlan(), pkts, n,
-                                  counters().drops, &bytes);
-  if (sent) {
-    notify(q);
-    counters().tx_packets.add(sent);
-    counters().tx_bytes.add(bytes);
-  }
+  uint32_t sent;
+  bool plain = true;
+  for (uint32_t i = 0; i < n && plain; ++i)
+    plain = net::decide(*pkts[i], rx_caps_) == net::OffloadAction::kPass;
+  sent = plain ? enqueue(pkts, n) : send_slow(pkts, n);
+  if (sent) notify(q);
   check_broken(q, kRxQ);
+  return sent;
+}
+
+uint32_t VhostUserPort::send_slow(net::Packet* const* pkts, uint32_t n) {
+  uint32_t sent = 0, run = 0;  // pkts[i - run, i) pass as they are
+  for (uint32_t i = 0; i < n; ++i) {
+    net::Packet& p = *pkts[i];
+    net::OffloadAction a = net::decide(p, rx_caps_);
+    if (a == net::OffloadAction::kFinishCsum) {
+      // Finished in place: the result is right for every other destination too.
+      if (!net::finish_csum(p)) {
+        sent += run ? enqueue(pkts + i - run, run) : 0;
+        run = 0;
+        counters().drops.add(net::Drop::kTxBadHeader);
+        continue;
+      }
+      a = net::OffloadAction::kPass;
+    }
+    if (a == net::OffloadAction::kPass) {
+      ++run;
+      continue;
+    }
+    if (run) sent += enqueue(pkts + i - run, run);
+    run = 0;
+    if (!seg_) seg_ = std::make_unique<net::PacketBatch>();
+    uint32_t first = 0, total = 1;
+    while (first < total) {
+      net::SegmentResult r = net::segment(p, rx_caps_, first, seg_->ptrs(), net::kBurst);
+      if (r.error != net::OffloadError::kOk || r.produced == 0) {
+        counters().drops.add(net::Drop::kTxBadHeader);
+        static RateLimit rl;
+        VNET_LOG_RL(rl, spdlog::level::warn, "port {}: cannot segment a frame: {}", name(),
+                    net::offload_error_name(r.error));
+        break;
+      }
+      for (uint32_t k = 0; k < r.produced; ++k) (*seg_)[k].vlan = p.vlan;
+      sent += enqueue(seg_->ptrs(), r.produced);
+      first += r.produced;
+      total = r.total;
+    }
+  }
+  if (run) sent += enqueue(pkts + n - run, run);
   return sent;
 }
 
@@ -235,6 +306,13 @@ PortInfo VhostUserPort::info() const {
   i.connected = endpoint_ && endpoint_->connected();
   uint64_t f = features_.load(std::memory_order_relaxed);
   i.features = feature_names(f);
+  if (uint32_t m = mtu_.load(std::memory_order_relaxed)) i.extra.emplace_back("front_end_mtu", m);
+  if (endpoint_) {
+    const auto& ec = endpoint_->counters();
+    i.extra.emplace_back("connections", ec.connections.get());
+    i.extra.emplace_back("disconnects", ec.disconnects.get());
+    i.extra.emplace_back("rejected_connections", ec.rejected.get());
+  }
   return i;
 }
 

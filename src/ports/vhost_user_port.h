@@ -10,6 +10,7 @@
 
 #include "common/event_loop.h"
 #include "common/log.h"
+#include "net/offload.h"
 #include "dataplane/worker.h"
 #include "ports/port.h"
 #include "vhost_user/backend.h"
@@ -42,6 +43,7 @@ class VhostUserPort : public Port, public vhost_user::Backend {
   void set_call(uint32_t index, UniqueFd call) override;
   void set_enabled(uint32_t index, bool enabled) override;
   void reset() override;
+  Status set_mtu(uint32_t mtu) override;
 
   // Port (worker thread)
   uint32_t receive_burst(net::Packet* const* pkts, uint32_t max) override;
@@ -65,6 +67,9 @@ class VhostUserPort : public Port, public vhost_user::Backend {
     bool active() const { return started && enabled && !vq.broken(); }
   };
   void notify(Queue& q);
+  // RX of frames some of which need an offload done in software first.
+  uint32_t send_slow(net::Packet* const* pkts, uint32_t n);
+  uint32_t enqueue(net::Packet* const* pkts, uint32_t n);
   void check_broken(Queue& q, uint32_t index);
 
   VhostUserPortConfig cfg_;
@@ -76,9 +81,13 @@ class VhostUserPort : public Port, public vhost_user::Backend {
   std::shared_ptr<const memory::GuestMemory> mem_;
   uint32_t hdr_len_ = 12;
   bool mergeable_ = false;
+  net::OffloadCaps tx_caps_;  // what the guest may send (HOST_*)
+  net::OffloadCaps rx_caps_;  // what the guest can take (GUEST_*)
+  std::unique_ptr<net::PacketBatch> seg_;  // software segmentation output, made on first use
   virtio::Chain chain_;
 
   std::atomic<uint64_t> features_{0};  // negotiated; read by info()
+  std::atomic<uint32_t> mtu_{0};       // from NET_SET_MTU (0: not sent)
 };
 
 }  // namespace vnet::ports

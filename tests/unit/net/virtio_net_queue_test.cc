@@ -89,10 +89,10 @@ class NetQueueTest : public ::testing::Test {
   }
 
   uint32_t tx(uint32_t max = kBurst, uint32_t hdr_len = kHdr) {
-    return tx_dequeue(tx_.dev, *c_, hdr_len, batch_->ptrs(), max, drops_);
+    return tx_dequeue(tx_.dev, *c_, hdr_len, tx_caps_, batch_->ptrs(), max, drops_);
   }
   uint32_t rx(Packet* const* pkts, uint32_t n, bool mergeable, uint32_t hdr_len = kHdr) {
-    return rx_enqueue(rx_.dev, *c_, hdr_len, mergeable, vlan_, pkts, n, drops_, &bytes_);
+    return rx_enqueue(rx_.dev, *c_, hdr_len, mergeable, rx_caps_, vlan_, pkts, n, drops_, &bytes_);
   }
 
   uint64_t drops_total() const {
@@ -108,6 +108,7 @@ class NetQueueTest : public ::testing::Test {
   DropCounters drops_;
   uint64_t bytes_ = 0;
   VlanConfig vlan_;
+  OffloadCaps tx_caps_, rx_caps_;
 };
 
 // ---- header length -----------------------------------------------------------------
@@ -361,6 +362,56 @@ TEST_F(NetQueueTest, RxInsertsVlanTagOnTrunk) {
   ASSERT_TRUE(rx_.drv.reap(u));
   EXPECT_EQ(u.len, 1024u);
   EXPECT_EQ(std::memcmp(g_.host(gpas[2], 1024) + kHdr, f.data(), 1024 - kHdr), 0);
+}
+
+// 5.1.6.4: the guest's header carries the offload metadata only with GUEST_CSUM; a
+// VLAN tag inserted on the way moves csum_start and hdr_len by 4.
+TEST_F(NetQueueTest, RxHeaderCarriesOffloadsOnlyWhenNegotiated) {
+  start_rx();
+  auto gpas = post_rx(3, 4096);
+  auto f = frame(3000, 23);
+  auto send_with_meta = [&](uint16_t vlan) {
+    Packet* p = pkt(0, f);
+    p->vlan = vlan;
+    p->vhdr.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+    p->vhdr.csum_start = 34;
+    p->vhdr.csum_offset = 16;
+    p->vhdr.gso_type = VIRTIO_NET_HDR_GSO_TCPV4;
+    p->vhdr.gso_size = 1448;
+    p->vhdr.hdr_len = 66;
+    EXPECT_EQ(rx(&p, 1, true), 1u);
+    Used u;
+    EXPECT_TRUE(rx_.drv.reap(u));
+  };
+  auto hdr_at = [&](uint64_t gpa) {
+    virtio_net_hdr_v1 h;
+    std::memcpy(&h, g_.host(gpa, kHdr), kHdr);
+    return h;
+  };
+  send_with_meta(0);  // rx_caps_ all false: header zeroed
+  virtio_net_hdr_v1 h = hdr_at(gpas[0]);
+  EXPECT_EQ(h.flags, 0);
+  EXPECT_EQ(h.gso_type, 0);
+  EXPECT_EQ(h.gso_size, 0);
+  EXPECT_EQ(h.csum_start, 0);
+
+  rx_caps_.csum = rx_caps_.tso4 = true;
+  send_with_meta(0);
+  h = hdr_at(gpas[1]);
+  EXPECT_EQ(h.flags, VIRTIO_NET_HDR_F_NEEDS_CSUM);
+  EXPECT_EQ(h.gso_type, VIRTIO_NET_HDR_GSO_TCPV4);
+  EXPECT_EQ(h.gso_size, 1448);
+  EXPECT_EQ(h.csum_start, 34);
+  EXPECT_EQ(h.csum_offset, 16);
+  EXPECT_EQ(h.hdr_len, 66);
+
+  vlan_.trunk = true;
+  vlan_.allowed.set(5);
+  send_with_meta(5);
+  h = hdr_at(gpas[2]);
+  EXPECT_EQ(h.csum_start, 38);
+  EXPECT_EQ(h.csum_offset, 16);
+  EXPECT_EQ(h.hdr_len, 70);
 }
 
 TEST_F(NetQueueTest, RxHeaderAndFrameInSeparateDescriptors) {
