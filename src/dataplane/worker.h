@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common/counter.h"
+#include "common/executor.h"
 #include "common/unique_fd.h"
 #include "dataplane/forwarder.h"
 #include "ports/port.h"
@@ -30,10 +31,10 @@ struct WorkerCounters {
   Counter loops, busy_loops, sleeps, wakeups;
 };
 
-class Worker {
+class Worker : public Executor {
  public:
   explicit Worker(const WorkerConfig& cfg);
-  ~Worker();
+  ~Worker() override;
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
 
@@ -42,9 +43,9 @@ class Worker {
 
   // Runs fn on the worker thread between bursts and waits for it. Inline when the
   // thread is not running or when called from the worker itself.
-  void run_sync(const std::function<void()>& fn);
+  void run_sync(const std::function<void()>& fn) override;
   // Call (inside run_sync) after a port's wait fds changed.
-  void wait_fds_changed() { fds_dirty_ = true; }
+  void wait_fds_changed() override { fds_dirty_ = true; }
 
   // Both through run_sync.
   void add_port(ports::Port* p);

@@ -29,7 +29,7 @@ constexpr uint64_t kOffloadFeatures =
 }  // namespace
 
 VhostUserPort::VhostUserPort(std::string name, const VhostUserPortConfig& cfg,
-                             dataplane::Worker& worker)
+                             Executor& worker)
     : Port(std::move(name)), cfg_(cfg), worker_(worker) {}
 
 VhostUserPort::~VhostUserPort() {

@@ -11,7 +11,7 @@
 #include "common/event_loop.h"
 #include "common/log.h"
 #include "net/offload.h"
-#include "dataplane/worker.h"
+#include "common/executor.h"
 #include "ports/port.h"
 #include "vhost_user/backend.h"
 #include "vhost_user/endpoint.h"
@@ -26,7 +26,7 @@ struct VhostUserPortConfig {
 
 class VhostUserPort : public Port, public vhost_user::Backend {
  public:
-  VhostUserPort(std::string name, const VhostUserPortConfig& cfg, dataplane::Worker& worker);
+  VhostUserPort(std::string name, const VhostUserPortConfig& cfg, Executor& worker);
   ~VhostUserPort() override;
 
   // Creates the socket (server) or starts connecting (client) on `loop`.
@@ -73,7 +73,7 @@ class VhostUserPort : public Port, public vhost_user::Backend {
   void check_broken(Queue& q, uint32_t index);
 
   VhostUserPortConfig cfg_;
-  dataplane::Worker& worker_;
+  Executor& worker_;
   std::unique_ptr<vhost_user::Endpoint> endpoint_;
 
   // Worker-owned data-path state.

@@ -1,0 +1,225 @@
+// Endpoint: listening / connecting Unix socket and the one Session on it.
+#include "vhost_user/endpoint.h"
+
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "common/log.h"
+
+namespace vnet::vhost_user {
+
+namespace {
+
+RateLimit g_endpoint_rl;
+
+Result<sockaddr_un> make_addr(const std::string& path) {
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  if (path.empty()) return Status::error("empty vhost-user socket path");
+  if (path.size() >= sizeof(a.sun_path))
+    return Status::errorf("vhost-user socket path {} too long ({} bytes, at most {})", path,
+                          path.size(), sizeof(a.sun_path) - 1);
+  std::memcpy(a.sun_path, path.data(), path.size());
+  return a;
+}
+
+int connect_to(int fd, const sockaddr_un& a) {
+  return ::connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof(a));
+}
+
+}  // namespace
+
+Endpoint::Endpoint(EventLoop& loop, const EndpointConfig& cfg, Backend& backend)
+    : loop_(loop), cfg_(cfg), backend_(backend) {}
+
+Result<std::unique_ptr<Endpoint>> Endpoint::create(EventLoop& loop, const EndpointConfig& cfg,
+                                                   Backend& backend) {
+  auto addr = make_addr(cfg.path);
+  if (!addr) return addr.status();
+  std::unique_ptr<Endpoint> ep(new Endpoint(loop, cfg, backend));
+  if (cfg.client) {
+    ep->start_connect();
+  } else {
+    Status st = ep->listen();
+    if (!st) return st;
+  }
+  return Result<std::unique_ptr<Endpoint>>(std::move(ep));
+}
+
+Endpoint::~Endpoint() {
+  if (timer_) loop_.cancel_timer(*timer_);
+  if (connecting_fd_) loop_.remove(connecting_fd_.get());
+  if (session_) {
+    loop_.remove(session_->fd());
+    session_.reset();  // backend.reset()
+    counters_.disconnects.add();
+  }
+  if (listen_fd_) {
+    loop_.remove(listen_fd_.get());
+    listen_fd_.reset();
+    // Unlink only the socket file we created, not one another process put there since.
+    struct stat st;
+    if (::stat(cfg_.path.c_str(), &st) == 0 && st.st_dev == sock_dev_ && st.st_ino == sock_ino_)
+      ::unlink(cfg_.path.c_str());
+  }
+}
+
+Status Endpoint::listen() {
+  auto addr = make_addr(cfg_.path);
+  if (!addr) return addr.status();
+  const char* path = cfg_.path.c_str();
+  struct stat st;
+  if (::lstat(path, &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) return Status::errorf("{} exists and is not a socket", cfg_.path);
+    // A socket file: stale if nobody listens on it (ECONNREFUSED), else in use.
+    UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!probe) return Status::errorf("socket: {}", strerror(errno));
+    if (connect_to(probe.get(), *addr) == 0 || errno == EAGAIN)
+      return Status::errorf("vhost-user socket {} is in use: another process listens on it",
+                            cfg_.path);
+    if (errno != ECONNREFUSED)
+      return Status::errorf("vhost-user socket {} exists and cannot be checked: {}", cfg_.path,
+                            strerror(errno));
+    if (::unlink(path) != 0 && errno != ENOENT)
+      return Status::errorf("cannot remove stale socket {}: {}", cfg_.path, strerror(errno));
+    spdlog::info("vhost-user {}: removed stale socket {}", cfg_.name, cfg_.path);
+  } else if (errno != ENOENT) {
+    return Status::errorf("stat {}: {}", cfg_.path, strerror(errno));
+  }
+
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd) return Status::errorf("socket: {}", strerror(errno));
+  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof(*addr)) != 0)
+    return Status::errorf("bind {}: {}", cfg_.path, strerror(errno));
+  if (::stat(path, &st) == 0) {
+    sock_dev_ = st.st_dev;
+    sock_ino_ = st.st_ino;
+  }
+  int raw = fd.get();
+  listen_fd_ = std::move(fd);  // from here on the destructor unlinks the file
+  if (::listen(raw, 8) != 0) return Status::errorf("listen {}: {}", cfg_.path, strerror(errno));
+  if (Status s = loop_.add(raw, EPOLLIN, [this](uint32_t) { on_accept(); }); !s) return s;
+  spdlog::info("vhost-user {}: listening on {}", cfg_.name, cfg_.path);
+  return Status::ok();
+}
+
+void Endpoint::on_accept() {
+  for (;;) {
+    int fd = ::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK)
+        VNET_LOG_RL(g_endpoint_rl, spdlog::level::warn, "vhost-user {}: accept on {}: {}",
+                    cfg_.name, cfg_.path, strerror(errno));
+      return;
+    }
+    UniqueFd sock(fd);
+    if (session_) {
+      // One front end at a time: the second one is closed at once.
+      counters_.rejected.add();
+      VNET_LOG_RL(g_endpoint_rl, spdlog::level::warn,
+                  "vhost-user {}: refused a second front end on {} (one is connected)", cfg_.name,
+                  cfg_.path);
+      continue;
+    }
+    Status st = start_session(std::move(sock));
+    if (!st)
+      VNET_LOG_RL(g_endpoint_rl, spdlog::level::warn, "vhost-user {}: cannot start session: {}",
+                  cfg_.name, st.message());
+  }
+}
+
+Status Endpoint::start_session(UniqueFd sock) {
+  int fd = sock.get();
+  auto s = std::make_unique<Session>(std::move(sock), backend_, cfg_.name);
+  if (Status st = loop_.add(fd, EPOLLIN, [this](uint32_t) { on_session_event(); }); !st)
+    return st;  // `s` goes: the socket is closed and the backend reset
+  session_ = std::move(s);
+  counters_.connections.add();
+  spdlog::info("vhost-user {}: front end connected on {}", cfg_.name, cfg_.path);
+  return Status::ok();
+}
+
+void Endpoint::on_session_event() {
+  if (!session_) return;
+  Status st = session_->on_readable();
+  if (!st) end_session(st);  // nothing of the session is used after this
+}
+
+void Endpoint::end_session(const Status& why) {
+  loop_.remove(session_->fd());
+  bool closed = session_->peer_closed();
+  session_.reset();  // ~Session: backend.reset(), socket closed
+  counters_.disconnects.add();
+  if (closed)
+    spdlog::info("vhost-user {}: front end disconnected", cfg_.name);
+  else
+    VNET_LOG_RL(g_endpoint_rl, spdlog::level::warn, "vhost-user {}: session ended: {}", cfg_.name,
+                why.message());
+  if (cfg_.client) schedule_reconnect();
+}
+
+void Endpoint::start_connect() {
+  timer_.reset();
+  auto addr = make_addr(cfg_.path);
+  if (!addr) return connect_failed(addr.message());
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd) return connect_failed(std::string("socket: ") + strerror(errno));
+  if (connect_to(fd.get(), *addr) == 0) {
+    if (Status st = start_session(std::move(fd)); !st) return connect_failed(st.message());
+    failure_logged_ = false;
+    return;
+  }
+  if (errno == EINPROGRESS) {
+    int raw = fd.get();
+    connecting_fd_ = std::move(fd);
+    if (Status st = loop_.add(raw, EPOLLOUT, [this](uint32_t) { on_connect_ready(); }); !st) {
+      connecting_fd_.reset();
+      return connect_failed(st.message());
+    }
+    return;
+  }
+  // ENOENT, ECONNREFUSED, EAGAIN (the front end's backlog is full), ...
+  connect_failed(strerror(errno));
+}
+
+void Endpoint::on_connect_ready() {
+  if (!connecting_fd_) return;
+  pollfd p{connecting_fd_.get(), POLLOUT, 0};
+  if (::poll(&p, 1, 0) <= 0) return;  // not ready yet (stale event)
+  int err = 0;
+  socklen_t len = sizeof(err);
+  if (::getsockopt(connecting_fd_.get(), SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+  loop_.remove(connecting_fd_.get());
+  UniqueFd sock = std::move(connecting_fd_);
+  if (err) return connect_failed(strerror(err));
+  if (Status st = start_session(std::move(sock)); !st) return connect_failed(st.message());
+  failure_logged_ = false;
+}
+
+void Endpoint::connect_failed(const std::string& why) {
+  counters_.connect_failures.add();
+  if (!failure_logged_) {  // the first failure of a series, not every retry
+    spdlog::warn("vhost-user {}: cannot connect to {}: {}; retrying every {} ms", cfg_.name,
+                 cfg_.path, why, cfg_.reconnect_interval.count());
+    failure_logged_ = true;
+  }
+  schedule_reconnect();
+}
+
+void Endpoint::schedule_reconnect() {
+  if (timer_) return;
+  timer_ = loop_.add_timer(cfg_.reconnect_interval, [this] {
+    timer_.reset();
+    start_connect();
+  });
+}
+
+}  // namespace vnet::vhost_user

@@ -1,0 +1,80 @@
+// Endpoint: the vhost-user socket a port owns. Server mode listens on a Unix socket
+// path and runs one Session at a time (a second front end is refused); client mode
+// connects to the front end's socket and reconnects on failure or when the session
+// ends. Everything runs on the EventLoop (control) thread.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "common/counter.h"
+#include "common/event_loop.h"
+#include "common/result.h"
+#include "common/unique_fd.h"
+#include "vhost_user/backend.h"
+#include "vhost_user/session.h"
+
+namespace vnet::vhost_user {
+
+struct EndpointConfig {
+  std::string path;
+  bool client = false;  // connect to `path` (the front end listens) instead of listening
+  std::string name;     // for logs
+  std::chrono::milliseconds reconnect_interval{1000};
+};
+
+struct EndpointCounters {
+  Counter connections;       // sessions started
+  Counter disconnects;       // sessions ended
+  Counter rejected;          // server: connections refused while a session was active
+  Counter connect_failures;  // client: connection attempts that failed
+};
+
+class Endpoint {
+ public:
+  // Server: creates the listening socket (an existing socket nobody listens on is
+  // replaced; a live one or a non-socket is an error). Client: starts connecting;
+  // failing to connect is not an error (it retries).
+  static Result<std::unique_ptr<Endpoint>> create(EventLoop& loop, const EndpointConfig& cfg,
+                                                  Backend& backend);
+  Endpoint(const Endpoint&) = delete;
+  Endpoint& operator=(const Endpoint&) = delete;
+  // Ends the session (backend.reset() through ~Session), removes its fds from the
+  // loop, cancels the reconnect timer, unlinks the socket (server mode).
+  ~Endpoint();
+
+  bool connected() const { return session_ != nullptr; }
+  const EndpointCounters& counters() const { return counters_; }
+  // The active session (nullptr when not connected), for diagnostics and tests.
+  const Session* session() const { return session_.get(); }
+
+ private:
+  Endpoint(EventLoop& loop, const EndpointConfig& cfg, Backend& backend);
+  Status listen();
+  void on_accept();
+  void start_connect();
+  void on_connect_ready();
+  void connect_failed(const std::string& why);
+  void schedule_reconnect();
+  Status start_session(UniqueFd sock);
+  void on_session_event();
+  void end_session(const Status& why);
+
+  EventLoop& loop_;
+  EndpointConfig cfg_;
+  Backend& backend_;
+  UniqueFd listen_fd_;
+  dev_t sock_dev_ = 0;  // identity of the socket file we created (unlinked only if still ours)
+  ino_t sock_ino_ = 0;
+  UniqueFd connecting_fd_;
+  std::unique_ptr<Session> session_;
+  std::optional<EventLoop::TimerId> timer_;
+  bool failure_logged_ = false;
+  EndpointCounters counters_;
+};
+
+}  // namespace vnet::vhost_user

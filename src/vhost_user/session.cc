@@ -1,0 +1,408 @@
+// Session: message handlers of the vhost-user back end (docs/interop/vhost-user.rst
+// in qemu/qemu; section names are quoted in the comments).
+#include "vhost_user/session.h"
+
+#include <fcntl.h>
+#include <linux/virtio_ring.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "common/log.h"
+
+namespace vnet::vhost_user {
+
+namespace {
+// virtio 1.2 section 2.7 (Split Virtqueues): "Queue Size ... a power of 2 ... The
+// maximum Queue Size value is 32768".
+constexpr uint32_t kMaxRingSize = 32768;
+RateLimit g_error_rl;
+}  // namespace
+
+Session::Session(UniqueFd sock, Backend& backend, std::string name)
+    : sock_(std::move(sock)), backend_(backend), name_(std::move(name)) {
+  int fl = fcntl(sock_.get(), F_GETFL);
+  if (fl >= 0) fcntl(sock_.get(), F_SETFL, fl | O_NONBLOCK);
+  uint64_t rings = 2 * uint64_t(backend_.max_queue_pairs());
+  rings_.resize(std::min<uint64_t>(rings, kMaxRings));
+}
+
+Session::~Session() {
+  backend_.reset();
+  spdlog::info("vhost-user {}: session ended", name_);
+}
+
+Status Session::on_readable() {
+  Message m;
+  auto r = reader_.read(sock_.get(), m);
+  if (!r) {
+    counters_.messages.add();
+    counters_.bad_messages.add();
+    VNET_LOG_RL(g_error_rl, spdlog::level::warn, "vhost-user {}: bad message: {}", name_,
+                r.message());
+    return r.status();
+  }
+  switch (*r) {
+    case MessageReader::Outcome::kNone:
+      return Status::ok();
+    case MessageReader::Outcome::kClosed:
+      peer_closed_ = true;
+      spdlog::info("vhost-user {}: front end closed the connection", name_);
+      return Status::error("peer closed the connection");
+    case MessageReader::Outcome::kMessage:
+      break;
+  }
+  counters_.messages.add();
+  return dispatch(m);
+}
+
+Status Session::dispatch(Message& m) {
+  const RequestInfo* info = request_info(m.hdr.request);
+  if (!info) return Status::errorf("unknown request code {}", m.hdr.request);  // reader checks
+  spdlog::debug("vhost-user {}: {} size {} fds {}", name_, info->name, m.hdr.size, m.fds.size());
+  Reply reply;
+  Status st = validate(m);
+  if (st) st = handle(m, reply);
+  // "REPLY_ACK": with the feature negotiated and need_reply set, a request that has
+  // no reply of its own is answered with a u64: 0 success, non-zero failure.
+  bool ack = !info->has_reply && m.need_reply() && reply_ack();
+  if (!st) {
+    counters_.bad_messages.add();
+    VNET_LOG_RL(g_error_rl, spdlog::level::warn, "vhost-user {}: {} refused: {}", name_, info->name,
+                st.message());
+    if (!ack) return st;
+    uint64_t failure = 1;
+    return send_reply(sock_.get(), m.hdr.request, &failure, sizeof(failure));
+  }
+  if (info->has_reply) return send_reply(sock_.get(), m.hdr.request, reply.data, reply.size);
+  if (ack) {
+    uint64_t success = 0;
+    return send_reply(sock_.get(), m.hdr.request, &success, sizeof(success));
+  }
+  return Status::ok();
+}
+
+Status Session::handle(Message& m, Reply& reply) {
+  switch (m.request()) {
+    case Request::GET_FEATURES:
+      reply.set<uint64_t>(backend_.device_features());
+      return Status::ok();
+    case Request::SET_FEATURES:
+      return on_set_features(m.u64());
+    case Request::GET_PROTOCOL_FEATURES:
+      reply.set<uint64_t>(backend_.protocol_features());
+      return Status::ok();
+    case Request::SET_PROTOCOL_FEATURES:
+      return on_set_protocol_features(m.u64());
+    case Request::SET_OWNER:
+      owner_ = true;
+      return Status::ok();
+    case Request::RESET_OWNER:
+    case Request::RESET_DEVICE:
+      spdlog::info("vhost-user {}: {}", name_, request_name(m.hdr.request));
+      reset_device_state();
+      if (m.request() == Request::RESET_OWNER) owner_ = false;
+      return Status::ok();
+    case Request::SET_MEM_TABLE:
+      return on_set_mem_table(m);
+    case Request::GET_MAX_MEM_SLOTS:
+      reply.set<uint64_t>(kMaxMemSlots);
+      return Status::ok();
+    case Request::ADD_MEM_REG:
+      return on_add_mem_reg(m);
+    case Request::REM_MEM_REG:
+      return on_rem_mem_reg(m);
+    case Request::SET_VRING_NUM:
+      return on_set_vring_num(m.as<VringState>());
+    case Request::SET_VRING_ADDR:
+      return on_set_vring_addr(m.as<VringAddr>());
+    case Request::SET_VRING_BASE:
+      return on_set_vring_base(m.as<VringState>());
+    case Request::GET_VRING_BASE: {
+      auto s = m.as<VringState>();
+      auto idx = on_get_vring_base(s);
+      if (!idx) return idx.status();
+      reply.set(VringState{s.index, *idx});
+      return Status::ok();
+    }
+    case Request::SET_VRING_KICK:
+      return on_set_vring_kick(m);
+    case Request::SET_VRING_CALL:
+      return on_set_vring_call(m);
+    case Request::SET_VRING_ERR:
+      return on_set_vring_err(m);
+    case Request::SET_VRING_ENABLE:
+      return on_set_vring_enable(m.as<VringState>());
+    case Request::GET_QUEUE_NUM:
+      reply.set<uint64_t>(backend_.max_queue_pairs());
+      return Status::ok();
+    case Request::SET_STATUS: {
+      // "SET_STATUS": the virtio device status, a u8 in a u64.
+      uint64_t v = m.u64();
+      if (v > 0xff) return Status::errorf("device status {:#x} does not fit in 8 bits", v);
+      status_ = uint8_t(v);
+      return Status::ok();
+    }
+    case Request::GET_STATUS:
+      reply.set<uint64_t>(status_);
+      return Status::ok();
+    case Request::NET_SET_MTU: {
+      uint64_t v = m.u64();
+      if (v > UINT32_MAX) return Status::errorf("MTU {} out of range", v);
+      return backend_.set_mtu(uint32_t(v));
+    }
+    case Request::SET_LOG_BASE:
+    case Request::SET_LOG_FD:
+      return Status::errorf("{}: dirty page logging (LOG_SHMFD) is not offered",
+                            request_name(m.hdr.request));
+    case Request::GET_CONFIG:
+    case Request::SET_CONFIG:
+      return Status::errorf("{}: config space access (CONFIG) is not offered",
+                            request_name(m.hdr.request));
+    default:
+      return Status::errorf("{} is not supported", request_name(m.hdr.request));
+  }
+}
+
+Status Session::on_set_features(uint64_t f) {
+  uint64_t offered = backend_.device_features();
+  if (f & ~offered)
+    return Status::errorf("features {:#x} include bits {:#x} that were not offered", f,
+                          f & ~offered);
+  Status st = backend_.set_features(f);
+  if (!st) return st;
+  acked_features_ = f;
+  spdlog::info("vhost-user {}: negotiated features {:#x}", name_, f);
+  return Status::ok();
+}
+
+Status Session::on_set_protocol_features(uint64_t f) {
+  uint64_t offered = backend_.protocol_features();
+  if (f & ~offered)
+    return Status::errorf("protocol features {:#x} include bits {:#x} that were not offered", f,
+                          f & ~offered);
+  protocol_features_ = f;
+  spdlog::info("vhost-user {}: negotiated protocol features {:#x}", name_, f);
+  return Status::ok();
+}
+
+Status Session::install_memory(memory::GuestMemory::RegionList regions) {
+  size_t n = regions.size();
+  auto gm = memory::GuestMemory::create(std::move(regions));
+  if (!gm) return gm.status();
+  // The old table goes when the backend and we drop it: its regions are unmapped
+  // unless the new table shares them.
+  mem_ = std::move(*gm);
+  backend_.set_memory(mem_);
+  spdlog::info("vhost-user {}: memory table of {} regions", name_, n);
+  for (uint32_t i = 0; i < rings_.size(); ++i) {
+    if (rings_[i].started || !rings_[i].kick_set) continue;
+    Status st = try_start(i);
+    if (!st) VNET_LOG_RL(g_error_rl, spdlog::level::warn, "vhost-user {}: {}", name_, st.message());
+  }
+  return Status::ok();
+}
+
+Status Session::on_set_mem_table(Message& m) {
+  auto th = m.as<MemoryTableHeader>();  // count, size and fds checked by validate()
+  memory::GuestMemory::RegionList list;
+  for (uint32_t i = 0; i < th.nregions; ++i) {
+    MemoryRegion r;
+    std::memcpy(&r, m.payload.data() + sizeof(MemoryTableHeader) + i * sizeof(MemoryRegion),
+                sizeof(r));
+    auto mr = memory::MappedRegion::map(
+        {r.guest_phys_addr, r.memory_size, r.userspace_addr, r.mmap_offset}, m.fds[i].get());
+    if (!mr) return Status::errorf("region {}: {}", i, mr.message());
+    list.push_back(std::move(*mr));
+  }
+  return install_memory(std::move(list));
+}
+
+Status Session::on_add_mem_reg(Message& m) {
+  auto r = m.as<SingleMemoryRegion>().region;
+  memory::GuestMemory::RegionList list;
+  if (mem_) list = mem_->regions();
+  if (list.size() >= kMaxMemSlots)
+    return Status::errorf("already {} regions, the maximum", list.size());
+  auto mr = memory::MappedRegion::map(
+      {r.guest_phys_addr, r.memory_size, r.userspace_addr, r.mmap_offset}, m.fds[0].get());
+  if (!mr) return mr.status();
+  list.push_back(std::move(*mr));
+  return install_memory(std::move(list));
+}
+
+Status Session::on_rem_mem_reg(const Message& m) {
+  // "REM_MEM_REG": the region is identified by guest address, user address and
+  // size; the mmap offset is ignored. A passed fd is closed unused (with m).
+  auto r = m.as<SingleMemoryRegion>().region;
+  memory::GuestMemory::RegionList list;
+  if (mem_) list = mem_->regions();
+  auto it = std::find_if(list.begin(), list.end(), [&](const auto& mr) {
+    const auto& d = mr->desc();
+    return d.guest_phys_addr == r.guest_phys_addr && d.memory_size == r.memory_size &&
+           d.userspace_addr == r.userspace_addr;
+  });
+  if (it == list.end())
+    return Status::errorf("no region at gpa {:#x} size {:#x} uva {:#x}", r.guest_phys_addr,
+                          r.memory_size, r.userspace_addr);
+  list.erase(it);
+  return install_memory(std::move(list));
+}
+
+Status Session::check_ring(uint32_t index) const {
+  // Every index is checked at full width against the rings of the device (two per
+  // queue pair, GET_QUEUE_NUM).
+  if (index >= rings_.size())
+    return Status::errorf("vring index {} out of range (device has {} rings)", index,
+                          rings_.size());
+  return Status::ok();
+}
+
+Status Session::on_set_vring_num(const VringState& s) {
+  if (Status st = check_ring(s.index); !st) return st;
+  if (s.num == 0 || s.num > kMaxRingSize || (s.num & (s.num - 1)) != 0)
+    return Status::errorf("ring {} size {} invalid: a power of 2 in 1..{} (virtio 1.2 2.7)",
+                          s.index, s.num, kMaxRingSize);
+  Ring& r = rings_[s.index];
+  bool changed = !r.has_num || r.num != s.num;
+  r.num = s.num;
+  r.has_num = true;
+  if (r.started) return changed ? restart(s.index) : Status::ok();
+  return try_start(s.index);
+}
+
+Status Session::on_set_vring_addr(const VringAddr& a) {
+  if (Status st = check_ring(a.index); !st) return st;
+  // "SET_VRING_ADDR": front-end virtual addresses; flags bit 0 (VHOST_VRING_F_LOG)
+  // asks for used ring logging, which is not offered and is ignored.
+  Ring& r = rings_[a.index];
+  bool changed = !r.has_addr || r.addr.desc_user_addr != a.desc_user_addr ||
+                 r.addr.avail_user_addr != a.avail_user_addr ||
+                 r.addr.used_user_addr != a.used_user_addr;
+  r.addr = a;
+  r.has_addr = true;
+  if (r.started) return changed ? restart(a.index) : Status::ok();
+  return try_start(a.index);
+}
+
+Status Session::on_set_vring_base(const VringState& s) {
+  if (Status st = check_ring(s.index); !st) return st;
+  // Split rings: the base is a 16-bit avail index (packed rings are not offered).
+  if (s.num > 0xffff)
+    return Status::errorf("ring {} base {:#x} is not a 16-bit index", s.index, s.num);
+  Ring& r = rings_[s.index];
+  if (r.started) {
+    backend_.stop_queue(s.index);
+    r.started = false;
+  }
+  r.base = uint16_t(s.num);
+  return try_start(s.index);
+}
+
+Result<uint16_t> Session::on_get_vring_base(const VringState& s) {
+  if (Status st = check_ring(s.index); !st) return st;
+  Ring& r = rings_[s.index];
+  // "GET_VRING_BASE": stop the ring and return its index; it stays stopped until
+  // the next SET_VRING_KICK.
+  uint16_t idx = backend_.stop_queue(s.index);
+  if (!r.started) idx = r.base;
+  r.started = false;
+  r.base = idx;
+  r.kick.reset();
+  r.kick_set = false;
+  spdlog::info("vhost-user {}: ring {} stopped at {}", name_, s.index, idx);
+  return idx;
+}
+
+Status Session::on_set_vring_kick(Message& m) {
+  uint32_t index = uint32_t(m.u64() & kVringIndexMask);
+  if (Status st = check_ring(index); !st) return st;
+  Ring& r = rings_[index];
+  if (r.started) {
+    r.base = backend_.stop_queue(index);
+    r.started = false;
+  }
+  r.kick = m.take_fd();  // invalid with the invalid-FD flag: the front end polls
+  r.kick_set = true;
+  return try_start(index);
+}
+
+Status Session::on_set_vring_call(Message& m) {
+  uint32_t index = uint32_t(m.u64() & kVringIndexMask);
+  if (Status st = check_ring(index); !st) return st;
+  backend_.set_call(index, m.take_fd());
+  return Status::ok();
+}
+
+Status Session::on_set_vring_err(Message& m) {
+  uint32_t index = uint32_t(m.u64() & kVringIndexMask);
+  if (Status st = check_ring(index); !st) return st;
+  rings_[index].err = m.take_fd();  // kept (never signalled); the old one is closed
+  return Status::ok();
+}
+
+Status Session::on_set_vring_enable(const VringState& s) {
+  if (Status st = check_ring(s.index); !st) return st;
+  if (s.num > 1) return Status::errorf("ring {} enable value {} is not 0 or 1", s.index, s.num);
+  rings_[s.index].enabled = s.num;
+  backend_.set_enabled(s.index, s.num);
+  spdlog::info("vhost-user {}: ring {} {}", name_, s.index, s.num ? "enabled" : "disabled");
+  return Status::ok();
+}
+
+Status Session::try_start(uint32_t index) {
+  Ring& r = rings_[index];
+  if (r.started || !r.kick_set) return Status::ok();
+  if (!r.has_num || !r.has_addr || !mem_) {
+    spdlog::info("vhost-user {}: ring {} kicked before its {} known; it starts then", name_, index,
+                 !mem_        ? "memory table is"
+                 : !r.has_num ? "size is"
+                              : "addresses are");
+    return Status::ok();
+  }
+  virtio::QueueConfig cfg;
+  cfg.size = uint16_t(r.num);
+  cfg.desc_addr = r.addr.desc_user_addr;
+  cfg.avail_addr = r.addr.avail_user_addr;
+  cfg.used_addr = r.addr.used_user_addr;
+  cfg.avail_base = r.base;
+  cfg.event_idx = acked_features_ & (1ULL << VIRTIO_RING_F_EVENT_IDX);
+  cfg.indirect = acked_features_ & (1ULL << VIRTIO_RING_F_INDIRECT_DESC);
+  UniqueFd kick;
+  if (r.kick) {
+    kick.reset(fcntl(r.kick.get(), F_DUPFD_CLOEXEC, 0));
+    if (!kick) return Status::errorf("ring {}: dup of the kick fd: {}", index, strerror(errno));
+  }
+  Status st = backend_.start_queue(index, cfg, std::move(kick));
+  if (!st) return Status::errorf("ring {} not started: {}", index, st.message());
+  r.started = true;
+  // "Ring states": without VHOST_USER_F_PROTOCOL_FEATURES a ring starts enabled;
+  // with it, it waits for SET_VRING_ENABLE.
+  if (!(acked_features_ & kFeatureProtocolFeatures)) {
+    r.enabled = true;
+    backend_.set_enabled(index, true);
+  }
+  spdlog::info("vhost-user {}: ring {} started (size {}, base {}, {})", name_, index, cfg.size,
+               cfg.avail_base, r.kick ? "kick fd" : "polling");
+  return Status::ok();
+}
+
+Status Session::restart(uint32_t index) {
+  Ring& r = rings_[index];
+  if (r.started) {
+    r.base = backend_.stop_queue(index);
+    r.started = false;
+  }
+  return try_start(index);
+}
+
+void Session::reset_device_state() {
+  backend_.reset();
+  for (auto& r : rings_) r = Ring{};  // closes kick and err fds
+  mem_.reset();
+  acked_features_ = 0;
+  status_ = 0;
+}
+
+}  // namespace vnet::vhost_user

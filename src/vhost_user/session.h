@@ -1,0 +1,122 @@
+// Session: one vhost-user connection, back-end role. Reads one message per
+// on_readable() call, validates it against the table in message.h, applies it to the
+// per-ring state and the Backend, and replies (GET_* replies, REPLY_ACK). Keeps the
+// memory table and the per-ring state (num, addr, base, kick, err, enable) so that a
+// ring starts once all of it is known. Runs on the control thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/counter.h"
+#include "common/result.h"
+#include "common/unique_fd.h"
+#include "memory/guest_memory.h"
+#include "vhost_user/backend.h"
+#include "vhost_user/message.h"
+
+namespace vnet::vhost_user {
+
+struct SessionCounters {
+  Counter messages;      // messages received (valid or not)
+  Counter bad_messages;  // messages refused (framing, validation or handler error)
+};
+
+class Session {
+ public:
+  // GET_MAX_MEM_SLOTS answer (VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS).
+  static constexpr uint32_t kMaxMemSlots = 509;
+  // Rings a kick/call/err message can name (bits 0-7 of its payload).
+  static constexpr uint32_t kMaxRings = 256;
+
+  // `sock` is a connected stream socket (made non-blocking here).
+  Session(UniqueFd sock, Backend& backend, std::string name);
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+  ~Session();  // calls backend.reset()
+
+  // Reads and handles at most one message. An error means the session must end (the
+  // reason says why; "peer closed" when the front end went away).
+  Status on_readable();
+
+  int fd() const { return sock_.get(); }
+  const std::string& name() const { return name_; }
+  const SessionCounters& counters() const { return counters_; }
+  // Negotiated state, for logs and tests.
+  uint64_t acked_features() const { return acked_features_; }
+  uint64_t acked_protocol_features() const { return protocol_features_; }
+  uint8_t status() const { return status_; }
+  std::shared_ptr<const memory::GuestMemory> memory() const { return mem_; }
+  // True when the last on_readable() ended because the peer closed the connection.
+  bool peer_closed() const { return peer_closed_; }
+
+ private:
+  struct Ring {
+    uint32_t num = 0;
+    bool has_num = false;
+    VringAddr addr;
+    bool has_addr = false;
+    uint16_t base = 0;
+    UniqueFd kick;          // our copy; the backend gets a dup
+    bool kick_set = false;  // SET_VRING_KICK seen (fd or polling) since the last stop
+    UniqueFd err;
+    bool enabled = false;  // SET_VRING_ENABLE state
+    bool started = false;
+  };
+  // A reply under construction (GET_* messages).
+  struct Reply {
+    bool present = false;
+    uint32_t size = 0;
+    uint8_t data[16] = {};
+    template <typename T>
+    void set(const T& v) {
+      static_assert(sizeof(T) <= sizeof(data));
+      std::memcpy(data, &v, sizeof(T));
+      size = sizeof(T);
+      present = true;
+    }
+  };
+
+  Status dispatch(Message& m);
+  Status handle(Message& m, Reply& reply);
+  Status check_ring(uint32_t index) const;
+  Status install_memory(memory::GuestMemory::RegionList regions);
+  Status try_start(uint32_t index);
+  // Stops a started ring (keeping the position it reached) and starts it again with
+  // the current state.
+  Status restart(uint32_t index);
+  void reset_device_state();
+  bool reply_ack() const { return protocol_features_ & protocol::kReplyAck; }
+
+  Status on_set_features(uint64_t f);
+  Status on_set_protocol_features(uint64_t f);
+  Status on_set_mem_table(Message& m);
+  Status on_add_mem_reg(Message& m);
+  Status on_rem_mem_reg(const Message& m);
+  Status on_set_vring_num(const VringState& s);
+  Status on_set_vring_addr(const VringAddr& a);
+  Status on_set_vring_base(const VringState& s);
+  Result<uint16_t> on_get_vring_base(const VringState& s);
+  Status on_set_vring_kick(Message& m);
+  Status on_set_vring_call(Message& m);
+  Status on_set_vring_err(Message& m);
+  Status on_set_vring_enable(const VringState& s);
+
+  UniqueFd sock_;
+  Backend& backend_;
+  std::string name_;
+  MessageReader reader_;
+  SessionCounters counters_;
+  bool peer_closed_ = false;
+
+  uint64_t acked_features_ = 0;
+  uint64_t protocol_features_ = 0;
+  bool owner_ = false;
+  uint8_t status_ = 0;
+  std::shared_ptr<const memory::GuestMemory> mem_;
+  std::vector<Ring> rings_;
+};
+
+}  // namespace vnet::vhost_user
