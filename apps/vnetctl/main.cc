@@ -1,2 +1,116 @@
-// vnetctl: placeholder until the client lands.
-int main() { return 0; }
+// vnetctl: the command-line client of vnetd. Sends one request over the control socket
+// and prints the reply as a table, or as JSON with --json (for scripts).
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <iostream>
+#include <string>
+
+#include "control/control_client.h"
+#include "control/version.h"
+
+namespace {
+
+using nlohmann::json;
+using vnet::control::ControlClient;
+
+int fail(bool as_json, const std::string& message, const json* reply = nullptr) {
+  if (as_json)
+    std::cout << (reply ? *reply : json{{"ok", false}, {"error", message}}).dump(2) << "\n";
+  std::cerr << "vnetctl: " << message << "\n";
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "vnetctl: query and control a running vnetd over its control socket.\n"
+      "Prints tables by default; --json prints vnetd's reply object instead. Exits with "
+      "status 1 if vnetd cannot be reached or reports an error."};
+  std::string control = vnet::control::kDefaultControlPath;
+  bool as_json = false;
+  int timeout_ms = 5000;
+  app.add_option("--control,-c", control,
+                 "vnetd's control socket (vnetd --control); also from $VNET_CONTROL")
+      ->envname("VNET_CONTROL")
+      ->capture_default_str();
+  app.add_flag("--json,-j", as_json, "Print vnetd's JSON reply (one object) instead of a table");
+  app.add_option("--timeout", timeout_ms, "Milliseconds to wait for vnetd, in all")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 3600 * 1000));
+  app.set_version_flag("--version", vnet::control::kVersion);
+  app.require_subcommand(1, 1);
+  app.fallthrough();  // global options are accepted after the subcommand too
+
+  auto* version = app.add_subcommand("version", "Print the versions of vnetctl and vnetd");
+  auto* ports = app.add_subcommand(
+      "ports", "List the ports: name, type, mode, connected, socket, negotiated features");
+  ports->alias("show");
+  auto* counters = app.add_subcommand(
+      "counters", "Per-port RX/TX packets and bytes and non-zero drops, then worker counters");
+  std::string counters_port;
+  counters->add_option("PORT", counters_port, "Only this port");
+  auto* fdb = app.add_subcommand(
+      "fdb", "List the forwarding database (MAC VLAN PORT AGE); 'fdb flush' empties it");
+  std::string fdb_action;
+  fdb->add_option("ACTION", fdb_action, "flush: forget every learned address")
+      ->check(CLI::IsMember({"flush"}));
+  auto* fdb_flush =
+      app.add_subcommand("fdb-flush", "Forget every learned address (same as 'fdb flush')");
+  CLI11_PARSE(app, argc, argv);
+
+  json req;
+  enum class What { kVersion, kPorts, kCounters, kFdb, kFlush } what;
+  if (*version) {
+    req = {{"cmd", "version"}};
+    what = What::kVersion;
+  } else if (*ports) {
+    req = {{"cmd", "ports"}};
+    what = What::kPorts;
+  } else if (*counters) {
+    req = {{"cmd", "counters"}};
+    if (!counters_port.empty()) req["port"] = counters_port;
+    what = What::kCounters;
+  } else if (*fdb_flush || (*fdb && fdb_action == "flush")) {
+    req = {{"cmd", "fdb-flush"}};
+    what = What::kFlush;
+  } else {
+    req = {{"cmd", "fdb"}};
+    what = What::kFdb;
+  }
+
+  auto client = ControlClient::connect(control, timeout_ms);
+  if (!client) return fail(as_json, client.message());
+  auto reply = client->request(req, timeout_ms);
+  if (!reply) return fail(as_json, reply.message());
+  const json& r = *reply;
+  if (!r.is_object() || !r.contains("ok") || r["ok"] != true) {
+    std::string why = "vnetd did not say ok";
+    if (r.is_object() && r.contains("error") && r["error"].is_string()) why = r["error"];
+    return fail(as_json, why, &r);
+  }
+
+  if (as_json) {
+    std::cout << r.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
+    return 0;
+  }
+  switch (what) {
+    case What::kVersion:
+      std::cout << "vnetctl " << vnet::control::kVersion << "\nvnetd   "
+                << vnet::control::cell(r, "version") << "\n";
+      break;
+    case What::kPorts:
+      std::cout << vnet::control::format_ports(r);
+      break;
+    case What::kCounters:
+      std::cout << vnet::control::format_counters(r);
+      break;
+    case What::kFdb:
+      std::cout << vnet::control::format_fdb(r);
+      break;
+    case What::kFlush:
+      std::cout << "FDB flushed\n";
+      break;
+  }
+  return 0;
+}

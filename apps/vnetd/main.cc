@@ -8,39 +8,71 @@
 #include <vector>
 
 #include "common/log.h"
+#include "control/config.h"
 #include "control/daemon.h"
 #include "control/version.h"
 
 namespace {
 
-// PATH[,client][,name=NAME]
-vnet::Result<vnet::control::VhostUserPortSpec> parse_vhost_user(const std::string& arg,
-                                                                size_t index) {
-  vnet::control::VhostUserPortSpec spec;
-  spec.name = "vhu" + std::to_string(index);
+using nlohmann::json;
+
+// Splits "FIRST,key=value,flag,..." into the first item and a JSON object of the
+// rest (flags become true, numbers become integers).
+json parse_port_arg(const std::string& arg, const char* first_key) {
+  json j = json::object();
   size_t pos = 0;
   bool first = true;
   while (pos <= arg.size()) {
     size_t comma = arg.find(',', pos);
     std::string tok = arg.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
     if (first) {
-      spec.cfg.socket_path = tok;
+      j[first_key] = tok;
       first = false;
-    } else if (tok == "client") {
-      spec.cfg.client = true;
-    } else if (tok == "server") {
-      spec.cfg.client = false;
-    } else if (tok.rfind("name=", 0) == 0 && tok.size() > 5) {
-      spec.name = tok.substr(5);
     } else {
-      return vnet::Status::errorf("--vhost-user {}: unknown option '{}'", arg, tok);
+      size_t eq = tok.find('=');
+      if (eq == std::string::npos) {
+        j[tok] = true;
+      } else {
+        std::string k = tok.substr(0, eq), v = tok.substr(eq + 1);
+        bool numeric = !v.empty() && v.find_first_not_of("0123456789") == std::string::npos &&
+                       v.size() < 10;
+        if (numeric)
+          j[k] = std::stoll(v);
+        else
+          j[k] = v;
+      }
     }
     if (comma == std::string::npos) break;
     pos = comma + 1;
   }
-  if (spec.cfg.socket_path.empty())
-    return vnet::Status::errorf("--vhost-user {}: empty socket path", arg);
-  return spec;
+  return j;
+}
+
+// --vhost-user PATH[,client|server][,name=NAME][,mtu=N][,vlan=N]
+vnet::Result<vnet::control::PortSpec> vhost_user_spec(const std::string& arg, size_t index) {
+  json j = parse_port_arg(arg, "socket");
+  if (j.contains("client")) {
+    j.erase("client");
+    j["mode"] = "client";
+  }
+  if (j.contains("server")) {
+    j.erase("server");
+    j["mode"] = "server";
+  }
+  if (!j.contains("name")) j["name"] = "vhu" + std::to_string(index);
+  j["type"] = "vhost-user";
+  return vnet::control::parse_port(j, "--vhost-user " + arg);
+}
+
+// --tap NAME[,ifname=IF][,netns=NS][,attach][,no-offloads][,mtu=N][,vlan=N]
+vnet::Result<vnet::control::PortSpec> tap_spec(const std::string& arg) {
+  json j = parse_port_arg(arg, "name");
+  if (j.contains("no-offloads")) {
+    j.erase("no-offloads");
+    j["offloads"] = false;
+  }
+  j["type"] = "tap";
+  return vnet::control::parse_port(j, "--tap " + arg);
 }
 
 }  // namespace
@@ -48,18 +80,28 @@ vnet::Result<vnet::control::VhostUserPortSpec> parse_vhost_user(const std::strin
 int main(int argc, char** argv) {
   CLI::App app{
       "vnetd: vhost-user virtio-net back end and L2 switch.\n"
-      "Ports are named vhu0, vhu1, ... in command-line order unless name= is given."};
-  std::vector<std::string> vhost_user;
+      "Ports come from --config and from the command line; vhost-user ports are named vhu0, "
+      "vhu1, ... in command-line order unless name= is given."};
+  std::vector<std::string> vhost_user, taps;
+  std::string config_file;
   std::string control_path = vnet::control::kDefaultControlPath;
   std::string log_level = "info";
   vnet::control::DaemonConfig cfg;
+  app.add_option("--config", config_file,
+                 "TOML file with [vnetd], [worker], [fdb] and [[port]] tables; command-line "
+                 "options override it")
+      ->check(CLI::ExistingFile);
   app.add_option("--vhost-user", vhost_user,
-                 "A vhost-user port: PATH[,client][,name=NAME]. vnetd listens on PATH (server, "
-                 "the default) or connects to a front end listening there (client, retried "
-                 "every few seconds). Repeatable.");
+                 "A vhost-user port: PATH[,client][,name=NAME][,mtu=N][,vlan=N]. vnetd listens "
+                 "on PATH (server, the default) or connects to a front end listening there "
+                 "(client, retried every second). Repeatable.");
+  app.add_option("--tap", taps,
+                 "A TAP port: NAME[,ifname=IF][,netns=NS][,attach][,no-offloads][,mtu=N][,vlan=N]."
+                 " vnetd creates the TAP (in network namespace NS if given) or attaches to an "
+                 "existing one. Repeatable.");
   app.add_option("--control", control_path, "Control socket for vnetctl")
       ->capture_default_str();
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
   app.add_option("--cpu", cfg.worker.cpu, "Pin the data-plane worker to this core (-1: no pinning)")
@@ -70,6 +112,9 @@ int main(int argc, char** argv) {
   app.add_option("--fdb-size", cfg.worker.forwarding.fdb_capacity, "FDB entries at most")
       ->capture_default_str()
       ->check(CLI::Range(16u, 1u << 22));
+  app.add_option("--fdb-port-limit", cfg.worker.forwarding.fdb_port_limit,
+                 "FDB entries learned per port at most (0: no limit)")
+      ->capture_default_str();
   app.add_option("--fdb-age", cfg.worker.forwarding.fdb_age_seconds,
                  "Seconds after which an unused FDB entry is forgotten")
       ->capture_default_str()
@@ -77,23 +122,39 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", vnet::control::kVersion);
   CLI11_PARSE(app, argc, argv);
 
-  vnet::init_logging(log_level);
+  if (!config_file.empty()) {
+    auto fc = vnet::control::load_config_file(config_file);
+    if (!fc) {
+      fprintf(stderr, "vnetd: %s\n", fc.message().c_str());
+      return 2;
+    }
+    if (!app.count("--control") && !fc->control_path.empty()) control_path = fc->control_path;
+    if (!app.count("--log-level") && !fc->log_level.empty()) log_level = fc->log_level;
+    if (!app.count("--cpu")) cfg.worker.cpu = fc->worker.cpu;
+    if (!app.count("--idle-poll-us")) cfg.worker.idle_poll_us = fc->worker.idle_poll_us;
+    if (!app.count("--fdb-size")) cfg.worker.forwarding.fdb_capacity = fc->fdb_size;
+    if (!app.count("--fdb-age")) cfg.worker.forwarding.fdb_age_seconds = fc->fdb_age;
+    cfg.ports = std::move(fc->ports);
+  }
   for (size_t i = 0; i < vhost_user.size(); ++i) {
-    auto spec = parse_vhost_user(vhost_user[i], i);
+    auto spec = vhost_user_spec(vhost_user[i], i);
     if (!spec) {
       fprintf(stderr, "vnetd: %s\n", spec.message().c_str());
       return 2;
     }
-    cfg.vhost_user.push_back(*spec);
+    cfg.ports.push_back(*spec);
   }
-  cfg.control_path = control_path;
-  std::error_code ec;
-  auto dir = std::filesystem::path(control_path).parent_path();
-  if (!dir.empty() && !std::filesystem::exists(dir, ec)) {
-    std::filesystem::create_directories(dir, ec);
-    chmod(dir.c_str(), 0750);
+  for (const auto& t : taps) {
+    auto spec = tap_spec(t);
+    if (!spec) {
+      fprintf(stderr, "vnetd: %s\n", spec.message().c_str());
+      return 2;
+    }
+    cfg.ports.push_back(*spec);
   }
 
+  vnet::init_logging(log_level);
+  cfg.control_path = control_path;
   vnet::control::Daemon daemon(std::move(cfg));
   vnet::Status st = daemon.start();
   if (!st) {

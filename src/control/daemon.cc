@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 
 #include "common/log.h"
@@ -54,8 +55,8 @@ Status Daemon::start() {
   control_ = std::move(*server);
 
   worker_.start();
-  for (const auto& spec : cfg_.vhost_user) {
-    st = add_vhost_user_port(spec);
+  for (const auto& spec : cfg_.ports) {
+    st = add_port(spec);
     if (!st) return st;
   }
   spdlog::info("vnetd {}: {} port(s), control socket {}", kVersion, ports_.size(),
@@ -65,17 +66,64 @@ Status Daemon::start() {
 
 void Daemon::run() { loop_.run(); }
 
-Status Daemon::add_vhost_user_port(const VhostUserPortSpec& spec) {
+namespace {
+net::VlanConfig to_vlan_config(const VlanSpec& v) {
+  net::VlanConfig c;
+  c.trunk = v.mode == VlanSpec::Mode::kTrunk;
+  c.access = v.tag;
+  c.native = v.native;
+  for (uint16_t id : v.trunks) c.allowed.set(id);
+  return c;
+}
+}  // namespace
+
+ports::Port* Daemon::find_port(const std::string& name) {
   for (auto& p : ports_)
-    if (p->name() == spec.name) return Status::errorf("port {} already exists", spec.name);
-  auto port = std::make_unique<ports::VhostUserPort>(spec.name, spec.cfg, worker_);
+    if (p->name() == name) return p.get();
+  return nullptr;
+}
+
+Status Daemon::add_port(const PortSpec& spec) {
+  if (find_port(spec.name)) return Status::errorf("port {} already exists", spec.name);
+  for (const auto& [n, s] : specs_) {
+    if (spec.type == "vhost-user" && s.type == spec.type && s.socket == spec.socket)
+      return Status::errorf("port {}: socket {} is used by port {}", spec.name, spec.socket, n);
+    if (spec.type == "tap" && s.type == spec.type && s.ifname == spec.ifname && s.netns == spec.netns)
+      return Status::errorf("port {}: interface {} is used by port {}", spec.name, spec.ifname, n);
+  }
+  if (next_port_id_ == 0) return Status::error("out of port ids");
+  std::unique_ptr<ports::Port> port;
+  if (spec.type == "vhost-user") {
+    ports::VhostUserPortConfig vc;
+    vc.socket_path = spec.socket;
+    vc.client = spec.client;
+    auto vp = std::make_unique<ports::VhostUserPort>(spec.name, vc, worker_);
+    Status st = vp->open(loop_);
+    if (!st) return Status::errorf("port {}: {}", spec.name, st.message());
+    port = std::move(vp);
+    spdlog::info("port {}: vhost-user {} {}", spec.name, spec.client ? "client" : "server",
+                 spec.socket);
+  } else {
+    return Status::errorf("port {}: port type '{}' is not supported", spec.name, spec.type);
+  }
   port->set_id(next_port_id_++);
-  Status st = port->open(loop_);
-  if (!st) return Status::errorf("port {}: {}", spec.name, st.message());
+  port->set_vlan(to_vlan_config(spec.vlan));  // not attached yet: no worker owns it
   worker_.add_port(port.get());
-  spdlog::info("port {}: vhost-user {} {}", spec.name, spec.cfg.client ? "client" : "server",
-               spec.cfg.socket_path);
   ports_.push_back(std::move(port));
+  specs_.emplace_back(spec.name, spec);
+  return Status::ok();
+}
+
+Status Daemon::remove_port(const std::string& name) {
+  auto it = std::find_if(ports_.begin(), ports_.end(),
+                         [&](const auto& p) { return p->name() == name; });
+  if (it == ports_.end()) return Status::errorf("no port named {}", name);
+  worker_.remove_port(it->get());
+  ports_.erase(it);  // ends its session / closes its device
+  specs_.erase(std::remove_if(specs_.begin(), specs_.end(),
+                              [&](const auto& e) { return e.first == name; }),
+               specs_.end());
+  spdlog::info("port {}: removed", name);
   return Status::ok();
 }
 
@@ -94,6 +142,12 @@ json Daemon::port_json(ports::Port& p) {
   json j{{"name", p.name()},         {"type", i.type},         {"socket", i.socket},
          {"mode", i.mode},           {"connected", i.connected}, {"features", i.features},
          {"counters", counters_json(p)}};
+  for (const auto& [n, s] : specs_) {
+    if (n != p.name()) continue;
+    j["vlan"] = vlan_json(s.vlan);
+    j["mtu"] = s.mtu ? s.mtu : 1500;
+  }
+  for (const auto& [k, v] : i.extra) j["extra"][k] = v;
   return j;
 }
 
@@ -136,10 +190,61 @@ json Daemon::handle(const json& req) {
            {"sleeps", wc.sleeps.get()},     {"wakeups", wc.wakeups.get()},
            {"flooded", fc.flooded.get()},   {"unicast", fc.unicast.get()},
            {"same_port", fc.same_port.get()}};
+      auto& fdb = worker_.forwarder().fdb();
+      auto& dc = fdb.counters();
+      w["src_multicast"] = fc.src_multicast.get();
+      w["src_zero"] = fc.src_zero.get();
+      w["stale_port"] = fc.stale_port.get();
+      w["fdb_size"] = fdb.size();
+      w["fdb_learned"] = dc.learned.get();
+      w["fdb_moved"] = dc.moved.get();
+      w["fdb_aged"] = dc.aged.get();
+      w["fdb_evicted"] = dc.evicted.get();
+      w["fdb_full"] = dc.full.get();
+      w["fdb_refused"] = dc.refused.get();
+      w["fdb_limited"] = dc.limited.get();
     });
     return {{"ok", true}, {"counters", out}, {"worker", w}};
   }
   if (cmd == "fdb") return {{"ok", true}, {"fdb", fdb_json()}};
+  if (cmd == "add-port") {
+    if (!req.contains("port")) return fail("add-port: missing \"port\" object");
+    auto spec = parse_port(req["port"], "add-port");
+    if (!spec) return fail(spec.message());
+    Status st = add_port(*spec);
+    if (!st) return fail(st.message());
+    return {{"ok", true}};
+  }
+  if (cmd == "set-port") {
+    if (!req.contains("name") || !req["name"].is_string())
+      return fail("set-port: missing \"name\" string");
+    const std::string name = req["name"];
+    ports::Port* p = find_port(name);
+    if (!p) return fail("no port named " + name);
+    for (const auto& [k, v] : req.items()) {
+      (void)v;
+      if (k != "cmd" && k != "name" && k != "vlan" && k != "trunk" && k != "native")
+        return fail("set-port: unknown field '" + k + "' (known: name, vlan, trunk, native)");
+    }
+    auto vlan = parse_vlan(req, "set-port " + name);
+    if (!vlan) return fail(vlan.message());
+    net::VlanConfig vc = to_vlan_config(*vlan);
+    worker_.run_sync([&] {
+      p->set_vlan(vc);
+      worker_.forwarder().fdb().remove_port(p->id());  // learned in the old VLANs
+    });
+    for (auto& [n, s] : specs_)
+      if (n == name) s.vlan = *vlan;
+    spdlog::info("port {}: VLAN {}", name, vlan_json(*vlan).dump());
+    return {{"ok", true}};
+  }
+  if (cmd == "del-port") {
+    if (!req.contains("name") || !req["name"].is_string())
+      return fail("del-port: missing \"name\" string");
+    Status st = remove_port(req["name"].get<std::string>());
+    if (!st) return fail(st.message());
+    return {{"ok", true}};
+  }
   if (cmd == "fdb-flush") {
     worker_.run_sync([&] { worker_.forwarder().flush(); });
     return {{"ok", true}};

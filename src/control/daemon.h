@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/event_loop.h"
+#include "control/config.h"
 #include "common/result.h"
 #include "dataplane/worker.h"
 #include "ports/port.h"
@@ -18,13 +19,8 @@ namespace vnet::control {
 
 class ControlServer;
 
-struct VhostUserPortSpec {
-  std::string name;
-  ports::VhostUserPortConfig cfg;
-};
-
 struct DaemonConfig {
-  std::vector<VhostUserPortSpec> vhost_user;
+  std::vector<PortSpec> ports;
   std::string control_path;
   dataplane::WorkerConfig worker;
 };
@@ -45,7 +41,12 @@ class Daemon {
   nlohmann::json handle(const nlohmann::json& req);
 
  private:
-  Status add_vhost_user_port(const VhostUserPortSpec& spec);
+  // Creates, opens and attaches a port; on failure nothing is left behind.
+  Status add_port(const PortSpec& spec);
+  // Detaches a port from the worker and destroys it (ends its session, removes its
+  // socket or TAP).
+  Status remove_port(const std::string& name);
+  ports::Port* find_port(const std::string& name);
   nlohmann::json port_json(ports::Port& p);
   static nlohmann::json counters_json(ports::Port& p);
   nlohmann::json fdb_json();
@@ -56,6 +57,7 @@ class Daemon {
   std::vector<std::unique_ptr<ports::Port>> ports_;
   std::unique_ptr<ControlServer> control_;
   UniqueFd signal_fd_;
+  std::vector<std::pair<std::string, PortSpec>> specs_;  // by port name, for vnetctl
   uint16_t next_port_id_ = 1;
 };
 

@@ -23,7 +23,8 @@ from vnet_harness.procs import wait_until  # noqa: E402
 from vnet_harness.vnetd import PortSpec, Vnetd, require_vnetd  # noqa: E402
 
 COUNT = 5
-GUESTS = [("guest-a", "10.0.0.1", "52:54:00:00:0b:01"), ("guest-b", "10.0.0.2", "52:54:00:00:0b:02")]
+GUESTS = [("guest-a", "10.0.0.1", "52:54:00:00:0b:01"),
+          ("guest-b", "10.0.0.2", "52:54:00:00:0b:02")]
 
 
 def run_variant(s, image, mode):
@@ -52,6 +53,7 @@ def run_variant(s, image, mode):
         g.wait_ready(timeout=120)
     log("%s: both guests ready %.1f s after start" % (mode, time.monotonic() - t0))
 
+    vnetd.wait_connected(["vhu0", "vhu1"], timeout=30)
     info = vnetd.ports_info()
     for name in ("vhu0", "vhu1"):
         p = info.get(name)

@@ -5,8 +5,11 @@ vnetd has three server ports; testpmd virtio-user front ends A (vhu0), B (vhu1),
 C (vhu2).  A and B run mac forwarding and bounce frames between them forever
 (`start tx_first`): B addresses A's MAC (learned, unicast), A addresses a MAC
 nobody owns, so A's frames are flooded to B and C.  Then CYCLES times:
-  - C is SIGKILLed; vnetd must stay up, report vhu2 disconnected, and the
-    A<->B counters (vnetd rx on vhu0 and vhu1, tx on vhu1) must keep growing;
+  - C is SIGKILLed while vnetd is transmitting to it (A's floods) and, on even
+    cycles, while C itself transmits continuously (txonly to its own MAC,
+    learned on vhu2, so none of it loops through A and B); vnetd must stay up,
+    report vhu2 disconnected, and the A<->B counters (vnetd rx on vhu0 and
+    vhu1, tx on vhu1) must keep growing during the outage;
   - C is started again (a new process); vhu2 must reconnect, C must receive
     flooded frames (vnetd forwards to the new connection), and one burst C
     sends must show up exactly in vnetd's vhu2 rx_packets.
@@ -51,6 +54,18 @@ def port_connected(vnetd, name):
     return bool(vnetd.ports_info().get(name, {}).get("connected"))
 
 
+def c_sending(vnetd, c, cycle):
+    """Switch C to continuous txonly (to MAC_C) and check vnetd sees vhu2 frames arriving."""
+    c.stop_fwd()
+    c.cmd("set eth-peer 0 %s" % MAC_C)
+    c.set_fwd("txonly")
+    c.start_fwd()
+    r0 = vnetd.counters()["vhu2"]["rx_packets"]
+    wait_until(lambda: vnetd.counters()["vhu2"]["rx_packets"] > r0 + 1000, 10,
+               what="vnetd receiving C's continuous transmission (cycle %d)" % cycle)
+    log("cycle %d: C transmitting continuously, killing it mid-stream" % cycle)
+
+
 def start_c(s, sock, n):
     return TestPmd(s, "c%d" % n, [virtio_user_vdev(0, sock, mac=MAC_C)],
                    fwd_mode="rxonly", eth_peers={0: MAC_A}).start()
@@ -77,6 +92,10 @@ def body(s, args):
     assert_flowing(vnetd, "start")
 
     for cycle in range(1, CYCLES + 1):
+        if cycle % 2 == 0:
+            # Kill C in the middle of its own transmission too: txonly to its own MAC
+            # (learned on vhu2, so vnetd forwards none of it: no storm through A and B).
+            c_sending(vnetd, c, cycle)
         c.kill()
         t0 = time.monotonic()
         wait_until(lambda: (vnetd.check_alive(), not port_connected(vnetd, "vhu2"))[1], 15,

@@ -1,0 +1,57 @@
+// ControlClient: vnetctl's side of the control socket (one JSON request line out, one
+// reply line back, blocking with a timeout), and the plain-text rendering of replies
+// that vnetctl prints without --json.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/result.h"
+#include "common/unique_fd.h"
+
+namespace vnet::control {
+
+class ControlClient {
+ public:
+  // Connects to vnetd's control socket at `path`. Errors read like
+  // "cannot connect to PATH: No such file or directory (is vnetd running?)".
+  static Result<ControlClient> connect(const std::string& path, int timeout_ms = 5000);
+
+  // Sends `req` and waits up to `timeout_ms` (in all) for the reply line. The reply is
+  // returned as it came, {"ok": false, ...} included; only transport and framing
+  // failures are errors here.
+  Result<nlohmann::json> request(const nlohmann::json& req, int timeout_ms = 5000);
+
+  const std::string& path() const { return path_; }
+  int fd() const { return fd_.get(); }
+
+ private:
+  ControlClient(UniqueFd fd, std::string path) : fd_(std::move(fd)), path_(std::move(path)) {}
+
+  UniqueFd fd_;
+  std::string path_;
+  std::string buf_;  // bytes received after the last reply line
+};
+
+// --- Rendering replies as text (vnetctl without --json) ---------------------------
+
+// Columns separated by two spaces, each as wide as its widest cell; columns listed in
+// `right_aligned` (by index) are padded on the left. No trailing spaces.
+std::string format_table(const std::vector<std::string>& header,
+                         const std::vector<std::vector<std::string>>& rows,
+                         const std::vector<size_t>& right_aligned = {});
+
+// A reply's value as a cell: strings as they are, booleans as yes/no, missing as "-".
+std::string cell(const nlohmann::json& obj, const char* key);
+
+// NAME TYPE MODE CONNECTED SOCKET FEATURES, from a "ports" reply.
+std::string format_ports(const nlohmann::json& reply);
+// Per port RX/TX packets and bytes and the non-zero drops, then the worker counters,
+// from a "counters" reply.
+std::string format_counters(const nlohmann::json& reply);
+// MAC VLAN PORT AGE, from an "fdb" reply.
+std::string format_fdb(const nlohmann::json& reply);
+
+}  // namespace vnet::control

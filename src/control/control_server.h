@@ -1,0 +1,120 @@
+// ControlServer: vnetd's control socket. A Unix stream socket on the control EventLoop
+// that reads one JSON request per line from each client, hands it to the daemon's
+// handler and writes one JSON reply line back. Protects the daemon from its clients:
+// bounded number of clients, bounded request lines, bounded replies, nonblocking I/O,
+// one reply in flight per client (a client that does not read stalls only itself).
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+#include <nlohmann/json.hpp>
+
+#include "common/counter.h"
+#include "common/event_loop.h"
+#include "common/result.h"
+#include "common/unique_fd.h"
+
+namespace vnet::control {
+
+struct ControlServerLimits {
+  size_t max_clients = 64;               // more are closed at once (with an error line)
+  size_t max_request = size_t(1) << 20;  // bytes per request line, newline excluded
+  size_t max_reply = size_t(64) << 20;   // a larger reply is replaced by an error
+  size_t read_chunk = size_t(64) << 10;  // bytes read per readiness event
+  // A client whose pending reply makes no progress for this long is closed.
+  std::chrono::milliseconds write_stall_timeout{30000};
+};
+
+struct ControlServerCounters {
+  Counter accepted;          // connections accepted
+  Counter rejected;          // connections closed at once: too many clients
+  Counter requests;          // request lines handed to the handler
+  Counter error_replies;     // replies with "ok": false (any cause)
+  Counter bad_json;          // request lines that were not JSON
+  Counter too_long;          // clients closed for an over-long request line
+  Counter handler_failures;  // handler threw; answered with an error
+  Counter write_errors;      // clients that went away with a reply unsent
+  Counter write_stalls;      // clients closed for not reading their reply
+};
+
+class ControlServer {
+ public:
+  using Handler = std::function<nlohmann::json(const nlohmann::json&)>;
+
+  // Listens on `path` (creating its parent directory, mode 0755, if missing) with
+  // socket mode 0660. Refuses a path that exists unless it is a stale socket (nobody
+  // listening), which is replaced. `handler` runs on the loop thread.
+  static Result<std::unique_ptr<ControlServer>> create(EventLoop& loop, const std::string& path,
+                                                       Handler handler,
+                                                       ControlServerLimits limits = {});
+  ControlServer(const ControlServer&) = delete;
+  ControlServer& operator=(const ControlServer&) = delete;
+  // Closes every client and removes the socket file (if it is still the one it made).
+  ~ControlServer();
+
+  const std::string& path() const { return path_; }
+  size_t client_count() const { return clients_.size(); }
+  const ControlServerCounters& counters() const { return counters_; }
+  // Counters as a JSON object, e.g. for a daemon's "counters" reply.
+  nlohmann::json counters_json() const;
+
+ private:
+  struct Client {
+    UniqueFd fd;
+    std::string in;  // bytes received; in[0, in_off) is handled
+    size_t in_off = 0;
+    size_t scanned = 0;  // in[in_off, scanned) holds no newline
+    std::string out;     // reply bytes; out[0, out_off) is written
+    size_t out_off = 0;
+    bool eof = false;      // the client sent all it will send: answer, then close
+    bool closing = false;  // close once `out` is written; handle nothing more
+    uint32_t events = 0;   // what the loop watches for now
+    std::chrono::steady_clock::time_point progress;  // last reply bytes queued or written
+    bool reply_pending() const { return out_off < out.size(); }
+  };
+
+  ControlServer(EventLoop& loop, std::string path, Handler handler, ControlServerLimits limits);
+  Status listen_on_path();
+  void on_listen(uint32_t events);
+  void on_client(int fd, uint32_t events);
+  // Reads what is available; returns false if the client was closed.
+  bool read_client(Client& c);
+  // Handles complete lines while no reply is pending; returns false if closed.
+  bool process_lines(Client& c);
+  // Writes pending output; returns false if the client was closed.
+  bool flush_client(Client& c);
+  void queue_reply(Client& c, const nlohmann::json& reply);
+  nlohmann::json handle_line(std::string_view line);
+  // Watches for input when idle, for output when a reply is pending.
+  void update_events(Client& c);
+  void close_client(int fd);
+  // Closes clients whose reply has been stuck for write_stall_timeout; re-arms itself
+  // while any reply is pending.
+  void arm_stall_check();
+  void check_stalls();
+
+  EventLoop& loop_;
+  std::string path_;
+  Handler handler_;
+  ControlServerLimits limits_;
+  UniqueFd listen_fd_;
+  bool listening_registered_ = false;
+  std::optional<EventLoop::TimerId> accept_retry_timer_;
+  std::optional<EventLoop::TimerId> stall_timer_;
+  dev_t sock_dev_ = 0;  // identity of the socket file we bound, to remove only ours
+  ino_t sock_ino_ = 0;
+  bool bound_ = false;
+  std::unordered_map<int, std::unique_ptr<Client>> clients_;
+  ControlServerCounters counters_;
+};
+
+}  // namespace vnet::control
