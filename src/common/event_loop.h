@@ -41,7 +41,12 @@ class EventLoop {
 
  private:
   UniqueFd epfd_;
-  std::unordered_map<int, std::shared_ptr<FdCallback>> fds_;
+  struct Watch {
+    std::shared_ptr<FdCallback> cb;
+    uint32_t gen;
+  };
+  std::unordered_map<int, Watch> fds_;
+  uint32_t generation_ = 0;
   struct Timer {
     TimerId id;
     std::function<void()> cb;

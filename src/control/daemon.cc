@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "control/control_server.h"
 #include "control/version.h"
+#include "ports/tap_port.h"
 
 namespace vnet::control {
 
@@ -103,6 +104,19 @@ Status Daemon::add_port(const PortSpec& spec) {
     port = std::move(vp);
     spdlog::info("port {}: vhost-user {} {}", spec.name, spec.client ? "client" : "server",
                  spec.socket);
+  } else if (spec.type == "tap") {
+    ports::TapPortConfig tc;
+    tc.ifname = spec.ifname;
+    tc.attach = spec.attach;
+    tc.netns = spec.netns;
+    if (spec.mtu) tc.mtu = spec.mtu;
+    if (spec.offloads) tc.offloads = net::OffloadCaps{true, true, true, true, true};
+    auto tp = ports::TapPort::open(spec.name, tc);
+    if (!tp) return Status::errorf("port {}: {}", spec.name, tp.message());
+    spdlog::info("port {}: TAP {} {}{}", spec.name, (*tp)->ifname(),
+                 (*tp)->created() ? "created" : "attached",
+                 spec.netns.empty() ? "" : " in netns " + spec.netns);
+    port = std::move(*tp);
   } else {
     return Status::errorf("port {}: port type '{}' is not supported", spec.name, spec.type);
   }
@@ -204,7 +218,7 @@ json Daemon::handle(const json& req) {
       w["fdb_refused"] = dc.refused.get();
       w["fdb_limited"] = dc.limited.get();
     });
-    return {{"ok", true}, {"counters", out}, {"worker", w}};
+    return {{"ok", true}, {"counters", out}, {"worker", w}, {"control", control_->counters_json()}};
   }
   if (cmd == "fdb") return {{"ok", true}, {"fdb", fdb_json()}};
   if (cmd == "add-port") {

@@ -17,6 +17,7 @@ enum class Drop : uint8_t {
   kQueueBroken,   // the queue was declared broken (hostile ring)
   kVlanTagged,    // a tagged frame on an access port
   kVlanDenied,    // a frame of a VLAN the port does not carry (or untagged, no native VLAN)
+  kTapBusy,       // the kernel's TAP queue was full (write EAGAIN/ENOBUFS)
   kCount
 };
 
@@ -30,6 +31,7 @@ inline const char* drop_name(Drop d) {
     case Drop::kQueueBroken: return "queue_broken";
     case Drop::kVlanTagged: return "vlan_tagged_on_access";
     case Drop::kVlanDenied: return "vlan_not_allowed";
+    case Drop::kTapBusy: return "tap_busy";
     case Drop::kCount: break;
   }
   return "?";

@@ -1,0 +1,391 @@
+// TapPort: TAP set-up (TUNSETIFF and friends, then netlink for MTU and IFF_UP, all in the
+// TAP's network namespace) and the per-frame readv/writev data path.
+#include "ports/tap_port.h"
+
+#include <fcntl.h>
+#include <linux/if_tun.h>
+#include <net/if.h>  // glibc's; linux/if.h (via linux/if_arp.h) would clash with it
+#include <net/if_arp.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "common/log.h"
+#include "ports/netlink.h"
+#include "ports/netns.h"
+
+namespace vnet::ports {
+namespace {
+
+// The header on every frame through the fd: virtio_net_hdr_v1 (num_buffers included).
+constexpr int kVnetHdrLen = sizeof(virtio_net_hdr_v1);
+static_assert(kVnetHdrLen == 12);
+
+constexpr unsigned kUsoFlags = net::kTunFUso4 | net::kTunFUso6;
+
+unsigned tun_flags_of(const net::OffloadCaps& c) {
+  unsigned f = 0;
+  if (c.csum) f |= net::kTunFCsum;
+  if (c.tso4) f |= net::kTunFTso4;
+  if (c.tso6) f |= net::kTunFTso6;
+  if (c.tso_ecn) f |= net::kTunFTsoEcn;
+  if (c.uso) f |= kUsoFlags;
+  return f;
+}
+
+Status check_config(const TapPortConfig& cfg) {
+  if (cfg.ifname.size() >= IFNAMSIZ || cfg.ifname.find('/') != std::string::npos) {
+    return Status::errorf("invalid interface name '{}' (at most {} bytes, no '/')", cfg.ifname,
+                          IFNAMSIZ - 1);
+  }
+  if (cfg.attach && cfg.ifname.empty()) return Status::error("attach needs an interface name");
+  if (!cfg.netns.empty()) {
+    if (Status st = check_netns_name(cfg.netns); !st) return st;
+  }
+  if (cfg.mtu && (*cfg.mtu < 68 || *cfg.mtu > 65535)) {
+    return Status::errorf("MTU {} out of range (68..65535)", *cfg.mtu);
+  }
+  const net::OffloadCaps& o = cfg.offloads;
+  if ((o.tso4 || o.tso6 || o.uso) && !o.csum) {
+    return Status::error("offloads tso4/tso6/uso need csum");
+  }
+  if (o.tso_ecn && !o.tso4 && !o.tso6) return Status::error("offload tso_ecn needs tso4 or tso6");
+  return Status::ok();
+}
+
+std::string where(const TapPortConfig& cfg) {
+  return cfg.netns.empty() ? std::string() : fmt::format(" in network namespace '{}'", cfg.netns);
+}
+
+// Why a link is not a TAP, in words.
+std::string describe_link(const LinkState& l) {
+  if (l.kind == "tun") return "a TUN (layer 3) device";
+  if (!l.kind.empty()) return fmt::format("a {} device", l.kind);
+  switch (l.arptype) {
+    case ARPHRD_LOOPBACK:
+      return "a loopback device";
+    case ARPHRD_ETHER:
+      return "an Ethernet device that is not a TAP";
+    default:
+      return fmt::format("a device of type {}", l.arptype);
+  }
+}
+
+// Everything set-up finds out; filled in the TAP's namespace.
+struct TapSetup {
+  UniqueFd fd;
+  std::string ifname;
+  int ifindex = 0;
+  uint32_t mtu = 0;
+  unsigned tun_flags = 0;
+  bool kernel_uso = false;
+};
+
+Status set_offloads(const TapPortConfig& cfg, TapSetup& s) {
+  int fd = s.fd.get();
+  unsigned want = tun_flags_of(cfg.offloads);
+  // Does this kernel know USO (TUN_F_USO4/6, and so VIRTIO_NET_HDR_GSO_UDP_L4 on write)?
+  // Asked with the request itself when it has uso, with a probe before it otherwise.
+  if (!(want & kUsoFlags)) {
+    s.kernel_uso = ::ioctl(fd, TUNSETOFFLOAD, net::kTunFCsum | kUsoFlags) == 0;
+  }
+  if (::ioctl(fd, TUNSETOFFLOAD, want) != 0) {
+    if (errno != EINVAL || !(want & kUsoFlags)) {
+      return Status::errorf("TUNSETOFFLOAD {:#x}: {}", want, std::strerror(errno));
+    }
+    spdlog::warn("TAP {}: kernel refuses USO offloads (TUN_F_USO4/6); using the others", s.ifname);
+    want &= ~kUsoFlags;
+    if (::ioctl(fd, TUNSETOFFLOAD, want) != 0) {
+      return Status::errorf("TUNSETOFFLOAD {:#x}: {}", want, std::strerror(errno));
+    }
+  } else if (want & kUsoFlags) {
+    s.kernel_uso = true;
+  }
+  s.tun_flags = want;
+  return Status::ok();
+}
+
+// Runs in the TAP's namespace: what is opened here stays there.
+Status setup_tap(const TapPortConfig& cfg, TapSetup& s) {
+  auto nl = Netlink::open();
+  if (!nl) return nl.status();
+  const std::string in = where(cfg);
+
+  if (cfg.attach) {
+    // TUNSETIFF would create a missing TAP, so look first; and say what a non-TAP is.
+    auto link = nl->find_link(cfg.ifname);
+    if (!link) return link.status();
+    if (!*link) return Status::errorf("no interface '{}'{} to attach to", cfg.ifname, in);
+    const LinkState& l = **link;
+    if (l.kind != "tun" || l.arptype != ARPHRD_ETHER) {
+      return Status::errorf("interface '{}'{} is not a TAP device: it is {}", cfg.ifname, in,
+                            describe_link(l));
+    }
+  }
+
+  s.fd.reset(::open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC));
+  if (!s.fd) {
+    return Status::errorf("open /dev/net/tun: {}{}", std::strerror(errno),
+                          errno == ENOENT ? " (is the tun module loaded?)" : "");
+  }
+  ifreq ifr{};
+  std::memcpy(ifr.ifr_name, cfg.ifname.data(), cfg.ifname.size());
+  ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+  if (cfg.multi_queue) ifr.ifr_flags |= IFF_MULTI_QUEUE;
+  if (!cfg.attach) ifr.ifr_flags |= IFF_TUN_EXCL;  // fail rather than attach by accident
+  if (::ioctl(s.fd.get(), TUNSETIFF, &ifr) != 0) {
+    int e = errno;
+    if (!cfg.attach && e == EBUSY) {
+      return Status::errorf("cannot create TAP '{}'{}: an interface of that name exists",
+                            cfg.ifname, in);
+    }
+    if (cfg.attach && e == EBUSY) {
+      return Status::errorf(
+          "cannot attach to TAP '{}'{}: it is in use (a single-queue TAP "
+          "takes one fd)",
+          cfg.ifname, in);
+    }
+    if (cfg.attach && e == EINVAL) {
+      return Status::errorf(
+          "cannot attach to '{}'{}: not a TAP device, or its multi_queue "
+          "setting is not {}",
+          cfg.ifname, in, cfg.multi_queue);
+    }
+    return Status::errorf("TUNSETIFF '{}'{}: {}", cfg.ifname, in, std::strerror(e));
+  }
+  ifr.ifr_name[IFNAMSIZ - 1] = '\0';
+  s.ifname = ifr.ifr_name;
+
+  // What the fd is attached to now: it must be a TAP with our header and framing.
+  ifreq got{};
+  if (::ioctl(s.fd.get(), TUNGETIFF, &got) != 0) {
+    return Status::errorf("TUNGETIFF '{}': {}", s.ifname, std::strerror(errno));
+  }
+  const int need = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+  if ((got.ifr_flags & need) != need || (got.ifr_flags & IFF_TUN) ||
+      bool(got.ifr_flags & IFF_MULTI_QUEUE) != cfg.multi_queue) {
+    return Status::errorf("'{}'{} is not a TAP with the flags vnet needs (flags {:#x})", s.ifname,
+                          in, unsigned(got.ifr_flags));
+  }
+
+  int hdr_len = kVnetHdrLen;
+  if (::ioctl(s.fd.get(), TUNSETVNETHDRSZ, &hdr_len) != 0) {
+    return Status::errorf("TUNSETVNETHDRSZ {}: {}", hdr_len, std::strerror(errno));
+  }
+  // virtio 1.x headers are little-endian whatever the host (a no-op on x86).
+  int le = 1;
+  if (::ioctl(s.fd.get(), TUNSETVNETLE, &le) != 0 &&
+      !(errno == EINVAL && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)) {
+    return Status::errorf("TUNSETVNETLE: {}", std::strerror(errno));
+  }
+  if (Status st = set_offloads(cfg, s); !st) return st;
+
+  if (Status st = nl->configure_link(s.ifname, cfg.mtu, true); !st) return st;
+  auto link = nl->find_link(s.ifname);
+  if (!link) return link.status();
+  if (!*link) return Status::errorf("TAP '{}'{} vanished during set-up", s.ifname, in);
+  s.ifindex = (*link)->ifindex;
+  s.mtu = (*link)->mtu;
+  return Status::ok();
+}
+
+}  // namespace
+
+TapPort::TapPort(std::string name, const TapPortConfig& cfg) : Port(std::move(name)), cfg_(cfg) {}
+
+Result<std::unique_ptr<TapPort>> TapPort::open(std::string name, const TapPortConfig& cfg) {
+  const std::string what = cfg.attach ? "attach" : "create";
+  if (Status st = check_config(cfg); !st) {
+    return Status::errorf("TAP port {}: {}", name, st.message());
+  }
+  TapSetup s;
+  if (Status st = run_in_netns(cfg.netns, [&] { return setup_tap(cfg, s); }); !st) {
+    // s.fd closes here: a TAP we created (never persistent) goes with it.
+    return Status::errorf("TAP port {}: {}", name, st.message());
+  }
+  std::unique_ptr<TapPort> p(new TapPort(std::move(name), cfg));
+  p->fd_ = std::move(s.fd);
+  p->ifname_ = std::move(s.ifname);
+  p->ifindex_ = s.ifindex;
+  p->mtu_ = s.mtu;
+  p->created_ = !cfg.attach;
+  p->tun_flags_ = s.tun_flags;
+  p->recv_caps_ = net::tap_caps(s.tun_flags);
+  p->send_caps_ = net::OffloadCaps{true, true, true, true, s.kernel_uso};
+  spdlog::info("TAP port {}: {} {}{} (ifindex {}, mtu {}, offloads to us {:#x})", p->name(),
+               p->created_ ? "created" : "attached to", p->ifname_, where(cfg), p->ifindex_,
+               p->mtu_, p->tun_flags_);
+  return p;
+}
+
+TapPort::~TapPort() {
+  if (fd_ && created_ && !gone()) {
+    // Closing the last fd deletes a TAP that is not persistent; make sure it is not
+    // (someone may have set TUNSETPERSIST on it meanwhile). An attached TAP is left alone.
+    ::ioctl(fd_.get(), TUNSETPERSIST, 0);
+  }
+  fd_.reset();
+}
+
+void TapPort::mark_gone(const char* op) {
+  if (gone()) return;
+  gone_.store(true, std::memory_order_relaxed);
+  spdlog::error("TAP port {}: {} {}: the device is gone; the port stays down until removed", name(),
+                op, ifname_);
+  // Same fd number, now a never-signalled eventfd: the worker's epoll loses the dead TAP
+  // file (closed with its last fd) instead of spinning on its POLLERR, and a later
+  // EPOLL_CTL_DEL of the number is harmless.
+  UniqueFd quiet(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (quiet && ::dup3(quiet.get(), fd_.get(), O_CLOEXEC) < 0) {
+    spdlog::error("TAP port {}: dup3: {}", name(), std::strerror(errno));
+  }
+}
+
+int TapPort::read_frame(net::Packet& p, size_t* got) {
+  iovec iov[2] = {{&p.vhdr, kVnetHdrLen}, {p.data, sizeof(p.data)}};
+  ssize_t r = ::readv(fd_.get(), iov, 2);
+  if (r < 0) return errno;
+  *got = size_t(r);
+  return 0;
+}
+
+int TapPort::write_frame(const net::Packet& p, uint16_t vlan_tag) {
+  if (vlan_tag == 0) {
+    iovec iov[2] = {{const_cast<virtio_net_hdr_v1*>(&p.vhdr), kVnetHdrLen},
+                    {const_cast<uint8_t*>(p.data), p.len}};
+    return ::writev(fd_.get(), iov, 2) < 0 ? errno : 0;
+  }
+  // 802.1Q tag after the MAC addresses; offsets in the header move past it.
+  virtio_net_hdr_v1 h = p.vhdr;
+  if (h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM)
+    h.csum_start = uint16_t(h.csum_start + net::kVlanTagLen);
+  if (h.hdr_len) h.hdr_len = uint16_t(h.hdr_len + net::kVlanTagLen);
+  uint8_t tag[net::kVlanTagLen] = {uint8_t(net::kEthP8021Q >> 8), uint8_t(net::kEthP8021Q),
+                                   uint8_t(vlan_tag >> 8), uint8_t(vlan_tag)};
+  iovec iov[4] = {{&h, kVnetHdrLen},
+                  {const_cast<uint8_t*>(p.data), 12},
+                  {tag, sizeof(tag)},
+                  {const_cast<uint8_t*>(p.data) + 12, p.len - 12}};
+  return ::writev(fd_.get(), iov, 4) < 0 ? errno : 0;
+}
+
+uint32_t TapPort::receive_burst(net::Packet* const* pkts, uint32_t max) {
+  if (gone()) return 0;
+  uint32_t n = 0;
+  uint64_t bytes = 0;
+  // Bounded: a stream of dropped frames cannot keep the worker here.
+  for (uint32_t tries = 0; n < max && tries < 2 * max; ++tries) {
+    net::Packet& p = *pkts[n];
+    size_t got = 0;
+    if (int e = read_frame(p, &got); e != 0) {
+      if (e == EBADFD) {
+        read_errors_.add();
+        mark_gone("read");
+      } else if (e != EAGAIN && e != EINTR) {
+        read_errors_.add();
+        static RateLimit rl;
+        VNET_LOG_RL(rl, spdlog::level::warn, "TAP port {} ({}): read: {}", name(), ifname_,
+                    std::strerror(e));
+      }
+      break;
+    }
+    if (got < kVnetHdrLen + net::kEthHdrLen) {
+      counters().drops.add(net::Drop::kTxTooShort);
+      continue;
+    }
+    if (got >= kVnetHdrLen + sizeof(p.data)) {  // filled the buffer: maybe cut short
+      counters().drops.add(net::Drop::kTxTooBig);
+      continue;
+    }
+    p.len = uint32_t(got - kVnetHdrLen);
+    p.vhdr.num_buffers = 0;  // the kernel writes 10 bytes of header and skips the rest
+    p.vlan = 0;
+    bytes += p.len;
+    ++n;
+  }
+  if (n) {
+    counters().rx_packets.add(n);
+    counters().rx_bytes.add(bytes);
+  }
+  return n;
+}
+
+uint32_t TapPort::send_burst(net::Packet* const* pkts, uint32_t n) {
+  uint32_t sent = 0;
+  uint64_t bytes = 0;
+  const net::VlanConfig& v = vlan();
+  for (uint32_t i = 0; i < n; ++i) {
+    const net::Packet& p = *pkts[i];
+    if (p.len < net::kEthHdrLen) {
+      counters().drops.add(net::Drop::kTxTooShort);
+      continue;
+    }
+    if (gone()) {
+      counters().drops.add(net::Drop::kRxNotReady);
+      continue;
+    }
+    const uint16_t tag = v.egress_tag(p.vlan);
+    int e = write_frame(p, tag);
+    if (e == 0) {
+      ++sent;
+      bytes += p.len + (tag ? net::kVlanTagLen : 0);
+      continue;
+    }
+    static RateLimit rl;
+    if (e == EAGAIN || e == ENOBUFS) {
+      // The kernel's queue is full.
+      write_busy_.add();
+      counters().drops.add(net::Drop::kTapBusy);
+    } else if (e == EINVAL) {
+      // The kernel refused the virtio_net_hdr (offsets or GSO fields that do not fit).
+      counters().drops.add(net::Drop::kTxBadHeader);
+      VNET_LOG_RL(rl, spdlog::level::warn, "TAP port {} ({}): kernel refused a frame: {}", name(),
+                  ifname_, std::strerror(e));
+    } else {
+      write_errors_.add();
+      counters().drops.add(net::Drop::kRxNotReady);
+      if (e == EBADFD) {
+        mark_gone("write");
+        continue;
+      }
+      VNET_LOG_RL(rl, spdlog::level::warn, "TAP port {} ({}): write: {}", name(), ifname_,
+                  std::strerror(e));
+    }
+  }
+  if (sent) {
+    counters().tx_packets.add(sent);
+    counters().tx_bytes.add(bytes);
+  }
+  return sent;
+}
+
+void TapPort::wait_fds(std::vector<WaitFd>& out) const {
+  out.push_back({fd_.get(), false});
+}
+
+PortInfo TapPort::info() const {
+  PortInfo i;
+  i.type = "tap";
+  i.socket = cfg_.netns.empty() ? ifname_ : fmt::format("{} (netns {})", ifname_, cfg_.netns);
+  i.mode = created_ ? "created" : "attached";
+  i.connected = fd_.valid() && !gone();
+  const std::pair<unsigned, const char*> names[] = {
+      {net::kTunFCsum, "TUN_F_CSUM"}, {net::kTunFTso4, "TUN_F_TSO4"},
+      {net::kTunFTso6, "TUN_F_TSO6"}, {net::kTunFTsoEcn, "TUN_F_TSO_ECN"},
+      {net::kTunFUso4, "TUN_F_USO4"}, {net::kTunFUso6, "TUN_F_USO6"}};
+  for (const auto& [bit, n] : names) {
+    if (tun_flags_ & bit) i.features.emplace_back(n);
+  }
+  i.extra.emplace_back("ifindex", uint64_t(ifindex_));
+  i.extra.emplace_back("mtu", mtu_);
+  i.extra.emplace_back("read_errors", read_errors_.get());
+  i.extra.emplace_back("write_errors", write_errors_.get());
+  i.extra.emplace_back("write_busy", write_busy_.get());
+  return i;
+}
+
+}  // namespace vnet::ports

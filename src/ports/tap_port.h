@@ -1,0 +1,103 @@
+// TapPort: a Linux TAP device, so that VMs on the switch reach the host kernel (or a
+// container's network namespace). vnetd creates the TAP (or attaches to an existing one),
+// optionally inside a named network namespace, with IFF_VNET_HDR so frames cross with a
+// 12-byte virtio_net_hdr_v1 and keep their checksum/GSO offloads both ways. Set-up runs on
+// the control thread; the data path (one readv/writev per frame) on the owning worker.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "common/counter.h"
+#include "common/result.h"
+#include "common/unique_fd.h"
+#include "net/offload.h"
+#include "ports/port.h"
+
+namespace vnet::ports {
+
+struct TapPortConfig {
+  // Interface name (at most 15 bytes). Empty when creating: the kernel picks tapN.
+  std::string ifname;
+  // Attach to an existing TAP instead of creating one. A created TAP goes away with the
+  // port; an attached one is left as it is.
+  bool attach = false;
+  // Named network namespace (`ip netns add NAME`) the TAP is created in or looked up in.
+  // Empty: vnetd's own. The port's fd works from vnetd's namespace either way.
+  std::string netns;
+  // MTU to set (68..65535); unset: leave the kernel's (1500 for a new TAP).
+  std::optional<uint32_t> mtu;
+  // IFF_MULTI_QUEUE. Must match an attached TAP's setting.
+  bool multi_queue = false;
+  // Offloads the kernel may use in frames it sends us (TUNSETOFFLOAD). tso4, tso6 and uso
+  // need csum, tso_ecn needs tso4 or tso6. uso is dropped (with a warning) on a kernel
+  // without TUN_F_USO4/6.
+  net::OffloadCaps offloads;
+};
+
+class TapPort : public Port {
+ public:
+  // Creates or attaches the TAP, sets its virtio-net header and offloads, its MTU and
+  // IFF_UP (netlink). The error says which step failed and why.
+  static Result<std::unique_ptr<TapPort>> open(std::string name, const TapPortConfig& cfg);
+  ~TapPort() override;
+
+  const std::string& ifname() const { return ifname_; }
+  const std::string& netns() const { return cfg_.netns; }
+  int ifindex() const { return ifindex_; }  // in the TAP's namespace
+  bool created() const { return created_; }
+  int fd() const { return fd_.get(); }
+  // The device went away underneath the port (`ip link del`, its namespace removed): the
+  // kernel answers EBADFD and the fd polls POLLERR for ever. The port then puts a silent
+  // eventfd in the fd's place (epoll drops the dead TAP file by itself), receives nothing
+  // and drops what it is sent. Set on the worker, readable anywhere.
+  bool gone() const { return gone_.load(std::memory_order_relaxed); }
+
+  // Offloads frames we WRITE may carry. The kernel takes any valid virtio_net_hdr on write
+  // (tun_get_user -> virtio_net_hdr_to_skb) whatever TUNSETOFFLOAD says, so everything is
+  // true except uso on a kernel that does not know VIRTIO_NET_HDR_GSO_UDP_L4 (no TUN_F_USO).
+  const net::OffloadCaps& send_caps() const { return send_caps_; }
+  // Offloads frames we READ may carry: exactly what TUNSETOFFLOAD enabled.
+  const net::OffloadCaps& recv_caps() const { return recv_caps_; }
+  // The TUNSETOFFLOAD flags in force (TUN_F_*).
+  unsigned tun_offload_flags() const { return tun_flags_; }
+
+  // Port (worker thread). receive_burst: one readv per frame, plus one that finds the fd
+  // empty (EAGAIN). send_burst: one writev per frame; a frame the kernel refuses is dropped.
+  uint32_t receive_burst(net::Packet* const* pkts, uint32_t max) override;
+  uint32_t send_burst(net::Packet* const* pkts, uint32_t n) override;
+  void wait_fds(std::vector<WaitFd>& out) const override;
+  // Level-triggered epoll on the TAP fd: nothing to arm.
+  bool enable_notifications() override { return false; }
+  void disable_notifications() override {}
+
+  // Port (control thread)
+  PortInfo info() const override;
+
+ private:
+  TapPort(std::string name, const TapPortConfig& cfg);
+
+  // The per-frame system calls, kept apart so that they can become batched submissions
+  // (io_uring) later. Both return 0 or an errno; read_frame stores the bytes read.
+  int read_frame(net::Packet& p, size_t* got);
+  int write_frame(const net::Packet& p, uint16_t vlan_tag);
+  void mark_gone(const char* op);
+
+  TapPortConfig cfg_;
+  UniqueFd fd_;
+  std::string ifname_;
+  int ifindex_ = 0;
+  uint32_t mtu_ = 0;
+  bool created_ = false;
+  unsigned tun_flags_ = 0;
+  net::OffloadCaps send_caps_, recv_caps_;
+
+  // Worker-written, control-read.
+  Counter read_errors_, write_errors_, write_busy_;
+  std::atomic<bool> gone_{false};
+};
+
+}  // namespace vnet::ports
