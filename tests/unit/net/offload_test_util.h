@@ -7,35 +7,17 @@
 #include <cstring>
 #include <memory>
 #include <vector>
+#include "test_bytes.h"
 
 #include "net/packet.h"
 
 namespace vnet::net::test {
 
-// RFC 1071 section 4.1, the straightforward way: 16-bit big-endian words, odd byte padded,
-// carries folded at the end. Returns the folded sum (not complemented).
-inline uint16_t ref_sum(const uint8_t* p, size_t n, uint64_t init = 0) {
-  uint64_t s = init;
-  for (size_t i = 0; i + 1 < n; i += 2) s += (uint32_t(p[i]) << 8) | p[i + 1];
-  if (n & 1) s += uint32_t(p[n - 1]) << 8;
-  while (s >> 16) s = (s & 0xffff) + (s >> 16);
-  return uint16_t(s);
-}
-
-inline uint16_t rd16(const uint8_t* p) {
-  return uint16_t((p[0] << 8) | p[1]);
-}
-inline uint32_t rd32(const uint8_t* p) {
-  return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | p[3];
-}
-inline void wr16(uint8_t* p, uint16_t v) {
-  p[0] = uint8_t(v >> 8);
-  p[1] = uint8_t(v);
-}
-inline void wr32(uint8_t* p, uint32_t v) {
-  wr16(p, uint16_t(v >> 16));
-  wr16(p + 2, uint16_t(v));
-}
+using vnet::test::rd16;
+using vnet::test::rd32;
+using vnet::test::ref_sum;
+using vnet::test::wr16;
+using vnet::test::wr32;
 
 // The pseudo-header written out as bytes (RFC 793 3.1 / RFC 8200 8.1), then the reference
 // sum over pseudo-header + L4 segment: 0xffff when the L4 checksum is right.

@@ -16,6 +16,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include "test_bytes.h"
 
 #include <array>
 #include <chrono>
@@ -35,6 +36,12 @@
 #include "ports/tap_port.h"
 
 namespace vnet::ports::test {
+
+using vnet::test::rd16;
+using vnet::test::rd32;
+using vnet::test::ref_sum;
+using vnet::test::wr16;
+using vnet::test::wr32;
 
 using Mac = std::array<uint8_t, 6>;
 using Bytes = std::vector<uint8_t>;
@@ -238,29 +245,6 @@ class PacketSocket {
 
 // --- frames ---
 
-inline uint16_t rd16(const uint8_t* p) {
-  return uint16_t((p[0] << 8) | p[1]);
-}
-inline uint32_t rd32(const uint8_t* p) {
-  return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | p[3];
-}
-inline void wr16(uint8_t* p, uint16_t v) {
-  p[0] = uint8_t(v >> 8);
-  p[1] = uint8_t(v);
-}
-inline void wr32(uint8_t* p, uint32_t v) {
-  wr16(p, uint16_t(v >> 16));
-  wr16(p + 2, uint16_t(v));
-}
-
-// RFC 1071, byte pairs, carries folded at the end; the folded (not complemented) sum.
-inline uint16_t ref_sum(const uint8_t* p, size_t n, uint64_t init = 0) {
-  uint64_t s = init;
-  for (size_t i = 0; i + 1 < n; i += 2) s += (uint32_t(p[i]) << 8) | p[i + 1];
-  if (n & 1) s += uint32_t(p[n - 1]) << 8;
-  while (s >> 16) s = (s & 0xffff) + (s >> 16);
-  return uint16_t(s);
-}
 // IPv4 pseudo-header sum (RFC 793 3.1), unfolded.
 inline uint64_t pseudo_sum(uint32_t src, uint32_t dst, uint8_t proto, uint32_t l4_len) {
   return (src >> 16) + (src & 0xffff) + (dst >> 16) + (dst & 0xffff) + proto + l4_len;
