@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <iostream>
 #include <string>
+#include <vector>
 
 #include "control/control_client.h"
 #include "control/version.h"
@@ -57,11 +58,73 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"flush"}));
   auto* fdb_flush =
       app.add_subcommand("fdb-flush", "Forget every learned address (same as 'fdb flush')");
+
+  // Port changes. Values are passed through as given; vnetd checks them and names the
+  // field it rejects (nothing changes on an error).
+  struct PortArgs {
+    std::string type, name, socket, ifname, netns;
+    bool client = false, attach = false, no_offloads = false;
+    int64_t mtu = -1, vlan = -1, native = -1;
+    std::vector<int64_t> trunk;
+  } pa;
+  auto vlan_options = [&](CLI::App* sub) {
+    auto* v = sub->add_option("--vlan", pa.vlan, "Access port of this VLAN (0: untagged domain)");
+    auto* t = sub->add_option("--trunk", pa.trunk, "Trunk carrying these VLANs tagged (10,20,...)")
+                  ->delimiter(',');
+    sub->add_option("--native", pa.native, "Trunk: VLAN of untagged frames")->needs(t);
+    v->excludes(t);
+    sub->add_option("--mtu", pa.mtu, "MTU (TAP: set on the device)");
+  };
+  auto* add_port = app.add_subcommand(
+      "add-port",
+      "Add a port: add-port vhost-user NAME --socket PATH [--client] | add-port tap NAME "
+      "[--ifname IF] [--netns NS] [--attach] [--no-offloads]");
+  add_port->add_option("TYPE", pa.type, "vhost-user or tap")->required();
+  add_port->add_option("NAME", pa.name, "Port name")->required();
+  add_port->add_option("--socket", pa.socket, "vhost-user: socket path");
+  add_port->add_flag("--client", pa.client, "vhost-user: connect to a front end listening there");
+  add_port->add_option("--ifname", pa.ifname, "tap: interface name (default: NAME)");
+  add_port->add_option("--netns", pa.netns, "tap: network namespace (ip netns) to create it in");
+  add_port->add_flag("--attach", pa.attach, "tap: use an existing TAP device");
+  add_port->add_flag("--no-offloads", pa.no_offloads, "tap: no checksum/TSO offloads");
+  vlan_options(add_port);
+  auto* del_port =
+      app.add_subcommand("del-port", "Remove a port (ends its session, removes its socket/TAP)");
+  del_port->add_option("NAME", pa.name, "Port name")->required();
+  auto* set_port = app.add_subcommand("set-port", "Change a port's VLAN mode or MTU");
+  set_port->add_option("NAME", pa.name, "Port name")->required();
+  vlan_options(set_port);
   CLI11_PARSE(app, argc, argv);
 
   json req;
-  enum class What { kVersion, kPorts, kCounters, kFdb, kFlush } what;
-  if (*version) {
+  enum class What { kVersion, kPorts, kCounters, kFdb, kFlush, kDone } what;
+  auto put_common = [&](json& j) {
+    if (pa.mtu >= 0) j["mtu"] = pa.mtu;
+    if (pa.vlan >= 0) j["vlan"] = pa.vlan;
+    if (!pa.trunk.empty()) j["trunk"] = pa.trunk;
+    if (pa.native >= 0) j["native"] = pa.native;
+  };
+  if (*add_port) {
+    json port{{"type", pa.type}, {"name", pa.name}};
+    if (!pa.socket.empty()) port["socket"] = pa.socket;
+    if (pa.client) port["mode"] = "client";
+    if (!pa.ifname.empty()) port["ifname"] = pa.ifname;
+    if (!pa.netns.empty()) port["netns"] = pa.netns;
+    if (pa.attach) port["attach"] = true;
+    if (pa.no_offloads) port["offloads"] = false;
+    put_common(port);
+    req = {{"cmd", "add-port"}, {"port", port}};
+    what = What::kDone;
+  } else if (*del_port) {
+    req = {{"cmd", "del-port"}, {"name", pa.name}};
+    what = What::kDone;
+  } else if (*set_port) {
+    req = {{"cmd", "set-port"}, {"name", pa.name}};
+    put_common(req);
+    if (req.size() == 2)
+      return fail(as_json, "set-port: nothing to change (--vlan, --trunk, --mtu)");
+    what = What::kDone;
+  } else if (*version) {
     req = {{"cmd", "version"}};
     what = What::kVersion;
   } else if (*ports) {
@@ -110,6 +173,9 @@ int main(int argc, char** argv) {
       break;
     case What::kFlush:
       std::cout << "FDB flushed\n";
+      break;
+    case What::kDone:
+      std::cout << "ok\n";
       break;
   }
   return 0;

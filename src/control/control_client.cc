@@ -236,15 +236,29 @@ std::string nonzero_drops(const json& drops) {
 
 }  // namespace
 
+// "access 10", "trunk 10,20 native 1", or "-".
+std::string vlan_cell(const json& v) {
+  if (!v.is_object()) return "-";
+  if (cell(v, "mode") == "access") return "access " + cell(v, "vlan");
+  std::string out = "trunk ";
+  const json& t = member(v, "trunk");
+  if (t.is_array())
+    for (size_t i = 0; i < t.size(); ++i) out += (i ? "," : "") + t[i].dump();
+  if (cell(v, "native") != "0") out += " native " + cell(v, "native");
+  return out;
+}
+
 std::string format_ports(const json& reply) {
   std::vector<std::vector<std::string>> rows;
   const json& ports = member(reply, "ports");
   if (ports.is_array()) {
     for (const auto& p : ports)
       rows.push_back({cell(p, "name"), cell(p, "type"), cell(p, "mode"), cell(p, "connected"),
-                      cell(p, "socket"), join_features(member(p, "features"))});
+                      cell(p, "socket"), vlan_cell(member(p, "vlan")), cell(p, "mtu"),
+                      join_features(member(p, "features"))});
   }
-  return format_table({"NAME", "TYPE", "MODE", "CONNECTED", "SOCKET", "FEATURES"}, rows);
+  return format_table({"NAME", "TYPE", "MODE", "CONNECTED", "SOCKET", "VLAN", "MTU", "FEATURES"},
+                      rows);
 }
 
 std::string format_counters(const json& reply) {

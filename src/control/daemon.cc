@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <algorithm>
+#include <optional>
 #include <cstring>
 
 #include "common/log.h"
@@ -237,18 +238,40 @@ json Daemon::handle(const json& req) {
     if (!p) return fail("no port named " + name);
     for (const auto& [k, v] : req.items()) {
       (void)v;
-      if (k != "cmd" && k != "name" && k != "vlan" && k != "trunk" && k != "native")
-        return fail("set-port: unknown field '" + k + "' (known: name, vlan, trunk, native)");
+      if (k != "cmd" && k != "name" && k != "vlan" && k != "trunk" && k != "native" && k != "mtu")
+        return fail("set-port: unknown field '" + k + "' (known: name, vlan, trunk, native, mtu)");
     }
-    auto vlan = parse_vlan(req, "set-port " + name);
-    if (!vlan) return fail(vlan.message());
+    PortSpec* spec = nullptr;
+    for (auto& [n, sp] : specs_)
+      if (n == name) spec = &sp;
+    const bool vlan_change = req.contains("vlan") || req.contains("trunk") || req.contains("native");
+    std::optional<VlanSpec> vlan;
+    if (vlan_change) {
+      auto v = parse_vlan(req, "set-port " + name);
+      if (!v) return fail(v.message());
+      vlan = *v;
+    }
+    if (req.contains("mtu")) {
+      const json& m = req["mtu"];
+      if (!m.is_number_integer() || m.get<int64_t>() < 68 || m.get<int64_t>() > 65535)
+        return fail("set-port " + name + ": field 'mtu' must be an integer in [68, 65535]");
+      auto* tap = dynamic_cast<ports::TapPort*>(p);
+      if (!tap)
+        return fail("set-port " + name +
+                    ": the MTU of a vhost-user port is the front end's (QEMU: host_mtu=N on "
+                    "virtio-net-pci); vnetd follows NET_SET_MTU");
+      Status st = tap->set_mtu(uint32_t(m.get<int64_t>()));
+      if (!st) return fail(st.message());
+      if (spec) spec->mtu = uint32_t(m.get<int64_t>());
+      spdlog::info("port {}: MTU {}", name, m.get<int64_t>());
+    }
+    if (!vlan) return {{"ok", true}};
     net::VlanConfig vc = to_vlan_config(*vlan);
     worker_.run_sync([&] {
       p->set_vlan(vc);
       worker_.forwarder().fdb().remove_port(p->id());  // learned in the old VLANs
     });
-    for (auto& [n, s] : specs_)
-      if (n == name) s.vlan = *vlan;
+    if (spec) spec->vlan = *vlan;
     spdlog::info("port {}: VLAN {}", name, vlan_json(*vlan).dump());
     return {{"ok", true}};
   }

@@ -388,4 +388,16 @@ PortInfo TapPort::info() const {
   return i;
 }
 
+Status TapPort::set_mtu(uint32_t mtu) {
+  if (mtu < 68 || mtu > 65535) return Status::errorf("MTU {} out of range [68, 65535]", mtu);
+  Status st = run_in_netns(cfg_.netns, [&]() -> Status {
+    auto nl = Netlink::open();
+    if (!nl) return nl.status();
+    return nl->configure_link(ifname_, mtu, true);
+  });
+  if (!st) return Status::errorf("TAP {}: cannot set MTU {}: {}", ifname_, mtu, st.message());
+  cfg_.mtu = mtu;
+  return Status::ok();
+}
+
 }  // namespace vnet::ports

@@ -74,6 +74,9 @@ class TapPort : public Port {
   bool enable_notifications() override { return false; }
   void disable_notifications() override {}
 
+  // Control thread: changes the device's MTU (netlink, in the TAP's namespace).
+  Status set_mtu(uint32_t mtu);
+
   // Port (control thread)
   PortInfo info() const override;
 

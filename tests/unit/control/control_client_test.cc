@@ -188,22 +188,25 @@ TEST(Cell, RendersValues) {
 TEST(FormatPorts, Table) {
   json reply = json::parse(R"({"ok":true,"ports":[
     {"name":"vhu0","type":"vhost-user","socket":"/s/vm0.sock","mode":"server","connected":true,
-     "features":["VERSION_1","MRG_RXBUF"],"counters":{}},
+     "features":["VERSION_1","MRG_RXBUF"],"counters":{},"vlan":{"mode":"access","vlan":0},
+     "mtu":1500},
     {"name":"vhu1","type":"vhost-user","socket":"/s/vm1.sock","mode":"client","connected":false,
-     "features":[],"counters":{}}]})");
+     "features":[],"counters":{},"vlan":{"mode":"trunk","trunk":[10,20],"native":1},"mtu":9000}
+    ]})");
   EXPECT_EQ(format_ports(reply),
-            "NAME  TYPE        MODE    CONNECTED  SOCKET       FEATURES\n"
-            "vhu0  vhost-user  server  yes        /s/vm0.sock  VERSION_1,MRG_RXBUF\n"
-            "vhu1  vhost-user  client  no         /s/vm1.sock  -\n");
+            "NAME  TYPE        MODE    CONNECTED  SOCKET       VLAN                  MTU   FEATURES\n"
+            "vhu0  vhost-user  server  yes        /s/vm0.sock  access 0              1500  VERSION_1,MRG_RXBUF\n"
+            "vhu1  vhost-user  client  no         /s/vm1.sock  trunk 10,20 native 1  9000  -\n");
 }
 
 TEST(FormatPorts, MissingFieldsDoNotThrow) {
   json reply =
       json::parse(R"({"ok":true,"ports":[{"name":"p","connected":"maybe","features":7}]})");
   EXPECT_EQ(format_ports(reply),
-            "NAME  TYPE  MODE  CONNECTED  SOCKET  FEATURES\n"
-            "p     -     -     maybe      -       -\n");
-  EXPECT_EQ(format_ports(json::object()), "NAME  TYPE  MODE  CONNECTED  SOCKET  FEATURES\n");
+            "NAME  TYPE  MODE  CONNECTED  SOCKET  VLAN  MTU  FEATURES\n"
+            "p     -     -     maybe      -       -     -    -\n");
+  EXPECT_EQ(format_ports(json::object()),
+            "NAME  TYPE  MODE  CONNECTED  SOCKET  VLAN  MTU  FEATURES\n");
 }
 
 TEST(FormatCounters, PortsThenWorker) {
