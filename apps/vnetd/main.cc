@@ -107,8 +107,14 @@ int main(int argc, char** argv) {
   app.add_option("--cpu", cfg.worker.cpu, "Pin the data-plane worker to this core (-1: no pinning)")
       ->capture_default_str();
   app.add_option("--idle-poll-us", cfg.worker.idle_poll_us,
-                 "Busy-poll this long after the last frame before sleeping")
+                 "adaptive: busy-poll this long after the last frame before sleeping")
       ->capture_default_str();
+  std::string poll_mode = "adaptive";
+  app.add_option("--poll-mode", poll_mode,
+                 "adaptive (busy-poll while frames flow, then sleep), poll (never sleep) or "
+                 "sleep (sleep whenever idle)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"adaptive", "poll", "sleep"}));
   app.add_option("--fdb-size", cfg.worker.forwarding.fdb_capacity, "FDB entries at most")
       ->capture_default_str()
       ->check(CLI::Range(16u, 1u << 22));
@@ -132,6 +138,7 @@ int main(int argc, char** argv) {
     if (!app.count("--log-level") && !fc->log_level.empty()) log_level = fc->log_level;
     if (!app.count("--cpu")) cfg.worker.cpu = fc->worker.cpu;
     if (!app.count("--idle-poll-us")) cfg.worker.idle_poll_us = fc->worker.idle_poll_us;
+    if (!app.count("--poll-mode")) poll_mode = fc->worker.poll_mode;
     if (!app.count("--fdb-size")) cfg.worker.forwarding.fdb_capacity = fc->fdb_size;
     if (!app.count("--fdb-age")) cfg.worker.forwarding.fdb_age_seconds = fc->fdb_age;
     cfg.ports = std::move(fc->ports);
@@ -153,6 +160,9 @@ int main(int argc, char** argv) {
     cfg.ports.push_back(*spec);
   }
 
+  cfg.worker.poll_mode = poll_mode == "poll"    ? vnet::dataplane::PollMode::kPoll
+                         : poll_mode == "sleep" ? vnet::dataplane::PollMode::kSleep
+                                                : vnet::dataplane::PollMode::kAdaptive;
   vnet::init_logging(log_level);
   cfg.control_path = control_path;
   vnet::control::Daemon daemon(std::move(cfg));

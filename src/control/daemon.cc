@@ -207,6 +207,11 @@ json Daemon::handle(const json& req) {
            {"same_port", fc.same_port.get()}};
       auto& fdb = worker_.forwarder().fdb();
       auto& dc = fdb.counters();
+      w["packets"] = wc.packets.get();
+      w["busy_cycles"] = wc.busy_cycles.get();
+      w["idle_cycles"] = wc.idle_cycles.get();
+      w["busy_cycles_per_packet"] =
+          wc.packets.get() ? double(wc.busy_cycles.get()) / double(wc.packets.get()) : 0.0;
       w["src_multicast"] = fc.src_multicast.get();
       w["src_zero"] = fc.src_zero.get();
       w["stale_port"] = fc.stale_port.get();

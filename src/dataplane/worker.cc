@@ -24,6 +24,7 @@ uint64_t monotonic_ns() {
   return uint64_t(ts.tv_sec) * 1000000000ULL + uint64_t(ts.tv_nsec);
 }
 inline void cpu_relax() { __builtin_ia32_pause(); }
+inline uint64_t tsc() { return __builtin_ia32_rdtsc(); }
 }  // namespace
 
 Worker::Worker(const WorkerConfig& cfg)
@@ -142,14 +143,29 @@ void Worker::loop() {
   }
   pthread_setname_np(pthread_self(), "vnet-worker");
   net::PacketBatch batch;
-  const uint64_t idle_ns = uint64_t(cfg_.idle_poll_us) * 1000;
+  const uint64_t idle_ns =
+      cfg_.poll_mode == PollMode::kSleep ? 0 : uint64_t(cfg_.idle_poll_us) * 1000;
+  const bool may_sleep = cfg_.poll_mode != PollMode::kPoll;
   uint64_t last_work = monotonic_ns();
   uint64_t now = last_work;
   uint32_t idle_iters = 0;
+  // Cycles are accumulated locally and published now and then (Counter has one writer,
+  // but each add is still a store the control thread may read).
+  uint64_t busy_cycles = 0, idle_cycles = 0, packets = 0;
+  auto publish = [&] {
+    counters_.busy_cycles.add(busy_cycles);
+    counters_.idle_cycles.add(idle_cycles);
+    counters_.packets.add(packets);
+    busy_cycles = idle_cycles = packets = 0;
+  };
   while (!stop_.load(std::memory_order_relaxed)) {
-    if (pending_.load(std::memory_order_acquire)) run_commands();
+    if (pending_.load(std::memory_order_acquire)) {
+      publish();
+      run_commands();
+    }
     if (fds_dirty_) rebuild_epoll();
     counters_.loops.add();
+    const uint64_t t0 = tsc();
     uint32_t work = 0;
     for (size_t i = 0; i < ports_.size(); ++i) {
       ports::Port* p = ports_[i];
@@ -159,28 +175,35 @@ void Worker::loop() {
         work += n;
       }
     }
+    const uint64_t t1 = tsc();
     if (work) {
+      busy_cycles += t1 - t0;
+      packets += work;
       counters_.busy_loops.add();
       idle_iters = 0;
       if ((counters_.busy_loops.get() & 1023) == 0) {
+        publish();
         now = monotonic_ns();
         forwarder_.tick(now);
       }
       continue;
     }
+    idle_cycles += t1 - t0;
     // Idle: look at the clock only now and then, sleep after the idle window.
     if (idle_iters == 0) last_work = now = monotonic_ns();
-    if ((++idle_iters & 63) != 0) {
+    if ((++idle_iters & 63) != 0 && idle_ns != 0) {
       cpu_relax();
       continue;
     }
+    publish();
     now = monotonic_ns();
     forwarder_.tick(now);
-    if (now - last_work < idle_ns) continue;
+    if (!may_sleep || now - last_work < idle_ns) continue;
     sleep();
     now = last_work = monotonic_ns();
     idle_iters = 0;
   }
+  publish();
 }
 
 }  // namespace vnet::dataplane

@@ -21,14 +21,24 @@
 
 namespace vnet::dataplane {
 
+enum class PollMode {
+  kAdaptive,  // busy-poll while frames flow, sleep after idle_poll_us without any
+  kPoll,      // never sleep (lowest latency, one core at 100%)
+  kSleep,     // sleep as soon as a poll round finds nothing
+};
+
 struct WorkerConfig {
-  uint32_t idle_poll_us = 200;  // busy-poll this long after the last frame, then sleep
+  PollMode poll_mode = PollMode::kAdaptive;
+  uint32_t idle_poll_us = 200;  // adaptive: busy-poll this long after the last frame
   int cpu = -1;                 // pin to this core when >= 0
   Forwarder::Config forwarding;
 };
 
 struct WorkerCounters {
   Counter loops, busy_loops, sleeps, wakeups;
+  Counter packets;      // frames received from ports and switched
+  Counter busy_cycles;  // TSC cycles spent in poll rounds that moved frames
+  Counter idle_cycles;  // TSC cycles spent in poll rounds that found nothing (not asleep)
 };
 
 class Worker : public Executor {
