@@ -94,7 +94,18 @@ int main(int argc, char** argv) {
   auto* set_port = app.add_subcommand("set-port", "Change a port's VLAN mode or MTU");
   set_port->add_option("NAME", pa.name, "Port name")->required();
   vlan_options(set_port);
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // Usage errors exit 1 like every other failure (CLI11's own codes are 100+).
+    return fail(as_json, std::string(e.what()) + " (see vnetctl --help)");
+  }
 
   json req;
   enum class What { kVersion, kPorts, kCounters, kFdb, kFlush, kDone } what;

@@ -26,7 +26,9 @@ namespace {
 
 constexpr uint64_t kHugePage = 2ULL << 20;
 
-uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) & ~(a - 1); }
+uint64_t align_up(uint64_t v, uint64_t a) {
+  return (v + a - 1) & ~(a - 1);
+}
 
 Result<sockaddr_un> unix_addr(const std::string& path) {
   sockaddr_un a{};
@@ -38,13 +40,14 @@ Result<sockaddr_un> unix_addr(const std::string& path) {
   return a;
 }
 
-UniqueFd make_eventfd() { return UniqueFd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)); }
+UniqueFd make_eventfd() {
+  return UniqueFd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+}
 
 }  // namespace
 
 Result<std::unique_ptr<Frontend>> Frontend::create(const FrontendConfig& cfg) {
-  if (cfg.queue_size == 0 || (cfg.queue_size & (cfg.queue_size - 1)) != 0 ||
-      cfg.queue_size > 32768)
+  if (cfg.queue_size == 0 || (cfg.queue_size & (cfg.queue_size - 1)) != 0 || cfg.queue_size > 32768)
     return Status::errorf("queue size {} is not a power of 2 in 1..32768", cfg.queue_size);
   if (cfg.num_queues == 0 || cfg.num_queues > 256)
     return Status::errorf("{} queues: expected 1..256", cfg.num_queues);
@@ -166,8 +169,7 @@ Status Frontend::send_raw(uint32_t request, const std::vector<uint8_t>& payload,
   constexpr size_t kMaxRawFds = 253;
   if (fds.size() > kMaxRawFds) return Status::errorf("cannot send {} fds", fds.size());
   Header h{request, flags, size.value_or(uint32_t(payload.size()))};
-  iovec iov[2] = {{&h, kHeaderSize},
-                  {const_cast<uint8_t*>(payload.data()), payload.size()}};
+  iovec iov[2] = {{&h, kHeaderSize}, {const_cast<uint8_t*>(payload.data()), payload.size()}};
   std::vector<char> cbuf(CMSG_SPACE(sizeof(int) * std::max<size_t>(fds.size(), 1)));
   size_t total = kHeaderSize + payload.size(), sent = 0;
   size_t iov_first = 0;
@@ -228,7 +230,8 @@ Result<Message> Frontend::request(Request req, const void* payload, uint32_t siz
   if (ack) {
     if (m->hdr.size != sizeof(uint64_t))
       return Status::errorf("{}: REPLY_ACK of {} bytes", info->name, m->hdr.size);
-    if (m->u64() != 0) return Status::errorf("{}: back end refused it (ack {})", info->name, m->u64());
+    if (m->u64() != 0)
+      return Status::errorf("{}: back end refused it (ack {})", info->name, m->u64());
   }
   return m;
 }
@@ -274,8 +277,7 @@ Status Frontend::negotiate() {
   if (auto r = request(Request::SET_OWNER, nullptr, 0); !r) return r.status();
   features_ = (cfg_.features & offered_features_ & ~kFeatureProtocolFeatures) |
               (use_proto ? kFeatureProtocolFeatures : 0);
-  if (auto r = request(Request::SET_FEATURES, &features_, sizeof(features_)); !r)
-    return r.status();
+  if (auto r = request(Request::SET_FEATURES, &features_, sizeof(features_)); !r) return r.status();
   return Status::ok();
 }
 
@@ -357,7 +359,8 @@ Result<uint16_t> Frontend::get_vring_base(uint32_t q) {
   if (m->hdr.size != sizeof(VringState))
     return Status::errorf("GET_VRING_BASE: reply of {} bytes", m->hdr.size);
   auto r = m->as<VringState>();
-  if (r.index != q) return Status::errorf("GET_VRING_BASE: reply for ring {}, asked {}", r.index, q);
+  if (r.index != q)
+    return Status::errorf("GET_VRING_BASE: reply for ring {}, asked {}", r.index, q);
   if (r.num > 0xffff) return Status::errorf("GET_VRING_BASE: base {:#x} not 16-bit", r.num);
   return uint16_t(r.num);
 }

@@ -41,11 +41,11 @@ struct FrontendConfig {
   uint64_t required_features = 0;
   // Protocol features to ask for (sent as requested & offered).
   uint64_t protocol_features = protocol::kReplyAck | protocol::kMq;
-  uint32_t num_queues = 2;     // rings to set up (virtio-net: RX 0, TX 1, ...)
-  uint16_t queue_size = 256;   // descriptors per ring (power of 2)
-  bool kick_fds = true;        // false: SET_VRING_KICK with the invalid-FD flag (back end polls)
-  bool call_fds = true;        // false: SET_VRING_CALL with the invalid-FD flag
-  int timeout_ms = 5000;       // connect/accept and each reply
+  uint32_t num_queues = 2;    // rings to set up (virtio-net: RX 0, TX 1, ...)
+  uint16_t queue_size = 256;  // descriptors per ring (power of 2)
+  bool kick_fds = true;       // false: SET_VRING_KICK with the invalid-FD flag (back end polls)
+  bool call_fds = true;       // false: SET_VRING_CALL with the invalid-FD flag
+  int timeout_ms = 5000;      // connect/accept and each reply
 };
 
 class Frontend {

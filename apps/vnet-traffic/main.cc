@@ -1,0 +1,546 @@
+// vnet-traffic: a lean traffic generator and sink on a vhost-user Frontend, for
+// benchmarks and integration tests. It is the "guest": it owns the memory and the
+// rings, connects to a vhost-user back end (vnetd), and
+//   tx:   sends pre-built frames (built once, the same buffers re-posted; nothing is
+//         allocated per packet), keeping the TX ring (1) full, reaping used buffers,
+//         kicking once per burst and only when the device asked (should_kick);
+//   rx:   keeps the RX ring (0) full of buffers, counts (and with --check verifies)
+//         the frames addressed to its MAC, re-posting each buffer at once;
+//   txrx: both.
+// Before the run it sends one broadcast frame from its MAC so the switch learns it.
+// At the end it prints one JSON object (packets, bytes, seconds, Mpps, Gbit/s, its own
+// CPU time from getrusage) on stdout.
+#include <linux/virtio_config.h>
+#include <linux/virtio_ring.h>
+#include <poll.h>
+#include <sched.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstddef>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "common/log.h"
+#include "vhost_user/frontend.h"
+#include "virtio/net_uapi.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using vnet::vhost_user::Frontend;
+using vnet::vhost_user::FrontendConfig;
+namespace virtio = vnet::virtio;
+
+constexpr uint32_t kRxQ = 0, kTxQ = 1;
+constexpr uint16_t kEtherType = 0x88b5;  // IEEE 802 local experimental
+constexpr uint8_t kMagic[4] = {'V', 'N', 'T', 'R'};
+constexpr uint8_t kAnnounceMagic[4] = {'V', 'N', 'T', 'A'};
+constexpr uint32_t kEthHdr = 14;
+constexpr uint32_t kMinFrame = kEthHdr + sizeof(kMagic);
+
+std::atomic<bool> g_stop{false};
+void on_signal(int) {
+  g_stop.store(true, std::memory_order_relaxed);
+}
+
+bool parse_mac(const std::string& s, uint8_t out[6]) {
+  unsigned v[6];
+  char tail;
+  if (std::sscanf(s.c_str(), "%x:%x:%x:%x:%x:%x%c", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+                  &tail) != 6)
+    return false;
+  for (int i = 0; i < 6; ++i) {
+    if (v[i] > 0xff) return false;
+    out[i] = uint8_t(v[i]);
+  }
+  return true;
+}
+
+// Frame: dst, src, ethertype, magic, then a byte pattern (checked by --check).
+void build_frame(uint8_t* f, uint32_t size, const uint8_t dst[6], const uint8_t src[6],
+                 const uint8_t magic[4]) {
+  std::memcpy(f, dst, 6);
+  std::memcpy(f + 6, src, 6);
+  f[12] = uint8_t(kEtherType >> 8);
+  f[13] = uint8_t(kEtherType);
+  std::memcpy(f + kEthHdr, magic, 4);
+  for (uint32_t i = kMinFrame; i < size; ++i) f[i] = uint8_t(i);
+}
+
+struct Stats {
+  uint64_t packets = 0, bytes = 0;
+  Clock::time_point first{}, last{};
+  bool started = false;
+  void count(uint64_t n, uint64_t b, Clock::time_point now) {
+    if (!started) {
+      started = true;
+      first = now;
+    }
+    last = now;
+    packets += n;
+    bytes += b;
+  }
+  double seconds() const {
+    return started ? std::chrono::duration<double>(last - first).count() : 0;
+  }
+};
+
+std::string stats_json(const Stats& s, const std::string& extra) {
+  double sec = s.seconds();
+  double mpps = sec > 0 ? double(s.packets) / sec / 1e6 : 0;
+  double gbps = sec > 0 ? double(s.bytes) * 8 / sec / 1e9 : 0;
+  return fmt::format(
+      "{{\"packets\": {}, \"bytes\": {}, \"seconds\": {:.6f}, \"mpps\": {:.4f}, \"gbps\": "
+      "{:.4f}{}}}",
+      s.packets, s.bytes, sec, mpps, gbps, extra);
+}
+
+double tv_seconds(const timeval& tv) {
+  return double(tv.tv_sec) + double(tv.tv_usec) / 1e6;
+}
+
+struct Options {
+  std::string socket;
+  bool listen = false;
+  std::string mode = "tx";
+  uint32_t size = 64;
+  uint64_t count = 0;
+  double duration = 0;
+  double timeout = 60;
+  std::string mac = "52:54:00:00:00:01";
+  std::string dst_mac = "ff:ff:ff:ff:ff:ff";
+  uint32_t burst = 32;
+  bool mrg_rxbuf = false;
+  bool busy_poll = false;
+  bool notify = false;
+  bool check = false;
+  bool no_event_idx = false;
+  bool hugetlb = false;
+  uint32_t queue_size = 1024;
+  uint64_t mem_mb = 0;
+  double rate = 0;
+  int cpu = -1;
+};
+
+class Traffic {
+ public:
+  Traffic(const Options& o, Frontend& fe) : o_(o), fe_(fe) {}
+
+  int run();
+
+ private:
+  bool setup();
+  bool announce();
+  void service_rx(Clock::time_point now);
+  uint32_t reap_tx(Clock::time_point now);
+  uint32_t post_tx(Clock::time_point now);
+  void wait_idle();
+  void report(bool complete);
+
+  const Options& o_;
+  Frontend& fe_;
+  bool tx_ = false, rx_ = false;
+  uint8_t mac_[6] = {}, dst_[6] = {};
+  uint32_t hdr_len_ = 12;
+  uint32_t rx_buf_len_ = 2048;
+  // Buffers by the head of the chain they are posted in (one descriptor per chain).
+  std::vector<uint64_t> tx_buf_of_head_, rx_buf_of_head_;
+  std::vector<uint64_t> tx_free_;  // stack of tx buffer addresses not in flight
+  uint64_t announce_gpa_ = 0;
+  uint64_t tx_posted_ = 0;  // data frames posted
+  uint64_t announce_sent_ = 0;
+  Stats tx_stats_, rx_stats_;
+  uint64_t rx_other_ = 0, rx_bad_ = 0, rx_continuations_ = 0;
+  uint32_t rx_skip_ = 0;  // mergeable: used buffers still belonging to the last frame
+  uint64_t kicks_ = 0, waits_ = 0, rx_refills_ = 0;
+  uint16_t tx_reaped_ = 0, rx_reaped_ = 0;  // used elements consumed (wrapping, as used->idx)
+  Clock::time_point t_start_{};
+};
+
+bool Traffic::setup() {
+  tx_ = o_.mode == "tx" || o_.mode == "txrx";
+  rx_ = o_.mode == "rx" || o_.mode == "txrx";
+  parse_mac(o_.mac, mac_);
+  parse_mac(o_.dst_mac, dst_);
+  // 5.1.6: the header is 12 bytes with VERSION_1 or MRG_RXBUF, else 10.
+  hdr_len_ = (fe_.has_feature(VIRTIO_F_VERSION_1) || fe_.has_feature(VIRTIO_NET_F_MRG_RXBUF))
+                 ? sizeof(virtio_net_hdr_mrg_rxbuf)
+                 : sizeof(virtio_net_hdr);
+  const uint16_t qs = fe_.queue(kTxQ).size();
+  // TX: one pre-built frame per descriptor, re-posted as they come back.
+  const uint64_t tx_len = hdr_len_ + o_.size;
+  tx_buf_of_head_.assign(qs, 0);
+  rx_buf_of_head_.assign(fe_.queue(kRxQ).size(), 0);
+  if (tx_) {
+    tx_free_.reserve(qs);
+    for (uint16_t i = 0; i < qs; ++i) {
+      auto m = fe_.alloc(tx_len, 64);
+      if (!m) {
+        spdlog::error("tx buffers: {}", m.message());
+        return false;
+      }
+      std::memset(m->host, 0, hdr_len_);  // virtio_net_hdr: no offloads, num_buffers 0
+      build_frame(m->host + hdr_len_, o_.size, dst_, mac_, kMagic);
+      tx_free_.push_back(m->gpa);
+    }
+  }
+  // The announcement frame (broadcast from our MAC).
+  auto a = fe_.alloc(hdr_len_ + 64, 64);
+  if (!a) {
+    spdlog::error("announce buffer: {}", a.message());
+    return false;
+  }
+  static const uint8_t bcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+  std::memset(a->host, 0, hdr_len_);
+  build_frame(a->host + hdr_len_, 64, bcast, mac_, kAnnounceMagic);
+  announce_gpa_ = a->gpa;
+  // RX: fill the ring (in every mode, so that floods to us are not dropped).
+  rx_buf_len_ = std::max<uint32_t>(2048, hdr_len_ + o_.size);
+  virtio::DriverQueue& rq = fe_.queue(kRxQ);
+  while (rq.num_free() > 0) {
+    auto m = fe_.alloc(rx_buf_len_, 64);
+    if (!m) {
+      spdlog::error("rx buffers: {}", m.message());
+      return false;
+    }
+    virtio::Buf b{m->gpa, rx_buf_len_};
+    int head = rq.add(nullptr, 0, &b, 1);
+    rx_buf_of_head_[uint16_t(head)] = m->gpa;
+  }
+  rq.publish();
+  if (rq.should_kick()) fe_.kick(kRxQ);
+  if (o_.notify) {
+    fe_.queue(kRxQ).enable_interrupts();
+    fe_.queue(kTxQ).enable_interrupts();
+  } else {
+    fe_.queue(kRxQ).disable_interrupts();
+    fe_.queue(kTxQ).disable_interrupts();
+  }
+  return true;
+}
+
+// One broadcast frame from our MAC, waited for (the switch has learned us when it
+// comes back as used).
+bool Traffic::announce() {
+  virtio::DriverQueue& tq = fe_.queue(kTxQ);
+  virtio::Buf b{announce_gpa_, hdr_len_ + 64};
+  int head = tq.add(&b, 1, nullptr, 0);
+  if (head < 0) return false;
+  tq.publish();
+  if (tq.should_kick()) {
+    fe_.kick(kTxQ);
+    ++kicks_;
+  }
+  auto deadline = Clock::now() + std::chrono::seconds(5);
+  virtio::Used u;
+  while (Clock::now() < deadline && !g_stop.load(std::memory_order_relaxed)) {
+    if (tq.reap(u)) {
+      ++tx_reaped_;
+      ++announce_sent_;
+      return true;
+    }
+    service_rx(Clock::now());
+    if (o_.notify) fe_.wait_call(kTxQ, 10);
+  }
+  spdlog::error("the back end did not take the announcement frame within 5 s");
+  return false;
+}
+
+void Traffic::service_rx(Clock::time_point now) {
+  virtio::DriverQueue& rq = fe_.queue(kRxQ);
+  virtio::Used u;
+  uint32_t n = 0;
+  uint64_t pkts = 0, bytes = 0;
+  const bool mrg = fe_.has_feature(VIRTIO_NET_F_MRG_RXBUF);
+  while (n < 256 && rq.reap(u)) {
+    ++n;
+    ++rx_reaped_;
+    const uint64_t gpa = rx_buf_of_head_[u.id];
+    if (rx_skip_) {
+      --rx_skip_;  // a later buffer of a merged frame: counted with its first
+      ++rx_continuations_;
+    } else if (u.len < hdr_len_ + kEthHdr) {
+      ++rx_bad_;
+    } else {
+      const uint8_t* h = fe_.host(gpa, rx_buf_len_);
+      const uint32_t flen = u.len - hdr_len_;  // in this buffer
+      if (mrg) {
+        uint16_t nb;
+        std::memcpy(&nb, h + offsetof(virtio_net_hdr_mrg_rxbuf, num_buffers), 2);
+        if (nb > 1) rx_skip_ = nb - 1u;
+      }
+      const uint8_t* f = h + hdr_len_;
+      const bool ours = std::memcmp(f, mac_, 6) == 0 && f[12] == uint8_t(kEtherType >> 8) &&
+                        f[13] == uint8_t(kEtherType) && flen >= kMinFrame &&
+                        std::memcmp(f + kEthHdr, kMagic, 4) == 0;
+      if (!ours) {
+        ++rx_other_;
+      } else {
+        bool good = true;
+        if (o_.check) {
+          good = rx_skip_ ? flen < o_.size : flen == o_.size;
+          for (uint32_t i = kMinFrame; good && i < flen; ++i) good = f[i] == uint8_t(i);
+        }
+        if (good) {
+          ++pkts;
+          bytes += o_.size;
+        } else {
+          ++rx_bad_;
+        }
+      }
+    }
+    // Re-post the same buffer at once.
+    virtio::Buf b{gpa, rx_buf_len_};
+    int head = rq.add(nullptr, 0, &b, 1);
+    rx_buf_of_head_[uint16_t(head)] = gpa;
+  }
+  if (n) {
+    rq.publish();
+    ++rx_refills_;
+    if (rq.should_kick()) {
+      fe_.kick(kRxQ);
+      ++kicks_;
+    }
+    if (pkts) rx_stats_.count(pkts, bytes, now);
+  }
+}
+
+uint32_t Traffic::reap_tx(Clock::time_point now) {
+  virtio::DriverQueue& tq = fe_.queue(kTxQ);
+  virtio::Used u;
+  uint32_t n = 0;
+  while (tq.reap(u)) {
+    ++tx_reaped_;
+    tx_free_.push_back(tx_buf_of_head_[u.id]);
+    ++n;
+  }
+  if (n) tx_stats_.count(n, uint64_t(n) * o_.size, now);
+  return n;
+}
+
+uint32_t Traffic::post_tx(Clock::time_point now) {
+  virtio::DriverQueue& tq = fe_.queue(kTxQ);
+  uint64_t want = std::min<uint64_t>(o_.burst, tx_free_.size());
+  if (o_.count) want = std::min<uint64_t>(want, o_.count - tx_posted_);
+  if (o_.rate > 0) {
+    double el = std::chrono::duration<double>(now - t_start_).count();
+    double allowed = o_.rate * el + o_.burst - double(tx_posted_);
+    want = allowed <= 0 ? 0 : std::min<uint64_t>(want, uint64_t(allowed));
+  }
+  if (want == 0) return 0;
+  if (!tx_stats_.started) {
+    tx_stats_.started = true;
+    tx_stats_.first = now;
+    tx_stats_.last = now;
+  }
+  const uint32_t len = hdr_len_ + o_.size;
+  for (uint64_t i = 0; i < want; ++i) {
+    uint64_t gpa = tx_free_.back();
+    tx_free_.pop_back();
+    virtio::Buf b{gpa, len};
+    int head = tq.add(&b, 1, nullptr, 0);
+    tx_buf_of_head_[uint16_t(head)] = gpa;
+  }
+  tx_posted_ += want;
+  tq.publish();
+  if (tq.should_kick()) {
+    fe_.kick(kTxQ);
+    ++kicks_;
+  }
+  return uint32_t(want);
+}
+
+// --notify: sleep until the back end calls on either ring (bounded, to re-check the
+// clock and the stop flag).
+void Traffic::wait_idle() {
+  virtio::DriverQueue& tq = fe_.queue(kTxQ);
+  virtio::DriverQueue& rq = fe_.queue(kRxQ);
+  tq.enable_interrupts();
+  rq.enable_interrupts();
+  // Re-check after asking: a used element may have arrived before the request.
+  if (__atomic_load_n(&tq.used()->idx, __ATOMIC_ACQUIRE) != tx_reaped_ ||
+      __atomic_load_n(&rq.used()->idx, __ATOMIC_ACQUIRE) != rx_reaped_)
+    return;
+  pollfd p[2] = {{fe_.call_fd(kRxQ), POLLIN, 0}, {fe_.call_fd(kTxQ), POLLIN, 0}};
+  ++waits_;
+  if (poll(p, 2, 10) > 0) {
+    uint64_t v;
+    for (auto& x : p)
+      if (x.revents & POLLIN) {
+        ssize_t r = read(x.fd, &v, sizeof(v));
+        (void)r;
+      }
+  }
+}
+
+void Traffic::report(bool complete) {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  double wall = std::chrono::duration<double>(Clock::now() - t_start_).count();
+  std::string tx = stats_json(tx_stats_, fmt::format(", \"posted\": {}", tx_posted_));
+  std::string rx = stats_json(
+      rx_stats_, fmt::format(", \"other_packets\": {}, \"bad_packets\": {}, \"continuations\": {}",
+                             rx_other_, rx_bad_, rx_continuations_));
+  std::printf(
+      "{\"mode\": \"%s\", \"complete\": %s, \"frame_size\": %u, \"burst\": %u, "
+      "\"queue_size\": %u, \"wait\": \"%s\", \"features\": \"0x%llx\", \"hugetlb\": %s, "
+      "\"announce_packets\": %llu, \"tx\": %s, \"rx\": %s, \"kicks\": %llu, \"waits\": %llu, "
+      "\"wall_seconds\": %.6f, \"cpu\": {\"user_seconds\": %.6f, \"sys_seconds\": %.6f}}\n",
+      o_.mode.c_str(), complete ? "true" : "false", o_.size, o_.burst, fe_.queue(kTxQ).size(),
+      o_.notify ? "notify" : "busy-poll", (unsigned long long)fe_.features(),
+      fe_.hugetlb() ? "true" : "false", (unsigned long long)announce_sent_, tx.c_str(), rx.c_str(),
+      (unsigned long long)kicks_, (unsigned long long)waits_, wall, tv_seconds(ru.ru_utime),
+      tv_seconds(ru.ru_stime));
+  std::fflush(stdout);
+}
+
+int Traffic::run() {
+  t_start_ = Clock::now();
+  if (!setup()) return 1;
+  if (!announce()) {
+    report(false);
+    return 1;
+  }
+  t_start_ = Clock::now();
+  const auto end = o_.duration > 0 ? t_start_ + std::chrono::duration_cast<Clock::duration>(
+                                                    std::chrono::duration<double>(o_.duration))
+                                   : Clock::time_point::max();
+  const auto give_up = o_.duration > 0 ? end
+                                       : t_start_ + std::chrono::duration_cast<Clock::duration>(
+                                                        std::chrono::duration<double>(o_.timeout));
+  bool complete = false;
+  for (uint64_t iter = 0;; ++iter) {
+    const auto now = Clock::now();
+    if (g_stop.load(std::memory_order_relaxed)) break;
+    uint32_t work = 0;
+    if (tx_) {
+      work += reap_tx(now);
+      const bool done_posting = (o_.count && tx_posted_ == o_.count) || now >= end;
+      if (!done_posting) work += post_tx(now);
+    }
+    const uint64_t rx_before = rx_stats_.packets + rx_other_ + rx_bad_;
+    service_rx(now);
+    work += uint32_t(rx_stats_.packets + rx_other_ + rx_bad_ - rx_before);
+    const bool tx_done = !tx_ || ((o_.count ? tx_posted_ == o_.count : now >= end) &&
+                                  fe_.queue(kTxQ).in_flight() == 0);
+    const bool rx_done = !rx_ || (o_.count ? rx_stats_.packets >= o_.count : now >= end);
+    if (tx_done && rx_done) {
+      complete = true;
+      break;
+    }
+    // An rx-only run with a duration ends at the deadline; a count that is not
+    // reached in time is a failure.
+    if (now >= give_up && (o_.count || now >= end)) {
+      complete = o_.count == 0;
+      break;
+    }
+    if (!work && o_.notify) wait_idle();
+    if (!work && o_.notify) {
+      fe_.queue(kTxQ).disable_interrupts();
+      fe_.queue(kRxQ).disable_interrupts();
+    }
+  }
+  report(complete);
+  return complete ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "vnet-traffic: a vhost-user front end that sends and/or receives Ethernet frames as "
+      "fast as it can (or at --rate), for benchmarks and tests. Prints one JSON object."};
+  Options o;
+  app.add_option("--socket,-s", o.socket, "The back end's vhost-user socket")->required();
+  app.add_flag("--listen", o.listen, "Listen at --socket for a back end in client mode");
+  app.add_option("--mode,-m", o.mode, "tx, rx or txrx")
+      ->check(CLI::IsMember({"tx", "rx", "txrx"}))
+      ->capture_default_str();
+  app.add_option("--size", o.size, "Frame size in bytes (Ethernet header included, no FCS)")
+      ->check(CLI::Range(kMinFrame, 9000u))
+      ->capture_default_str();
+  auto* count =
+      app.add_option("--count,-n", o.count, "tx: frames to send; rx: frames to receive, then stop");
+  auto* duration = app.add_option("--duration,-d", o.duration, "Run this many seconds");
+  count->excludes(duration);
+  app.add_option("--timeout", o.timeout, "With --count: give up (exit 1) after this many seconds")
+      ->capture_default_str();
+  app.add_option("--mac", o.mac, "Our MAC (source of tx frames, destination counted on rx)")
+      ->capture_default_str();
+  app.add_option("--dst-mac", o.dst_mac, "Destination MAC of tx frames")->capture_default_str();
+  app.add_option("--burst,-b", o.burst, "Frames per burst (one publish and kick decision each)")
+      ->check(CLI::Range(1u, 1024u))
+      ->capture_default_str();
+  app.add_option("--queue-size,-q", o.queue_size, "Descriptors per ring (power of 2)")
+      ->check(CLI::Range(1u, 32768u))
+      ->capture_default_str();
+  app.add_flag("--mrg-rxbuf", o.mrg_rxbuf, "Negotiate VIRTIO_NET_F_MRG_RXBUF");
+  app.add_flag("--no-event-idx", o.no_event_idx, "Do not negotiate VIRTIO_RING_F_EVENT_IDX");
+  auto* bp = app.add_flag("--busy-poll", o.busy_poll, "Poll the rings without sleeping (default)");
+  auto* nt = app.add_flag("--notify", o.notify, "Sleep on the call eventfds when idle");
+  bp->excludes(nt);
+  app.add_flag("--check", o.check, "rx: verify size and payload of each frame");
+  app.add_option("--rate", o.rate, "tx: frames per second (0: as fast as possible)")
+      ->capture_default_str();
+  app.add_flag("--hugetlb", o.hugetlb, "Guest memory from MFD_HUGETLB (falls back if none)");
+  app.add_option("--mem-mb", o.mem_mb, "Guest memory in MiB (default: what the rings need)");
+  app.add_option("--cpu", o.cpu, "Pin to this CPU");
+  std::string log_level = "warn";
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  spdlog::set_level(spdlog::level::from_str(log_level));
+  uint8_t mac[6];
+  if (!parse_mac(o.mac, mac) || !parse_mac(o.dst_mac, mac)) {
+    std::fprintf(stderr, "vnet-traffic: bad MAC address\n");
+    return 2;
+  }
+  if (o.queue_size & (o.queue_size - 1)) {
+    std::fprintf(stderr, "vnet-traffic: --queue-size must be a power of 2\n");
+    return 2;
+  }
+  if (o.count == 0 && o.duration <= 0) o.duration = 10;
+  if (o.cpu >= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(o.cpu, &set);
+    if (sched_setaffinity(0, sizeof(set), &set) != 0)
+      std::fprintf(stderr, "vnet-traffic: cannot pin to CPU %d: %s\n", o.cpu, strerror(errno));
+  }
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+
+  FrontendConfig cfg;
+  cfg.socket_path = o.socket;
+  cfg.listen = o.listen;
+  cfg.queue_size = uint16_t(o.queue_size);
+  cfg.num_queues = 2;
+  cfg.hugetlb = o.hugetlb;
+  cfg.required_features = 1ULL << VIRTIO_F_VERSION_1;
+  cfg.features = (1ULL << VIRTIO_F_VERSION_1) |
+                 (o.no_event_idx ? 0 : 1ULL << VIRTIO_RING_F_EVENT_IDX) |
+                 (o.mrg_rxbuf ? 1ULL << VIRTIO_NET_F_MRG_RXBUF : 0);
+  if (o.mrg_rxbuf) cfg.required_features |= 1ULL << VIRTIO_NET_F_MRG_RXBUF;
+  cfg.timeout_ms = 10000;
+  const uint64_t per_ring = vnet::virtio::DriverQueue::ring_bytes(uint16_t(o.queue_size)) + 4096 +
+                            uint64_t(o.queue_size) * (std::max<uint64_t>(2048, 12 + o.size) + 64);
+  cfg.mem_size = o.mem_mb ? o.mem_mb << 20 : std::max<uint64_t>(2 * per_ring + (1 << 20), 16 << 20);
+
+  auto fe = Frontend::connect_and_start(cfg);
+  if (!fe) {
+    std::fprintf(stderr, "vnet-traffic: %s\n", fe.message().c_str());
+    return 1;
+  }
+  Traffic t(o, **fe);
+  return t.run();
+}
