@@ -100,6 +100,10 @@ void Forwarder::forward(ports::Port& in, net::Packet* const* pkts, uint32_t n,
   const uint32_t nports = uint32_t(ports.size());
   const net::VlanConfig& in_vlan = in.vlan();
   uint64_t flooded = 0, unicast = 0, same_port = 0, src_mc = 0, src_zero = 0, stale = 0;
+  // Keys (MAC | VLAN << 48) of the last source learned and destination looked up in this
+  // burst: consecutive frames of one flow cost one FDB access each way per burst.
+  uint64_t last_src_key = ~0ULL, last_dst_key = ~0ULL;
+  uint16_t last_to = 0;
 
   for (uint32_t i = 0; i < n; ++i) {
     net::Packet* p = pkts[i];
@@ -111,16 +115,25 @@ void Forwarder::forward(ports::Port& in, net::Packet* const* pkts, uint32_t n,
     const uint16_t vlan = p->vlan;
     const sw::Mac dst = sw::Mac::from_bytes(p->data);
     const sw::Mac src = sw::Mac::from_bytes(p->data + 6);
+    const uint64_t src_key = src.raw() | uint64_t(vlan) << 48;
     if (src.is_multicast()) {
       ++src_mc;
     } else if (src.is_zero()) {
       ++src_zero;
-    } else if (in_id != 0) {
+    } else if (in_id != 0 && src_key != last_src_key) {
+      // A burst mostly comes from one station: learn it once per burst.
       fdb_.learn(src, vlan, in_id, now_ns);
+      last_src_key = src_key;
+      if (src_key == last_dst_key) last_dst_key = ~0ULL;  // its answer may have changed
     }
 
     if (!dst.is_multicast()) {
-      const uint16_t to = fdb_.lookup(dst, vlan, now_ns);
+      const uint64_t dst_key = dst.raw() | uint64_t(vlan) << 48;
+      if (dst_key != last_dst_key) {
+        last_to = fdb_.lookup(dst, vlan, now_ns);
+        last_dst_key = dst_key;
+      }
+      const uint16_t to = last_to;
       if (to != 0) {
         if (to == in_id) {
           ++same_port;
