@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""vnet demo: vnetd switching real traffic between two QEMU Linux guests.
+"""vnet demo: vnetd switching real traffic between two QEMU Linux guests and the host.
 
 Run through `sudo scripts/demo` (which installs packages and builds first), or
 directly: `python3 tests/integration/demo.py --build-dir BUILD`.
@@ -8,15 +8,21 @@ Steps (each prints a heading; the first failure stops the demo, cleans up and
 exits 1 with the step and the reason; logs go to BUILD/integration-logs/demo/):
   - build (or reuse) the guest initramfs: busybox + the virtio-net modules of
     the kernel in /boot;
-  - start vnetd with two vhost-user ports (vhu0, vhu1, vnetd listens);
+  - create a network namespace on the host (`ip netns add vnt<pid>demo`);
+  - start vnetd with two vhost-user ports (vhu0, vhu1, vnetd listens) and a TAP
+    port (tap0) that vnetd creates inside that namespace; give the TAP an
+    address there (the host side of the switch);
   - boot two QEMU guests whose Linux virtio_net driver talks vhost-user to
     vnetd, wait until vnetd reports both ports connected;
   - `vnetctl ports`;
-  - ping from each guest to the other (output printed, every echo answered);
+  - ping between every pair of endpoints: guest <-> guest, guest <-> host
+    namespace (output printed, every echo answered);
+  - iperf3 TCP from guest-a to an iperf3 server in the host namespace, its
+    throughput printed;
   - `vnetctl counters` and `vnetctl fdb`;
-  - check that vnetd's counters moved on both ports by at least the pings;
-  - power the guests off, stop vnetd (it must exit 0 on SIGTERM), remove
-    everything the demo created.
+  - check that vnetd's counters moved on every port by at least the pings;
+  - power the guests off, stop vnetd (it must exit 0 on SIGTERM), delete the
+    namespace, remove everything the demo created (and check that it is gone).
 Not a ctest test (its name does not start with test_).
 
 Endpoints: every host on the switch is an `Endpoint` (a vnetd port, an IP
@@ -27,6 +33,7 @@ network namespace) extends the demo without touching the traffic steps.
 
 import argparse
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -35,16 +42,19 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from vnet_harness import HarnessError, Session, log, require_root  # noqa: E402
+from vnet_harness import HarnessError, Session, log, require_root, require_tools  # noqa: E402
 from vnet_harness.guest import GuestImage, QemuGuest, require_guest  # noqa: E402
+from vnet_harness.netns import Netns, require_netns, unique_name  # noqa: E402
 from vnet_harness.session import Terminated  # noqa: E402
-from vnet_harness.vnetd import PortSpec, Vnetd, require_vnetd  # noqa: E402
+from vnet_harness.vnetd import PortSpec, TapSpec, Vnetd, require_vnetd  # noqa: E402
 
-PING_COUNT = 5
+PING_COUNT = 3
+IPERF_SECONDS = 5
 GUESTS = [  # name, IP, MAC
     ("guest-a", "10.0.0.1", "52:54:00:00:0d:01"),
     ("guest-b", "10.0.0.2", "52:54:00:00:0d:02"),
 ]
+HOST_IP = "10.0.0.100"  # the TAP's address inside the host namespace
 
 
 class DemoError(Exception):
@@ -86,6 +96,24 @@ class GuestEndpoint(Endpoint):
     def ping(self, target_ip, count):
         return self.guest.ping(target_ip, count=count, timeout=30 + 3 * count)
 
+    def shell(self):
+        return "%s$ " % self.name
+
+
+class NamespaceEndpoint(Endpoint):
+    kind = "host network namespace (Linux kernel through vnetd's TAP port)"
+
+    def __init__(self, netns, port, ifname, ip):
+        super().__init__("host", port, ip, None)
+        self.netns = netns
+        self.ifname = ifname
+
+    def ping(self, target_ip, count):
+        return self.netns.ping(target_ip, count=count, interval=0.5, timeout=30 + 3 * count)
+
+    def shell(self):
+        return "host# ip netns exec %s " % self.netns.name
+
 
 class Demo:
     def __init__(self, session, args):
@@ -96,7 +124,10 @@ class Demo:
         self.vnetd = None
         self.guests = []
         self.endpoints = []
+        self.netns = None
+        self.host = None
         self.image = None
+        self.iperf_gbps = None
         self.counters_before = None
 
     # --- presentation ---------------------------------------------------------
@@ -126,12 +157,14 @@ class Demo:
     # --- steps ------------------------------------------------------------------
     def run(self):
         self.prepare_image()
+        self.create_netns()
         self.start_vnetd()
         self.boot_guests()
         self.step("vnetd's view of its ports")
         self.vnetctl_human("ports")
         self.counters_before = self.vnetd.counters()
         self.ping_all()
+        self.iperf_to_host()
         self.show_counters()
         self.check_counters()
         self.shut_down()
@@ -142,14 +175,27 @@ class Demo:
         self.image = GuestImage.build(cache)
         out("kernel %s, initramfs %s" % (self.image.kernel, os.path.basename(self.image.initrd)))
 
+    def create_netns(self):
+        self.step("Create a network namespace for the host side")
+        self.netns = Netns(self.s, "demo")
+        out("$ ip netns add %s" % self.netns.name)
+
     def start_vnetd(self):
-        self.step("Start vnetd with two vhost-user ports (vnetd listens, QEMU connects)")
+        self.step("Start vnetd: two vhost-user ports (vnetd listens, QEMU connects) and a "
+                  "TAP port in the namespace")
         socks = [self.s.path("demo-%d.sock" % i) for i in range(len(GUESTS))]
-        self.vnetd = Vnetd(self.s, [PortSpec(p) for p in socks], log_level=self.args.log_level)
+        tap_if = unique_name("d")
+        self.tap = TapSpec("tap0", ifname=tap_if, netns=self.netns)
+        self.vnetd = Vnetd(self.s, [PortSpec(p) for p in socks] + [self.tap],
+                           log_level=self.args.log_level)
         out("$ %s" % " ".join(self.vnetd.argv()))
         self.vnetd.start()
         out("vnetd running, pid %d, ports %s, control socket %s"
             % (self.vnetd.proc.pid, ", ".join(self.vnetd.port_names()), self.vnetd.control))
+        self.netns.add_address(tap_if, HOST_IP + "/24")
+        out("$ ip -n %s addr add %s/24 dev %s   (vnetd created %s there and brought it up)"
+            % (self.netns.name, HOST_IP, tap_if, tap_if))
+        self.host = NamespaceEndpoint(self.netns, "tap0", tap_if, HOST_IP)
 
     def boot_guests(self):
         self.step("Boot two QEMU Linux guests on vnetd's ports")
@@ -163,8 +209,10 @@ class Demo:
         for g in self.guests:
             g.wait_ready(timeout=self.args.boot_timeout)
             out("%s booted in %.1f s (eth0 up)" % (g.name, g.boot_seconds))
-        self.vnetd.wait_connected(names, timeout=30)
-        out("vnetd reports %s connected" % " and ".join(names))
+        vhu = [n for n in names if n != "tap0"]
+        self.vnetd.wait_connected(vhu, timeout=30)
+        out("vnetd reports %s connected" % " and ".join(vhu))
+        self.endpoints.append(self.host)
 
     def ping_all(self):
         for src in self.endpoints:
@@ -173,13 +221,29 @@ class Demo:
                     continue
                 self.step("Ping %s -> %s (%s, port %s -> %s)"
                           % (src.name, dst.name, dst.ip, src.port, dst.port))
-                out("%s$ ping -c %d %s" % (src.name, PING_COUNT, dst.ip))
+                out("%sping -c %d %s" % (src.shell(), PING_COUNT, dst.ip))
                 tx, rx, text = src.ping(dst.ip, PING_COUNT)
                 out(indent(text))
                 if tx != PING_COUNT or rx != tx:
                     raise DemoError("%s -> %s: %d of %d echo requests answered"
                                     % (src.name, dst.name, rx, tx))
                 out("OK: %d/%d replies" % (rx, tx))
+
+    def iperf_to_host(self):
+        g = self.endpoints[0]
+        self.step("iperf3 TCP %s -> host namespace (%s, port %s -> %s), %d s"
+                  % (g.name, HOST_IP, g.port, self.host.port, IPERF_SECONDS))
+        server = self.netns.spawn("iperf3-server", ["iperf3", "-s", "--forceflush", "-1",
+                                                    "-B", HOST_IP])
+        out("%siperf3 -s -1 -B %s" % (self.host.shell(), HOST_IP))
+        server.wait_for_log(r"Server listening", 10)
+        out("%siperf3 -c %s -t %d -f m" % (g.shell(), HOST_IP, IPERF_SECONDS))
+        res = g.guest.iperf3(HOST_IP, seconds=IPERF_SECONDS)
+        out(indent("\n".join(l for l in res.text.splitlines()
+                              if re.search(r"sec|Connecting|connected", l))))
+        self.iperf_gbps = res.gbps
+        out("OK: %s -> host: %.2f Gbit/s (%.0f MBytes received by the host)"
+            % (g.name, res.gbps, res.receiver_mbytes))
 
     def show_counters(self):
         self.step("vnetd's counters and forwarding table")
@@ -235,7 +299,8 @@ class Demo:
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description="vnetd demo: two QEMU guests ping each other")
+    ap = argparse.ArgumentParser(description="vnetd demo: two QEMU guests and a host network "
+                                 "namespace (TAP) on one switch: ping, iperf3, counters")
     ap.add_argument("--build-dir", default=os.environ.get("VNET_BUILD_DIR", "build"),
                     help="CMake build directory holding vnetd and vnetctl (default: build)")
     ap.add_argument("--keep-logs", action="store_true", help="keep the temporary directory")
@@ -246,19 +311,30 @@ def parse_args(argv=None):
     return ap.parse_args(argv)
 
 
-def check_cleanup(session):
-    """Everything the demo started has exited and its temp dir is gone."""
+def check_cleanup(session, demo):
+    """Everything the demo started has exited; its namespace, TAP and temp dir are gone."""
     left = [p for p in session.processes if p.alive()]
     if left:
         raise DemoError("still running after cleanup: %s"
                         % ", ".join("%s (pid %d)" % (p.name, p.pid) for p in left))
     if not session.keep_logs and os.path.exists(session.tmp):
         raise DemoError("temporary directory %s was not removed" % session.tmp)
+    if demo is not None and demo.netns is not None:
+        names = subprocess.run(["ip", "netns", "list"], capture_output=True,
+                               text=True).stdout.split()
+        if demo.netns.name in names:
+            raise DemoError("network namespace %s was not deleted" % demo.netns.name)
+        if demo.host is not None:
+            r = subprocess.run(["ip", "link", "show", "dev", demo.host.ifname],
+                               capture_output=True)
+            if r.returncode == 0:
+                raise DemoError("TAP %s still exists" % demo.host.ifname)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    missing = require_root() + require_guest(args) + require_vnetd(args)
+    missing = (require_root() + require_guest(args) + require_vnetd(args) + require_netns(args)
+               + require_tools("iperf3"))
     if missing:
         out("DEMO FAILED: missing prerequisites: %s" % "; ".join(missing))
         out("(`sudo scripts/demo` installs the packages and builds vnetd first)")
@@ -277,8 +353,8 @@ def main(argv=None):
             demo.run()
             demo.step("Clean up")
         # Session.close() has stopped every process and removed sockets and temp files.
-        check_cleanup(s)
-        out("all processes stopped, sockets and temporary files removed")
+        check_cleanup(s, demo)
+        out("all processes stopped; namespace, TAP, sockets and temporary files removed")
     except (DemoError, HarnessError) as e:
         where = ("step %d (%s)" % (demo.step_no, demo.step_title)
                  if demo and demo.step_title else "set-up")
@@ -297,8 +373,8 @@ def main(argv=None):
         out("DEMO FAILED: unexpected error (traceback above); everything it started was stopped")
         return 1
     out()
-    out("DEMO OK: vnetd switched guest-to-guest traffic in both directions (%.0f s)"
-        % (time.monotonic() - t0))
+    out("DEMO OK: vnetd switched guest <-> guest and guest <-> host traffic "
+        "(iperf3 guest-a -> host %.2f Gbit/s) in %.0f s" % (demo.iperf_gbps, time.monotonic() - t0))
     log("demo done")
     return 0
 

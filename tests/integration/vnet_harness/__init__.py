@@ -6,7 +6,10 @@ Python 3 standard library only.  Modules:
   hugepages  hugepage reservation and removal of DPDK's leftover files
   testpmd    interactive dpdk-testpmd driver (virtio-user and net_vhost peers)
   guest      initramfs builder and QEMU guest launcher
-  vnetd      vnetd launcher and vnetctl JSON queries
+  vnetd      vnetd launcher (vhost-user and TAP ports) and vnetctl JSON queries
+  netns      network namespaces (per-run names, cleanup), tcpdump captures, kernel counters
+  pcap       pcap reader and independent IPv4/TCP/UDP/ICMP checksum checks
+  iperf      iperf3 output parsing
 """
 
 from .procs import Cleanup, HarnessError, Process, log, wait_until  # noqa: F401

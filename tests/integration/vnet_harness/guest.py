@@ -31,6 +31,12 @@ from .procs import HarnessError, log
 
 MODULES = ["virtio_net", "virtio_pci"]
 
+# QEMU virtio-net-pci properties that turn off every checksum and segmentation
+# offload in both directions (the guest then computes and verifies checksums itself).
+OFFLOADS_OFF = {p: "off" for p in (
+    "csum", "guest_csum", "gso", "host_tso4", "host_tso6", "host_ecn", "host_ufo",
+    "guest_tso4", "guest_tso6", "guest_ecn", "guest_ufo")}
+
 INIT_SCRIPT = r"""#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /tmp /sbin /usr/bin /usr/sbin
 /bin/busybox --install -s /bin
@@ -326,7 +332,7 @@ class QemuGuest:
     """
 
     def __init__(self, session, name, image, socket, ip, mac, server=False, mem_mb=256,
-                 mode="serve", oneshot_script=None, extra_append=""):
+                 mode="serve", oneshot_script=None, extra_append="", device_props=None):
         self.session = session
         self.name = name
         self.image = image
@@ -338,6 +344,8 @@ class QemuGuest:
         self.mode = mode
         self.oneshot_script = oneshot_script
         self.extra_append = extra_append
+        # Extra virtio-net-pci properties: {"host_mtu": 9000, "csum": "off"} or OFFLOADS_OFF.
+        self.device_props = dict(device_props or {})
         self.proc = None
         self.boot_seconds = None
         self._seq = 0
@@ -353,6 +361,9 @@ class QemuGuest:
             append += " vnet.cmd=%s" % b64(self.oneshot_script or "true")
         if self.extra_append:
             append += " " + self.extra_append
+        device = "virtio-net-pci,netdev=n0,vectors=0,mac=%s" % self.mac
+        for k, v in self.device_props.items():
+            device += ",%s=%s" % (k, v)
         return [
             "qemu-system-x86_64", "-accel", "tcg", "-nodefaults", "-no-user-config",
             "-m", str(self.mem_mb), "-smp", "1",
@@ -360,7 +371,7 @@ class QemuGuest:
             "-numa", "node,memdev=mem",
             "-chardev", chardev,
             "-netdev", "vhost-user,id=n0,chardev=c0",
-            "-device", "virtio-net-pci,netdev=n0,vectors=0,mac=%s" % self.mac,
+            "-device", device,
             "-display", "none", "-monitor", "none", "-serial", "stdio",
             "-no-reboot", "-kernel", self.image.kernel, "-initrd", self.image.initrd,
             "-append", append,
@@ -403,6 +414,54 @@ class QemuGuest:
         if not m:
             raise HarnessError("%s: no ping summary (rc %d):\n%s" % (self.name, rc, out))
         return int(m.group(1)), int(m.group(2)), out
+
+    def snmp(self):
+        """The guest's /proc/net/snmp + /proc/net/netstat, parsed (netns.parse_snmp)."""
+        from .netns import parse_snmp
+        rc, out = self.run("cat /proc/net/snmp /proc/net/netstat", timeout=30)
+        if rc != 0:
+            raise HarnessError("%s: cannot read /proc/net/snmp:\n%s" % (self.name, out))
+        return parse_snmp(out)
+
+    def link_stats(self, ifname="eth0"):
+        keys = ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "rx_dropped",
+                "tx_dropped", "rx_errors", "tx_errors")
+        rc, out = self.run("cd /sys/class/net/%s/statistics && cat %s" % (ifname, " ".join(keys)),
+                           timeout=30)
+        vals = out.split()
+        if rc != 0 or len(vals) != len(keys):
+            raise HarnessError("%s: cannot read %s statistics:\n%s" % (self.name, ifname, out))
+        return dict(zip(keys, (int(v) for v in vals)))
+
+    def mtu(self, ifname="eth0"):
+        rc, out = self.run("cat /sys/class/net/%s/mtu" % ifname, timeout=30)
+        if rc != 0:
+            raise HarnessError("%s: cannot read the MTU of %s:\n%s" % (self.name, ifname, out))
+        return int(out.strip())
+
+    def set_mtu(self, mtu, ifname="eth0"):
+        rc, out = self.run("ip link set dev %s mtu %d" % (ifname, mtu), timeout=30)
+        if rc != 0:
+            raise HarnessError("%s: ip link set %s mtu %d failed:\n%s" % (self.name, ifname, mtu,
+                                                                          out))
+        got = self.mtu(ifname)
+        if got != mtu:
+            raise HarnessError("%s: %s MTU is %d after setting %d" % (self.name, ifname, got, mtu))
+
+    def features(self, ifname="eth0"):
+        """The virtio feature bits the guest driver negotiated (a string of 0/1, bit 0 first)."""
+        rc, out = self.run("cat /sys/class/net/%s/device/features" % ifname, timeout=30)
+        if rc != 0:
+            raise HarnessError("%s: cannot read virtio features:\n%s" % (self.name, out))
+        return out.strip()
+
+    def iperf3(self, server_ip, seconds=3, reverse=False, port=5201, timeout=None):
+        """iperf3 TCP client in the guest; returns an iperf.Result (raises if it failed)."""
+        from .iperf import parse_iperf3
+        cmd = "iperf3 -c %s -p %d -t %d -f m --connect-timeout 10000%s" % (
+            server_ip, port, seconds, " -R" if reverse else "")
+        rc, out = self.run(cmd, timeout=timeout or (seconds * 10 + 60))
+        return parse_iperf3(out, rc, "%s: %s" % (self.name, cmd))
 
     def poweroff(self, timeout=10.0):
         if self.proc and self.proc.alive():

@@ -1,7 +1,9 @@
 """vnetd launcher and vnetctl queries.
 
-`vnetd --vhost-user PATH[,client][,name=NAME] ... --control PATH --log-level L`;
-ports are vhu0, vhu1, ... in command-line order unless named.  vnetd is
+`vnetd --vhost-user PATH[,client][,name=NAME][,mtu=N] ... --tap NAME[,ifname=IF]
+[,netns=NS][,no-offloads][,mtu=N] ... --control PATH --log-level L`;
+vhost-user ports are vhu0, vhu1, ... in command-line order unless named; a TAP
+port's name is its first field (`TapSpec`).  vnetd is
 pinned (taskset) to the CPU the peers' forwarding lcores do not use, see
 testpmd.cpu_plan().
 """
@@ -41,12 +43,16 @@ def require_vnetd(args):
 
 
 class PortSpec:
-    """One --vhost-user port: socket path, client mode (vnetd connects), name."""
+    """One --vhost-user port: socket path, client mode (vnetd connects), name, MTU."""
 
-    def __init__(self, socket, client=False, name=None):
+    option = "--vhost-user"
+
+    def __init__(self, socket, client=False, name=None, mtu=None, vlan=None):
         self.socket = socket
         self.client = client
         self.name = name
+        self.mtu = mtu
+        self.vlan = vlan
 
     def arg(self):
         a = self.socket
@@ -54,7 +60,57 @@ class PortSpec:
             a += ",client"
         if self.name:
             a += ",name=%s" % self.name
+        if self.mtu:
+            a += ",mtu=%d" % self.mtu
+        if self.vlan is not None:
+            a += ",vlan=%d" % self.vlan
         return a
+
+
+class TapSpec:
+    """One --tap port: vnetd creates TAP `ifname` (in namespace `netns`, a harness
+    `Netns` or a name), with or without offloads, with an MTU.  The port's name is
+    `name`.  With a `Netns`, the TAP is also deleted by name at cleanup."""
+
+    option = "--tap"
+    socket = None
+    client = False
+
+    def __init__(self, name, ifname=None, netns=None, offloads=True, mtu=None, vlan=None,
+                 attach=False):
+        self.name = name
+        self.ifname = ifname
+        self.netns_obj = netns if hasattr(netns, "own_link") else None
+        self.netns = getattr(netns, "name", netns)
+        self.offloads = offloads
+        self.mtu = mtu
+        self.vlan = vlan
+        self.attach = attach
+        if self.netns_obj is not None and ifname and not attach:
+            self.netns_obj.own_link(ifname)
+
+    def arg(self):
+        a = self.name
+        if self.ifname:
+            a += ",ifname=%s" % self.ifname
+        if self.netns:
+            a += ",netns=%s" % self.netns
+        if self.attach:
+            a += ",attach"
+        if not self.offloads:
+            a += ",no-offloads"
+        if self.mtu:
+            a += ",mtu=%d" % self.mtu
+        if self.vlan is not None:
+            a += ",vlan=%d" % self.vlan
+        return a
+
+    def link_exists(self):
+        if not self.ifname:
+            return True
+        argv = ["ip"] + (["-n", self.netns] if self.netns else []) + [
+            "link", "show", "dev", self.ifname]
+        return subprocess.run(argv, capture_output=True).returncode == 0
 
 
 class Vnetd:
@@ -73,7 +129,14 @@ class Vnetd:
         self.proc = None
 
     def port_names(self):
-        return [p.name or "vhu%d" % i for i, p in enumerate(self.ports)]
+        names, vhu = [], 0
+        for p in self.ports:
+            if isinstance(p, TapSpec):
+                names.append(p.name)
+            else:
+                names.append(p.name or "vhu%d" % vhu)
+                vhu += 1
+        return names
 
     def argv(self):
         argv = []
@@ -81,26 +144,28 @@ class Vnetd:
             argv += ["taskset", "-c", str(cpu_plan()[0])]
         argv.append(self.binary)
         for p in self.ports:
-            argv += ["--vhost-user", p.arg()]
+            argv += [p.option, p.arg()]
         argv += ["--control", self.control, "--log-level", self.log_level]
         return argv + self.extra_args
 
     def start(self, timeout=15.0):
         """Start vnetd; wait until the control socket and every server socket exist."""
         for p in self.ports:
-            if not p.client:
+            if p.socket and not p.client:
                 self.session.remove_file_later(p.socket)
         self.session.remove_file_later(self.control)
         self.proc = self.session.spawn(self.name, self.argv(), stop_timeout=10.0)
-        paths = [self.control] + [p.socket for p in self.ports if not p.client]
+        paths = [self.control] + [p.socket for p in self.ports if p.socket and not p.client]
 
         def ready():
             if not self.proc.alive():
                 raise HarnessError("vnetd exited with status %s during start-up; log:\n%s"
                                    % (self.proc.returncode, self.proc.log_tail()))
-            return all(os.path.exists(x) for x in paths)
-        wait_until(ready, timeout, interval=0.05, what="vnetd sockets %s" % ", ".join(
-            os.path.basename(x) for x in paths))
+            return (all(os.path.exists(x) for x in paths)
+                    and all(t.link_exists() for t in self.ports if isinstance(t, TapSpec)))
+        wait_until(ready, timeout, interval=0.05, what="vnetd sockets %s and TAPs %s" % (
+            ", ".join(os.path.basename(x) for x in paths),
+            ", ".join(t.ifname or t.name for t in self.ports if isinstance(t, TapSpec))))
         # The control socket existing does not prove it answers: ask once.
         wait_until(lambda: self._try_ports() is not None, timeout, interval=0.1,
                    what="vnetctl answering")
