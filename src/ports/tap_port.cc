@@ -215,7 +215,11 @@ Result<std::unique_ptr<TapPort>> TapPort::open(std::string name, const TapPortCo
   p->created_ = !cfg.attach;
   p->tun_flags_ = s.tun_flags;
   p->recv_caps_ = net::tap_caps(s.tun_flags);
-  p->send_caps_ = net::OffloadCaps{true, true, true, true, s.kernel_uso};
+  // With offloads configured off, frames go to the kernel fully checksummed and
+  // segmented (vnetd does it in software), as with `ethtool -K tap tx off tso off`.
+  const net::OffloadCaps& o = cfg.offloads;
+  const bool any = o.csum || o.tso4 || o.tso6 || o.tso_ecn || o.uso;
+  p->send_caps_ = any ? net::OffloadCaps{true, true, true, true, s.kernel_uso} : net::OffloadCaps{};
   spdlog::info("TAP port {}: {} {}{} (ifindex {}, mtu {}, offloads to us {:#x})", p->name(),
                p->created_ ? "created" : "attached to", p->ifname_, where(cfg), p->ifindex_,
                p->mtu_, p->tun_flags_);
@@ -315,6 +319,11 @@ uint32_t TapPort::receive_burst(net::Packet* const* pkts, uint32_t max) {
 }
 
 uint32_t TapPort::send_burst(net::Packet* const* pkts, uint32_t n) {
+  return fallback_.deliver(pkts, n, send_caps_, counters(), name(),
+                           [this](net::Packet* const* p, uint32_t k) { return write_burst(p, k); });
+}
+
+uint32_t TapPort::write_burst(net::Packet* const* pkts, uint32_t n) {
   uint32_t sent = 0;
   uint64_t bytes = 0;
   const net::VlanConfig& v = vlan();

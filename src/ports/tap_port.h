@@ -15,6 +15,7 @@
 #include "common/result.h"
 #include "common/unique_fd.h"
 #include "net/offload.h"
+#include "ports/offload_fallback.h"
 #include "ports/port.h"
 
 namespace vnet::ports {
@@ -57,8 +58,10 @@ class TapPort : public Port {
   bool gone() const { return gone_.load(std::memory_order_relaxed); }
 
   // Offloads frames we WRITE may carry. The kernel takes any valid virtio_net_hdr on write
-  // (tun_get_user -> virtio_net_hdr_to_skb) whatever TUNSETOFFLOAD says, so everything is
-  // true except uso on a kernel that does not know VIRTIO_NET_HDR_GSO_UDP_L4 (no TUN_F_USO).
+  // (tun_get_user -> virtio_net_hdr_to_skb) whatever TUNSETOFFLOAD says, so with offloads
+  // configured everything is true except uso on a kernel that does not know
+  // VIRTIO_NET_HDR_GSO_UDP_L4 (no TUN_F_USO); with none configured, nothing is: vnetd then
+  // checksums and segments in software before writing, in both directions off.
   const net::OffloadCaps& send_caps() const { return send_caps_; }
   // Offloads frames we READ may carry: exactly what TUNSETOFFLOAD enabled.
   const net::OffloadCaps& recv_caps() const { return recv_caps_; }
@@ -97,6 +100,9 @@ class TapPort : public Port {
   bool created_ = false;
   unsigned tun_flags_ = 0;
   net::OffloadCaps send_caps_, recv_caps_;
+  OffloadFallback fallback_;
+  // The frames as they are, one writev each (send_burst has done the offload work).
+  uint32_t write_burst(net::Packet* const* pkts, uint32_t n);
 
   // Worker-written, control-read.
   Counter read_errors_, write_errors_, write_busy_;

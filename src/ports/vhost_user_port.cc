@@ -229,55 +229,12 @@ uint32_t VhostUserPort::send_burst(net::Packet* const* pkts, uint32_t n) {
     counters().drops.add(net::Drop::kRxNotReady, n);
     return 0;
   }
-  uint32_t sent;
-  bool plain = true;
-  for (uint32_t i = 0; i < n && plain; ++i)
-    plain = net::decide(*pkts[i], rx_caps_) == net::OffloadAction::kPass;
-  sent = plain ? enqueue(pkts, n) : send_slow(pkts, n);
+  uint32_t sent = fallback_.deliver(pkts, n, rx_caps_, counters(), name(),
+                                    [this](net::Packet* const* p, uint32_t k) {
+                                      return enqueue(p, k);
+                                    });
   if (sent) notify(q);
   check_broken(q, kRxQ);
-  return sent;
-}
-
-uint32_t VhostUserPort::send_slow(net::Packet* const* pkts, uint32_t n) {
-  uint32_t sent = 0, run = 0;  // pkts[i - run, i) pass as they are
-  for (uint32_t i = 0; i < n; ++i) {
-    net::Packet& p = *pkts[i];
-    net::OffloadAction a = net::decide(p, rx_caps_);
-    if (a == net::OffloadAction::kFinishCsum) {
-      // Finished in place: the result is right for every other destination too.
-      if (!net::finish_csum(p)) {
-        sent += run ? enqueue(pkts + i - run, run) : 0;
-        run = 0;
-        counters().drops.add(net::Drop::kTxBadHeader);
-        continue;
-      }
-      a = net::OffloadAction::kPass;
-    }
-    if (a == net::OffloadAction::kPass) {
-      ++run;
-      continue;
-    }
-    if (run) sent += enqueue(pkts + i - run, run);
-    run = 0;
-    if (!seg_) seg_ = std::make_unique<net::PacketBatch>();
-    uint32_t first = 0, total = 1;
-    while (first < total) {
-      net::SegmentResult r = net::segment(p, rx_caps_, first, seg_->ptrs(), net::kBurst);
-      if (r.error != net::OffloadError::kOk || r.produced == 0) {
-        counters().drops.add(net::Drop::kTxBadHeader);
-        static RateLimit rl;
-        VNET_LOG_RL(rl, spdlog::level::warn, "port {}: cannot segment a frame: {}", name(),
-                    net::offload_error_name(r.error));
-        break;
-      }
-      for (uint32_t k = 0; k < r.produced; ++k) (*seg_)[k].vlan = p.vlan;
-      sent += enqueue(seg_->ptrs(), r.produced);
-      first += r.produced;
-      total = r.total;
-    }
-  }
-  if (run) sent += enqueue(pkts + n - run, run);
   return sent;
 }
 

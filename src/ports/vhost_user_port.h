@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "net/offload.h"
 #include "common/executor.h"
+#include "ports/offload_fallback.h"
 #include "ports/port.h"
 #include "vhost_user/backend.h"
 #include "vhost_user/endpoint.h"
@@ -67,8 +68,6 @@ class VhostUserPort : public Port, public vhost_user::Backend {
     bool active() const { return started && enabled && !vq.broken(); }
   };
   void notify(Queue& q);
-  // RX of frames some of which need an offload done in software first.
-  uint32_t send_slow(net::Packet* const* pkts, uint32_t n);
   uint32_t enqueue(net::Packet* const* pkts, uint32_t n);
   void check_broken(Queue& q, uint32_t index);
 
@@ -83,7 +82,7 @@ class VhostUserPort : public Port, public vhost_user::Backend {
   bool mergeable_ = false;
   net::OffloadCaps tx_caps_;  // what the guest may send (HOST_*)
   net::OffloadCaps rx_caps_;  // what the guest can take (GUEST_*)
-  std::unique_ptr<net::PacketBatch> seg_;  // software segmentation output, made on first use
+  OffloadFallback fallback_;  // software checksum/segmentation for what the guest cannot take
   virtio::Chain chain_;
 
   std::atomic<uint64_t> features_{0};  // negotiated; read by info()
