@@ -63,6 +63,11 @@ Status DeviceQueue::start(std::shared_ptr<const memory::GuestMemory> mem, const 
   if (!d) return Status::errorf("descriptor table {:#x} not inside one memory region", cfg.desc_addr);
   if (!a) return Status::errorf("available ring {:#x} not inside one memory region", cfg.avail_addr);
   if (!u) return Status::errorf("used ring {:#x} not inside one memory region", cfg.used_addr);
+  // A region whose mmap_offset is not congruent with its userspace_addr puts aligned
+  // front-end addresses at misaligned host addresses: refuse rather than misaccess.
+  if (reinterpret_cast<uintptr_t>(d) % 16 || reinterpret_cast<uintptr_t>(a) % 2 ||
+      reinterpret_cast<uintptr_t>(u) % 4)
+    return Status::error("ring misaligned in host memory (region mmap_offset vs userspace_addr)");
   mem_ = std::move(mem);
   desc_ = reinterpret_cast<vring_desc*>(d);
   avail_ = reinterpret_cast<vring_avail*>(a);
