@@ -9,7 +9,20 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "net/offload.h"
+
 namespace vnet::fuzz {
+
+// Offload capabilities from the low five bits of an input byte.
+inline net::OffloadCaps caps_from(uint8_t b) {
+  net::OffloadCaps c;
+  c.csum = b & 1;
+  c.tso4 = b & 2;
+  c.tso6 = b & 4;
+  c.tso_ecn = b & 8;
+  c.uso = b & 16;
+  return c;
+}
 
 class FuzzInput {
  public:

@@ -28,6 +28,8 @@
 
 namespace {
 
+using vnet::fuzz::caps_from;
+
 using namespace vnet::net;
 using vnet::fuzz::FuzzInput;
 
@@ -54,16 +56,6 @@ void poison_tail(Packet& p, uint32_t len) {
 }
 void unpoison(Packet& p) {
   ASAN_UNPOISON_MEMORY_REGION(p.data, kMaxFrame);
-}
-
-OffloadCaps caps_from(uint8_t b) {
-  OffloadCaps c;
-  c.csum = b & 1;
-  c.tso4 = b & 2;
-  c.tso6 = b & 4;
-  c.tso_ecn = b & 8;
-  c.uso = b & 16;
-  return c;
 }
 
 // RFC 1071 by the book: big-endian 16-bit words, odd byte padded with zero, added to

@@ -40,6 +40,8 @@
 
 namespace {
 
+using vnet::fuzz::caps_from;
+
 using namespace vnet;
 using vnet::fuzz::FuzzInput;
 
@@ -113,16 +115,6 @@ struct Bufs {
     }
   }
 };
-
-net::OffloadCaps caps_from(uint8_t b) {
-  net::OffloadCaps c;
-  c.csum = b & 1;
-  c.tso4 = b & 2;
-  c.tso6 = b & 4;
-  c.tso_ecn = b & 8;
-  c.uso = b & 16;
-  return c;
-}
 
 void check_chain(const virtio::Chain& c, const Guest& g, uint16_t qsize) {
   FUZZ_CHECK(c.head < qsize);
