@@ -176,6 +176,13 @@ def run_pair(pair, vnetd, results):
     t0 = time.monotonic()
     g, ns = pair.guest, pair.ns
     check_negotiation(pair, vnetd)
+    # Warm-up: ARP and a first echo under TCG (and ASan, and a loaded CI machine) can
+    # take longer than ping's 2 s wait. A path that never answers still fails here.
+    deadline = time.monotonic() + 30
+    while ns.ping(pair.guest_ip, count=1)[1] != 1:
+        if time.monotonic() > deadline:
+            raise HarnessError("%s: namespace cannot reach %s within 30 s"
+                               % (pair.label, pair.guest_ip))
     ns_snmp0, g_snmp0 = ns.snmp(), g.snmp()
     c0 = vnetd.counters()
     bpf = "host %s and host %s" % (pair.guest_ip, pair.ns_ip)
