@@ -1,0 +1,1 @@
+"""vnet benchmark harness (bench/run)."""

@@ -1,0 +1,244 @@
+"""bench/run: run the scenarios, alternating vnet and its peers, and write the report.
+
+For each scenario, runs are interleaved A B (C) A B (C) ... so that load from other
+processes on the machine hits every side alike; the table shows per-side medians and
+vnet/peer ratios of the medians.  Every run's numbers go to the JSON file.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import traceback
+
+from .common import BENCH_DIR, REPO, HarnessError, cpus, log, median
+from . import idle, ipp, tap, vm2vm
+
+SCENARIO_GROUPS = {"vm2vm": vm2vm, "tap": tap, "idle": idle, "ipp": ipp}
+ORDER = ("vm2vm", "tap", "idle", "ipp")
+
+# (scenario, metric, label, peer side, target ratio, "higher"/"lower" is better, note)
+COMPARISONS = [
+    ("vm2vm-64", "mpps", "Mpps at the sink", "testpmd", 1.5, "higher", ">= 1.5x testpmd"),
+    ("vm2vm-64", "cycles_per_packet", "switch cycles/packet", "testpmd", 0.6, "lower",
+     "<= 0.6x testpmd"),
+    ("vm2vm-64", "switch_cpu_pct", "switch process CPU %", "testpmd", None, None, ""),
+    ("vm2vm-64", "gen_busy_pct", "front end busy % (<100: not the bottleneck)", "testpmd",
+     None, None, ""),
+    ("vm2vm-1518", "mpps", "Mpps at the sink", "testpmd", None, "higher", ""),
+    ("vm2vm-1518", "gbps", "Gbit/s at the sink", "testpmd", None, "higher", ""),
+    ("vm2vm-1518", "cycles_per_packet", "switch cycles/packet", "testpmd", None, "lower", ""),
+    ("vm2vm-1518", "gen_busy_pct", "front end busy %", "testpmd", None, None, ""),
+    ("tap", "tcp1_gbps", "TCP 1 stream Gbit/s", "bridge", 0.8, "higher", ">= 0.8x bridge"),
+    ("tap", "tcp1_gbps", "TCP 1 stream Gbit/s", "dpdk-tap", 5.0, "higher", ">= 5x DPDK tap"),
+    ("tap", "tcp4_gbps", "TCP 4 streams Gbit/s", "bridge", 0.8, "higher", ">= 0.8x bridge"),
+    ("tap", "tcp4_gbps", "TCP 4 streams Gbit/s", "dpdk-tap", 5.0, "higher", ">= 5x DPDK tap"),
+    ("tap", "rtt_avg_us", "ping RTT avg us", "bridge", 1.5, "lower", "<= 1.5x bridge"),
+    ("tap", "rtt_p99_us", "ping RTT p99 us", "bridge", 1.5, "lower", "<= 1.5x bridge"),
+    ("tap", "rtt_avg_us", "ping RTT avg us", "dpdk-tap", None, "lower", ""),
+    ("idle", "cpu_pct", "CPU % of one core", "testpmd", None, "lower", "vnet < 1 %"),
+    ("ipp", "instructions_per_packet", "worker instructions/packet (marginal)", None, None,
+     "lower", ""),
+    ("ipp", "instructions_per_packet_total", "worker instructions/packet (whole run)", None,
+     None, "lower", ""),
+]
+
+
+def fmt(v):
+    if v is None:
+        return "-"
+    if isinstance(v, str):
+        return v
+    a = abs(v)
+    if a >= 1000:
+        return "%.0f" % v
+    if a >= 100:
+        return "%.1f" % v
+    if a >= 1:
+        return "%.2f" % v
+    return "%.3f" % v
+
+
+def met(row, vnet, peer):
+    scen, metric, _, _, ratio, better, note = row
+    if scen == "idle" and vnet is not None:
+        return "yes" if vnet < 1.0 else "no"
+    if ratio is None or vnet is None or not peer:
+        return ""
+    r = vnet / peer
+    return "yes" if (r >= ratio if better == "higher" else r <= ratio) else "no"
+
+
+def build_table(results):
+    lines = ["| scenario | metric | vnet | peer | peer value | vnet/peer | target | met |",
+             "| --- | --- | ---: | --- | ---: | ---: | --- | --- |"]
+    rows = []
+    for row in COMPARISONS:
+        scen, metric, label, peer, ratio, better, note = row
+        sc = results["scenarios"].get(scen)
+        if not sc:
+            continue
+        med = sc["medians"]
+        v = med.get("vnet", {}).get(metric)
+        p = med.get(peer, {}).get(metric) if peer else None
+        r = v / p if (v is not None and p) else None
+        m = met(row, v, p)
+        rows.append({"scenario": scen, "metric": metric, "label": label, "vnet": v,
+                     "peer": peer, "peer_value": p, "ratio": r, "target": note, "met": m,
+                     "runs": {k: len(x) for k, x in sc["values"].get(metric, {}).items()}})
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            scen, label, fmt(v), peer or "-", fmt(p), fmt(r) + ("x" if r is not None else ""),
+            note or "-", m or "-"))
+    return "\n".join(lines), rows
+
+
+def git_rev():
+    try:
+        r = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
+                           capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return r.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def ensure_built(args):
+    progs = ("vnetd", "vnetctl", "vnet-traffic")
+    missing = [p for p in progs if not os.path.exists(os.path.join(args.build_dir, p))]
+    if not missing and not args.rebuild:
+        return
+    log("building %s in %s (Release)" % (", ".join(progs), args.build_dir))
+    # VNET_WERROR=OFF: GCC 12 at -O3 reports false -Wrestrict positives inside libstdc++.
+    subprocess.run(["cmake", "-S", REPO, "-B", args.build_dir, "-G", "Ninja",
+                    "-DCMAKE_BUILD_TYPE=Release", "-DVNET_WERROR=OFF"], check=True,
+                   stdout=subprocess.DEVNULL)
+    subprocess.run(["ninja", "-C", args.build_dir] + list(progs), check=True)
+
+
+def preflight(args, groups):
+    problems = []
+    if os.geteuid() != 0:
+        problems.append("must run as root (hugepages, namespaces, TAPs)")
+    tools = {"ip", "taskset", "stdbuf"}
+    if set(groups) & {"vm2vm", "idle", "tap"}:
+        tools.add("dpdk-testpmd")
+    if "tap" in groups:
+        tools |= {"iperf3", "ping"}
+    if "ipp" in groups:
+        tools.add("valgrind")
+    problems += ["program %s not found" % t for t in sorted(tools) if not shutil.which(t)]
+    return problems
+
+
+class Terminated(BaseException):
+    pass
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="bench/run", description=__doc__)
+    ap.add_argument("--quick", action="store_true",
+                    help="shorter windows (vm2vm 2 s, iperf3 3 s, idle 10 s, fewer frames)")
+    ap.add_argument("--only", action="append", choices=ORDER + ("vm2vm-64", "vm2vm-1518"),
+                    help="run only this scenario (repeatable)")
+    ap.add_argument("--runs", type=int, default=3, help="runs per side, alternating (default 3)")
+    ap.add_argument("--ipp-runs", type=int, default=1,
+                    help="runs of the callgrind scenario (nearly deterministic; default 1)")
+    ap.add_argument("--build-dir", default=os.path.join(REPO, "build-bench"))
+    ap.add_argument("--rebuild", action="store_true", help="run ninja before measuring")
+    ap.add_argument("--out", default=os.path.join(BENCH_DIR, "results"),
+                    help="directory for latest.md and latest.json")
+    ap.add_argument("--keep-logs", action="store_true", help="keep each run's temp dir")
+    args = ap.parse_args(argv)
+    args.build_dir = os.path.abspath(args.build_dir)
+
+    only = args.only or list(ORDER)
+    groups = [g for g in ORDER if any(o == g or o.startswith(g + "-") for o in only)]
+    problems = preflight(args, groups)
+    if problems:
+        print("bench/run: " + "; ".join(problems), file=sys.stderr)
+        return 2
+
+    def on_term(signum, frame):
+        raise Terminated("signal %d" % signum)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
+
+    ensure_built(args)
+    sw_cpu, gen_cpu = cpus()
+    started = time.monotonic()
+    results = {"meta": {
+        "command": "bench/run " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "git": git_rev(), "quick": args.quick, "runs_per_side": args.runs,
+        "switch_cpu": sw_cpu, "traffic_cpu": gen_cpu, "online_cpus": os.cpu_count(),
+        "loadavg_start": open("/proc/loadavg").read().split()[:3]},
+        "scenarios": {}}
+    aborted = None
+    try:
+        for g in groups:
+            for name, fn, sides in SCENARIO_GROUPS[g].scenarios():
+                if args.only and name not in args.only and g not in args.only:
+                    continue
+                runs = args.ipp_runs if g == "ipp" else args.runs
+                sc = {"sides": list(sides), "runs": [], "values": {}, "medians": {}}
+                results["scenarios"][name] = sc
+                for i in range(runs):
+                    for side in sides:
+                        log("=== %s run %d/%d: %s" % (name, i + 1, runs, side))
+                        t0 = time.monotonic()
+                        entry = {"side": side, "run": i + 1}
+                        try:
+                            entry["result"] = fn(args, side)
+                        except HarnessError as e:
+                            entry["error"] = str(e)[:4000]
+                            log("%s %s run %d failed: %s" % (name, side, i + 1, e))
+                        except Exception:
+                            entry["error"] = traceback.format_exc()[-4000:]
+                            log("%s %s run %d crashed:\n%s" % (name, side, i + 1,
+                                                                entry["error"]))
+                        entry["seconds"] = round(time.monotonic() - t0, 1)
+                        sc["runs"].append(entry)
+                for entry in sc["runs"]:
+                    for k, v in (entry.get("result") or {}).items():
+                        if isinstance(v, (int, float)) and not isinstance(v, bool):
+                            sc["values"].setdefault(k, {}).setdefault(entry["side"], []).append(v)
+                for metric, per_side in sc["values"].items():
+                    for side, vals in per_side.items():
+                        sc["medians"].setdefault(side, {})[metric] = median(vals)
+    except (KeyboardInterrupt, Terminated) as e:
+        aborted = repr(e)
+        log("aborted: %s (everything started was cleaned up)" % aborted)
+    results["meta"]["seconds"] = round(time.monotonic() - started, 1)
+    results["meta"]["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+    if aborted:
+        results["meta"]["aborted"] = aborted
+    table, rows = build_table(results)
+    results["table"] = rows
+    errors = ["%s/%s run %d: %s" % (n, e["side"], e["run"], e["error"].splitlines()[0][:200])
+              for n, sc in results["scenarios"].items() for e in sc["runs"] if "error" in e]
+    m = results["meta"]
+    md = ["# vnet benchmark", "",
+          "`%s` at %s (git %s), %s, %d run(s) per side alternating, medians; switch on CPU %d, "
+          "traffic on CPU %d; load average %s -> %s; %.0f s."
+          % (m["command"].strip(), m["date"], m["git"], "quick" if args.quick else "full",
+             args.runs, sw_cpu, gen_cpu, " ".join(m["loadavg_start"]),
+             " ".join(m["loadavg_end"]), m["seconds"]), "", table, ""]
+    if errors:
+        md += ["Failed runs:", ""] + ["- " + e for e in errors] + [""]
+    if aborted:
+        md += ["ABORTED: %s" % aborted, ""]
+    text = "\n".join(md)
+    print(text)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "latest.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(args.out, "latest.json"), "w") as f:
+        json.dump(results, f, indent=1, sort_keys=True)
+        f.write("\n")
+    return 130 if aborted else (1 if errors else 0)
