@@ -77,22 +77,10 @@ Result<std::shared_ptr<const GuestMemory>> GuestMemory::create(RegionList region
   return std::shared_ptr<const GuestMemory>(new GuestMemory(std::move(regions)));
 }
 
-const MappedRegion* GuestMemory::find_gpa(uint64_t gpa) const {
-  // Regions are sorted and disjoint: the candidate is the last one starting at or below gpa.
-  auto it = std::upper_bound(regions_.begin(), regions_.end(), gpa, [](uint64_t a, auto& r) {
-    return a < r->desc().guest_phys_addr;
-  });
-  if (it == regions_.begin()) return nullptr;
-  const MappedRegion* r = (--it)->get();
-  return gpa - r->desc().guest_phys_addr < r->desc().memory_size ? r : nullptr;
-}
-
-uint8_t* GuestMemory::gpa_to_host(uint64_t gpa, uint64_t len) const {
-  const MappedRegion* r = find_gpa(gpa);
-  if (!r) return nullptr;
-  uint64_t off = gpa - r->desc().guest_phys_addr;
-  if (len > r->desc().memory_size - off) return nullptr;
-  return r->host() + off;
+GuestMemory::GuestMemory(RegionList r) : regions_(std::move(r)) {
+  spans_.reserve(regions_.size());
+  for (auto& m : regions_)
+    spans_.push_back(Span{m->desc().guest_phys_addr, m->desc().memory_size, m->host()});
 }
 
 size_t GuestMemory::gpa_to_iov(uint64_t gpa, uint64_t len, iovec* out, size_t max) const {
@@ -101,11 +89,11 @@ size_t GuestMemory::gpa_to_iov(uint64_t gpa, uint64_t len, iovec* out, size_t ma
   if (len != 0 && !last_byte(gpa, len, &last)) return 0;
   do {
     if (n == max) return 0;
-    const MappedRegion* r = find_gpa(gpa);
-    if (!r) return 0;
-    uint64_t off = gpa - r->desc().guest_phys_addr;
-    uint64_t chunk = std::min(len, r->desc().memory_size - off);
-    out[n++] = iovec{r->host() + off, size_t(chunk)};
+    const Span* s = find_gpa(gpa);
+    if (!s) return 0;
+    uint64_t off = gpa - s->gpa;
+    uint64_t chunk = std::min(len, s->size - off);
+    out[n++] = iovec{s->host + off, size_t(chunk)};
     gpa += chunk;
     len -= chunk;
   } while (len > 0);

@@ -60,8 +60,15 @@ class GuestMemory {
   static Result<std::shared_ptr<const GuestMemory>> create(RegionList regions);
 
   // Host pointer for [gpa, gpa+len) when the whole range lies in one region, else
-  // nullptr. len 0 is allowed and needs gpa inside a region.
-  uint8_t* gpa_to_host(uint64_t gpa, uint64_t len) const;
+  // nullptr. len 0 is allowed and needs gpa inside a region. Inline: the data path
+  // translates every descriptor.
+  uint8_t* gpa_to_host(uint64_t gpa, uint64_t len) const {
+    const Span* s = find_gpa(gpa);
+    if (!s) return nullptr;
+    uint64_t off = gpa - s->gpa;
+    if (len > s->size - off) return nullptr;
+    return s->host + off;
+  }
   // The range as host pieces, one per region crossed. Returns the number of pieces
   // written to `out`, or 0 if any byte is unmapped or more than `max` are needed.
   size_t gpa_to_iov(uint64_t gpa, uint64_t len, iovec* out, size_t max) const;
@@ -72,9 +79,22 @@ class GuestMemory {
   size_t size() const { return regions_.size(); }
 
  private:
-  explicit GuestMemory(RegionList r) : regions_(std::move(r)) {}
-  const MappedRegion* find_gpa(uint64_t gpa) const;
+  // The lookup table of the data path: plain values in one array (no pointer chase
+  // per probe), sorted by guest physical address like regions_.
+  struct Span {
+    uint64_t gpa, size;
+    uint8_t* host;
+  };
+  explicit GuestMemory(RegionList r);
+  // The span holding gpa, or nullptr. Front ends send a handful of regions (QEMU a
+  // few, DPDK one per memory segment list): a linear scan beats a binary search.
+  const Span* find_gpa(uint64_t gpa) const {
+    for (const Span& s : spans_)
+      if (gpa - s.gpa < s.size) return &s;
+    return nullptr;
+  }
   RegionList regions_;  // sorted by guest_phys_addr
+  std::vector<Span> spans_;
 };
 
 }  // namespace vnet::memory

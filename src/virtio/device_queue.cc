@@ -43,6 +43,23 @@ constexpr uint64_t used_bytes(uint16_t size, bool event_idx) {
 // that many, and no more than 32768 in any case.
 constexpr uint32_t kMaxIndirect = 32768;
 
+// Brings a line in exclusive state: the driver's core read it last, and a plain
+// prefetch would leave it shared, so the write would still wait for the invalidation.
+// PREFETCHW (AMD 3DNowPrefetch, Intel since Broadwell; a no-op on older cores) needs
+// no compiler flag this way.
+inline void prefetch_for_write(const void* p) {
+#if defined(__x86_64__)
+  asm volatile("prefetchw %0" : : "m"(*static_cast<const char*>(p)));
+#else
+  __builtin_prefetch(p, 1, 3);
+#endif
+}
+
+// Look-ahead distances of pop(), in chains: descriptors further ahead than buffers, so
+// that the descriptor a buffer hint reads is already in cache.
+constexpr uint16_t kDescAhead = 4;
+constexpr uint16_t kBufAhead = 2;
+
 }  // namespace
 
 Status DeviceQueue::start(std::shared_ptr<const memory::GuestMemory> mem, const QueueConfig& cfg) {
@@ -108,7 +125,35 @@ uint16_t DeviceQueue::available() {
     set_broken("avail index more than the queue size ahead");
     return 0;
   }
+  // New chains: start the look-ahead that pop() keeps going.
+  for (uint16_t i = 0; i < kDescAhead && i < n; ++i) prefetch_desc(i);
   return n;
+}
+
+void DeviceQueue::prefetch_desc(uint16_t ahead) {
+  const uint16_t i = uint16_t(last_avail_ + ahead);
+  if (uint16_t(i - last_avail_) >= uint16_t(avail_shadow_ - last_avail_)) return;
+  const uint16_t head = load_relaxed(&avail_->ring[i & (size_ - 1)]);
+  if (head < size_) __builtin_prefetch(&desc_[head], 0, 3);
+}
+
+void DeviceQueue::prefetch_buffer(uint16_t ahead) {
+  const uint16_t i = uint16_t(last_avail_ + ahead);
+  if (uint16_t(i - last_avail_) >= uint16_t(avail_shadow_ - last_avail_)) return;
+  const uint16_t head = load_relaxed(&avail_->ring[i & (size_ - 1)]);
+  if (head >= size_) return;
+  const vring_desc d = read_desc(&desc_[head]);
+  const uint8_t* p = mem_->gpa_to_host(d.addr, d.len < 128 ? d.len : 128);
+  if (!p) return;
+  if (d.flags & VRING_DESC_F_INDIRECT) {
+    __builtin_prefetch(p, 0, 3);  // the table; its buffers come when it is walked
+  } else if (d.flags & VRING_DESC_F_WRITE) {
+    prefetch_for_write(p);  // an RX buffer: own the lines before we write them
+    prefetch_for_write(p + 64);
+  } else {
+    __builtin_prefetch(p, 0, 3);
+    __builtin_prefetch(p + 64, 0, 3);
+  }
 }
 
 PopStatus DeviceQueue::pop(Chain& c) {
@@ -123,6 +168,9 @@ PopStatus DeviceQueue::pop(Chain& c) {
       set_broken("available ring entry out of range");
       return PopStatus::kBroken;
     }
+    // Keep the look-ahead going (relative to the entry just taken).
+    prefetch_desc(kDescAhead);
+    prefetch_buffer(kBufAhead);
     ++last_avail_;
     counters_.chains.add();
     const char* why = walk(head, c);
@@ -175,8 +223,13 @@ const char* DeviceQueue::walk(uint16_t head, Chain& c) {
     if (!writable && c.n_in) return "device-readable descriptor after a writable one";
     if (d.len) {
       if (nsegs == Chain::kMaxSegs) return "chain has too many pieces";
-      size_t k = mem_->gpa_to_iov(d.addr, d.len, c.segs + nsegs, Chain::kMaxSegs - nsegs);
-      if (k == 0) return "buffer outside guest memory";
+      size_t k = 1;
+      if (uint8_t* h = mem_->gpa_to_host(d.addr, d.len)) {  // the usual case: one region
+        c.segs[nsegs] = iovec{h, d.len};
+      } else {
+        k = mem_->gpa_to_iov(d.addr, d.len, c.segs + nsegs, Chain::kMaxSegs - nsegs);
+        if (k == 0) return "buffer outside guest memory";
+      }
       nsegs += uint32_t(k);
       if (writable) {
         c.n_in += uint32_t(k);

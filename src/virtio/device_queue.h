@@ -99,6 +99,12 @@ class DeviceQueue {
 
  private:
   void set_broken(const char* why);
+  // Look-ahead hints (2.7.13 chains are consumed in ring order): prefetch the
+  // descriptor of the chain `ahead` entries after the next one, and the first buffer
+  // of a nearer chain whose descriptor an earlier hint brought in. Only prefetches,
+  // never trusted: the chain is validated again when it is popped.
+  void prefetch_desc(uint16_t ahead);
+  void prefetch_buffer(uint16_t ahead);
   // Walks the chain at `head` into `c`; nullptr when valid, else the reason.
   const char* walk(uint16_t head, Chain& c);
   // (implementation state is private to device_queue.cc's needs)
