@@ -37,7 +37,7 @@ def run_one(args, side):
             ns = BenchNetns(s, "i")
             sw = Vnetd(s, [PortSpec(a), PortSpec(b),
                            TapSpec("t0", ifname=unique("it"), netns=ns)],
-                       log_level="warn", extra_args=["--cpu", str(sw_cpu)])
+                       log_level="warn", extra_args=["--cpu", str(sw_cpu)] + args.vnetd_arg)
             sw.start()
             ns.run("ip link set %s up" % unique("it"))
         else:

@@ -58,7 +58,7 @@ def measure(args, count):
         prog = find_program(s.build_dir, "vnet-traffic")
         a, b = s.path("a.sock"), s.path("b.sock")
         d = CallgrindVnetd(s, [PortSpec(a), PortSpec(b)], s.tmp, log_level="warn",
-                           extra_args=["--cpu", str(sw_cpu)])
+                           extra_args=["--cpu", str(sw_cpu)] + args.vnetd_arg)
         d.start(timeout=120)
         sink = s.spawn("sink", taskset(cpu) + [prog, "--socket", b, "--mode", "rx",
                                                 "--duration", "600", "--mac", MAC_B])

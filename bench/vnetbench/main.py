@@ -153,6 +153,9 @@ def main(argv=None):
     ap.add_argument("--rebuild", action="store_true", help="run ninja before measuring")
     ap.add_argument("--out", default=os.path.join(BENCH_DIR, "results"),
                     help="directory for latest.md and latest.json")
+    ap.add_argument("--vnetd-arg", action="append", default=[], metavar="ARG",
+                    help="extra vnetd argument for every scenario (repeatable), e.g. "
+                    "--vnetd-arg=--poll-mode=poll")
     ap.add_argument("--keep-logs", action="store_true", help="keep each run's temp dir")
     args = ap.parse_args(argv)
     args.build_dir = os.path.abspath(args.build_dir)

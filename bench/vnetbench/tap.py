@@ -68,10 +68,10 @@ def iperf(s, ns_srv, ns_cli, server_ip, seconds, streams, cpu, tag):
     return bps / 1e9, retr
 
 
-def setup_vnet(s, nsa, nsb, sw_cpu):
+def setup_vnet(s, nsa, nsb, sw_cpu, extra=()):
     ta, tb = unique("ta"), unique("tb")
     d = Vnetd(s, [TapSpec("ta", ifname=ta, netns=nsa), TapSpec("tb", ifname=tb, netns=nsb)],
-              log_level="warn", extra_args=["--cpu", str(sw_cpu)])
+              log_level="warn", extra_args=["--cpu", str(sw_cpu)] + list(extra))
     d.start()
     return ta, tb, d.proc.pid
 
@@ -118,7 +118,7 @@ def run_one(args, side):
     with new_session("tap-%s" % side, args) as s:
         nsa, nsb = BenchNetns(s, "a"), BenchNetns(s, "b")
         if side == "vnet":
-            ia, ib, pid = setup_vnet(s, nsa, nsb, sw_cpu)
+            ia, ib, pid = setup_vnet(s, nsa, nsb, sw_cpu, args.vnetd_arg)
         elif side == "bridge":
             ia, ib, pid = setup_bridge(s, nsa, nsb)
         else:

@@ -62,7 +62,7 @@ def run_one(args, side, size):
         hugepages.ensure_hugepages()
         if side == "vnet":
             sw = Vnetd(s, [PortSpec(a), PortSpec(b)], log_level="warn",
-                       extra_args=["--cpu", str(sw_cpu)])
+                       extra_args=["--cpu", str(sw_cpu)] + args.vnetd_arg)
             sw.start()
             sw_pid = sw.proc.pid
         else:
