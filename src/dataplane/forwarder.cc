@@ -60,7 +60,8 @@ inline bool classify(const net::VlanConfig& v, net::Packet& p, net::Drop* why) {
     *why = net::Drop::kVlanDenied;
     return false;
   }
-  std::memmove(p.data + 12, p.data + 16, p.len - 16);
+  std::memmove(p.data + 12, p.data + 16, p.head_len() - 16);  // (an external tail stays)
+  if (p.tail_n) p.head -= net::kVlanTagLen;
   p.len -= net::kVlanTagLen;
   // Offload offsets count from the start of the frame, which lost 4 bytes.
   if ((p.vhdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) && p.vhdr.csum_start >= 16)
@@ -160,9 +161,14 @@ void Forwarder::forward(ports::Port& in, net::Packet* const* pkts, uint32_t n,
   for (uint32_t j = 0; j < nports; ++j) {
     OutList& o = out_[j];
     if (o.n == 0) continue;
+    if (!ports[j]->takes_external()) {
+      for (uint32_t k = 0; k < o.n; ++k) net::materialize(*o.pkts[k]);
+    }
     ports[j]->send_burst(o.pkts, o.n);
     o.n = 0;
   }
+  // The source takes its buffers back after this (Port::receive_done).
+  for (uint32_t i = 0; i < n; ++i) pkts[i]->tail_n = 0;
 
   if (flooded) counters_.flooded.add(flooded);
   if (unicast) counters_.unicast.add(unicast);

@@ -172,6 +172,7 @@ void Worker::loop() {
       uint32_t n = p->receive_burst(batch.ptrs(), net::kBurst);
       if (n) {
         forwarder_.forward(*p, batch.ptrs(), n, ports_, now);
+        p->receive_done();
         work += n;
       }
     }

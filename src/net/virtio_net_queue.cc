@@ -18,9 +18,36 @@ uint32_t net_hdr_len(uint64_t features) {
   return (v1 || mrg) ? sizeof(virtio_net_hdr_v1) : sizeof(virtio_net_hdr);
 }
 
+namespace {
+
+// The pieces of iov[0..n) from byte `skip` on into out[0..max). Returns their number,
+// or 0 when more than `max` are needed.
+uint32_t iov_slice(const iovec* iov, uint32_t n, uint64_t skip, iovec* out, uint32_t max) {
+  uint32_t k = 0;
+  for (uint32_t i = 0; i < n; ++i) {
+    if (skip >= iov[i].iov_len) {
+      skip -= iov[i].iov_len;
+      continue;
+    }
+    if (k == max) return 0;
+    out[k++] = iovec{static_cast<uint8_t*>(iov[i].iov_base) + skip, iov[i].iov_len - skip};
+    skip = 0;
+  }
+  return k;
+}
+
+}  // namespace
+
+void complete_deferred(virtio::DeviceQueue& q, TxDeferred& deferred) {
+  if (deferred.n == 0) return;
+  for (uint32_t i = 0; i < deferred.n; ++i) q.push(deferred.heads[i], 0);
+  deferred.n = 0;
+  q.publish();
+}
+
 uint32_t tx_dequeue(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len,
                     const OffloadCaps& src, Packet* const* pkts, uint32_t max,
-                    DropCounters& drops) {
+                    DropCounters& drops, TxDeferred* deferred) {
   uint32_t n = 0, popped = 0;
   const uint16_t used_start = q.mark().used_idx;
   while (n < max && popped < max * 2) {
@@ -38,11 +65,26 @@ uint32_t tx_dequeue(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len,
       p.vhdr = {};
       iov_to_buf(c.segs, c.n_out, 0, &p.vhdr, hdr_len);  // read once, into our copy
       p.len = uint32_t(total - hdr_len);
-      iov_to_buf(c.segs, c.n_out, hdr_len, p.data, p.len);
       p.vlan = 0;
-      OffloadError e = validate(p, src);
+      p.tail_n = 0;
+      if (deferred && p.len >= kDirectMin && p.vhdr.gso_type == VIRTIO_NET_HDR_GSO_NONE &&
+          deferred->n < kBurst) {
+        p.tail_n = uint16_t(
+            iov_slice(c.segs, c.n_out, uint64_t(hdr_len) + kDirectHead, p.tail, kMaxTail));
+      }
+      if (p.tail_n) {
+        p.head = kDirectHead;
+        iov_to_buf(c.segs, c.n_out, hdr_len, p.data, kDirectHead);
+      } else {
+        iov_to_buf(c.segs, c.n_out, hdr_len, p.data, p.len);
+      }
+      OffloadError e = validate(p, src);  // without GSO it reads only the header fields
       if (e == OffloadError::kOk) {
         ++n;
+        if (p.tail_n) {
+          deferred->heads[deferred->n++] = c.head;  // completed after delivery
+          continue;
+        }
       } else {
         drops.add(Drop::kTxBadHeader);
         static RateLimit rl;
@@ -81,8 +123,9 @@ inline void fill_rx_hdr(virtio_net_hdr_v1& h, const Packet& p, const OffloadCaps
 
 // A frame as it will appear in the guest: its header, and the packet's bytes with an
 // 802.1Q tag after the MAC addresses when the port sends its VLAN tagged.
+// An external packet's tail follows as further pieces, straight from the source guest.
 struct FrameView {
-  iovec piece[3];
+  iovec piece[3 + kMaxTail];
   uint32_t n;
   uint8_t tag[kVlanTagLen];
   uint64_t len;
@@ -90,21 +133,23 @@ struct FrameView {
 
   FrameView(const Packet& p, uint16_t vlan_tag, const OffloadCaps& dst) {
     fill_rx_hdr(hdr, p, dst, vlan_tag != 0);
+    const uint32_t head = p.head_len();
     if (vlan_tag == 0) {
-      piece[0] = {const_cast<uint8_t*>(p.data), p.len};
+      piece[0] = {const_cast<uint8_t*>(p.data), head};
       n = 1;
       len = p.len;
-      return;
+    } else {
+      tag[0] = uint8_t(kEthP8021Q >> 8);
+      tag[1] = uint8_t(kEthP8021Q);
+      tag[2] = uint8_t(vlan_tag >> 8);
+      tag[3] = uint8_t(vlan_tag);
+      piece[0] = {const_cast<uint8_t*>(p.data), 12};
+      piece[1] = {tag, kVlanTagLen};
+      piece[2] = {const_cast<uint8_t*>(p.data) + 12, head - 12};
+      n = 3;
+      len = p.len + kVlanTagLen;
     }
-    tag[0] = uint8_t(kEthP8021Q >> 8);
-    tag[1] = uint8_t(kEthP8021Q);
-    tag[2] = uint8_t(vlan_tag >> 8);
-    tag[3] = uint8_t(vlan_tag);
-    piece[0] = {const_cast<uint8_t*>(p.data), 12};
-    piece[1] = {tag, kVlanTagLen};
-    piece[2] = {const_cast<uint8_t*>(p.data) + 12, p.len - 12};
-    n = 3;
-    len = p.len + kVlanTagLen;
+    for (uint32_t i = 0; i < p.tail_n; ++i) piece[n++] = p.tail[i];
   }
   FrameView(const FrameView&) = delete;  // pieces point into the object
 };

@@ -23,9 +23,24 @@ uint32_t net_hdr_len(uint64_t features);
 // dropped and counted. Returns the number of packets filled.
 // The offload metadata in each header is checked against the frame and against what
 // the guest negotiated (`src`); a frame that fails is dropped (tx_bad_header).
+//
+// With `deferred`, a frame of at least kDirectMin bytes without GSO leaves as an
+// external packet (Packet::tail): only its first kDirectHead bytes are copied, the rest
+// stays in the guest's buffers until the caller has delivered the burst and calls
+// complete_deferred(), which completes those chains. Every other chain is completed
+// at once.
+struct TxDeferred {
+  uint16_t heads[kBurst];
+  uint32_t n = 0;
+};
+inline constexpr uint32_t kDirectMin = 512;   // shorter frames: one copy costs less
+inline constexpr uint32_t kDirectHead = 256;  // every header the switch parses
 uint32_t tx_dequeue(virtio::DeviceQueue& q, virtio::Chain& scratch, uint32_t hdr_len,
                     const OffloadCaps& src, Packet* const* pkts, uint32_t max,
-                    DropCounters& drops);
+                    DropCounters& drops, TxDeferred* deferred = nullptr);
+// Completes the chains tx_dequeue deferred (one publish). The packets that referred
+// to them must not be used afterwards.
+void complete_deferred(virtio::DeviceQueue& q, TxDeferred& deferred);
 
 // Copies pkts[0..n) into the guest's RX buffers. Without mergeable buffers a frame
 // needs one chain large enough for header + frame; with them it may use several

@@ -30,6 +30,7 @@ class OffloadFallback {
     for (uint32_t i = 0; i < n; ++i) {
       net::Packet& p = *pkts[i];
       net::OffloadAction a = net::decide(p, caps);
+      if (a != net::OffloadAction::kPass) net::materialize(p);  // both need the whole frame
       if (a == net::OffloadAction::kFinishCsum) {
         if (!net::finish_csum(p)) {
           if (run) sent += enqueue(pkts + i - run, run);

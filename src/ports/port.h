@@ -53,6 +53,12 @@ class Port {
   // Frames from the switch out of the port. Returns frames delivered; the rest are
   // dropped and counted by the port.
   virtual uint32_t send_burst(net::Packet* const* pkts, uint32_t n) = 0;
+  // After the frames of the last receive_burst() have been delivered (or dropped):
+  // a port that lent external packets (net::Packet::tail) takes its buffers back.
+  virtual void receive_done() {}
+  // Whether send_burst() takes external packets; the forwarder materializes them for
+  // ports that do not.
+  virtual bool takes_external() const { return false; }
   // File descriptors that become readable when the port has work (kick eventfds,
   // a TAP fd); the worker sleeps on them when idle and resets the eventfds on wake-up.
   struct WaitFd {

@@ -134,6 +134,7 @@ uint16_t VhostUserPort::stop_queue(uint32_t index) {
   uint16_t idx = 0;
   worker_.run_sync([&] {
     Queue& q = queues_[index];
+    if (index == kTxQ) deferred_.n = 0;  // (receive_done runs in the same loop pass)
     if (q.started) {
       q.vq.stop();
       q.started = false;
@@ -172,6 +173,7 @@ void VhostUserPort::reset() {
       q.cfg = {};
     }
     mem_.reset();
+    deferred_.n = 0;
     hdr_len_ = 12;
     mergeable_ = false;
     tx_caps_ = rx_caps_ = {};
@@ -199,7 +201,8 @@ uint32_t VhostUserPort::receive_burst(net::Packet* const* pkts, uint32_t max) {
   Queue& q = queues_[kTxQ];
   if (!q.active()) return 0;
   uint16_t before = q.vq.last_avail_idx();
-  uint32_t n = net::tx_dequeue(q.vq, chain_, hdr_len_, tx_caps_, pkts, max, counters().drops);
+  uint32_t n =
+      net::tx_dequeue(q.vq, chain_, hdr_len_, tx_caps_, pkts, max, counters().drops, &deferred_);
   if (q.vq.last_avail_idx() != before) notify(q);
   check_broken(q, kTxQ);
   if (n) {
@@ -209,6 +212,17 @@ uint32_t VhostUserPort::receive_burst(net::Packet* const* pkts, uint32_t max) {
     counters().rx_bytes.add(bytes);
   }
   return n;
+}
+
+void VhostUserPort::receive_done() {
+  if (deferred_.n == 0) return;
+  Queue& q = queues_[kTxQ];
+  if (!q.active()) {  // the ring broke after these chains were popped: leave it alone
+    deferred_.n = 0;
+    return;
+  }
+  net::complete_deferred(q.vq, deferred_);
+  notify(q);
 }
 
 uint32_t VhostUserPort::enqueue(net::Packet* const* pkts, uint32_t n) {

@@ -11,6 +11,7 @@
 #include "common/event_loop.h"
 #include "common/log.h"
 #include "net/offload.h"
+#include "net/virtio_net_queue.h"
 #include "common/executor.h"
 #include "ports/offload_fallback.h"
 #include "ports/port.h"
@@ -49,6 +50,8 @@ class VhostUserPort : public Port, public vhost_user::Backend {
   // Port (worker thread)
   uint32_t receive_burst(net::Packet* const* pkts, uint32_t max) override;
   uint32_t send_burst(net::Packet* const* pkts, uint32_t n) override;
+  void receive_done() override;
+  bool takes_external() const override { return true; }
   void wait_fds(std::vector<WaitFd>& out) const override;
   bool enable_notifications() override;
   void disable_notifications() override;
@@ -84,6 +87,7 @@ class VhostUserPort : public Port, public vhost_user::Backend {
   net::OffloadCaps rx_caps_;  // what the guest can take (GUEST_*)
   OffloadFallback fallback_;  // software checksum/segmentation for what the guest cannot take
   virtio::Chain chain_;
+  net::TxDeferred deferred_;  // TX chains whose frames are out as external packets
 
   std::atomic<uint64_t> features_{0};  // negotiated; read by info()
   std::atomic<uint32_t> mtu_{0};       // from NET_SET_MTU (0: not sent)

@@ -175,4 +175,60 @@ TEST_F(ForwarderVlanTest, ShortTaggedFrameIsDropped) {
 }
 
 }  // namespace
+// External packets (net::Packet::tail, frames still in the source guest's buffers):
+// the tag is stripped from the copied head only, a port that cannot take them gets the
+// whole frame copied in, one that can gets the pieces, and after the burst no packet
+// refers to the source's buffers any more.
+class ExternalPort : public FakePort {
+ public:
+  using FakePort::FakePort;
+  bool takes_external() const override { return true; }
+  uint32_t send_burst(net::Packet* const* pkts, uint32_t n) override {
+    for (uint32_t i = 0; i < n; ++i) {
+      const net::Packet& p = *pkts[i];
+      std::vector<uint8_t> f(p.data, p.data + p.head_len());
+      for (uint32_t k = 0; k < p.tail_n; ++k) {
+        auto* b = static_cast<const uint8_t*>(p.tail[k].iov_base);
+        f.insert(f.end(), b, b + p.tail[k].iov_len);
+      }
+      seen_external.push_back(!p.local());
+      assembled.push_back(std::move(f));
+    }
+    return FakePort::send_burst(pkts, n);
+  }
+  std::vector<bool> seen_external;
+  std::vector<std::vector<uint8_t>> assembled;
+};
+
+TEST_F(ForwarderVlanTest, ExternalPacketsAreCopiedOnlyWhereNeeded) {
+  auto ext = std::make_unique<ExternalPort>("p6", 6);
+  ext->set_vlan(access(20));
+  ports_.insert(ports_.begin(), ext.get());  // served first: it gets the pieces
+  fwd_.set_ports(ports_);
+  // A 1000-byte tagged frame from the trunk: 256 bytes copied, the rest in two pieces.
+  net::Packet* p = frame(kBcast, kA, 20);
+  std::vector<uint8_t> whole(p->data, p->data + 64);
+  for (uint32_t i = 64; i < 1000; ++i) whole.push_back(uint8_t(i * 7));
+  std::copy(whole.begin(), whole.begin() + 256, p->data);
+  std::vector<uint8_t> guest(whole.begin() + 256, whole.end());
+  p->len = 1000;
+  p->head = 256;
+  p->tail_n = 2;
+  p->tail[0] = iovec{guest.data(), 300};
+  p->tail[1] = iovec{guest.data() + 300, guest.size() - 300};
+  std::vector<uint8_t> untagged(whole.begin(), whole.begin() + 12);
+  untagged.insert(untagged.end(), whole.begin() + 16, whole.end());
+
+  send(4, p);
+  EXPECT_EQ(receivers(), (std::vector<uint16_t>{3}));  // and p6
+  ASSERT_EQ(ext->assembled.size(), 1u);
+  EXPECT_TRUE(ext->seen_external[0]);
+  EXPECT_EQ(ext->assembled[0], untagged);
+  net::Packet* got = port(3).frames()[0];
+  EXPECT_TRUE(got->local());
+  EXPECT_EQ(got->len, 996u);
+  EXPECT_EQ(std::vector<uint8_t>(got->data, got->data + got->len), untagged);
+  EXPECT_TRUE(p->local()) << "no reference to the source's buffers after the burst";
+}
+
 }  // namespace vnet::dataplane

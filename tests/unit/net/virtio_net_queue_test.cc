@@ -692,5 +692,116 @@ TEST_F(NetQueueTest, RxBrokenQueueCountsQueueBroken) {
   EXPECT_EQ(rx_.drv.used()->idx, 0);
 }
 
+
+// ---- external packets (guest TX buffers straight into guest RX buffers) ------------
+
+// A frame of at least kDirectMin bytes without GSO leaves as an external packet: its
+// first kDirectHead bytes copied, the rest described by pieces of the guest's buffers,
+// its chain completed only by complete_deferred(). Short frames are copied and
+// completed at once.
+TEST_F(NetQueueTest, TxDeferredLargeFramesStayInGuestMemory) {
+  start_tx();
+  auto big = frame(1500, 3), small = frame(100, 4);
+  int hb = add_tx(virtio_net_hdr_v1{}, big, {kHdr + 700, 800});
+  int hs = add_tx(virtio_net_hdr_v1{}, small, {kHdr + 100});
+  ASSERT_GE(hb, 0);
+  ASSERT_GE(hs, 0);
+  tx_.drv.publish();
+  TxDeferred d;
+  ASSERT_EQ(tx_dequeue(tx_.dev, *c_, kHdr, tx_caps_, batch_->ptrs(), kBurst, drops_, &d), 2u);
+  Packet& pb = (*batch_)[0];
+  Packet& ps = (*batch_)[1];
+  EXPECT_TRUE(ps.local());
+  ASSERT_FALSE(pb.local());
+  EXPECT_EQ(pb.len, 1500u);
+  EXPECT_EQ(pb.head, kDirectHead);
+  EXPECT_EQ(pb.tail_n, 2u);  // the rest of the first buffer, then the second
+  EXPECT_EQ(std::memcmp(pb.data, big.data(), kDirectHead), 0);
+  ASSERT_EQ(d.n, 1u);
+  EXPECT_EQ(d.heads[0], hb);
+  // Only the short frame's chain is back so far.
+  EXPECT_EQ(tx_.drv.used()->idx, 1);
+  Used u;
+  ASSERT_TRUE(tx_.drv.reap(u));
+  EXPECT_EQ(u.id, hs);
+  // Materialized, the packet is the frame.
+  materialize(pb);
+  EXPECT_TRUE(pb.local());
+  EXPECT_EQ(std::memcmp(pb.data, big.data(), 1500), 0);
+  complete_deferred(tx_.dev, d);
+  EXPECT_EQ(d.n, 0u);
+  EXPECT_EQ(tx_.drv.used()->idx, 2);
+  ASSERT_TRUE(tx_.drv.reap(u));
+  EXPECT_EQ(u.id, hb);
+  EXPECT_EQ(drops_total(), 0u);
+}
+
+// GSO frames and chains of more pieces than a packet can describe are copied whole.
+TEST_F(NetQueueTest, TxDeferredNotForGsoOrManyPieces) {
+  start_tx(128);
+  tx_caps_.csum = tx_caps_.tso4 = true;
+  auto f = frame(2000, 5);
+  std::vector<uint32_t> sizes(20, 100);
+  sizes[0] = kHdr + 100;
+  int h = add_tx(virtio_net_hdr_v1{}, f, sizes);
+  ASSERT_GE(h, 0);
+  tx_.drv.publish();
+  TxDeferred d;
+  ASSERT_EQ(tx_dequeue(tx_.dev, *c_, kHdr, tx_caps_, batch_->ptrs(), kBurst, drops_, &d), 1u);
+  EXPECT_TRUE((*batch_)[0].local());
+  EXPECT_EQ(std::memcmp((*batch_)[0].data, f.data(), f.size()), 0);
+  EXPECT_EQ(d.n, 0u);
+  EXPECT_EQ(tx_.drv.used()->idx, 1);
+}
+
+// An external packet lands in RX buffers byte for byte: one chain, mergeable chains
+// smaller than the frame, and with an 802.1Q tag inserted.
+TEST_F(NetQueueTest, RxTakesExternalPacketsAsTheyAre) {
+  start_tx();
+  start_rx(128);
+  vlan_.trunk = true;
+  vlan_.allowed.set(100);
+  auto f = frame(3000, 9);
+  for (int k = 0; k < 3; ++k) ASSERT_GE(add_tx(virtio_net_hdr_v1{}, f, {kHdr + 1000, 2000}), 0);
+  tx_.drv.publish();
+  TxDeferred d;
+  ASSERT_EQ(tx_dequeue(tx_.dev, *c_, kHdr, tx_caps_, batch_->ptrs(), kBurst, drops_, &d), 3u);
+  ASSERT_EQ(d.n, 3u);
+  auto one = post_rx(1, 4096);
+  Packet* p = &(*batch_)[0];
+  ASSERT_FALSE(p->local());
+  ASSERT_EQ(rx(&p, 1, false), 1u);
+  Used u;
+  ASSERT_TRUE(rx_.drv.reap(u));
+  EXPECT_EQ(u.len, kHdr + 3000);
+  EXPECT_EQ(std::memcmp(g_.host(one[0], 4096) + kHdr, f.data(), 3000), 0);
+
+  auto small = post_rx(3, 1024);  // mergeable: 1012 + 1024 + 964
+  p = &(*batch_)[1];
+  ASSERT_EQ(rx(&p, 1, true), 1u);
+  std::vector<uint8_t> got;
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(rx_.drv.reap(u));
+    const uint8_t* b = g_.host(small[size_t(i)], 1024);
+    got.insert(got.end(), b + (i == 0 ? kHdr : 0), b + u.len);
+  }
+  EXPECT_EQ(got, f);
+
+  auto tagged = post_rx(1, 4096);
+  p = &(*batch_)[2];
+  p->vlan = 100;
+  ASSERT_EQ(rx(&p, 1, true), 1u);
+  ASSERT_TRUE(rx_.drv.reap(u));
+  EXPECT_EQ(u.len, kHdr + 3004);
+  std::vector<uint8_t> want(f.begin(), f.begin() + 12);
+  for (uint8_t b : {0x81, 0x00, 0x00, 0x64}) want.push_back(b);
+  want.insert(want.end(), f.begin() + 12, f.end());
+  const uint8_t* b = g_.host(tagged[0], 4096) + kHdr;
+  EXPECT_EQ(std::vector<uint8_t>(b, b + 3004), want);
+  complete_deferred(tx_.dev, d);
+  EXPECT_EQ(tx_.drv.used()->idx, 3);
+  EXPECT_EQ(drops_total(), 0u);
+}
+
 }  // namespace
 }  // namespace vnet::net
