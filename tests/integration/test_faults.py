@@ -1,0 +1,341 @@
+#!/usr/bin/env python3
+"""Fault tests: vnetd under front ends that crash, stall or flood.
+
+One vnetd with six server ports a..f; every front end is vnet-traffic (our lean
+vhost-user front end), sleeping on its call eventfds when idle (--notify) on the
+CPU vnetd is not pinned to.  Three phases:
+
+ 1. Kill loop (CYCLES times, default 200; env VNET_FAULTS_CYCLES): C receives
+    (rx), B sends to C at a fixed rate the whole time.  Each cycle starts a new
+    front end on port a sending to C's MAC, waits until vnetd counts its data
+    frames (so every reconnection forwards again), SIGKILLs it by PID and waits
+    until vnetd reports the port disconnected.  vnetd's open fds and VmRSS after
+    the warm-up cycle and after the last must match (fds exactly, RSS within
+    RSS_GROWTH_LIMIT); B->C kept flowing in every window of cycles; C dropped
+    nothing; vnetd's counters add up: everything a and b sent reached c.
+ 2. A guest that never refills its RX ring: the front end on d posts its RX
+    buffers once (--rx-no-refill).  B floods (unknown destination) as fast as it
+    can, so every frame is also offered to d.  vnetd must deliver exactly one
+    ring's worth to d, then drop each further frame once with rx_no_buffers (no
+    retry queue: d's tx + drops equal what was flooded to it), go to sleep when
+    traffic stops, and B->C throughput with d stuck must stay >= STUCK_RATIO of
+    the same flow with d absent (median of WINDOWS windows each).
+ 3. One port flooding: e sends as fast as it can to f's MAC while B sends a fixed
+    number of frames at a modest rate to C: vnetd's per-poll burst budget must
+    keep B served: every frame of B reaches C (no drop) and B finishes on time.
+"""
+
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from vnet_harness import HarnessError, log, require_root, run_test  # noqa: E402
+from vnet_harness.procs import Process, wait_until  # noqa: E402
+from vnet_harness.testpmd import cpu_plan  # noqa: E402
+from vnet_harness.traffic import require_traffic, result_of  # noqa: E402
+from vnet_harness.vnetd import PortSpec, Vnetd, find_program, require_vnetd  # noqa: E402
+
+CYCLES = int(os.environ.get("VNET_FAULTS_CYCLES", "200"))
+WARM_CYCLE = min(10, max(1, CYCLES // 2))  # fds/RSS reference point
+RSS_GROWTH_LIMIT_KIB = 2048
+MAC = {p: "02:00:00:00:fa:%02x" % i for i, p in enumerate("abcdef", 1)}
+NOBODY = "02:00:00:00:fa:ff"
+B_RATE = 20000  # frames/s of the background flow B->C in the kill loop
+WINDOW = 1.0  # seconds per throughput window
+WINDOWS = 3
+STUCK_RATIO = 0.7
+STUCK_QUEUE = 256  # d's RX ring: filled once
+FLOOD_B_RATE, FLOOD_B_COUNT = 20000, 40000
+LONG = 3600  # --duration of front ends stopped by the test
+
+
+def finish(proc):
+    """SIGTERM a vnet-traffic (it stops and prints its result); return the result."""
+    proc.stop(10.0)
+    return result_of(proc)
+
+
+def fd_targets(pid):
+    """What each open fd of a process refers to ({fd: target})."""
+    out = {}
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            out[int(fd)] = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:  # closed meanwhile
+            pass
+    return out
+
+
+def proc_stats(pid):
+    """(open fds {fd: target}, VmRSS KiB) of a process, once its fds are steady: the
+    control server closes a vnetctl connection a moment after vnetctl exits."""
+    def steady():
+        a = fd_targets(pid)
+        time.sleep(0.05)  # compared with a second sample
+        b = fd_targets(pid)
+        return b if a == b else None
+    fds = wait_until(steady, 5, interval=0.0, what="vnetd's open fds steady")
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return fds, int(line.split()[1])
+    raise HarnessError("no VmRSS in /proc/%d/status" % pid)
+
+
+def drops(c, port):
+    return sum(c[port]["drops"].values())
+
+
+class Faults:
+    def __init__(self, s):
+        self.s = s
+        self.traffic = find_program(s.build_dir, "vnet-traffic")
+        self.socks = {p: s.path("f%s.sock" % p) for p in MAC}
+        self.vnetd = Vnetd(s, [PortSpec(self.socks[p], name=p) for p in MAC])
+        self.peer_cpu = cpu_plan()[1]
+        self.seq = 0
+
+    def argv(self, port, mode, *extra):
+        """vnet-traffic on `port`; it sleeps on its eventfds when idle unless extra has
+        --busy-poll."""
+        wait = [] if "--busy-poll" in extra else ["--notify"]
+        return [self.traffic, "--socket", self.socks[port], "--mode", mode, "--mac", MAC[port],
+                "--cpu", self.peer_cpu, "--log-level", "warn"] + wait + list(extra)
+
+    def spawn(self, port, mode, *extra):
+        self.seq += 1
+        return self.s.spawn("%s%d" % (port, self.seq), self.argv(port, mode, *extra))
+
+    def counters(self):
+        self.vnetd.check_alive()
+        return self.vnetd.counters()
+
+    def connected(self, port):
+        return bool(self.vnetd.ports_info()[port].get("connected"))
+
+    def wait_rx(self, port, at_least, what, timeout=10):
+        """Wait until vnetd has received at least `at_least` frames from `port`."""
+        return wait_until(lambda: self.counters()[port]["rx_packets"] >= at_least, timeout,
+                          interval=0.02, what=what)
+
+    # --- phase 1 -------------------------------------------------------------------
+    def kill_loop(self):
+        v = self.vnetd
+        pid = v.proc.pid
+        c = self.spawn("c", "rx", "--duration", LONG, "--queue-size", 4096)
+        self.wait_rx("c", 1, "C's announcement")
+        b = self.spawn("b", "tx", "--duration", LONG, "--rate", B_RATE, "--dst-mac", MAC["c"])
+        self.wait_rx("b", 1000, "B->C flowing")
+        # The victims share one log file; the current one is killed at cleanup.
+        victim = {"proc": None}
+        self.s.cleanup.push("victim on port a", lambda: victim["proc"] and victim["proc"].alive() and victim["proc"].kill())
+        log_path = self.s.path("a-victims.log")
+        ref = None
+        t0 = time.monotonic()
+        last_c, last_t = self.counters()["c"]["tx_packets"], t0
+        b_window = []
+        for cycle in range(1, CYCLES + 1):
+            before = self.counters()["a"]["rx_packets"]
+            a = Process("a%d" % cycle, self.argv("a", "tx", "--duration", LONG, "--rate", 100000,
+                                                  "--dst-mac", MAC["c"]), log_path)
+            victim["proc"] = a
+            # Announcement + at least one burst of data frames switched from this connection.
+            wait_until(lambda: (a.alive() or self._dead(a))
+                       and self.counters()["a"]["rx_packets"] >= before + 1 + 32, 10,
+                       interval=0.01, what="vnetd forwarding from victim %d" % cycle)
+            a.kill()
+            wait_until(lambda: not self.connected("a"), 10, interval=0.01,
+                       what="vnetd noticing victim %d is gone" % cycle)
+            if cycle == WARM_CYCLE:
+                ref = proc_stats(pid)
+                log("cycle %d: vnetd fds %d, VmRSS %d KiB" % (cycle, len(ref[0]), ref[1]))
+            if cycle % 20 == 0 or cycle == CYCLES:
+                now, ctx = time.monotonic(), self.counters()["c"]["tx_packets"]
+                b_window.append((ctx - last_c) / (now - last_t))
+                if ctx <= last_c:
+                    raise HarnessError("B->C stalled between cycles %d and %d" % (cycle - 19, cycle))
+                last_c, last_t = ctx, now
+        elapsed = time.monotonic() - t0
+        end = proc_stats(pid)
+        log("%d kill cycles in %.1f s (%.0f ms each); vnetd fds %d -> %d, VmRSS %d -> %d KiB"
+            % (CYCLES, elapsed, 1000 * elapsed / CYCLES, len(ref[0]), len(end[0]), ref[1], end[1]))
+        log("frames to C per second in windows of 20 cycles: %s"
+            % ", ".join("%.0f" % r for r in b_window))
+        if len(end[0]) != len(ref[0]):
+            raise HarnessError("vnetd's fd count changed from %d (cycle %d) to %d (cycle %d): "
+                               "%s -> %s" % (len(ref[0]), WARM_CYCLE, len(end[0]), CYCLES,
+                                             ref[0], end[0]))
+        if end[1] - ref[1] > RSS_GROWTH_LIMIT_KIB:
+            raise HarnessError("vnetd's VmRSS grew by %d KiB from cycle %d to %d (limit %d)"
+                               % (end[1] - ref[1], WARM_CYCLE, CYCLES, RSS_GROWTH_LIMIT_KIB))
+        extra = dict(v.ports_info()["a"].get("extra", {}))
+        rb = finish(b)
+        # Everything a and b sent went to c (unicast to C's MAC, or broadcast
+        # announcements): c's deliveries plus drops account for every frame.
+        c1 = self.settled()
+        got = c1["c"]["tx_packets"] + drops(c1, "c")
+        sent = c1["a"]["rx_packets"] + c1["b"]["rx_packets"]
+        log("vnetd: a rx %d, b rx %d, c tx %d, c drops %s; port a %s"
+            % (c1["a"]["rx_packets"], c1["b"]["rx_packets"], c1["c"]["tx_packets"],
+               c1["c"]["drops"], extra))
+        if (extra.get("connections"), extra.get("disconnects")) != (CYCLES, CYCLES):
+            raise HarnessError("port a saw %s connections and %s disconnects, expected %d each"
+                               % (extra.get("connections"), extra.get("disconnects"), CYCLES))
+        if got != sent:
+            raise HarnessError("c got %d frames (+drops), a and b sent %d" % (got, sent))
+        if drops(c1, "c"):
+            raise HarnessError("vnetd dropped frames to C: %s" % c1["c"]["drops"])
+        if rb["tx"]["packets"] + rb["announce_packets"] != c1["b"]["rx_packets"]:
+            raise HarnessError("B completed %d frames, vnetd received %d from b"
+                               % (rb["tx"]["packets"] + 1, c1["b"]["rx_packets"]))
+        finish(c)
+
+    @staticmethod
+    def _dead(proc):
+        raise HarnessError("%s exited (status %s) before forwarding; log tail:\n%s"
+                           % (proc.name, proc.returncode, proc.log_tail()))
+
+    def settled(self, ports=tuple(MAC), timeout=5):
+        """Counters once those of `ports` stop changing (their senders are gone)."""
+        prev = [None]
+
+        def same():
+            cur = self.counters()
+            key = {p: (cur[p]["rx_packets"], cur[p]["tx_packets"], drops(cur, p)) for p in ports}
+            if key == prev[0]:
+                return cur
+            prev[0] = key
+            time.sleep(0.1)  # the next sample is compared with this one
+            return None
+        return wait_until(same, timeout, interval=0.0, what="vnetd counters settling")
+
+    # --- phase 2 -------------------------------------------------------------------
+    def rates(self, what):
+        """Frames/s vnetd switched from b to c in WINDOWS windows of WINDOW seconds."""
+        out, info = [], []
+        c0, t0 = self.counters(), time.monotonic()
+        w0 = self.counters_worker()
+        for _ in range(WINDOWS):
+            time.sleep(WINDOW)  # a measurement window; the assertion is on its count
+            c1, t1 = self.counters(), time.monotonic()
+            w1 = self.counters_worker()
+            out.append((c1["b"]["rx_packets"] - c0["b"]["rx_packets"]) / (t1 - t0))
+            info.append("c dropped %d, %.0f switch cycles/frame" % (
+                drops(c1, "c") - drops(c0, "c"),
+                (w1["busy_cycles"] - w0["busy_cycles"]) / max(1, w1["packets"] - w0["packets"])))
+            c0, t0, w0 = c1, t1, w1
+        log("%s: B->C %s frames/s (median %.0f; %s)"
+            % (what, ", ".join("%.0f" % r for r in out), statistics.median(out), "; ".join(info)))
+        return statistics.median(out)
+
+    def stuck_rx(self):
+        # C busy-polls like B: the two share their CPU evenly, so C keeps its ring
+        # refilled and vnetd's work per frame does not depend on who gets scheduled.
+        c = self.spawn("c", "rx", "--duration", LONG, "--queue-size", 4096, "--busy-poll")
+        self.wait_rx("c", self.counters()["c"]["rx_packets"] + 1, "C's announcement")
+        # Baseline: d has no front end (its frames are dropped as rx_not_ready).
+        b = self.spawn("b", "tx", "--duration", LONG, "--dst-mac", NOBODY, "--busy-poll")
+        self.wait_rx("b", 10000, "B flooding")
+        base = self.rates("d absent")
+        finish(b)
+        d = self.spawn("d", "rx", "--duration", LONG, "--rx-no-refill",
+                       "--queue-size", STUCK_QUEUE)
+        wait_until(lambda: self.connected("d") and self.counters()["d"]["rx_packets"] >= 1, 10,
+                   interval=0.05, what="stuck front end d connected and announced")
+        c0 = self.settled()
+        b = self.spawn("b", "tx", "--duration", LONG, "--dst-mac", NOBODY, "--busy-poll")
+        wait_until(lambda: self.counters()["d"]["drops"]["rx_no_buffers"] > 0, 10,
+                   interval=0.05, what="vnetd dropping frames for d (rx_no_buffers)")
+        stuck = self.rates("d stuck")
+        finish(b)
+        c1 = self.settled()
+        w0 = self.counters_worker()
+        time.sleep(1.0)  # an idle window: the worker must sleep, not retry d
+        w1 = self.counters_worker()
+        delivered = c1["d"]["tx_packets"] - c0["d"]["tx_packets"]
+        no_buf = c1["d"]["drops"]["rx_no_buffers"] - c0["d"]["drops"]["rx_no_buffers"]
+        flooded = c1["b"]["rx_packets"] - c0["b"]["rx_packets"]
+        loops = w1["loops"] - w0["loops"]
+        log("d stuck: %d frames flooded to d, %d delivered, %d dropped rx_no_buffers; "
+            "worker idle 1 s: %d loops, %d sleeps" % (flooded, delivered, no_buf, loops,
+                                                     w1["sleeps"] - w0["sleeps"]))
+        if delivered != STUCK_QUEUE:
+            raise HarnessError("vnetd delivered %d frames to d, whose ring holds %d"
+                               % (delivered, STUCK_QUEUE))
+        if delivered + no_buf != flooded:
+            raise HarnessError("frames flooded to d: %d, delivered %d + dropped %d (each frame "
+                               "must be tried once and dropped)" % (flooded, delivered, no_buf))
+        if loops > 10000:
+            raise HarnessError("worker ran %d poll loops in 1 s without traffic (d stuck): "
+                               "it keeps retrying instead of sleeping" % loops)
+        if stuck < STUCK_RATIO * base:
+            raise HarnessError("B->C %.0f frames/s with d stuck, %.0f with d absent (< %.0f%%)"
+                               % (stuck, base, 100 * STUCK_RATIO))
+        log("B->C with d stuck: %.0f%% of the rate with d absent" % (100 * stuck / base))
+        d.stop(10.0)
+        finish(c)
+        wait_until(lambda: not (self.connected("d") or self.connected("c")), 10, interval=0.05,
+                   what="c and d disconnected")
+
+    def counters_worker(self):
+        self.vnetd.check_alive()
+        return self.vnetd.vnetctl("counters")["worker"]
+
+    # --- phase 3 -------------------------------------------------------------------
+    def flood(self):
+        c = self.spawn("c", "rx", "--duration", LONG, "--queue-size", 4096)
+        self.wait_rx("c", self.counters()["c"]["rx_packets"] + 1, "C's announcement")
+        f = self.spawn("f", "rx", "--duration", LONG, "--queue-size", 4096)
+        self.wait_rx("f", 1, "F's announcement")
+        e = self.spawn("e", "tx", "--duration", LONG, "--dst-mac", MAC["f"], "--busy-poll")
+        self.wait_rx("e", 10000, "E flooding F")
+        c0 = self.settled(("c",))
+        e0 = self.counters()["e"]["rx_packets"]
+        b = self.spawn("b", "tx", "--count", FLOOD_B_COUNT, "--rate", FLOOD_B_RATE,
+                       "--dst-mac", MAC["c"], "--timeout", 60)
+        if b.wait(60) is None:
+            raise HarnessError("B still running after 60 s; log:\n%s" % b.log_tail())
+        rb = result_of(b)
+        e1 = self.counters()["e"]["rx_packets"]
+        c1 = self.settled(("c",))
+        for p in (e, f, c):
+            finish(p)
+        to_c = c1["c"]["tx_packets"] - c0["c"]["tx_packets"]
+        lost = drops(c1, "c") - drops(c0, "c")
+        want = FLOOD_B_COUNT + rb["announce_packets"]
+        log("flood: e sent %d frames while B sent %d at %d/s in %.2f s; c got %d, dropped %d"
+            % (e1 - e0, rb["tx"]["packets"], FLOOD_B_RATE, rb["wall_seconds"], to_c, lost))
+        if b.returncode != 0 or not rb["complete"] or rb["tx"]["packets"] != FLOOD_B_COUNT:
+            raise HarnessError("B did not complete its %d frames: %s" % (FLOOD_B_COUNT, rb))
+        if e1 - e0 < 2 * FLOOD_B_COUNT:
+            raise HarnessError("E sent only %d frames while B ran: not a flood" % (e1 - e0))
+        if to_c != want or lost:
+            raise HarnessError("c got %d of B's %d frames (dropped %d) while e flooded"
+                               % (to_c, want, lost))
+        limit = 1.5 * FLOOD_B_COUNT / FLOOD_B_RATE + 0.5
+        if rb["wall_seconds"] > limit:
+            raise HarnessError("B needed %.2f s for %d frames at %d/s (limit %.2f s): starved"
+                               % (rb["wall_seconds"], FLOOD_B_COUNT, FLOOD_B_RATE, limit))
+
+
+def body(s, args):
+    t = Faults(s)
+    t.vnetd.start()
+    t0 = time.monotonic()
+    t.kill_loop()
+    t1 = time.monotonic()
+    t.stuck_rx()
+    t2 = time.monotonic()
+    t.flood()
+    t3 = time.monotonic()
+    log("phases: kill loop %.1f s, stuck rx %.1f s, flood %.1f s" % (t1 - t0, t2 - t1, t3 - t2))
+    rc = t.vnetd.stop()
+    if rc != 0:
+        raise HarnessError("vnetd exited with status %s" % rc)
+
+
+if __name__ == "__main__":
+    run_test("faults", body, [lambda a: require_root(), require_vnetd, require_traffic])
