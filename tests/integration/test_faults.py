@@ -2,24 +2,26 @@
 """Fault tests: vnetd under front ends that crash, stall or flood.
 
 One vnetd with six server ports a..f; every front end is vnet-traffic (our lean
-vhost-user front end), sleeping on its call eventfds when idle (--notify) on the
-CPU vnetd is not pinned to.  Three phases:
+vhost-user front end) on the CPU vnetd is not pinned to, sleeping on its call
+eventfds when idle (--notify) unless it floods (--busy-poll).  Three phases:
 
- 1. Kill loop (CYCLES times, default 200; env VNET_FAULTS_CYCLES): C receives
-    (rx), B sends to C at a fixed rate the whole time.  Each cycle starts a new
-    front end on port a sending to C's MAC, waits until vnetd counts its data
-    frames (so every reconnection forwards again), SIGKILLs it by PID and waits
-    until vnetd reports the port disconnected.  vnetd's open fds and VmRSS after
-    the warm-up cycle and after the last must match (fds exactly, RSS within
-    RSS_GROWTH_LIMIT); B->C kept flowing in every window of cycles; C dropped
-    nothing; vnetd's counters add up: everything a and b sent reached c.
+ 1. Kill loop (CYCLES times, default 200; env VNET_FAULTS_CYCLES): C receives,
+    B sends to C at a fixed rate the whole time.  Each cycle starts a new front
+    end on port a sending to C's MAC, waits until vnetd counts its data frames
+    (so every reconnection forwards again), SIGKILLs it by PID and waits until
+    vnetd reports the port disconnected.  vnetd's open fds after the warm-up
+    cycle and after the last must be equal, VmRSS and RssAnon may grow only by
+    small limits (not checked under a sanitizer); B->C kept flowing in every
+    window of 20 cycles; C dropped nothing; vnetd's counters add up: every frame
+    a and b sent was delivered to c; a saw CYCLES connections and disconnects.
  2. A guest that never refills its RX ring: the front end on d posts its RX
     buffers once (--rx-no-refill).  B floods (unknown destination) as fast as it
     can, so every frame is also offered to d.  vnetd must deliver exactly one
     ring's worth to d, then drop each further frame once with rx_no_buffers (no
-    retry queue: d's tx + drops equal what was flooded to it), go to sleep when
-    traffic stops, and B->C throughput with d stuck must stay >= STUCK_RATIO of
-    the same flow with d absent (median of WINDOWS windows each).
+    retry queue: d's tx + drops equal what was flooded to it), sleep when the
+    traffic stops, and the B->C rate with d stuck must stay >= STUCK_RATIO of the
+    rate with d absent (medians of WINDOWS windows; not asserted under a
+    sanitizer, whose instrumentation dominates the timing).
  3. One port flooding: e sends as fast as it can to f's MAC while B sends a fixed
     number of frames at a modest rate to C: vnetd's per-poll burst budget must
     keep B served: every frame of B reaches C (no drop) and B finishes on time.
@@ -40,7 +42,8 @@ from vnet_harness.vnetd import PortSpec, Vnetd, find_program, require_vnetd  # n
 
 CYCLES = int(os.environ.get("VNET_FAULTS_CYCLES", "200"))
 WARM_CYCLE = min(10, max(1, CYCLES // 2))  # fds/RSS reference point
-RSS_GROWTH_LIMIT_KIB = 2048
+RSS_GROWTH_LIMIT_KIB = 2048  # VmRSS, which includes guest memory vnetd touched
+ANON_GROWTH_LIMIT_KIB = 256  # RssAnon: vnetd's own heap (measured: +0 over 190 cycles)
 MAC = {p: "02:00:00:00:fa:%02x" % i for i, p in enumerate("abcdef", 1)}
 NOBODY = "02:00:00:00:fa:ff"
 B_RATE = 20000  # frames/s of the background flow B->C in the kill loop
@@ -52,10 +55,6 @@ FLOOD_B_RATE, FLOOD_B_COUNT = 20000, 40000
 LONG = 3600  # --duration of front ends stopped by the test
 
 
-def finish(proc):
-    """SIGTERM a vnet-traffic (it stops and prints its result); return the result."""
-    proc.stop(10.0)
-    return result_of(proc)
 
 
 def fd_targets(pid):
@@ -69,20 +68,35 @@ def fd_targets(pid):
     return out
 
 
+def sanitizer_of(pid):
+    """'asan' or 'tsan' when the process runs with that sanitizer's runtime, else None."""
+    with open("/proc/%d/maps" % pid) as f:
+        maps = f.read()
+    for name in ("asan", "tsan"):
+        if "lib%s" % name in maps:
+            return name
+    return None
+
+
 def proc_stats(pid):
-    """(open fds {fd: target}, VmRSS KiB) of a process, once its fds are steady: the
-    control server closes a vnetctl connection a moment after vnetctl exits."""
+    """(open fds {fd: target}, {VmRSS, RssAnon, RssShmem: KiB}) of a process, once its
+    fds are steady: the control server closes a vnetctl connection a moment after
+    vnetctl exits.  RssShmem is guest memory (front ends' memfds) vnetd has touched."""
     def steady():
         a = fd_targets(pid)
         time.sleep(0.05)  # compared with a second sample
         b = fd_targets(pid)
         return b if a == b else None
     fds = wait_until(steady, 5, interval=0.0, what="vnetd's open fds steady")
+    mem = {}
     with open("/proc/%d/status" % pid) as f:
         for line in f:
-            if line.startswith("VmRSS:"):
-                return fds, int(line.split()[1])
-    raise HarnessError("no VmRSS in /proc/%d/status" % pid)
+            key = line.split(":")[0]
+            if key in ("VmRSS", "RssAnon", "RssShmem"):
+                mem[key] = int(line.split()[1])
+    if "VmRSS" not in mem:
+        raise HarnessError("no VmRSS in /proc/%d/status" % pid)
+    return fds, mem
 
 
 def drops(c, port):
@@ -105,9 +119,25 @@ class Faults:
         return [self.traffic, "--socket", self.socks[port], "--mode", mode, "--mac", MAC[port],
                 "--cpu", self.peer_cpu, "--log-level", "warn"] + wait + list(extra)
 
-    def spawn(self, port, mode, *extra):
+    def spawn(self, port, mode, *extra, frames=1):
+        """Start vnet-traffic on `port`; wait until vnetd has received `frames` frames
+        from it (its announcement is the first)."""
+        before = self.counters()[port]["rx_packets"]
         self.seq += 1
-        return self.s.spawn("%s%d" % (port, self.seq), self.argv(port, mode, *extra))
+        p = self.s.spawn("%s%d" % (port, self.seq), self.argv(port, mode, *extra))
+        wait_until(lambda: (p.alive() or self._dead(p))
+                   and self.counters()[port]["rx_packets"] >= before + frames, 10,
+                   interval=0.02, what="%d frames from %s on port %s" % (frames, p.name, port))
+        p.port = port
+        return p
+
+    def finish(self, p):
+        """SIGTERM a vnet-traffic (it stops and prints its result), wait until vnetd has
+        seen it go; return its result."""
+        p.stop(10.0)
+        wait_until(lambda: not self.connected(p.port), 10, interval=0.02,
+                   what="port %s disconnected after %s stopped" % (p.port, p.name))
+        return result_of(p)
 
     def counters(self):
         self.vnetd.check_alive()
@@ -116,19 +146,13 @@ class Faults:
     def connected(self, port):
         return bool(self.vnetd.ports_info()[port].get("connected"))
 
-    def wait_rx(self, port, at_least, what, timeout=10):
-        """Wait until vnetd has received at least `at_least` frames from `port`."""
-        return wait_until(lambda: self.counters()[port]["rx_packets"] >= at_least, timeout,
-                          interval=0.02, what=what)
-
     # --- phase 1 -------------------------------------------------------------------
     def kill_loop(self):
         v = self.vnetd
         pid = v.proc.pid
         c = self.spawn("c", "rx", "--duration", LONG, "--queue-size", 4096)
-        self.wait_rx("c", 1, "C's announcement")
-        b = self.spawn("b", "tx", "--duration", LONG, "--rate", B_RATE, "--dst-mac", MAC["c"])
-        self.wait_rx("b", 1000, "B->C flowing")
+        b = self.spawn("b", "tx", "--duration", LONG, "--rate", B_RATE, "--dst-mac", MAC["c"],
+                       frames=1000)
         # The victims share one log file; the current one is killed at cleanup.
         victim = {"proc": None}
         self.s.cleanup.push("victim on port a", lambda: victim["proc"] and victim["proc"].alive() and victim["proc"].kill())
@@ -151,7 +175,7 @@ class Faults:
                        what="vnetd noticing victim %d is gone" % cycle)
             if cycle == WARM_CYCLE:
                 ref = proc_stats(pid)
-                log("cycle %d: vnetd fds %d, VmRSS %d KiB" % (cycle, len(ref[0]), ref[1]))
+                log("cycle %d: vnetd fds %d, %s KiB" % (cycle, len(ref[0]), ref[1]))
             if cycle % 20 == 0 or cycle == CYCLES:
                 now, ctx = time.monotonic(), self.counters()["c"]["tx_packets"]
                 b_window.append((ctx - last_c) / (now - last_t))
@@ -160,7 +184,7 @@ class Faults:
                 last_c, last_t = ctx, now
         elapsed = time.monotonic() - t0
         end = proc_stats(pid)
-        log("%d kill cycles in %.1f s (%.0f ms each); vnetd fds %d -> %d, VmRSS %d -> %d KiB"
+        log("%d kill cycles in %.1f s (%.0f ms each); vnetd fds %d -> %d, memory %s -> %s KiB"
             % (CYCLES, elapsed, 1000 * elapsed / CYCLES, len(ref[0]), len(end[0]), ref[1], end[1]))
         log("frames to C per second in windows of 20 cycles: %s"
             % ", ".join("%.0f" % r for r in b_window))
@@ -168,11 +192,18 @@ class Faults:
             raise HarnessError("vnetd's fd count changed from %d (cycle %d) to %d (cycle %d): "
                                "%s -> %s" % (len(ref[0]), WARM_CYCLE, len(end[0]), CYCLES,
                                              ref[0], end[0]))
-        if end[1] - ref[1] > RSS_GROWTH_LIMIT_KIB:
-            raise HarnessError("vnetd's VmRSS grew by %d KiB from cycle %d to %d (limit %d)"
-                               % (end[1] - ref[1], WARM_CYCLE, CYCLES, RSS_GROWTH_LIMIT_KIB))
+        growth = end[1]["VmRSS"] - ref[1]["VmRSS"]
+        anon = end[1].get("RssAnon", 0) - ref[1].get("RssAnon", 0)
+        san = sanitizer_of(pid)
+        if san:  # its quarantine and shadow memory grow by design
+            log("vnetd runs under %s: memory growth not checked" % san)
+        elif growth > RSS_GROWTH_LIMIT_KIB or anon > ANON_GROWTH_LIMIT_KIB:
+            raise HarnessError("vnetd's memory grew from cycle %d to %d: %s -> %s KiB (limits: "
+                               "VmRSS +%d, RssAnon +%d)" % (WARM_CYCLE, CYCLES, ref[1], end[1],
+                                                            RSS_GROWTH_LIMIT_KIB,
+                                                            ANON_GROWTH_LIMIT_KIB))
         extra = dict(v.ports_info()["a"].get("extra", {}))
-        rb = finish(b)
+        rb = self.finish(b)
         # Everything a and b sent went to c (unicast to C's MAC, or broadcast
         # announcements): c's deliveries plus drops account for every frame.
         c1 = self.settled()
@@ -188,10 +219,13 @@ class Faults:
             raise HarnessError("c got %d frames (+drops), a and b sent %d" % (got, sent))
         if drops(c1, "c"):
             raise HarnessError("vnetd dropped frames to C: %s" % c1["c"]["drops"])
-        if rb["tx"]["packets"] + rb["announce_packets"] != c1["b"]["rx_packets"]:
-            raise HarnessError("B completed %d frames, vnetd received %d from b"
-                               % (rb["tx"]["packets"] + 1, c1["b"]["rx_packets"]))
-        finish(c)
+        # B was stopped mid-stream: frames in flight were posted but not yet completed.
+        lo, hi = (rb["tx"]["packets"] + rb["announce_packets"],
+                  rb["tx"]["posted"] + rb["announce_packets"])
+        if not lo <= c1["b"]["rx_packets"] <= hi:
+            raise HarnessError("B completed %d and posted %d frames, vnetd received %d from b"
+                               % (lo, hi, c1["b"]["rx_packets"]))
+        self.finish(c)
 
     @staticmethod
     def _dead(proc):
@@ -235,22 +269,19 @@ class Faults:
         # C busy-polls like B: the two share their CPU evenly, so C keeps its ring
         # refilled and vnetd's work per frame does not depend on who gets scheduled.
         c = self.spawn("c", "rx", "--duration", LONG, "--queue-size", 4096, "--busy-poll")
-        self.wait_rx("c", self.counters()["c"]["rx_packets"] + 1, "C's announcement")
         # Baseline: d has no front end (its frames are dropped as rx_not_ready).
-        b = self.spawn("b", "tx", "--duration", LONG, "--dst-mac", NOBODY, "--busy-poll")
-        self.wait_rx("b", 10000, "B flooding")
+        b = self.spawn("b", "tx", "--duration", LONG, "--dst-mac", NOBODY, "--busy-poll",
+                       frames=10000)
         base = self.rates("d absent")
-        finish(b)
+        self.finish(b)
         d = self.spawn("d", "rx", "--duration", LONG, "--rx-no-refill",
                        "--queue-size", STUCK_QUEUE)
-        wait_until(lambda: self.connected("d") and self.counters()["d"]["rx_packets"] >= 1, 10,
-                   interval=0.05, what="stuck front end d connected and announced")
         c0 = self.settled()
         b = self.spawn("b", "tx", "--duration", LONG, "--dst-mac", NOBODY, "--busy-poll")
         wait_until(lambda: self.counters()["d"]["drops"]["rx_no_buffers"] > 0, 10,
                    interval=0.05, what="vnetd dropping frames for d (rx_no_buffers)")
         stuck = self.rates("d stuck")
-        finish(b)
+        self.finish(b)
         c1 = self.settled()
         w0 = self.counters_worker()
         time.sleep(1.0)  # an idle window: the worker must sleep, not retry d
@@ -271,14 +302,15 @@ class Faults:
         if loops > 10000:
             raise HarnessError("worker ran %d poll loops in 1 s without traffic (d stuck): "
                                "it keeps retrying instead of sleeping" % loops)
-        if stuck < STUCK_RATIO * base:
+        san = sanitizer_of(self.vnetd.proc.pid)
+        if san:  # instrumented atomics and memory accesses: timing says little
+            log("vnetd runs under %s: throughput ratio not asserted" % san)
+        elif stuck < STUCK_RATIO * base:
             raise HarnessError("B->C %.0f frames/s with d stuck, %.0f with d absent (< %.0f%%)"
                                % (stuck, base, 100 * STUCK_RATIO))
         log("B->C with d stuck: %.0f%% of the rate with d absent" % (100 * stuck / base))
-        d.stop(10.0)
-        finish(c)
-        wait_until(lambda: not (self.connected("d") or self.connected("c")), 10, interval=0.05,
-                   what="c and d disconnected")
+        self.finish(d)
+        self.finish(c)
 
     def counters_worker(self):
         self.vnetd.check_alive()
@@ -287,11 +319,9 @@ class Faults:
     # --- phase 3 -------------------------------------------------------------------
     def flood(self):
         c = self.spawn("c", "rx", "--duration", LONG, "--queue-size", 4096)
-        self.wait_rx("c", self.counters()["c"]["rx_packets"] + 1, "C's announcement")
         f = self.spawn("f", "rx", "--duration", LONG, "--queue-size", 4096)
-        self.wait_rx("f", 1, "F's announcement")
-        e = self.spawn("e", "tx", "--duration", LONG, "--dst-mac", MAC["f"], "--busy-poll")
-        self.wait_rx("e", 10000, "E flooding F")
+        e = self.spawn("e", "tx", "--duration", LONG, "--dst-mac", MAC["f"], "--busy-poll",
+                       frames=10000)
         c0 = self.settled(("c",))
         e0 = self.counters()["e"]["rx_packets"]
         b = self.spawn("b", "tx", "--count", FLOOD_B_COUNT, "--rate", FLOOD_B_RATE,
@@ -302,7 +332,7 @@ class Faults:
         e1 = self.counters()["e"]["rx_packets"]
         c1 = self.settled(("c",))
         for p in (e, f, c):
-            finish(p)
+            self.finish(p)
         to_c = c1["c"]["tx_packets"] - c0["c"]["tx_packets"]
         lost = drops(c1, "c") - drops(c0, "c")
         want = FLOOD_B_COUNT + rb["announce_packets"]
