@@ -18,10 +18,11 @@ eventfds when idle (--notify) unless it floods (--busy-poll).  Three phases:
     buffers once (--rx-no-refill).  B floods (unknown destination) as fast as it
     can, so every frame is also offered to d.  vnetd must deliver exactly one
     ring's worth to d, then drop each further frame once with rx_no_buffers (no
-    retry queue: d's tx + drops equal what was flooded to it), sleep when the
+    retry queue: d's tx + drops equal what was flooded to it; d reconnects
+    between windows, each connection gets exactly one ring), sleep when the
     traffic stops, and the B->C rate with d stuck must stay >= STUCK_RATIO of the
-    rate with d absent (medians of WINDOWS windows; not asserted under a
-    sanitizer, whose instrumentation dominates the timing).
+    rate with d absent (medians of ROUNDS alternating windows; not asserted
+    under a sanitizer, whose instrumentation dominates the timing).
  3. One port flooding: e sends as fast as it can to f's MAC while B sends a fixed
     number of frames at a modest rate to C: vnetd's per-poll burst budget must
     keep B served: every frame of B reaches C (no drop) and B finishes on time.
@@ -48,7 +49,7 @@ MAC = {p: "02:00:00:00:fa:%02x" % i for i, p in enumerate("abcdef", 1)}
 NOBODY = "02:00:00:00:fa:ff"
 B_RATE = 20000  # frames/s of the background flow B->C in the kill loop
 WINDOW = 1.0  # seconds per throughput window
-WINDOWS = 3
+ROUNDS = 4  # pairs of windows: d stuck, d absent
 STUCK_RATIO = 0.7
 STUCK_QUEUE = 256  # d's RX ring: filled once
 FLOOD_B_RATE, FLOOD_B_COUNT = 20000, 40000
@@ -156,18 +157,23 @@ class Faults:
 
     # --- phase 1 -------------------------------------------------------------------
     def kill_loop(self):
-        v = self.vnetd
-        pid = v.proc.pid
+        pid = self.vnetd.proc.pid
         c = self.spawn("c", "rx", "--duration", LONG, "--queue-size", 4096)
         b = self.spawn("b", "tx", "--duration", LONG, "--rate", B_RATE, "--dst-mac", MAC["c"],
                        frames=1000)
         # The victims share one log file; the current one is killed at cleanup.
         victim = {"proc": None}
-        self.s.cleanup.push("victim on port a", lambda: victim["proc"] and victim["proc"].alive() and victim["proc"].kill())
+
+        def kill_victim():
+            if victim["proc"] is not None and victim["proc"].alive():
+                victim["proc"].kill()
+        self.s.cleanup.push("victim on port a", kill_victim)
         log_path = self.s.path("a-victims.log")
         ref = None
         t0 = time.monotonic()
-        last_c, last_t = self.counters()["c"]["tx_packets"], t0
+        # B->C: vnetd keeps receiving from b (window by window), and at the end every
+        # frame from a and b was delivered to c.
+        last_b, last_t = self.counters()["b"]["rx_packets"], t0
         b_window = []
         for cycle in range(1, CYCLES + 1):
             before = self.counters()["a"]["rx_packets"]
@@ -185,16 +191,17 @@ class Faults:
                 ref = proc_stats(pid)
                 log("cycle %d: vnetd fds %d, %s KiB" % (cycle, len(ref[0]), ref[1]))
             if cycle % 20 == 0 or cycle == CYCLES:
-                now, ctx = time.monotonic(), self.counters()["c"]["tx_packets"]
-                b_window.append((ctx - last_c) / (now - last_t))
-                if ctx <= last_c:
-                    raise HarnessError("B->C stalled between cycles %d and %d" % (cycle - 19, cycle))
-                last_c, last_t = ctx, now
+                now, brx = time.monotonic(), self.counters()["b"]["rx_packets"]
+                b_window.append((brx - last_b) / (now - last_t))
+                if brx <= last_b:
+                    raise HarnessError("B->C stalled between cycles %d and %d"
+                                       % (cycle - 19, cycle))
+                last_b, last_t = brx, now
         elapsed = time.monotonic() - t0
         end = proc_stats(pid)
         log("%d kill cycles in %.1f s (%.0f ms each); vnetd fds %d -> %d, memory %s -> %s KiB"
             % (CYCLES, elapsed, 1000 * elapsed / CYCLES, len(ref[0]), len(end[0]), ref[1], end[1]))
-        log("frames to C per second in windows of 20 cycles: %s"
+        log("frames from B per second in windows of 20 cycles: %s"
             % ", ".join("%.0f" % r for r in b_window))
         if len(end[0]) != len(ref[0]):
             raise HarnessError("vnetd's fd count changed from %d (cycle %d) to %d (cycle %d): "
@@ -255,68 +262,77 @@ class Faults:
         return wait_until(same, timeout, interval=0.0, what="vnetd counters settling")
 
     # --- phase 2 -------------------------------------------------------------------
-    def rates(self, what):
-        """Frames/s vnetd switched from b to c in WINDOWS windows of WINDOW seconds."""
-        out, info = [], []
-        c0, t0 = self.counters(), time.monotonic()
-        w0 = self.counters_worker()
-        for _ in range(WINDOWS):
-            time.sleep(WINDOW)  # a measurement window; the assertion is on its count
-            c1, t1 = self.counters(), time.monotonic()
-            w1 = self.counters_worker()
-            out.append((c1["b"]["rx_packets"] - c0["b"]["rx_packets"]) / (t1 - t0))
-            info.append("c dropped %d, %.0f switch cycles/frame" % (
-                drops(c1, "c") - drops(c0, "c"),
-                (w1["busy_cycles"] - w0["busy_cycles"]) / max(1, w1["packets"] - w0["packets"])))
-            c0, t0, w0 = c1, t1, w1
-        log("%s: B->C %s frames/s (median %.0f; %s)"
-            % (what, ", ".join("%.0f" % r for r in out), statistics.median(out), "; ".join(info)))
-        return statistics.median(out)
+    def window(self):
+        """(frames/s vnetd took from b, note) over WINDOW seconds; the note has c's drops
+        and the worker's TSC cycles per switched frame."""
+        c0, w0, t0 = self.counters(), self.counters_worker(), time.monotonic()
+        time.sleep(WINDOW)  # a measurement window; the assertion is on its count
+        c1, w1, t1 = self.counters(), self.counters_worker(), time.monotonic()
+        rate = (c1["b"]["rx_packets"] - c0["b"]["rx_packets"]) / (t1 - t0)
+        note = "%.0f/s (c dropped %d, %.0f cycles/frame)" % (
+            rate, drops(c1, "c") - drops(c0, "c"),
+            (w1["busy_cycles"] - w0["busy_cycles"]) / max(1, w1["packets"] - w0["packets"]))
+        return rate, note
 
     def stuck_rx(self):
-        # C busy-polls like B: the two share their CPU evenly, so C keeps its ring
-        # refilled and vnetd's work per frame does not depend on who gets scheduled.
+        # C busy-polls like B, so both get an even share of their CPU.  Windows with d
+        # stuck and with d absent alternate, so both see the same load on the machine.
         c = self.spawn("c", "rx", "--duration", LONG, "--queue-size", 4096, "--busy-poll")
-        # Baseline: d has no front end (its frames are dropped as rx_not_ready).
+        stuck_argv = ("d", "rx", "--duration", LONG, "--rx-no-refill", "--queue-size",
+                      STUCK_QUEUE)
+        d = self.spawn(*stuck_argv)
+        c0 = self.settled()
         b = self.spawn("b", "tx", "--duration", LONG, "--dst-mac", NOBODY, "--busy-poll",
                        frames=10000)
-        base = self.rates("d absent")
-        self.finish(b)
-        d = self.spawn("d", "rx", "--duration", LONG, "--rx-no-refill",
-                       "--queue-size", STUCK_QUEUE)
-        c0 = self.settled()
-        b = self.spawn("b", "tx", "--duration", LONG, "--dst-mac", NOBODY, "--busy-poll")
         wait_until(lambda: self.counters()["d"]["drops"]["rx_no_buffers"] > 0, 10,
                    interval=0.05, what="vnetd dropping frames for d (rx_no_buffers)")
-        stuck = self.rates("d stuck")
+        stuck, absent, notes = [], [], []
+        connections = 1
+        for _ in range(ROUNDS):
+            rate, note = self.window()
+            stuck.append(rate)
+            notes.append("stuck " + note)
+            self.finish(d)  # d absent: its frames are dropped as rx_not_ready
+            rate, note = self.window()
+            absent.append(rate)
+            notes.append("absent " + note)
+            d = self.spawn(*stuck_argv)
+            connections += 1
+        log("B->C windows: %s" % "; ".join(notes))
         self.finish(b)
         c1 = self.settled()
         w0 = self.counters_worker()
         time.sleep(1.0)  # an idle window: the worker must sleep, not retry d
         w1 = self.counters_worker()
+        delta = {k: c1["d"]["drops"][k] - c0["d"]["drops"][k]
+                 for k in ("rx_no_buffers", "rx_not_ready")}
         delivered = c1["d"]["tx_packets"] - c0["d"]["tx_packets"]
-        no_buf = c1["d"]["drops"]["rx_no_buffers"] - c0["d"]["drops"]["rx_no_buffers"]
         flooded = c1["b"]["rx_packets"] - c0["b"]["rx_packets"]
         loops = w1["loops"] - w0["loops"]
-        log("d stuck: %d frames flooded to d, %d delivered, %d dropped rx_no_buffers; "
-            "worker idle 1 s: %d loops, %d sleeps" % (flooded, delivered, no_buf, loops,
-                                                     w1["sleeps"] - w0["sleeps"]))
-        if delivered != STUCK_QUEUE:
-            raise HarnessError("vnetd delivered %d frames to d, whose ring holds %d"
-                               % (delivered, STUCK_QUEUE))
-        if delivered + no_buf != flooded:
-            raise HarnessError("frames flooded to d: %d, delivered %d + dropped %d (each frame "
-                               "must be tried once and dropped)" % (flooded, delivered, no_buf))
+        log("d stuck (%d connections): %d frames flooded to d, %d delivered, dropped %s; "
+            "worker idle 1 s: %d loops, %d sleeps" % (connections, flooded, delivered, delta,
+                                                     loops, w1["sleeps"] - w0["sleeps"]))
+        if delivered != STUCK_QUEUE * connections:
+            raise HarnessError("vnetd delivered %d frames to d, whose ring holds %d, over %d "
+                               "connections" % (delivered, STUCK_QUEUE, connections))
+        if delivered + delta["rx_no_buffers"] + delta["rx_not_ready"] != flooded:
+            raise HarnessError("frames flooded to d: %d, delivered %d + dropped %s (each frame "
+                               "must be tried once and dropped)" % (flooded, delivered, delta))
+        if delta["rx_no_buffers"] < flooded // 4:
+            raise HarnessError("only %d of %d frames were dropped as rx_no_buffers"
+                               % (delta["rx_no_buffers"], flooded))
         if loops > 10000:
             raise HarnessError("worker ran %d poll loops in 1 s without traffic (d stuck): "
                                "it keeps retrying instead of sleeping" % loops)
+        ms, ma = statistics.median(stuck), statistics.median(absent)
+        log("B->C with d stuck: median %.0f/s, %.0f%% of the %.0f/s with d absent"
+            % (ms, 100 * ms / ma, ma))
         san = sanitizer_of(self.vnetd.proc.pid)
         if san:  # instrumented atomics and memory accesses: timing says little
             log("vnetd runs under %s: throughput ratio not asserted" % san)
-        elif stuck < STUCK_RATIO * base:
+        elif ms < STUCK_RATIO * ma:
             raise HarnessError("B->C %.0f frames/s with d stuck, %.0f with d absent (< %.0f%%)"
-                               % (stuck, base, 100 * STUCK_RATIO))
-        log("B->C with d stuck: %.0f%% of the rate with d absent" % (100 * stuck / base))
+                               % (ms, ma, 100 * STUCK_RATIO))
         self.finish(d)
         self.finish(c)
 
