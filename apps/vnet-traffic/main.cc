@@ -7,6 +7,8 @@
 //   rx:   keeps the RX ring (0) full of buffers, counts (and with --check verifies)
 //         the frames addressed to its MAC, re-posting each buffer at once;
 //   txrx: both.
+// With --rx-no-refill the RX ring is filled once and never again: a guest whose
+// driver stopped taking frames (fault tests: the back end must drop, not spin).
 // Before the run it sends one broadcast frame from its MAC so the switch learns it.
 // At the end it prints one JSON object (packets, bytes, seconds, Mpps, Gbit/s, its own
 // CPU time from getrusage) on stdout.
@@ -123,6 +125,7 @@ struct Options {
   bool busy_poll = false;
   bool notify = false;
   bool check = false;
+  bool rx_no_refill = false;
   bool no_event_idx = false;
   bool hugetlb = false;
   uint32_t queue_size = 1024;
@@ -298,19 +301,20 @@ void Traffic::service_rx(Clock::time_point now) {
         }
       }
     }
+    if (o_.rx_no_refill) continue;
     // Re-post the same buffer at once.
     virtio::Buf b{gpa, rx_buf_len_};
     int head = rq.add(nullptr, 0, &b, 1);
     rx_buf_of_head_[uint16_t(head)] = gpa;
   }
-  if (n) {
+  if (n && pkts) rx_stats_.count(pkts, bytes, now);
+  if (n && !o_.rx_no_refill) {
     rq.publish();
     ++rx_refills_;
     if (rq.should_kick()) {
       fe_.kick(kRxQ);
       ++kicks_;
     }
-    if (pkts) rx_stats_.count(pkts, bytes, now);
   }
 }
 
@@ -489,6 +493,8 @@ int main(int argc, char** argv) {
   auto* nt = app.add_flag("--notify", o.notify, "Sleep on the call eventfds when idle");
   bp->excludes(nt);
   app.add_flag("--check", o.check, "rx: verify size and payload of each frame");
+  app.add_flag("--rx-no-refill", o.rx_no_refill,
+               "Fill the RX ring once and never re-post a buffer (a stuck guest)");
   app.add_option("--rate", o.rate, "tx: frames per second (0: as fast as possible)")
       ->capture_default_str();
   app.add_flag("--hugetlb", o.hugetlb, "Guest memory from MFD_HUGETLB (falls back if none)");

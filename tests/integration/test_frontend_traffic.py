@@ -26,29 +26,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from vnet_harness import HarnessError, log, require_root, run_test  # noqa: E402
 from vnet_harness.procs import wait_until  # noqa: E402
 from vnet_harness.testpmd import cpu_plan  # noqa: E402
+from vnet_harness.traffic import require_traffic, result_of  # noqa: E402
 from vnet_harness.vnetd import PortSpec, Vnetd, find_program, require_vnetd  # noqa: E402
 
 N = 100000
 SIZE = 64
 MAC_TX, MAC_RX = "02:00:00:00:fe:01", "02:00:00:00:fe:02"
-
-
-def require_traffic(args):
-    if find_program(args.build_dir, "vnet-traffic") is None:
-        return ["vnet-traffic in build dir %s (build it first)" % args.build_dir]
-    return []
-
-
-def result_of(proc):
-    """The JSON object vnet-traffic printed (the last line of its log that parses)."""
-    for line in reversed(proc.read_log().splitlines()):
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                return json.loads(line)
-            except ValueError:
-                continue
-    raise HarnessError("%s printed no JSON result; log tail:\n%s" % (proc.name, proc.log_tail()))
 
 
 def body(s, args):

@@ -10,6 +10,7 @@ Python 3 standard library only.  Modules:
   netns      network namespaces (per-run names, cleanup), tcpdump captures, kernel counters
   pcap       pcap reader and independent IPv4/TCP/UDP/ICMP checksum checks
   iperf      iperf3 output parsing
+  traffic    vnet-traffic prerequisite and result parsing
 """
 
 from .procs import Cleanup, HarnessError, Process, log, wait_until  # noqa: F401

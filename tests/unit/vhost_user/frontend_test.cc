@@ -324,10 +324,13 @@ TEST_F(FrontendTest, ListensForAClientModeBackEnd) {
   start_endpoint(true);  // the endpoint connects to us, retrying every 20 ms
   auto fe = Frontend::connect_and_start(config(true));
   ASSERT_TRUE(fe) << fe.message();
-  EXPECT_TRUE(eventually([&] { return endpoint_->connected(); }));
-  std::lock_guard lk(backend_.mu);
-  EXPECT_TRUE(backend_.vq[0].started());
-  EXPECT_TRUE(backend_.vq[1].started());
+  // Endpoint state belongs to the loop thread; its counters and the backend (under
+  // its mutex) may be read from here (endpoint_->connected() raced, found by TSan).
+  EXPECT_TRUE(eventually([&] { return endpoint_->counters().connections.get() == 1; }));
+  EXPECT_TRUE(eventually([&] {
+    std::lock_guard lk(backend_.mu);
+    return backend_.vq[0].started() && backend_.vq[1].started();
+  }));
 }
 
 TEST_F(FrontendTest, RequiredFeatureMissingIsAnError) {
