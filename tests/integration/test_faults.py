@@ -299,6 +299,11 @@ class Faults:
             d = self.spawn(*stuck_argv)
             connections += 1
         log("B->C windows: %s" % "; ".join(notes))
+        # The last d connected just now: b keeps flooding until its ring is full too.
+        want = STUCK_QUEUE * connections
+        wait_until(lambda: self.counters()["d"]["tx_packets"] - c0["d"]["tx_packets"] >= want,
+                   10, interval=0.05, what="%d frames delivered to d over %d connections"
+                   % (want, connections))
         self.finish(b)
         c1 = self.settled()
         w0 = self.counters_worker()
