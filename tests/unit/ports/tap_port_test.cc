@@ -7,6 +7,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cstdlib>
 #include <cstring>
 
 #include "ports/tap_port.h"
@@ -72,12 +73,18 @@ TEST(TapPortConfig, RejectsBadConfigurations) {
 
 // --- against the kernel ---
 
-class TapPortTest : public ::testing::Test {
+class TapPortTest : public ::testing::TestWithParam<TapIo> {
  protected:
   void SetUp() override {
     spdlog::set_level(spdlog::level::warn);  // one info line per port otherwise
     std::string why;
     if (!have_tap_privileges(&why)) GTEST_SKIP() << why;
+    if (GetParam() == TapIo::kUring) {
+      if (Status st = TapUring::probe(); !st) {
+        if (std::getenv("CI")) FAIL() << "io_uring data path unavailable: " << st.message();
+        GTEST_SKIP() << "io_uring data path unavailable: " << st.message();
+      }
+    }
     ns_ = std::make_unique<TestNetns>("n");
     ASSERT_TRUE(ns_->status()) << ns_->status().message();
   }
@@ -94,6 +101,7 @@ class TapPortTest : public ::testing::Test {
     c.ifname = ifname_;
     c.netns = ns();
     c.mtu = mtu;
+    c.io = GetParam();
     return c;
   }
   Mac tap_mac() {
@@ -106,7 +114,7 @@ class TapPortTest : public ::testing::Test {
   std::string ifname_ = test_name("t");
 };
 
-TEST_F(TapPortTest, CreatedInNamespaceUpWithMtu) {
+TEST_P(TapPortTest, CreatedInNamespaceUpWithMtu) {
   auto port = open_tap(config(9000));
   ASSERT_TRUE(port);
   EXPECT_TRUE(port->created());
@@ -126,9 +134,17 @@ TEST_F(TapPortTest, CreatedInNamespaceUpWithMtu) {
   std::vector<Port::WaitFd> fds;
   port->wait_fds(fds);
   ASSERT_EQ(fds.size(), 1u);
-  EXPECT_EQ(fds[0].fd, port->fd());
-  EXPECT_FALSE(fds[0].is_eventfd);
+  EXPECT_EQ(port->uses_uring(), GetParam() == TapIo::kUring);
+  if (port->uses_uring()) {
+    // The worker sleeps on the ring's eventfd, not on the TAP.
+    EXPECT_NE(fds[0].fd, port->fd());
+    EXPECT_TRUE(fds[0].is_eventfd);
+  } else {
+    EXPECT_EQ(fds[0].fd, port->fd());
+    EXPECT_FALSE(fds[0].is_eventfd);
+  }
   EXPECT_FALSE(port->enable_notifications());
+  port->disable_notifications();
   EXPECT_EQ(::fcntl(port->fd(), F_GETFL) & O_NONBLOCK, O_NONBLOCK);
   EXPECT_EQ(::fcntl(port->fd(), F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
 
@@ -138,7 +154,7 @@ TEST_F(TapPortTest, CreatedInNamespaceUpWithMtu) {
   EXPECT_TRUE(info.connected);
 }
 
-TEST_F(TapPortTest, ReceivesFramesSentInTheNamespaceByteExact) {
+TEST_P(TapPortTest, ReceivesFramesSentInTheNamespaceByteExact) {
   auto port = open_tap(config(9000));
   ASSERT_TRUE(port);
   auto ps = PacketSocket::open(ns(), ifname_);
@@ -160,7 +176,7 @@ TEST_F(TapPortTest, ReceivesFramesSentInTheNamespaceByteExact) {
   EXPECT_GE(port->counters().rx_bytes.get(), 60u + 61 + 64 + 1514 + 4000 + 9014);
 }
 
-TEST_F(TapPortTest, SentFramesArriveInTheNamespaceByteExact) {
+TEST_P(TapPortTest, SentFramesArriveInTheNamespaceByteExact) {
   auto port = open_tap(config(9000));
   ASSERT_TRUE(port);
   auto ps = PacketSocket::open(ns(), ifname_);
@@ -187,7 +203,7 @@ TEST_F(TapPortTest, SentFramesArriveInTheNamespaceByteExact) {
   EXPECT_EQ(port->counters().drops.get(net::Drop::kTxTooShort), 1u);
 }
 
-TEST_F(TapPortTest, VlanTagInsertedOnATrunk) {
+TEST_P(TapPortTest, VlanTagInsertedOnATrunk) {
   auto port = open_tap(config());
   ASSERT_TRUE(port);
   auto ps = PacketSocket::open(ns(), ifname_);
@@ -217,7 +233,7 @@ TEST_F(TapPortTest, VlanTagInsertedOnATrunk) {
   EXPECT_EQ(port->counters().tx_bytes.get(), f.size() + 4);
 }
 
-TEST_F(TapPortTest, IcmpEchoAnsweredByTheNamespace) {
+TEST_P(TapPortTest, IcmpEchoAnsweredByTheNamespace) {
   auto port = open_tap(config());
   ASSERT_TRUE(port);
   ASSERT_TRUE(
@@ -290,7 +306,7 @@ class TapGsoTest : public TapPortTest {
   Bytes frame_;
 };
 
-TEST_F(TapGsoTest, TsoFrameComesBackAsChecksummedSegments) {
+TEST_P(TapGsoTest, TsoFrameComesBackAsChecksummedSegments) {
   start({});
   EXPECT_FALSE(port_->recv_caps().csum);
   Pump pump(*port_, kOtherMac);
@@ -324,7 +340,7 @@ TEST_F(TapGsoTest, TsoFrameComesBackAsChecksummedSegments) {
   EXPECT_EQ(payload, Bytes(frame_.begin() + 54, frame_.end()));
 }
 
-TEST_F(TapGsoTest, WithOffloadsTheKernelSendsOneGsoFrame) {
+TEST_P(TapGsoTest, WithOffloadsTheKernelSendsOneGsoFrame) {
   net::OffloadCaps o;
   o.csum = o.tso4 = o.tso6 = true;
   start(o);
@@ -348,7 +364,7 @@ TEST_F(TapGsoTest, WithOffloadsTheKernelSendsOneGsoFrame) {
   EXPECT_TRUE(std::equal(d.begin() + 34, d.end(), frame_.begin() + 34));
 }
 
-TEST_F(TapPortTest, OffloadCapsFollowTunSetOffload) {
+TEST_P(TapPortTest, OffloadCapsFollowTunSetOffload) {
   TapPortConfig c = config();
   c.offloads.csum = c.offloads.tso4 = c.offloads.tso6 = c.offloads.tso_ecn = true;
   c.offloads.uso = true;
@@ -376,7 +392,7 @@ TEST_F(TapPortTest, OffloadCapsFollowTunSetOffload) {
   EXPECT_FALSE(plain->send_caps().csum || plain->send_caps().tso4 || plain->send_caps().uso);
 }
 
-TEST_F(TapPortTest, AttachesToAnExistingTapAndLeavesIt) {
+TEST_P(TapPortTest, AttachesToAnExistingTapAndLeavesIt) {
   PersistentTap existing(ns(), ifname_);
   ASSERT_TRUE(existing.status()) << existing.status().message();
   {
@@ -416,7 +432,7 @@ TEST_F(TapPortTest, AttachesToAnExistingTapAndLeavesIt) {
   EXPECT_TRUE(*l) << "an attached TAP must outlive the port";
 }
 
-TEST_F(TapPortTest, AttachToANonTapFails) {
+TEST_P(TapPortTest, AttachToANonTapFails) {
   TapPortConfig c = config();
   c.attach = true;
   c.ifname = "lo";
@@ -435,7 +451,7 @@ TEST_F(TapPortTest, AttachToANonTapFails) {
   EXPECT_FALSE(*l);
 }
 
-TEST_F(TapPortTest, CreatedTapDisappearsWithThePort) {
+TEST_P(TapPortTest, CreatedTapDisappearsWithThePort) {
   auto port = open_tap(config());
   ASSERT_TRUE(port);
   auto l = find_link_in(ns(), ifname_);
@@ -446,7 +462,7 @@ TEST_F(TapPortTest, CreatedTapDisappearsWithThePort) {
   EXPECT_FALSE(*l) << "the TAP outlived its port";
 }
 
-TEST_F(TapPortTest, DeviceDeletedUnderneathStopsThePortQuietly) {
+TEST_P(TapPortTest, DeviceDeletedUnderneathStopsThePortQuietly) {
   auto port = open_tap(config());
   ASSERT_TRUE(port);
   ASSERT_TRUE(netlink_in(ns(), [&](Netlink& nl) { return nl.delete_link(ifname_); }));
@@ -466,7 +482,7 @@ TEST_F(TapPortTest, DeviceDeletedUnderneathStopsThePortQuietly) {
   EXPECT_EQ(port->counters().drops.get(net::Drop::kRxNotReady), 1u);
 }
 
-TEST_F(TapPortTest, KernelChoosesTheNameWhenNoneIsGiven) {
+TEST_P(TapPortTest, KernelChoosesTheNameWhenNoneIsGiven) {
   TapPortConfig c = config();
   c.ifname.clear();
   auto port = open_tap(c);
@@ -477,7 +493,7 @@ TEST_F(TapPortTest, KernelChoosesTheNameWhenNoneIsGiven) {
   EXPECT_TRUE((*l)->up);
 }
 
-TEST_F(TapPortTest, InTheDaemonsOwnNamespace) {
+TEST_P(TapPortTest, InTheDaemonsOwnNamespace) {
   TapPortConfig c = config(1400);
   c.netns.clear();
   c.ifname = test_name("h");
@@ -493,7 +509,7 @@ TEST_F(TapPortTest, InTheDaemonsOwnNamespace) {
   EXPECT_EQ(::if_nametoindex(c.ifname.c_str()), 0u);
 }
 
-TEST_F(TapPortTest, NoFdLeaksOverCreateDestroyCycles) {
+TEST_P(TapPortTest, NoFdLeaksOverCreateDestroyCycles) {
   // Warm up (libnl, spdlog, thread start-up may keep something process-wide).
   { auto p = open_tap(config(9000)); }
   const size_t before = count_open_fds();
@@ -513,6 +529,11 @@ TEST_F(TapPortTest, NoFdLeaksOverCreateDestroyCycles) {
   ASSERT_TRUE(l);
   EXPECT_FALSE(*l);
 }
+
+INSTANTIATE_TEST_SUITE_P(Io, TapPortTest, ::testing::Values(TapIo::kSyscalls, TapIo::kUring),
+                         [](const auto& i) { return std::string(tap_io_name(i.param)); });
+INSTANTIATE_TEST_SUITE_P(Io, TapGsoTest, ::testing::Values(TapIo::kSyscalls, TapIo::kUring),
+                         [](const auto& i) { return std::string(tap_io_name(i.param)); });
 
 }  // namespace
 }  // namespace vnet::ports
