@@ -62,7 +62,7 @@ int main(int argc, char** argv) {
   // Port changes. Values are passed through as given; vnetd checks them and names the
   // field it rejects (nothing changes on an error).
   struct PortArgs {
-    std::string type, name, socket, ifname, netns;
+    std::string type, name, socket, ifname, netns, io;
     bool client = false, attach = false, no_offloads = false;
     int64_t mtu = -1, vlan = -1, native = -1;
     std::vector<int64_t> trunk;
@@ -78,7 +78,7 @@ int main(int argc, char** argv) {
   auto* add_port = app.add_subcommand(
       "add-port",
       "Add a port: add-port vhost-user NAME --socket PATH [--client] | add-port tap NAME "
-      "[--ifname IF] [--netns NS] [--attach] [--no-offloads]");
+      "[--ifname IF] [--netns NS] [--attach] [--no-offloads] [--io MODE]");
   add_port->add_option("TYPE", pa.type, "vhost-user or tap")->required();
   add_port->add_option("NAME", pa.name, "Port name")->required();
   add_port->add_option("--socket", pa.socket, "vhost-user: socket path");
@@ -87,6 +87,8 @@ int main(int argc, char** argv) {
   add_port->add_option("--netns", pa.netns, "tap: network namespace (ip netns) to create it in");
   add_port->add_flag("--attach", pa.attach, "tap: use an existing TAP device");
   add_port->add_flag("--no-offloads", pa.no_offloads, "tap: no checksum/TSO offloads");
+  add_port->add_option("--io", pa.io,
+                       "tap: data path, uring (batched io_uring), syscalls (readv/writev) or auto");
   vlan_options(add_port);
   auto* del_port =
       app.add_subcommand("del-port", "Remove a port (ends its session, removes its socket/TAP)");
@@ -123,6 +125,7 @@ int main(int argc, char** argv) {
     if (!pa.netns.empty()) port["netns"] = pa.netns;
     if (pa.attach) port["attach"] = true;
     if (pa.no_offloads) port["offloads"] = false;
+    if (!pa.io.empty()) port["io"] = pa.io;
     put_common(port);
     req = {{"cmd", "add-port"}, {"port", port}};
     what = What::kDone;

@@ -64,7 +64,7 @@ vnet::Result<vnet::control::PortSpec> vhost_user_spec(const std::string& arg, si
   return vnet::control::parse_port(j, "--vhost-user " + arg);
 }
 
-// --tap NAME[,ifname=IF][,netns=NS][,attach][,no-offloads][,mtu=N][,vlan=N]
+// --tap NAME[,ifname=IF][,netns=NS][,attach][,no-offloads][,io=uring|syscalls][,mtu=N][,vlan=N]
 vnet::Result<vnet::control::PortSpec> tap_spec(const std::string& arg) {
   json j = parse_port_arg(arg, "name");
   if (j.contains("no-offloads")) {
@@ -96,9 +96,16 @@ int main(int argc, char** argv) {
                  "on PATH (server, the default) or connects to a front end listening there "
                  "(client, retried every second). Repeatable.");
   app.add_option("--tap", taps,
-                 "A TAP port: NAME[,ifname=IF][,netns=NS][,attach][,no-offloads][,mtu=N][,vlan=N]."
-                 " vnetd creates the TAP (in network namespace NS if given) or attaches to an "
-                 "existing one. Repeatable.");
+                 "A TAP port: NAME[,ifname=IF][,netns=NS][,attach][,no-offloads][,io=MODE][,mtu=N]"
+                 "[,vlan=N]. vnetd creates the TAP (in network namespace NS if given) or attaches "
+                 "to an existing one. Repeatable.");
+  std::string tap_io = "auto";
+  app.add_option("--tap-io", tap_io,
+                 "Data path of TAP ports that set no io=: uring (batched io_uring, fails without "
+                 "it), syscalls (one readv/writev per frame) or auto (uring when the kernel has "
+                 "it)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "uring", "syscalls"}));
   app.add_option("--control", control_path, "Control socket for vnetctl")
       ->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
@@ -139,6 +146,7 @@ int main(int argc, char** argv) {
     if (!app.count("--cpu")) cfg.worker.cpu = fc->worker.cpu;
     if (!app.count("--idle-poll-us")) cfg.worker.idle_poll_us = fc->worker.idle_poll_us;
     if (!app.count("--poll-mode")) poll_mode = fc->worker.poll_mode;
+    if (!app.count("--tap-io") && !fc->tap_io.empty()) tap_io = fc->tap_io;
     if (!app.count("--fdb-size")) cfg.worker.forwarding.fdb_capacity = fc->fdb_size;
     if (!app.count("--fdb-age")) cfg.worker.forwarding.fdb_age_seconds = fc->fdb_age;
     cfg.ports = std::move(fc->ports);
@@ -163,6 +171,7 @@ int main(int argc, char** argv) {
   cfg.worker.poll_mode = poll_mode == "poll"    ? vnet::dataplane::PollMode::kPoll
                          : poll_mode == "sleep" ? vnet::dataplane::PollMode::kSleep
                                                 : vnet::dataplane::PollMode::kAdaptive;
+  cfg.tap_io = *vnet::ports::parse_tap_io(tap_io);
   vnet::init_logging(log_level);
   cfg.control_path = control_path;
   vnet::control::Daemon daemon(std::move(cfg));

@@ -9,6 +9,8 @@
 #include <set>
 #include <sstream>
 
+#include "ports/tap_port.h"
+
 namespace vnet::control {
 
 using nlohmann::json;
@@ -166,8 +168,8 @@ Result<PortSpec> parse_port(const json& j, const std::string& where_in) {
       return Status::errorf("{}: field 'mode' must be \"server\" or \"client\", not \"{}\"", where,
                             *mode);
   } else if (p.type == "tap") {
-    st = check_keys(j, where, {"name", "type", "ifname", "netns", "attach", "offloads", "mtu",
-                               "vlan", "trunk", "native"});
+    st = check_keys(j, where, {"name", "type", "ifname", "netns", "attach", "offloads", "io",
+                               "mtu", "vlan", "trunk", "native"});
     if (!st) return st;
     auto ifname = get_string(j, where, "ifname", false);
     if (!ifname) return ifname.status();
@@ -187,6 +189,12 @@ Result<PortSpec> parse_port(const json& j, const std::string& where_in) {
     auto off = get_bool(j, where, "offloads", true);
     if (!off) return off.status();
     p.offloads = *off;
+    auto io = get_string(j, where, "io", false);
+    if (!io) return io.status();
+    if (!io->empty() && !ports::parse_tap_io(*io))
+      return Status::errorf("{}: field 'io' must be \"uring\", \"syscalls\" or \"auto\", not \"{}\"",
+                            where, *io);
+    p.io = *io;
   } else {
     return Status::errorf("{}: field 'type' must be \"vhost-user\" or \"tap\", not \"{}\"", where,
                           p.type);
@@ -216,7 +224,7 @@ Result<FileConfig> parse_config_toml(const std::string& text, const std::string&
     const json& v = root["vnetd"];
     std::string w = source + ": [vnetd]";
     if (!v.is_object()) return Status::errorf("{} must be a table", w);
-    if (!(st = check_keys(v, w, {"control", "log_level"}))) return st;
+    if (!(st = check_keys(v, w, {"control", "log_level", "tap_io"}))) return st;
     auto c = get_string(v, w, "control", false);
     if (!c) return c.status();
     cfg.control_path = *c;
@@ -229,6 +237,11 @@ Result<FileConfig> parse_config_toml(const std::string& text, const std::string&
                             "critical, off",
                             w);
     cfg.log_level = *l;
+    auto io = get_string(v, w, "tap_io", false);
+    if (!io) return io.status();
+    if (!io->empty() && !ports::parse_tap_io(*io))
+      return Status::errorf("{}: field 'tap_io' must be \"uring\", \"syscalls\" or \"auto\"", w);
+    cfg.tap_io = *io;
   }
   if (root.contains("worker")) {
     const json& v = root["worker"];

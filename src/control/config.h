@@ -36,6 +36,7 @@ struct PortSpec {
   std::string netns;   // empty: vnetd's own namespace
   bool attach = false; // use an existing TAP instead of creating one
   bool offloads = true;
+  std::string io;      // data path: "uring" | "syscalls" | "auto"; empty: the daemon's default
   // common
   uint32_t mtu = 0;  // 0: default (1500)
   VlanSpec vlan;
@@ -50,6 +51,7 @@ struct WorkerSpec {
 struct FileConfig {
   std::string control_path;  // empty: keep the default
   std::string log_level;     // empty: keep the default
+  std::string tap_io;        // [vnetd] tap_io, default data path of TAP ports; empty: auto
   WorkerSpec worker;
   uint32_t fdb_size = 8192;
   uint32_t fdb_age = 300;

@@ -112,6 +112,7 @@ Status Daemon::add_port(const PortSpec& spec) {
     tc.netns = spec.netns;
     if (spec.mtu) tc.mtu = spec.mtu;
     if (spec.offloads) tc.offloads = net::OffloadCaps{true, true, true, true, true};
+    tc.io = spec.io.empty() ? cfg_.tap_io : ports::parse_tap_io(spec.io).value_or(cfg_.tap_io);
     auto tp = ports::TapPort::open(spec.name, tc);
     if (!tp) return Status::errorf("port {}: {}", spec.name, tp.message());
     spdlog::info("port {}: TAP {} {}{}", spec.name, (*tp)->ifname(),

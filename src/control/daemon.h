@@ -13,6 +13,7 @@
 #include "common/result.h"
 #include "dataplane/worker.h"
 #include "ports/port.h"
+#include "ports/tap_port.h"
 #include "ports/vhost_user_port.h"
 
 namespace vnet::control {
@@ -23,6 +24,8 @@ struct DaemonConfig {
   std::vector<PortSpec> ports;
   std::string control_path;
   dataplane::WorkerConfig worker;
+  // Data path of TAP ports that do not choose one (PortSpec::io).
+  ports::TapIo tap_io = ports::TapIo::kAuto;
 };
 
 class Daemon {

@@ -1,5 +1,6 @@
 // TapPort: TAP set-up (TUNSETIFF and friends, then netlink for MTU and IFF_UP, all in the
-// TAP's network namespace) and the per-frame readv/writev data path.
+// TAP's network namespace), the choice of data path (io_uring or system calls), and the
+// per-frame work both paths share: checking frames read, laying out frames to write.
 #include "ports/tap_port.h"
 
 #include <fcntl.h>
@@ -11,6 +12,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -195,6 +197,24 @@ Status setup_tap(const TapPortConfig& cfg, TapSetup& s) {
 
 }  // namespace
 
+std::optional<TapIo> parse_tap_io(std::string_view s) {
+  if (s == "auto") return TapIo::kAuto;
+  if (s == "uring") return TapIo::kUring;
+  if (s == "syscalls") return TapIo::kSyscalls;
+  return std::nullopt;
+}
+
+const char* tap_io_name(TapIo io) {
+  switch (io) {
+    case TapIo::kUring:
+      return "uring";
+    case TapIo::kSyscalls:
+      return "syscalls";
+    default:
+      return "auto";
+  }
+}
+
 TapPort::TapPort(std::string name, const TapPortConfig& cfg) : Port(std::move(name)), cfg_(cfg) {}
 
 Result<std::unique_ptr<TapPort>> TapPort::open(std::string name, const TapPortConfig& cfg) {
@@ -220,9 +240,20 @@ Result<std::unique_ptr<TapPort>> TapPort::open(std::string name, const TapPortCo
   const net::OffloadCaps& o = cfg.offloads;
   const bool any = o.csum || o.tso4 || o.tso6 || o.tso_ecn || o.uso;
   p->send_caps_ = any ? net::OffloadCaps{true, true, true, true, s.kernel_uso} : net::OffloadCaps{};
-  spdlog::info("TAP port {}: {} {}{} (ifindex {}, mtu {}, offloads to us {:#x})", p->name(),
+  if (cfg.io != TapIo::kSyscalls) {
+    auto u = TapUring::open(p->fd_.get(), kVnetHdrLen + sizeof(net::Packet::data));
+    if (u) {
+      p->uring_ = std::move(*u);
+    } else if (cfg.io == TapIo::kUring) {
+      return Status::errorf("TAP port {}: io_uring: {}", p->name(), u.message());
+    } else {
+      spdlog::info("TAP port {}: io_uring unavailable ({}); one system call per frame", p->name(),
+                   u.message());
+    }
+  }
+  spdlog::info("TAP port {}: {} {}{} (ifindex {}, mtu {}, offloads to us {:#x}, {})", p->name(),
                p->created_ ? "created" : "attached to", p->ifname_, where(cfg), p->ifindex_,
-               p->mtu_, p->tun_flags_);
+               p->mtu_, p->tun_flags_, p->uring_ ? "io_uring" : "readv/writev");
   return p;
 }
 
@@ -232,6 +263,7 @@ TapPort::~TapPort() {
     // (someone may have set TUNSETPERSIST on it meanwhile). An attached TAP is left alone.
     ::ioctl(fd_.get(), TUNSETPERSIST, 0);
   }
+  uring_.reset();  // cancels the armed read and waits for it before the fd goes
   fd_.reset();
 }
 
@@ -251,70 +283,97 @@ void TapPort::mark_gone(const char* op) {
 
 int TapPort::read_frame(net::Packet& p, size_t* got) {
   iovec iov[2] = {{&p.vhdr, kVnetHdrLen}, {p.data, sizeof(p.data)}};
+  io_submits_.add();
   ssize_t r = ::readv(fd_.get(), iov, 2);
   if (r < 0) return errno;
   *got = size_t(r);
   return 0;
 }
 
-int TapPort::write_frame(const net::Packet& p, uint16_t vlan_tag) {
-  if (vlan_tag == 0) {
-    iovec iov[2] = {{const_cast<virtio_net_hdr_v1*>(&p.vhdr), kVnetHdrLen},
-                    {const_cast<uint8_t*>(p.data), p.len}};
-    return ::writev(fd_.get(), iov, 2) < 0 ? errno : 0;
+void TapPort::read_error(int e) {
+  if (e == EBADFD) {
+    read_errors_.add();
+    mark_gone("read");
+  } else if (e != EAGAIN && e != EINTR && e != ECANCELED && e != ENOBUFS) {
+    // ENOBUFS: the armed read ran out of buffers and ended; it is re-armed.
+    read_errors_.add();
+    static RateLimit rl;
+    VNET_LOG_RL(rl, spdlog::level::warn, "TAP port {} ({}): read: {}", name(), ifname_,
+                std::strerror(e));
   }
-  // 802.1Q tag after the MAC addresses; offsets in the header move past it.
-  virtio_net_hdr_v1 h = p.vhdr;
-  if (h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM)
-    h.csum_start = uint16_t(h.csum_start + net::kVlanTagLen);
-  if (h.hdr_len) h.hdr_len = uint16_t(h.hdr_len + net::kVlanTagLen);
-  uint8_t tag[net::kVlanTagLen] = {uint8_t(net::kEthP8021Q >> 8), uint8_t(net::kEthP8021Q),
-                                   uint8_t(vlan_tag >> 8), uint8_t(vlan_tag)};
-  iovec iov[4] = {{&h, kVnetHdrLen},
-                  {const_cast<uint8_t*>(p.data), 12},
-                  {tag, sizeof(tag)},
-                  {const_cast<uint8_t*>(p.data) + 12, p.len - 12}};
-  return ::writev(fd_.get(), iov, 4) < 0 ? errno : 0;
+}
+
+bool TapPort::accept_frame(net::Packet& p, size_t got) {
+  if (got < kVnetHdrLen + net::kEthHdrLen) {
+    counters().drops.add(net::Drop::kTxTooShort);
+    return false;
+  }
+  if (got >= kVnetHdrLen + sizeof(p.data)) {  // filled the buffer: maybe cut short
+    counters().drops.add(net::Drop::kTxTooBig);
+    return false;
+  }
+  p.len = uint32_t(got - kVnetHdrLen);
+  p.vhdr.num_buffers = 0;  // the kernel writes 10 bytes of header and skips the rest
+  p.vlan = 0;
+  return true;
 }
 
 uint32_t TapPort::receive_burst(net::Packet* const* pkts, uint32_t max) {
   if (gone()) return 0;
+  uint32_t n = uring_ ? receive_uring(pkts, max) : receive_syscalls(pkts, max);
+  if (n) {
+    uint64_t bytes = 0;
+    for (uint32_t i = 0; i < n; ++i) bytes += pkts[i]->len;
+    counters().rx_packets.add(n);
+    counters().rx_bytes.add(bytes);
+    io_frames_.add(n);
+  }
+  return n;
+}
+
+uint32_t TapPort::receive_syscalls(net::Packet* const* pkts, uint32_t max) {
   uint32_t n = 0;
-  uint64_t bytes = 0;
   // Bounded: a stream of dropped frames cannot keep the worker here.
   for (uint32_t tries = 0; n < max && tries < 2 * max; ++tries) {
     net::Packet& p = *pkts[n];
     size_t got = 0;
     if (int e = read_frame(p, &got); e != 0) {
-      if (e == EBADFD) {
-        read_errors_.add();
-        mark_gone("read");
-      } else if (e != EAGAIN && e != EINTR) {
-        read_errors_.add();
-        static RateLimit rl;
-        VNET_LOG_RL(rl, spdlog::level::warn, "TAP port {} ({}): read: {}", name(), ifname_,
-                    std::strerror(e));
-      }
+      read_error(e);
       break;
     }
-    if (got < kVnetHdrLen + net::kEthHdrLen) {
-      counters().drops.add(net::Drop::kTxTooShort);
-      continue;
-    }
-    if (got >= kVnetHdrLen + sizeof(p.data)) {  // filled the buffer: maybe cut short
-      counters().drops.add(net::Drop::kTxTooBig);
-      continue;
-    }
-    p.len = uint32_t(got - kVnetHdrLen);
-    p.vhdr.num_buffers = 0;  // the kernel writes 10 bytes of header and skips the rest
-    p.vlan = 0;
-    bytes += p.len;
-    ++n;
+    if (accept_frame(p, got)) ++n;
   }
-  if (n) {
-    counters().rx_packets.add(n);
-    counters().rx_bytes.add(bytes);
+  return n;
+}
+
+uint32_t TapPort::receive_uring(net::Packet* const* pkts, uint32_t max) {
+  // Armed here, on the worker (the kernel runs the reads in the task that armed them): on
+  // the first call, and again after the read ended (buffers ran out, an error). The
+  // submission reads what is queued at once.
+  if (!uring_->armed()) {
+    if (int e = uring_->arm(); e != 0) read_error(e == EBUSY ? EIO : e);
   }
+  TapUring::ReadDone done[TapUring::kRxBuffers];
+  const uint32_t k = uring_->reap_reads(done, std::min(max, TapUring::kRxBuffers));
+  uint32_t n = 0;
+  for (uint32_t i = 0; i < k; ++i) {
+    const TapUring::ReadDone& d = done[i];
+    if (d.res < 0) {
+      read_error(-d.res);
+    } else if (d.has_buffer) {
+      // The buffer holds the header and the frame back to back, as readv would have
+      // split them; a frame too big for the packet is caught by accept_frame first.
+      net::Packet& p = *pkts[n];
+      const uint8_t* b = uring_->buffer(d.bid);
+      const size_t got = size_t(d.res);
+      if (got >= kVnetHdrLen) {
+        std::memcpy(&p.vhdr, b, kVnetHdrLen);
+        std::memcpy(p.data, b + kVnetHdrLen, std::min(got - kVnetHdrLen, sizeof(p.data)));
+      }
+      if (accept_frame(p, got)) ++n;
+    }
+  }
+  uring_->recycle(done, k);
   return n;
 }
 
@@ -323,10 +382,43 @@ uint32_t TapPort::send_burst(net::Packet* const* pkts, uint32_t n) {
                            [this](net::Packet* const* p, uint32_t k) { return write_burst(p, k); });
 }
 
+void TapPort::prepare(TxFrame& f, const net::Packet& p, uint16_t vlan_tag) {
+  f.hdr = p.vhdr;
+  uint8_t* data = const_cast<uint8_t*>(p.data);
+  if (vlan_tag == 0) {
+    f.iov[0] = {&f.hdr, kVnetHdrLen};
+    f.iov[1] = {data, p.len};
+    f.iovcnt = 2;
+    return;
+  }
+  // 802.1Q tag after the MAC addresses; offsets in the header move past it.
+  if (f.hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM)
+    f.hdr.csum_start = uint16_t(f.hdr.csum_start + net::kVlanTagLen);
+  if (f.hdr.hdr_len) f.hdr.hdr_len = uint16_t(f.hdr.hdr_len + net::kVlanTagLen);
+  f.tag[0] = uint8_t(net::kEthP8021Q >> 8);
+  f.tag[1] = uint8_t(net::kEthP8021Q);
+  f.tag[2] = uint8_t(vlan_tag >> 8);
+  f.tag[3] = uint8_t(vlan_tag);
+  f.iov[0] = {&f.hdr, kVnetHdrLen};
+  f.iov[1] = {data, 12};
+  f.iov[2] = {f.tag, sizeof(f.tag)};
+  f.iov[3] = {data + 12, p.len - 12};
+  f.iovcnt = 4;
+}
+
 uint32_t TapPort::write_burst(net::Packet* const* pkts, uint32_t n) {
   uint32_t sent = 0;
-  uint64_t bytes = 0;
+  for (uint32_t i = 0; i < n; i += TapUring::kTxBatch)
+    sent += write_chunk(pkts + i, std::min(n - i, TapUring::kTxBatch));
+  return sent;
+}
+
+uint32_t TapPort::write_chunk(net::Packet* const* pkts, uint32_t n) {
   const net::VlanConfig& v = vlan();
+  const iovec* iovs[TapUring::kTxBatch];
+  unsigned iovcnt[TapUring::kTxBatch];
+  int res[TapUring::kTxBatch];
+  uint32_t m = 0;  // frames to write, in tx_[0..m)
   for (uint32_t i = 0; i < n; ++i) {
     const net::Packet& p = *pkts[i];
     if (p.len < net::kEthHdrLen) {
@@ -337,11 +429,27 @@ uint32_t TapPort::write_burst(net::Packet* const* pkts, uint32_t n) {
       counters().drops.add(net::Drop::kRxNotReady);
       continue;
     }
-    const uint16_t tag = v.egress_tag(p.vlan);
-    int e = write_frame(p, tag);
+    prepare(tx_[m], p, v.egress_tag(p.vlan));
+    iovs[m] = tx_[m].iov;
+    iovcnt[m] = tx_[m].iovcnt;
+    ++m;
+  }
+  if (m == 0) return 0;
+  if (uring_) {
+    uring_->write_batch(iovs, iovcnt, m, res);
+  } else {
+    for (uint32_t i = 0; i < m; ++i) {
+      io_submits_.add();
+      res[i] = ::writev(fd_.get(), iovs[i], int(iovcnt[i])) < 0 ? -errno : 1;
+    }
+  }
+  uint32_t sent = 0;
+  uint64_t bytes = 0;
+  for (uint32_t i = 0; i < m; ++i) {
+    const int e = res[i] >= 0 ? 0 : -res[i];
     if (e == 0) {
       ++sent;
-      bytes += p.len + (tag ? net::kVlanTagLen : 0);
+      for (unsigned k = 1; k < tx_[i].iovcnt; ++k) bytes += tx_[i].iov[k].iov_len;
       continue;
     }
     static RateLimit rl;
@@ -368,12 +476,29 @@ uint32_t TapPort::write_burst(net::Packet* const* pkts, uint32_t n) {
   if (sent) {
     counters().tx_packets.add(sent);
     counters().tx_bytes.add(bytes);
+    io_frames_.add(sent);
   }
   return sent;
 }
 
 void TapPort::wait_fds(std::vector<WaitFd>& out) const {
-  out.push_back({fd_.get(), false});
+  if (uring_) {
+    out.push_back({uring_->event_fd(), true});
+  } else {
+    out.push_back({fd_.get(), false});
+  }
+}
+
+bool TapPort::enable_notifications() {
+  // Level-triggered epoll on the TAP fd: nothing to arm. With io_uring, completions posted
+  // from now on signal the eventfd; one already there means work.
+  if (!uring_) return false;
+  uring_->set_wakeups(true);
+  return uring_->reads_pending();
+}
+
+void TapPort::disable_notifications() {
+  if (uring_) uring_->set_wakeups(false);
 }
 
 PortInfo TapPort::info() const {
@@ -394,6 +519,9 @@ PortInfo TapPort::info() const {
   i.extra.emplace_back("read_errors", read_errors_.get());
   i.extra.emplace_back("write_errors", write_errors_.get());
   i.extra.emplace_back("write_busy", write_busy_.get());
+  i.extra.emplace_back("io_uring", uring_ ? 1 : 0);
+  i.extra.emplace_back("io_submits", io_submits_.get() + (uring_ ? uring_->enters() : 0));
+  i.extra.emplace_back("io_frames", io_frames_.get());
   return i;
 }
 

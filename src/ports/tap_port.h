@@ -2,7 +2,8 @@
 // container's network namespace). vnetd creates the TAP (or attaches to an existing one),
 // optionally inside a named network namespace, with IFF_VNET_HDR so frames cross with a
 // 12-byte virtio_net_hdr_v1 and keep their checksum/GSO offloads both ways. Set-up runs on
-// the control thread; the data path (one readv/writev per frame) on the owning worker.
+// the control thread; the data path on the owning worker: batched through io_uring
+// (ports/tap_uring.h) where the kernel has what it needs, else one readv/writev per frame.
 #pragma once
 
 #include <atomic>
@@ -10,6 +11,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <sys/uio.h>
 
 #include "common/counter.h"
 #include "common/result.h"
@@ -17,8 +20,19 @@
 #include "net/offload.h"
 #include "ports/offload_fallback.h"
 #include "ports/port.h"
+#include "ports/tap_uring.h"
 
 namespace vnet::ports {
+
+// How the data path talks to the kernel.
+enum class TapIo {
+  kAuto,      // io_uring when the kernel supports it, else system calls
+  kUring,     // io_uring or fail
+  kSyscalls,  // one readv/writev per frame
+};
+// "auto" | "uring" | "syscalls"; nullopt for anything else.
+std::optional<TapIo> parse_tap_io(std::string_view s);
+const char* tap_io_name(TapIo io);
 
 struct TapPortConfig {
   // Interface name (at most 15 bytes). Empty when creating: the kernel picks tapN.
@@ -37,6 +51,7 @@ struct TapPortConfig {
   // need csum, tso_ecn needs tso4 or tso6. uso is dropped (with a warning) on a kernel
   // without TUN_F_USO4/6.
   net::OffloadCaps offloads;
+  TapIo io = TapIo::kAuto;
 };
 
 class TapPort : public Port {
@@ -68,14 +83,19 @@ class TapPort : public Port {
   // The TUNSETOFFLOAD flags in force (TUN_F_*).
   unsigned tun_offload_flags() const { return tun_flags_; }
 
-  // Port (worker thread). receive_burst: one readv per frame, plus one that finds the fd
-  // empty (EAGAIN). send_burst: one writev per frame; a frame the kernel refuses is dropped.
+  // True when the data path runs on io_uring.
+  bool uses_uring() const { return uring_ != nullptr; }
+
+  // Port (worker thread). With io_uring: receive_burst takes the frames the armed read
+  // completed (copied out of the port's buffers; no system call), send_burst writes a burst
+  // in one submission. With system calls: one readv per frame, plus one that finds the fd
+  // empty (EAGAIN), and one writev per frame. A frame the kernel refuses is dropped.
   uint32_t receive_burst(net::Packet* const* pkts, uint32_t max) override;
   uint32_t send_burst(net::Packet* const* pkts, uint32_t n) override;
+  // The ring's eventfd with io_uring, the TAP fd (level-triggered) without.
   void wait_fds(std::vector<WaitFd>& out) const override;
-  // Level-triggered epoll on the TAP fd: nothing to arm.
-  bool enable_notifications() override { return false; }
-  void disable_notifications() override {}
+  bool enable_notifications() override;
+  void disable_notifications() override;
 
   // Control thread: changes the device's MTU (netlink, in the TAP's namespace).
   Status set_mtu(uint32_t mtu);
@@ -86,10 +106,13 @@ class TapPort : public Port {
  private:
   TapPort(std::string name, const TapPortConfig& cfg);
 
-  // The per-frame system calls, kept apart so that they can become batched submissions
-  // (io_uring) later. Both return 0 or an errno; read_frame stores the bytes read.
+  // System-call path: 0 or an errno; stores the bytes read.
   int read_frame(net::Packet& p, size_t* got);
-  int write_frame(const net::Packet& p, uint16_t vlan_tag);
+  uint32_t receive_syscalls(net::Packet* const* pkts, uint32_t max);
+  uint32_t receive_uring(net::Packet* const* pkts, uint32_t max);
+  // A frame read (`got` bytes, header included) into p, or dropped; true if kept.
+  bool accept_frame(net::Packet& p, size_t got);
+  void read_error(int e);
   void mark_gone(const char* op);
 
   TapPortConfig cfg_;
@@ -101,11 +124,25 @@ class TapPort : public Port {
   unsigned tun_flags_ = 0;
   net::OffloadCaps send_caps_, recv_caps_;
   OffloadFallback fallback_;
-  // The frames as they are, one writev each (send_burst has done the offload work).
+  std::unique_ptr<TapUring> uring_;
+  // The frames as they are (send_burst has done the offload work), kTxBatch at a time.
   uint32_t write_burst(net::Packet* const* pkts, uint32_t n);
+  uint32_t write_chunk(net::Packet* const* pkts, uint32_t n);
+  // What one frame's write needs until it completes: the header (moved past a VLAN tag),
+  // the tag, the iovecs.
+  struct TxFrame {
+    virtio_net_hdr_v1 hdr;
+    uint8_t tag[4];
+    iovec iov[4];
+    unsigned iovcnt;
+  };
+  void prepare(TxFrame& f, const net::Packet& p, uint16_t vlan_tag);
+  TxFrame tx_[TapUring::kTxBatch];
 
-  // Worker-written, control-read.
+  // Worker-written, control-read. io_submits: system calls that moved frames (readv/writev,
+  // or io_uring_enter); io_frames: frames they moved.
   Counter read_errors_, write_errors_, write_busy_;
+  Counter io_submits_, io_frames_;
   std::atomic<bool> gone_{false};
 };
 

@@ -14,6 +14,7 @@ TEST(Config, FullFile) {
 [vnetd]
 control = "/run/vnet/test.sock"
 log_level = "debug"
+tap_io = "syscalls"
 [worker]
 cpu = 1
 idle_poll_us = 50
@@ -39,6 +40,7 @@ name = "tap0"
 type = "tap"
 netns = "host1"
 offloads = false
+io = "uring"
 )",
                                "test.toml");
   ASSERT_TRUE(cfg) << cfg.message();
@@ -62,6 +64,8 @@ offloads = false
   EXPECT_EQ(cfg->ports[2].ifname, "tap0");  // defaults to the port name
   EXPECT_EQ(cfg->ports[2].netns, "host1");
   EXPECT_FALSE(cfg->ports[2].offloads);
+  EXPECT_EQ(cfg->ports[2].io, "uring");
+  EXPECT_EQ(cfg->tap_io, "syscalls");
 }
 
 TEST(Config, EmptyFileIsValid) {
@@ -85,6 +89,10 @@ TEST(Config, BadFilesNameTheProblem) {
       {"[vnetd]\nlog_level = \"loud\"", "log_level"},
       {"[worker]\ncpu = -2", "'cpu' = -2 is out of range"},
       {"[worker]\npoll_mode = \"spin\"", "poll_mode"},
+      {"[vnetd]\ntap_io = \"aio\"", "'tap_io' must be"},
+      {"[[port]]\nname = \"a\"\ntype = \"tap\"\nio = \"epoll\"", "field 'io' must be"},
+      {"[[port]]\nname = \"a\"\ntype = \"vhost-user\"\nsocket = \"/s\"\nio = \"uring\"",
+       "unknown field 'io'"},
       {"[fdb]\nsize = 1", "'size' = 1 is out of range"},
       {"[fdb]\nage = \"long\"", "'age' must be an integer"},
       {"port = 3", "array of tables"},

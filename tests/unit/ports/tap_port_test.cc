@@ -7,7 +7,11 @@
 
 #include <spdlog/spdlog.h>
 
+#include <sys/eventfd.h>
+
+#include <cstdlib>
 #include <cstring>
+#include <thread>
 
 #include "ports/tap_port.h"
 #include "ports/tap_test_util.h"
@@ -72,12 +76,18 @@ TEST(TapPortConfig, RejectsBadConfigurations) {
 
 // --- against the kernel ---
 
-class TapPortTest : public ::testing::Test {
+class TapPortTest : public ::testing::TestWithParam<TapIo> {
  protected:
   void SetUp() override {
     spdlog::set_level(spdlog::level::warn);  // one info line per port otherwise
     std::string why;
     if (!have_tap_privileges(&why)) GTEST_SKIP() << why;
+    if (GetParam() == TapIo::kUring) {
+      if (Status st = TapUring::probe(); !st) {
+        if (std::getenv("CI")) FAIL() << "io_uring data path unavailable: " << st.message();
+        GTEST_SKIP() << "io_uring data path unavailable: " << st.message();
+      }
+    }
     ns_ = std::make_unique<TestNetns>("n");
     ASSERT_TRUE(ns_->status()) << ns_->status().message();
   }
@@ -94,6 +104,7 @@ class TapPortTest : public ::testing::Test {
     c.ifname = ifname_;
     c.netns = ns();
     c.mtu = mtu;
+    c.io = GetParam();
     return c;
   }
   Mac tap_mac() {
@@ -106,7 +117,7 @@ class TapPortTest : public ::testing::Test {
   std::string ifname_ = test_name("t");
 };
 
-TEST_F(TapPortTest, CreatedInNamespaceUpWithMtu) {
+TEST_P(TapPortTest, CreatedInNamespaceUpWithMtu) {
   auto port = open_tap(config(9000));
   ASSERT_TRUE(port);
   EXPECT_TRUE(port->created());
@@ -126,9 +137,17 @@ TEST_F(TapPortTest, CreatedInNamespaceUpWithMtu) {
   std::vector<Port::WaitFd> fds;
   port->wait_fds(fds);
   ASSERT_EQ(fds.size(), 1u);
-  EXPECT_EQ(fds[0].fd, port->fd());
-  EXPECT_FALSE(fds[0].is_eventfd);
+  EXPECT_EQ(port->uses_uring(), GetParam() == TapIo::kUring);
+  if (port->uses_uring()) {
+    // The worker sleeps on the ring's eventfd, not on the TAP.
+    EXPECT_NE(fds[0].fd, port->fd());
+    EXPECT_TRUE(fds[0].is_eventfd);
+  } else {
+    EXPECT_EQ(fds[0].fd, port->fd());
+    EXPECT_FALSE(fds[0].is_eventfd);
+  }
   EXPECT_FALSE(port->enable_notifications());
+  port->disable_notifications();
   EXPECT_EQ(::fcntl(port->fd(), F_GETFL) & O_NONBLOCK, O_NONBLOCK);
   EXPECT_EQ(::fcntl(port->fd(), F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
 
@@ -138,7 +157,7 @@ TEST_F(TapPortTest, CreatedInNamespaceUpWithMtu) {
   EXPECT_TRUE(info.connected);
 }
 
-TEST_F(TapPortTest, ReceivesFramesSentInTheNamespaceByteExact) {
+TEST_P(TapPortTest, ReceivesFramesSentInTheNamespaceByteExact) {
   auto port = open_tap(config(9000));
   ASSERT_TRUE(port);
   auto ps = PacketSocket::open(ns(), ifname_);
@@ -160,7 +179,7 @@ TEST_F(TapPortTest, ReceivesFramesSentInTheNamespaceByteExact) {
   EXPECT_GE(port->counters().rx_bytes.get(), 60u + 61 + 64 + 1514 + 4000 + 9014);
 }
 
-TEST_F(TapPortTest, SentFramesArriveInTheNamespaceByteExact) {
+TEST_P(TapPortTest, SentFramesArriveInTheNamespaceByteExact) {
   auto port = open_tap(config(9000));
   ASSERT_TRUE(port);
   auto ps = PacketSocket::open(ns(), ifname_);
@@ -187,7 +206,7 @@ TEST_F(TapPortTest, SentFramesArriveInTheNamespaceByteExact) {
   EXPECT_EQ(port->counters().drops.get(net::Drop::kTxTooShort), 1u);
 }
 
-TEST_F(TapPortTest, VlanTagInsertedOnATrunk) {
+TEST_P(TapPortTest, VlanTagInsertedOnATrunk) {
   auto port = open_tap(config());
   ASSERT_TRUE(port);
   auto ps = PacketSocket::open(ns(), ifname_);
@@ -217,7 +236,7 @@ TEST_F(TapPortTest, VlanTagInsertedOnATrunk) {
   EXPECT_EQ(port->counters().tx_bytes.get(), f.size() + 4);
 }
 
-TEST_F(TapPortTest, IcmpEchoAnsweredByTheNamespace) {
+TEST_P(TapPortTest, IcmpEchoAnsweredByTheNamespace) {
   auto port = open_tap(config());
   ASSERT_TRUE(port);
   ASSERT_TRUE(
@@ -290,7 +309,7 @@ class TapGsoTest : public TapPortTest {
   Bytes frame_;
 };
 
-TEST_F(TapGsoTest, TsoFrameComesBackAsChecksummedSegments) {
+TEST_P(TapGsoTest, TsoFrameComesBackAsChecksummedSegments) {
   start({});
   EXPECT_FALSE(port_->recv_caps().csum);
   Pump pump(*port_, kOtherMac);
@@ -324,7 +343,7 @@ TEST_F(TapGsoTest, TsoFrameComesBackAsChecksummedSegments) {
   EXPECT_EQ(payload, Bytes(frame_.begin() + 54, frame_.end()));
 }
 
-TEST_F(TapGsoTest, WithOffloadsTheKernelSendsOneGsoFrame) {
+TEST_P(TapGsoTest, WithOffloadsTheKernelSendsOneGsoFrame) {
   net::OffloadCaps o;
   o.csum = o.tso4 = o.tso6 = true;
   start(o);
@@ -348,7 +367,7 @@ TEST_F(TapGsoTest, WithOffloadsTheKernelSendsOneGsoFrame) {
   EXPECT_TRUE(std::equal(d.begin() + 34, d.end(), frame_.begin() + 34));
 }
 
-TEST_F(TapPortTest, OffloadCapsFollowTunSetOffload) {
+TEST_P(TapPortTest, OffloadCapsFollowTunSetOffload) {
   TapPortConfig c = config();
   c.offloads.csum = c.offloads.tso4 = c.offloads.tso6 = c.offloads.tso_ecn = true;
   c.offloads.uso = true;
@@ -376,7 +395,7 @@ TEST_F(TapPortTest, OffloadCapsFollowTunSetOffload) {
   EXPECT_FALSE(plain->send_caps().csum || plain->send_caps().tso4 || plain->send_caps().uso);
 }
 
-TEST_F(TapPortTest, AttachesToAnExistingTapAndLeavesIt) {
+TEST_P(TapPortTest, AttachesToAnExistingTapAndLeavesIt) {
   PersistentTap existing(ns(), ifname_);
   ASSERT_TRUE(existing.status()) << existing.status().message();
   {
@@ -416,7 +435,7 @@ TEST_F(TapPortTest, AttachesToAnExistingTapAndLeavesIt) {
   EXPECT_TRUE(*l) << "an attached TAP must outlive the port";
 }
 
-TEST_F(TapPortTest, AttachToANonTapFails) {
+TEST_P(TapPortTest, AttachToANonTapFails) {
   TapPortConfig c = config();
   c.attach = true;
   c.ifname = "lo";
@@ -435,7 +454,7 @@ TEST_F(TapPortTest, AttachToANonTapFails) {
   EXPECT_FALSE(*l);
 }
 
-TEST_F(TapPortTest, CreatedTapDisappearsWithThePort) {
+TEST_P(TapPortTest, CreatedTapDisappearsWithThePort) {
   auto port = open_tap(config());
   ASSERT_TRUE(port);
   auto l = find_link_in(ns(), ifname_);
@@ -446,7 +465,7 @@ TEST_F(TapPortTest, CreatedTapDisappearsWithThePort) {
   EXPECT_FALSE(*l) << "the TAP outlived its port";
 }
 
-TEST_F(TapPortTest, DeviceDeletedUnderneathStopsThePortQuietly) {
+TEST_P(TapPortTest, DeviceDeletedUnderneathStopsThePortQuietly) {
   auto port = open_tap(config());
   ASSERT_TRUE(port);
   ASSERT_TRUE(netlink_in(ns(), [&](Netlink& nl) { return nl.delete_link(ifname_); }));
@@ -466,7 +485,7 @@ TEST_F(TapPortTest, DeviceDeletedUnderneathStopsThePortQuietly) {
   EXPECT_EQ(port->counters().drops.get(net::Drop::kRxNotReady), 1u);
 }
 
-TEST_F(TapPortTest, KernelChoosesTheNameWhenNoneIsGiven) {
+TEST_P(TapPortTest, KernelChoosesTheNameWhenNoneIsGiven) {
   TapPortConfig c = config();
   c.ifname.clear();
   auto port = open_tap(c);
@@ -477,7 +496,7 @@ TEST_F(TapPortTest, KernelChoosesTheNameWhenNoneIsGiven) {
   EXPECT_TRUE((*l)->up);
 }
 
-TEST_F(TapPortTest, InTheDaemonsOwnNamespace) {
+TEST_P(TapPortTest, InTheDaemonsOwnNamespace) {
   TapPortConfig c = config(1400);
   c.netns.clear();
   c.ifname = test_name("h");
@@ -493,7 +512,7 @@ TEST_F(TapPortTest, InTheDaemonsOwnNamespace) {
   EXPECT_EQ(::if_nametoindex(c.ifname.c_str()), 0u);
 }
 
-TEST_F(TapPortTest, NoFdLeaksOverCreateDestroyCycles) {
+TEST_P(TapPortTest, NoFdLeaksOverCreateDestroyCycles) {
   // Warm up (libnl, spdlog, thread start-up may keep something process-wide).
   { auto p = open_tap(config(9000)); }
   const size_t before = count_open_fds();
@@ -513,6 +532,104 @@ TEST_F(TapPortTest, NoFdLeaksOverCreateDestroyCycles) {
   ASSERT_TRUE(l);
   EXPECT_FALSE(*l);
 }
+
+uint64_t extra(const TapPort& port, const std::string& key) {
+  for (const auto& [k, v] : port.info().extra)
+    if (k == key) return v;
+  ADD_FAILURE() << "no counter " << key;
+  return 0;
+}
+
+// A burst of 32 frames each way: byte-exact and in order, and with io_uring far fewer than
+// one system call per frame (io_submits counts readv/writev or io_uring_enter calls).
+TEST_P(TapPortTest, BurstOf32FramesMovesInFewerThan32SystemCalls) {
+  auto port = open_tap(config(9000));
+  ASSERT_TRUE(port);
+  auto ps = PacketSocket::open(ns(), ifname_);
+  ASSERT_TRUE(ps) << ps.message();
+  constexpr uint32_t kFrames = 32;
+
+  std::vector<Bytes> out;
+  for (uint32_t i = 0; i < kFrames; ++i)
+    out.push_back(test_frame(kBroadcast, kPeerMac, 60 + 37 * i, uint8_t(i)));
+  const uint64_t submits0 = extra(*port, "io_submits"), frames0 = extra(*port, "io_frames");
+  ASSERT_TRUE(send_frames(*port, out));
+  const uint64_t tx_submits = extra(*port, "io_submits") - submits0;
+  EXPECT_EQ(extra(*port, "io_frames") - frames0, kFrames);
+  if (port->uses_uring()) {
+    EXPECT_LE(tx_submits, 2u) << "one submission for the burst (plus a wait at most)";
+  } else {
+    EXPECT_EQ(tx_submits, kFrames);
+  }
+  auto seen = (*ps)->receive(kFrames, is_test_frame);
+  ASSERT_EQ(seen.size(), kFrames);
+  for (uint32_t i = 0; i < kFrames; ++i) EXPECT_EQ(seen[i], out[i]) << "frame " << i;
+
+  // Into the port: queued in the kernel before the port looks, then taken in bursts.
+  std::vector<Bytes> in;
+  for (uint32_t i = 0; i < kFrames; ++i) {
+    in.push_back(test_frame(kPeerMac, kOtherMac, 1514 - 13 * i, uint8_t(100 + i)));
+    ASSERT_TRUE((*ps)->send(in.back()));
+  }
+  const uint64_t submits1 = extra(*port, "io_submits");
+  Pump pump(*port, kOtherMac);
+  auto got = pump.collect(kFrames, [](const Frame& f) { return is_test_frame(f.data); });
+  ASSERT_EQ(got.size(), kFrames);
+  for (uint32_t i = 0; i < kFrames; ++i) EXPECT_EQ(got[i].data, in[i]) << "frame " << i;
+  const uint64_t rx_submits = extra(*port, "io_submits") - submits1;
+  if (port->uses_uring()) {
+    EXPECT_LT(rx_submits, kFrames / 4) << "the armed read needs no system call per frame";
+    RecordProperty("rx_submits", int(rx_submits));
+    RecordProperty("tx_submits", int(tx_submits));
+  } else {
+    EXPECT_GE(rx_submits, kFrames);  // one readv per frame (and one per empty look)
+  }
+  EXPECT_EQ(extra(*port, "io_uring"), port->uses_uring() ? 1u : 0u);
+}
+
+// The daemon's order: the worker thread armed the read and sleeps elsewhere, the control
+// thread removes the port while frames arrive. The read is cancelled and waited for before
+// its buffers go (ASan would see a write into freed memory); no fd is left behind.
+TEST_P(TapPortTest, RemovingAPortWithArmedReadsLeavesNothingBehind) {
+  { auto warm = open_tap(config()); }
+  const size_t before = count_open_fds();
+  for (int cycle = 0; cycle < 5; ++cycle) {
+    SCOPED_TRACE("cycle " + std::to_string(cycle));
+    auto port = open_tap(config());
+    ASSERT_TRUE(port);
+    auto ps = PacketSocket::open(ns(), ifname_);
+    ASSERT_TRUE(ps) << ps.message();
+    UniqueFd armed(::eventfd(0, EFD_CLOEXEC)), quit(::eventfd(0, EFD_CLOEXEC));
+    ASSERT_TRUE(armed && quit);
+    std::thread worker([&] {
+      net::PacketBatch batch;
+      port->receive_burst(batch.ptrs(), net::kBurst);  // arms, on this thread
+      uint64_t one = 1;
+      (void)!::write(armed.get(), &one, 8);
+      pollfd pfd{quit.get(), POLLIN, 0};
+      while (::poll(&pfd, 1, 5000) == 0) {
+      }
+    });
+    uint64_t v;
+    ASSERT_EQ(::read(armed.get(), &v, 8), 8);
+    // Frames the armed read takes into the port's buffers, unreaped.
+    for (int i = 0; i < 40; ++i)
+      ASSERT_TRUE((*ps)->send(test_frame(kPeerMac, kOtherMac, 1000, uint8_t(i))));
+    port.reset();
+    uint64_t one = 1;
+    (void)!::write(quit.get(), &one, 8);
+    worker.join();
+  }
+  EXPECT_EQ(count_open_fds(), before);
+  auto l = find_link_in(ns(), ifname_);
+  ASSERT_TRUE(l);
+  EXPECT_FALSE(*l);
+}
+
+INSTANTIATE_TEST_SUITE_P(Io, TapPortTest, ::testing::Values(TapIo::kSyscalls, TapIo::kUring),
+                         [](const auto& i) { return std::string(tap_io_name(i.param)); });
+INSTANTIATE_TEST_SUITE_P(Io, TapGsoTest, ::testing::Values(TapIo::kSyscalls, TapIo::kUring),
+                         [](const auto& i) { return std::string(tap_io_name(i.param)); });
 
 }  // namespace
 }  // namespace vnet::ports

@@ -370,9 +370,11 @@ class Pump {
                       deadline - std::chrono::steady_clock::now())
                       .count();
       if (left <= 0) break;
-      pollfd pfd{port_.fd(), POLLIN, 0};
-      if (::poll(&pfd, 1, int(left)) <= 0) continue;
       uint32_t n = port_.receive_burst(batch_.ptrs(), net::kBurst);
+      if (n == 0) {
+        wait(int(left));
+        continue;
+      }
       for (uint32_t i = 0; i < n; ++i) {
         Frame f{batch_[i].vhdr, Bytes(batch_[i].data, batch_[i].data + batch_[i].len)};
         if (answer_arp(f)) continue;
@@ -384,6 +386,23 @@ class Pump {
   uint32_t arp_answered() const { return arp_answered_; }
 
  private:
+  // Sleeps as the worker does: on the port's wait fds, after enable_notifications().
+  void wait(int timeout_ms) {
+    std::vector<Port::WaitFd> fds;
+    port_.wait_fds(fds);
+    if (!port_.enable_notifications()) {
+      std::vector<pollfd> pfds;
+      for (const auto& w : fds) pfds.push_back({w.fd, POLLIN, 0});
+      if (::poll(pfds.data(), pfds.size(), timeout_ms) > 0) {
+        for (size_t i = 0; i < fds.size(); ++i) {
+          uint64_t v;
+          if (fds[i].is_eventfd && (pfds[i].revents & POLLIN)) (void)!::read(fds[i].fd, &v, 8);
+        }
+      }
+    }
+    port_.disable_notifications();
+  }
+
   bool answer_arp(const Frame& f) {
     const Bytes& d = f.data;
     if (d.size() < 42 || rd16(&d[12]) != kEthArp || rd16(&d[20]) != 1) return false;
