@@ -126,6 +126,7 @@ struct Options {
   bool notify = false;
   bool check = false;
   bool rx_no_refill = false;
+  bool random_src_mac = false;
   bool no_event_idx = false;
   bool hugetlb = false;
   uint32_t queue_size = 1024;
@@ -165,6 +166,7 @@ class Traffic {
   uint64_t rx_other_ = 0, rx_bad_ = 0, rx_continuations_ = 0;
   uint32_t rx_skip_ = 0;  // mergeable: used buffers still belonging to the last frame
   uint64_t kicks_ = 0, waits_ = 0, rx_refills_ = 0;
+  uint64_t src_state_ = 0x9e3779b97f4a7c15;  // --random-src-mac generator
   uint16_t tx_reaped_ = 0, rx_reaped_ = 0;  // used elements consumed (wrapping, as used->idx)
   Clock::time_point t_start_{};
 };
@@ -350,6 +352,14 @@ uint32_t Traffic::post_tx(Clock::time_point now) {
   for (uint64_t i = 0; i < want; ++i) {
     uint64_t gpa = tx_free_.back();
     tx_free_.pop_back();
+    if (o_.random_src_mac) {  // a new locally administered unicast source per frame
+      src_state_ ^= src_state_ << 13;  // xorshift64
+      src_state_ ^= src_state_ >> 7;
+      src_state_ ^= src_state_ << 17;
+      uint8_t* src = fe_.host(gpa + hdr_len_ + 6, 6);
+      std::memcpy(src, &src_state_, 6);
+      src[0] = uint8_t((src[0] & 0xfc) | 0x02);
+    }
     virtio::Buf b{gpa, len};
     int head = tq.add(&b, 1, nullptr, 0);
     tx_buf_of_head_[uint16_t(head)] = gpa;
@@ -493,6 +503,8 @@ int main(int argc, char** argv) {
   auto* nt = app.add_flag("--notify", o.notify, "Sleep on the call eventfds when idle");
   bp->excludes(nt);
   app.add_flag("--check", o.check, "rx: verify size and payload of each frame");
+  app.add_flag("--random-src-mac", o.random_src_mac,
+               "tx: every frame from a new random locally administered source MAC (MAC flood)");
   app.add_flag("--rx-no-refill", o.rx_no_refill,
                "Fill the RX ring once and never re-post a buffer (a stuck guest)");
   app.add_option("--rate", o.rate, "tx: frames per second (0: as fast as possible)")

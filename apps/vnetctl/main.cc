@@ -66,6 +66,7 @@ int main(int argc, char** argv) {
     bool client = false, attach = false, no_offloads = false;
     int64_t mtu = -1, vlan = -1, native = -1;
     std::vector<int64_t> trunk;
+    std::vector<std::string> allowed_macs;
   } pa;
   auto vlan_options = [&](CLI::App* sub) {
     auto* v = sub->add_option("--vlan", pa.vlan, "Access port of this VLAN (0: untagged domain)");
@@ -74,6 +75,9 @@ int main(int argc, char** argv) {
     sub->add_option("--native", pa.native, "Trunk: VLAN of untagged frames")->needs(t);
     v->excludes(t);
     sub->add_option("--mtu", pa.mtu, "MTU (TAP: set on the device)");
+    sub->add_option("--allowed-macs", pa.allowed_macs,
+                    "Port security: only these source MACs (a,b,...; 'any' lifts it)")
+        ->delimiter(',');
   };
   auto* add_port = app.add_subcommand(
       "add-port",
@@ -116,6 +120,12 @@ int main(int argc, char** argv) {
     if (pa.vlan >= 0) j["vlan"] = pa.vlan;
     if (!pa.trunk.empty()) j["trunk"] = pa.trunk;
     if (pa.native >= 0) j["native"] = pa.native;
+    if (!pa.allowed_macs.empty()) {
+      json a = json::array();
+      if (!(pa.allowed_macs.size() == 1 && pa.allowed_macs[0] == "any"))
+        for (const auto& m : pa.allowed_macs) a.push_back(m);
+      j["allowed_macs"] = a;
+    }
   };
   if (*add_port) {
     json port{{"type", pa.type}, {"name", pa.name}};
@@ -136,7 +146,7 @@ int main(int argc, char** argv) {
     req = {{"cmd", "set-port"}, {"name", pa.name}};
     put_common(req);
     if (req.size() == 2)
-      return fail(as_json, "set-port: nothing to change (--vlan, --trunk, --mtu)");
+      return fail(as_json, "set-port: nothing to change (--vlan, --trunk, --mtu, --allowed-macs)");
     what = What::kDone;
   } else if (*version) {
     req = {{"cmd", "version"}};

@@ -149,6 +149,8 @@ int main(int argc, char** argv) {
     if (!app.count("--tap-io") && !fc->tap_io.empty()) tap_io = fc->tap_io;
     if (!app.count("--fdb-size")) cfg.worker.forwarding.fdb_capacity = fc->fdb_size;
     if (!app.count("--fdb-age")) cfg.worker.forwarding.fdb_age_seconds = fc->fdb_age;
+    if (!app.count("--fdb-port-limit"))
+      cfg.worker.forwarding.fdb_port_limit = fc->fdb_port_limit;
     cfg.ports = std::move(fc->ports);
   }
   for (size_t i = 0; i < vhost_user.size(); ++i) {

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "ports/tap_port.h"
+#include "switch/mac.h"
 
 namespace vnet::control {
 
@@ -153,7 +154,8 @@ Result<PortSpec> parse_port(const json& j, const std::string& where_in) {
   p.type = *type;
   Status st;
   if (p.type == "vhost-user") {
-    st = check_keys(j, where, {"name", "type", "socket", "mode", "mtu", "vlan", "trunk", "native"});
+    st = check_keys(j, where, {"name", "type", "socket", "mode", "mtu", "vlan", "trunk", "native",
+                               "allowed_macs"});
     if (!st) return st;
     auto sock = get_string(j, where, "socket", true);
     if (!sock) return sock.status();
@@ -169,7 +171,7 @@ Result<PortSpec> parse_port(const json& j, const std::string& where_in) {
                             *mode);
   } else if (p.type == "tap") {
     st = check_keys(j, where, {"name", "type", "ifname", "netns", "attach", "offloads", "io",
-                               "mtu", "vlan", "trunk", "native"});
+                               "mtu", "vlan", "trunk", "native", "allowed_macs"});
     if (!st) return st;
     auto ifname = get_string(j, where, "ifname", false);
     if (!ifname) return ifname.status();
@@ -205,7 +207,35 @@ Result<PortSpec> parse_port(const json& j, const std::string& where_in) {
   auto vlan = parse_vlan(j, where);
   if (!vlan) return vlan.status();
   p.vlan = *vlan;
+  auto macs = parse_allowed_macs(j, where);
+  if (!macs) return macs.status();
+  p.allowed_macs = std::move(*macs);
   return p;
+}
+
+Result<std::vector<uint64_t>> parse_allowed_macs(const json& j, const std::string& where) {
+  std::vector<uint64_t> out;
+  if (!j.contains("allowed_macs")) return out;
+  const json& a = j["allowed_macs"];
+  constexpr size_t kMaxAllowed = 64;
+  if (!a.is_array() || a.size() > kMaxAllowed)
+    return Status::errorf("{}: field 'allowed_macs' must be an array of at most {} MAC addresses",
+                          where, kMaxAllowed);
+  for (size_t i = 0; i < a.size(); ++i) {
+    std::optional<sw::Mac> m;
+    if (a[i].is_string()) m = sw::Mac::parse(a[i].get<std::string>());
+    if (!m || m->is_multicast() || m->is_zero())
+      return Status::errorf("{}: allowed_macs[{}] must be a unicast MAC like \"52:54:00:12:34:56\", "
+                            "not {}", where, i, a[i].dump());
+    if (std::find(out.begin(), out.end(), m->raw()) == out.end()) out.push_back(m->raw());
+  }
+  return out;
+}
+
+json allowed_macs_json(const std::vector<uint64_t>& macs) {
+  json a = json::array();
+  for (uint64_t m : macs) a.push_back(sw::Mac::from_raw(m).to_string());
+  return a;
 }
 
 Result<FileConfig> parse_config_toml(const std::string& text, const std::string& source) {
@@ -266,13 +296,16 @@ Result<FileConfig> parse_config_toml(const std::string& text, const std::string&
     const json& v = root["fdb"];
     std::string w = source + ": [fdb]";
     if (!v.is_object()) return Status::errorf("{} must be a table", w);
-    if (!(st = check_keys(v, w, {"size", "age"}))) return st;
+    if (!(st = check_keys(v, w, {"size", "age", "per_port_limit"}))) return st;
     auto size = get_int(v, w, "size", 16, 16 << 20, 8192);
     if (!size) return size.status();
     cfg.fdb_size = uint32_t(*size);
     auto age = get_int(v, w, "age", 1, 1'000'000, 300);
     if (!age) return age.status();
     cfg.fdb_age = uint32_t(*age);
+    auto limit = get_int(v, w, "per_port_limit", 0, 16 << 20, 0);
+    if (!limit) return limit.status();
+    cfg.fdb_port_limit = uint32_t(*limit);
   }
   if (root.contains("port")) {
     const json& ports = root["port"];

@@ -40,6 +40,7 @@ struct PortSpec {
   // common
   uint32_t mtu = 0;  // 0: default (1500)
   VlanSpec vlan;
+  std::vector<uint64_t> allowed_macs;  // port security (raw sw::Mac); empty: any source
 };
 
 struct WorkerSpec {
@@ -55,6 +56,7 @@ struct FileConfig {
   WorkerSpec worker;
   uint32_t fdb_size = 8192;
   uint32_t fdb_age = 300;
+  uint32_t fdb_port_limit = 0;  // entries one port may hold; 0: no limit but the size
   std::vector<PortSpec> ports;
 };
 
@@ -64,6 +66,9 @@ Result<PortSpec> parse_port(const nlohmann::json& j, const std::string& where);
 // A VLAN setting: {"vlan": 10} (access) or {"trunk": [10, 20], "native": 1}.
 Result<VlanSpec> parse_vlan(const nlohmann::json& j, const std::string& where);
 nlohmann::json vlan_json(const VlanSpec& v);
+// {"allowed_macs": ["52:54:00:00:00:01", ...]}: unicast, non-zero, at most 64.
+Result<std::vector<uint64_t>> parse_allowed_macs(const nlohmann::json& j, const std::string& where);
+nlohmann::json allowed_macs_json(const std::vector<uint64_t>& macs);
 
 // Parses and checks a whole TOML file. Port names must be unique; sockets and TAP
 // names too.

@@ -124,6 +124,7 @@ Status Daemon::add_port(const PortSpec& spec) {
   }
   port->set_id(next_port_id_++);
   port->set_vlan(to_vlan_config(spec.vlan));  // not attached yet: no worker owns it
+  port->set_allowed_macs(spec.allowed_macs);
   worker_.add_port(port.get());
   ports_.push_back(std::move(port));
   specs_.emplace_back(spec.name, spec);
@@ -161,6 +162,7 @@ json Daemon::port_json(ports::Port& p) {
   for (const auto& [n, s] : specs_) {
     if (n != p.name()) continue;
     j["vlan"] = vlan_json(s.vlan);
+    if (!s.allowed_macs.empty()) j["allowed_macs"] = allowed_macs_json(s.allowed_macs);
     j["mtu"] = s.mtu ? s.mtu : 1500;
   }
   for (const auto& [k, v] : i.extra) j["extra"][k] = v;
@@ -217,6 +219,8 @@ json Daemon::handle(const json& req) {
       w["src_zero"] = fc.src_zero.get();
       w["stale_port"] = fc.stale_port.get();
       w["fdb_size"] = fdb.size();
+      w["fdb_capacity"] = fdb.capacity();
+      w["fdb_per_port_limit"] = fdb.per_port_limit();
       w["fdb_learned"] = dc.learned.get();
       w["fdb_moved"] = dc.moved.get();
       w["fdb_aged"] = dc.aged.get();
@@ -244,13 +248,21 @@ json Daemon::handle(const json& req) {
     if (!p) return fail("no port named " + name);
     for (const auto& [k, v] : req.items()) {
       (void)v;
-      if (k != "cmd" && k != "name" && k != "vlan" && k != "trunk" && k != "native" && k != "mtu")
-        return fail("set-port: unknown field '" + k + "' (known: name, vlan, trunk, native, mtu)");
+      if (k != "cmd" && k != "name" && k != "vlan" && k != "trunk" && k != "native" &&
+          k != "mtu" && k != "allowed_macs")
+        return fail("set-port: unknown field '" + k +
+                    "' (known: name, vlan, trunk, native, mtu, allowed_macs)");
     }
     PortSpec* spec = nullptr;
     for (auto& [n, sp] : specs_)
       if (n == name) spec = &sp;
     const bool vlan_change = req.contains("vlan") || req.contains("trunk") || req.contains("native");
+    std::optional<std::vector<uint64_t>> macs;
+    if (req.contains("allowed_macs")) {
+      auto m = parse_allowed_macs(req, "set-port " + name);
+      if (!m) return fail(m.message());
+      macs = std::move(*m);
+    }
     std::optional<VlanSpec> vlan;
     if (vlan_change) {
       auto v = parse_vlan(req, "set-port " + name);
@@ -270,6 +282,14 @@ json Daemon::handle(const json& req) {
       if (!st) return fail(st.message());
       if (spec) spec->mtu = uint32_t(m.get<int64_t>());
       spdlog::info("port {}: MTU {}", name, m.get<int64_t>());
+    }
+    if (macs) {
+      worker_.run_sync([&] {
+        p->set_allowed_macs(*macs);
+        worker_.forwarder().fdb().remove_port(p->id());  // learned from any source
+      });
+      if (spec) spec->allowed_macs = *macs;
+      spdlog::info("port {}: allowed_macs {}", name, allowed_macs_json(*macs).dump());
     }
     if (!vlan) return {{"ok", true}};
     net::VlanConfig vc = to_vlan_config(*vlan);

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <tuple>
 
+#include "common/log.h"
 #include "virtio/net_uapi.h"
 
 namespace vnet::dataplane {
@@ -116,6 +117,13 @@ void Forwarder::forward(ports::Port& in, net::Packet* const* pkts, uint32_t n,
     const uint16_t vlan = p->vlan;
     const sw::Mac dst = sw::Mac::from_bytes(p->data);
     const sw::Mac src = sw::Mac::from_bytes(p->data + 6);
+    if (!in.source_allowed(src.raw())) {
+      in.counters().drops.add(net::Drop::kPortSecurity);
+      static RateLimit rl;
+      VNET_LOG_RL(rl, spdlog::level::warn, "port {}: frame from {} dropped (not in allowed_macs)",
+                  in.name(), src.to_string());
+      continue;
+    }
     const uint64_t src_key = src.raw() | uint64_t(vlan) << 48;
     if (src.is_multicast()) {
       ++src_mc;

@@ -18,6 +18,7 @@ enum class Drop : uint8_t {
   kVlanTagged,    // a tagged frame on an access port
   kVlanDenied,    // a frame of a VLAN the port does not carry (or untagged, no native VLAN)
   kTapBusy,       // the kernel's TAP queue was full (write EAGAIN/ENOBUFS)
+  kPortSecurity,  // source MAC not in the port's allowed_macs
   kCount
 };
 
@@ -32,6 +33,7 @@ inline const char* drop_name(Drop d) {
     case Drop::kVlanTagged: return "vlan_tagged_on_access";
     case Drop::kVlanDenied: return "vlan_not_allowed";
     case Drop::kTapBusy: return "tap_busy";
+    case Drop::kPortSecurity: return "port_security";
     case Drop::kCount: break;
   }
   return "?";

@@ -46,6 +46,15 @@ class Port {
   // VLAN handling; worker thread (set it through Worker::run_sync once attached).
   const net::VlanConfig& vlan() const { return vlan_; }
   void set_vlan(const net::VlanConfig& v) { vlan_ = v; }
+  // Port security: when the list is not empty, frames from other source MACs (raw
+  // sw::Mac values) are dropped at ingress. Worker thread, like set_vlan.
+  void set_allowed_macs(std::vector<uint64_t> macs) { allowed_macs_ = std::move(macs); }
+  bool source_allowed(uint64_t mac) const {
+    if (allowed_macs_.empty()) return true;
+    for (uint64_t m : allowed_macs_)
+      if (m == mac) return true;
+    return false;
+  }
 
   // --- worker thread ---
   // Frames from the port into the switch: fills pkts[0..ret).
@@ -78,6 +87,7 @@ class Port {
   uint16_t id_ = 0;
   PortCounters counters_;
   net::VlanConfig vlan_;
+  std::vector<uint64_t> allowed_macs_;
 };
 
 }  // namespace vnet::ports

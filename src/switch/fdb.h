@@ -77,6 +77,7 @@ class Fdb {
 
   uint32_t size() const { return size_; }
   uint32_t capacity() const { return capacity_; }
+  uint32_t per_port_limit() const { return per_port_limit_; }
   uint32_t slots() const { return slot_mask_ + 1; }
   uint32_t port_entries(uint16_t port) const { return port_count_[port]; }
   uint64_t age_ns() const { return age_ms_ * 1'000'000ULL; }

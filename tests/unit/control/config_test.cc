@@ -1,6 +1,7 @@
 // Configuration checks: valid files and requests parse to the expected specs; every
 // kind of bad input gets an error naming the field (and the line, for TOML syntax).
 #include "control/config.h"
+#include "switch/mac.h"
 
 #include <gtest/gtest.h>
 
@@ -22,11 +23,13 @@ poll_mode = "poll"
 [fdb]
 size = 1024
 age = 60
+per_port_limit = 100
 [[port]]
 name = "vm1"
 type = "vhost-user"
 socket = "/tmp/vm1.sock"
 vlan = 10
+allowed_macs = ["52:54:00:00:00:01", "52:54:00:00:00:02", "52:54:00:00:00:01"]
 [[port]]
 name = "vm2"
 type = "vhost-user"
@@ -51,6 +54,11 @@ io = "uring"
   EXPECT_EQ(cfg->worker.poll_mode, "poll");
   EXPECT_EQ(cfg->fdb_size, 1024u);
   EXPECT_EQ(cfg->fdb_age, 60u);
+  EXPECT_EQ(cfg->fdb_port_limit, 100u);
+  EXPECT_EQ(cfg->ports[0].allowed_macs,
+            (std::vector<uint64_t>{sw::Mac::parse("52:54:00:00:00:01")->raw(),
+                                   sw::Mac::parse("52:54:00:00:00:02")->raw()}));
+  EXPECT_TRUE(cfg->ports[1].allowed_macs.empty());
   ASSERT_EQ(cfg->ports.size(), 3u);
   EXPECT_EQ(cfg->ports[0].vlan.mode, VlanSpec::Mode::kAccess);
   EXPECT_EQ(cfg->ports[0].vlan.tag, 10);
@@ -94,6 +102,13 @@ TEST(Config, BadFilesNameTheProblem) {
       {"[[port]]\nname = \"a\"\ntype = \"vhost-user\"\nsocket = \"/s\"\nio = \"uring\"",
        "unknown field 'io'"},
       {"[fdb]\nsize = 1", "'size' = 1 is out of range"},
+      {"[fdb]\nper_port_limit = -1", "'per_port_limit' = -1 is out of range"},
+      {"[[port]]\nname = \"a\"\ntype = \"vhost-user\"\nsocket = \"/s\"\nallowed_macs = [\"01:00:5e:00:00:01\"]",
+       "allowed_macs[0] must be a unicast MAC"},
+      {"[[port]]\nname = \"a\"\ntype = \"tap\"\nallowed_macs = [\"52:54:00:00:00:01\", \"x\"]",
+       "allowed_macs[1] must be a unicast MAC"},
+      {"[[port]]\nname = \"a\"\ntype = \"tap\"\nallowed_macs = \"52:54:00:00:00:01\"",
+       "'allowed_macs' must be an array"},
       {"[fdb]\nage = \"long\"", "'age' must be an integer"},
       {"port = 3", "array of tables"},
       {"[[port]]\ntype = \"tap\"", "missing field 'name'"},

@@ -231,4 +231,22 @@ TEST_F(ForwarderVlanTest, ExternalPacketsAreCopiedOnlyWhereNeeded) {
   EXPECT_TRUE(p->local()) << "no reference to the source's buffers after the burst";
 }
 
+// Port security: a port with allowed_macs takes frames only from those sources; the
+// others are dropped before learning and counted as port_security.
+TEST_F(ForwarderVlanTest, PortSecurityDropsOtherSourceMacs) {
+  port(1).set_allowed_macs({sw::Mac::parse(kA)->raw()});
+  send(1, frame(kBcast, kB));  // kB is not allowed on port 1
+  EXPECT_TRUE(receivers().empty());
+  EXPECT_EQ(port(1).counters().drops.get(net::Drop::kPortSecurity), 1u);
+  EXPECT_EQ(fwd_.fdb().lookup(*sw::Mac::parse(kB), 10, kSec), 0) << "not learned";
+  send(1, frame(kBcast, kA));
+  EXPECT_EQ(receivers(), (std::vector<uint16_t>{2, 4}));
+  EXPECT_EQ(port(1).counters().drops.get(net::Drop::kPortSecurity), 1u);
+  EXPECT_EQ(fwd_.fdb().lookup(*sw::Mac::parse(kA), 10, kSec), 1);
+  clear();
+  port(2).set_allowed_macs({});  // no list: any source
+  send(2, frame(kBcast, kB));
+  EXPECT_EQ(receivers(), (std::vector<uint16_t>{1, 4}));
+}
+
 }  // namespace vnet::dataplane
