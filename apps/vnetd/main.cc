@@ -132,6 +132,11 @@ int main(int argc, char** argv) {
                  "Seconds after which an unused FDB entry is forgotten")
       ->capture_default_str()
       ->check(CLI::Range(1u, 1000000u));
+  std::string socket_mode, socket_owner, socket_group;
+  app.add_option("--socket-mode", socket_mode,
+                 "Mode of the control socket and the vhost-user server sockets (default 0660)");
+  app.add_option("--socket-owner", socket_owner, "Their owner (user name or uid)");
+  app.add_option("--socket-group", socket_group, "Their group (group name or gid)");
   app.set_version_flag("--version", vnet::control::kVersion);
   CLI11_PARSE(app, argc, argv);
 
@@ -151,7 +156,32 @@ int main(int argc, char** argv) {
     if (!app.count("--fdb-age")) cfg.worker.forwarding.fdb_age_seconds = fc->fdb_age;
     if (!app.count("--fdb-port-limit"))
       cfg.worker.forwarding.fdb_port_limit = fc->fdb_port_limit;
+    cfg.socket_perms = fc->socket_perms;
     cfg.ports = std::move(fc->ports);
+  }
+  if (!socket_mode.empty()) {
+    auto m = vnet::parse_socket_mode(socket_mode);
+    if (!m) {
+      fprintf(stderr, "vnetd: --socket-mode: %s\n", m.message().c_str());
+      return 2;
+    }
+    cfg.socket_perms.mode = *m;
+  }
+  if (!socket_owner.empty()) {
+    auto u = vnet::lookup_user(socket_owner);
+    if (!u) {
+      fprintf(stderr, "vnetd: --socket-owner: %s\n", u.message().c_str());
+      return 2;
+    }
+    cfg.socket_perms.uid = *u;
+  }
+  if (!socket_group.empty()) {
+    auto g = vnet::lookup_group(socket_group);
+    if (!g) {
+      fprintf(stderr, "vnetd: --socket-group: %s\n", g.message().c_str());
+      return 2;
+    }
+    cfg.socket_perms.gid = *g;
   }
   for (size_t i = 0; i < vhost_user.size(); ++i) {
     auto spec = vhost_user_spec(vhost_user[i], i);

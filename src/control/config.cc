@@ -8,6 +8,7 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include "ports/tap_port.h"
 #include "switch/mac.h"
@@ -140,6 +141,33 @@ json vlan_json(const VlanSpec& v) {
   return {{"mode", "trunk"}, {"trunk", v.trunks}, {"native", v.native}};
 }
 
+// socket_mode ("0660", or a TOML octal integer 0o660), socket_owner and socket_group
+// (names or numbers) of `j`, each left at -1 when absent.
+Status parse_socket_perms(const json& j, const std::string& where, int* mode, int* uid, int* gid) {
+  if (j.contains("socket_mode")) {
+    const json& m = j["socket_mode"];
+    Result<mode_t> r = Status::error("");
+    if (m.is_string())
+      r = parse_socket_mode(m.get<std::string>());
+    else if (m.is_number_integer() && m.get<int64_t>() >= 0 && m.get<int64_t>() <= 07777)
+      r = parse_socket_mode(fmt::format("{:o}", m.get<int64_t>()));
+    else
+      return Status::errorf("{}: field 'socket_mode' must be an octal mode like \"0660\"", where);
+    if (!r) return Status::errorf("{}: field 'socket_mode': {}", where, r.message());
+    *mode = int(*r);
+  }
+  for (auto [key, out, is_user] : {std::tuple{"socket_owner", uid, true},
+                                   std::tuple{"socket_group", gid, false}}) {
+    auto name = get_string(j, where, key, false);
+    if (!name) return name.status();
+    if (name->empty()) continue;
+    Result<int> id = is_user ? lookup_user(*name) : lookup_group(*name);
+    if (!id) return Status::errorf("{}: field '{}': {}", where, key, id.message());
+    *out = *id;
+  }
+  return Status::ok();
+}
+
 Result<PortSpec> parse_port(const json& j, const std::string& where_in) {
   if (!j.is_object()) return Status::errorf("{}: a port must be a table/object", where_in);
   PortSpec p;
@@ -155,7 +183,7 @@ Result<PortSpec> parse_port(const json& j, const std::string& where_in) {
   Status st;
   if (p.type == "vhost-user") {
     st = check_keys(j, where, {"name", "type", "socket", "mode", "mtu", "vlan", "trunk", "native",
-                               "allowed_macs"});
+                               "allowed_macs", "socket_mode", "socket_owner", "socket_group"});
     if (!st) return st;
     auto sock = get_string(j, where, "socket", true);
     if (!sock) return sock.status();
@@ -169,6 +197,8 @@ Result<PortSpec> parse_port(const json& j, const std::string& where_in) {
     else if (!mode->empty() && *mode != "server")
       return Status::errorf("{}: field 'mode' must be \"server\" or \"client\", not \"{}\"", where,
                             *mode);
+    st = parse_socket_perms(j, where, &p.socket_mode, &p.socket_uid, &p.socket_gid);
+    if (!st) return st;
   } else if (p.type == "tap") {
     st = check_keys(j, where, {"name", "type", "ifname", "netns", "attach", "offloads", "io",
                                "mtu", "vlan", "trunk", "native", "allowed_macs"});
@@ -254,7 +284,14 @@ Result<FileConfig> parse_config_toml(const std::string& text, const std::string&
     const json& v = root["vnetd"];
     std::string w = source + ": [vnetd]";
     if (!v.is_object()) return Status::errorf("{} must be a table", w);
-    if (!(st = check_keys(v, w, {"control", "log_level", "tap_io"}))) return st;
+    if (!(st = check_keys(v, w, {"control", "log_level", "tap_io", "socket_mode", "socket_owner",
+                                 "socket_group"})))
+      return st;
+    int mode = -1, uid = -1, gid = -1;
+    if (!(st = parse_socket_perms(v, w, &mode, &uid, &gid))) return st;
+    if (mode >= 0) cfg.socket_perms.mode = mode_t(mode);
+    cfg.socket_perms.uid = uid;
+    cfg.socket_perms.gid = gid;
     auto c = get_string(v, w, "control", false);
     if (!c) return c.status();
     cfg.control_path = *c;

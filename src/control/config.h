@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/result.h"
+#include "common/socket_perms.h"
 
 namespace vnet::control {
 
@@ -41,6 +42,8 @@ struct PortSpec {
   uint32_t mtu = 0;  // 0: default (1500)
   VlanSpec vlan;
   std::vector<uint64_t> allowed_macs;  // port security (raw sw::Mac); empty: any source
+  // vhost-user server socket: mode, owner, group; -1: vnetd's default ([vnetd] socket_*)
+  int socket_mode = -1, socket_uid = -1, socket_gid = -1;
 };
 
 struct WorkerSpec {
@@ -56,7 +59,10 @@ struct FileConfig {
   WorkerSpec worker;
   uint32_t fdb_size = 8192;
   uint32_t fdb_age = 300;
-  uint32_t fdb_port_limit = 0;  // entries one port may hold; 0: no limit but the size
+  uint32_t fdb_port_limit = 0;
+  // [vnetd] socket_mode/owner/group: the control socket's and every vhost-user server
+  // socket's unless a port says otherwise.
+  SocketPerms socket_perms;  // entries one port may hold; 0: no limit but the size
   std::vector<PortSpec> ports;
 };
 

@@ -24,7 +24,6 @@ using nlohmann::json;
 
 namespace {
 
-constexpr mode_t kSocketMode = 0660;
 constexpr mode_t kDirMode = 0755;
 constexpr int kListenBacklog = 64;
 constexpr int kAcceptsPerEvent = 64;
@@ -150,10 +149,9 @@ Status ControlServer::listen_on_path() {
 
   listen_fd_.reset(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!listen_fd_) return Status::errorf("socket: {}", strerror(errno));
-  // bind() creates the file with the socket inode's mode minus the umask: setting it
-  // first means the file is never more open than 0660, not even for an instant.
-  if (fchmod(listen_fd_.get(), kSocketMode) != 0)
-    return Status::errorf("fchmod control socket: {}", strerror(errno));
+  // Never more open than configured, not even for an instant (common/socket_perms.h).
+  st = socket_perms_before_bind(listen_fd_.get(), limits_.perms);
+  if (!st) return st;
   if (bind(listen_fd_.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof(*addr)) != 0) {
     if (errno == EADDRINUSE)
       return Status::errorf("control socket {} appeared while vnetd was starting", path_);
@@ -164,8 +162,8 @@ Status ControlServer::listen_on_path() {
   sock_dev_ = sst.st_dev;
   sock_ino_ = sst.st_ino;
   bound_ = true;
-  if (chmod(path_.c_str(), kSocketMode) != 0)  // exactly 0660 whatever the umask
-    return Status::errorf("chmod {}: {}", path_, strerror(errno));
+  st = socket_perms_after_bind(path_, limits_.perms);
+  if (!st) return st;
   if (listen(listen_fd_.get(), kListenBacklog) != 0)
     return Status::errorf("listen {}: {}", path_, strerror(errno));
   st = loop_.add(listen_fd_.get(), EPOLLIN, [this](uint32_t ev) { on_listen(ev); });

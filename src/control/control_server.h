@@ -21,6 +21,7 @@
 #include "common/counter.h"
 #include "common/event_loop.h"
 #include "common/result.h"
+#include "common/socket_perms.h"
 #include "common/unique_fd.h"
 
 namespace vnet::control {
@@ -32,6 +33,8 @@ struct ControlServerLimits {
   size_t read_chunk = size_t(64) << 10;  // bytes read per readiness event
   // A client whose pending reply makes no progress for this long is closed.
   std::chrono::milliseconds write_stall_timeout{30000};
+  // Who may connect (mode 0660 by default; owner and group vnetd's unless set).
+  SocketPerms perms;
 };
 
 struct ControlServerCounters {
@@ -51,7 +54,7 @@ class ControlServer {
   using Handler = std::function<nlohmann::json(const nlohmann::json&)>;
 
   // Listens on `path` (creating its parent directory, mode 0755, if missing) with
-  // socket mode 0660. Refuses a path that exists unless it is a stale socket (nobody
+  // socket mode, owner and group limits.perms. Refuses a path that exists unless it is a stale socket (nobody
   // listening), which is replaced. `handler` runs on the loop thread.
   static Result<std::unique_ptr<ControlServer>> create(EventLoop& loop, const std::string& path,
                                                        Handler handler,

@@ -51,8 +51,10 @@ Status Daemon::start() {
   });
   if (!st) return st;
 
-  auto server = ControlServer::create(loop_, cfg_.control_path,
-                                      [this](const json& req) { return handle(req); });
+  ControlServerLimits limits;
+  limits.perms = cfg_.socket_perms;
+  auto server = ControlServer::create(
+      loop_, cfg_.control_path, [this](const json& req) { return handle(req); }, limits);
   if (!server) return server.status();
   control_ = std::move(*server);
 
@@ -99,6 +101,10 @@ Status Daemon::add_port(const PortSpec& spec) {
     ports::VhostUserPortConfig vc;
     vc.socket_path = spec.socket;
     vc.client = spec.client;
+    vc.perms = cfg_.socket_perms;
+    if (spec.socket_mode >= 0) vc.perms.mode = mode_t(spec.socket_mode);
+    if (spec.socket_uid >= 0) vc.perms.uid = spec.socket_uid;
+    if (spec.socket_gid >= 0) vc.perms.gid = spec.socket_gid;
     auto vp = std::make_unique<ports::VhostUserPort>(spec.name, vc, worker_);
     Status st = vp->open(loop_);
     if (!st) return Status::errorf("port {}: {}", spec.name, st.message());

@@ -26,6 +26,9 @@ struct DaemonConfig {
   dataplane::WorkerConfig worker;
   // Data path of TAP ports that do not choose one (PortSpec::io).
   ports::TapIo tap_io = ports::TapIo::kAuto;
+  // The control socket's and (unless a port says otherwise) every vhost-user server
+  // socket's mode, owner and group.
+  SocketPerms socket_perms;
 };
 
 class Daemon {

@@ -40,6 +40,7 @@ Status VhostUserPort::open(EventLoop& loop) {
   vhost_user::EndpointConfig ec;
   ec.path = cfg_.socket_path;
   ec.client = cfg_.client;
+  ec.perms = cfg_.perms;
   ec.name = name();
   auto ep = vhost_user::Endpoint::create(loop, ec, *this);
   if (!ep) return ep.status();

@@ -24,6 +24,7 @@ namespace vnet::ports {
 struct VhostUserPortConfig {
   std::string socket_path;
   bool client = false;  // vnetd connects to the front end's socket
+  SocketPerms perms;    // server socket: mode, owner, group
 };
 
 class VhostUserPort : public Port, public vhost_user::Backend {

@@ -96,6 +96,8 @@ Status Endpoint::listen() {
 
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd) return Status::errorf("socket: {}", strerror(errno));
+  // Never more open than configured, not even for an instant (common/socket_perms.h).
+  if (Status s = socket_perms_before_bind(fd.get(), cfg_.perms); !s) return s;
   if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof(*addr)) != 0)
     return Status::errorf("bind {}: {}", cfg_.path, strerror(errno));
   if (::stat(path, &st) == 0) {
@@ -104,6 +106,7 @@ Status Endpoint::listen() {
   }
   int raw = fd.get();
   listen_fd_ = std::move(fd);  // from here on the destructor unlinks the file
+  if (Status s = socket_perms_after_bind(cfg_.path, cfg_.perms); !s) return s;
   if (::listen(raw, 8) != 0) return Status::errorf("listen {}: {}", cfg_.path, strerror(errno));
   if (Status s = loop_.add(raw, EPOLLIN, [this](uint32_t) { on_accept(); }); !s) return s;
   spdlog::info("vhost-user {}: listening on {}", cfg_.name, cfg_.path);

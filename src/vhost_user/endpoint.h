@@ -14,6 +14,7 @@
 #include "common/counter.h"
 #include "common/event_loop.h"
 #include "common/result.h"
+#include "common/socket_perms.h"
 #include "common/unique_fd.h"
 #include "vhost_user/backend.h"
 #include "vhost_user/session.h"
@@ -25,6 +26,7 @@ struct EndpointConfig {
   bool client = false;  // connect to `path` (the front end listens) instead of listening
   std::string name;     // for logs
   std::chrono::milliseconds reconnect_interval{1000};
+  SocketPerms perms;  // server: who may connect (mode 0660 by default)
 };
 
 struct EndpointCounters {

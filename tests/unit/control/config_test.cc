@@ -16,6 +16,8 @@ TEST(Config, FullFile) {
 control = "/run/vnet/test.sock"
 log_level = "debug"
 tap_io = "syscalls"
+socket_mode = "0600"
+socket_group = "daemon"
 [worker]
 cpu = 1
 idle_poll_us = 50
@@ -30,6 +32,8 @@ type = "vhost-user"
 socket = "/tmp/vm1.sock"
 vlan = 10
 allowed_macs = ["52:54:00:00:00:01", "52:54:00:00:00:02", "52:54:00:00:00:01"]
+socket_mode = 0o640
+socket_owner = "0"
 [[port]]
 name = "vm2"
 type = "vhost-user"
@@ -55,6 +59,13 @@ io = "uring"
   EXPECT_EQ(cfg->fdb_size, 1024u);
   EXPECT_EQ(cfg->fdb_age, 60u);
   EXPECT_EQ(cfg->fdb_port_limit, 100u);
+  EXPECT_EQ(cfg->socket_perms.mode, mode_t(0600));
+  EXPECT_EQ(cfg->socket_perms.gid, 1);  // daemon
+  EXPECT_EQ(cfg->socket_perms.uid, -1);
+  EXPECT_EQ(cfg->ports[0].socket_mode, 0640);
+  EXPECT_EQ(cfg->ports[0].socket_uid, 0);
+  EXPECT_EQ(cfg->ports[0].socket_gid, -1);
+  EXPECT_EQ(cfg->ports[1].socket_mode, -1);
   EXPECT_EQ(cfg->ports[0].allowed_macs,
             (std::vector<uint64_t>{sw::Mac::parse("52:54:00:00:00:01")->raw(),
                                    sw::Mac::parse("52:54:00:00:00:02")->raw()}));
@@ -103,6 +114,12 @@ TEST(Config, BadFilesNameTheProblem) {
        "unknown field 'io'"},
       {"[fdb]\nsize = 1", "'size' = 1 is out of range"},
       {"[fdb]\nper_port_limit = -1", "'per_port_limit' = -1 is out of range"},
+      {"[vnetd]\nsocket_mode = \"4660\"", "field 'socket_mode'"},
+      {"[vnetd]\nsocket_mode = true", "field 'socket_mode' must be an octal mode"},
+      {"[vnetd]\nsocket_group = \"no-such-group-vnet\"", "field 'socket_group': no group named"},
+      {"[[port]]\nname = \"a\"\ntype = \"vhost-user\"\nsocket = \"/s\"\nsocket_owner = \"no-such-user-vnet\"",
+       "field 'socket_owner': no user named"},
+      {"[[port]]\nname = \"a\"\ntype = \"tap\"\nsocket_mode = \"0600\"", "unknown field 'socket_mode'"},
       {"[[port]]\nname = \"a\"\ntype = \"vhost-user\"\nsocket = \"/s\"\nallowed_macs = [\"01:00:5e:00:00:01\"]",
        "allowed_macs[0] must be a unicast MAC"},
       {"[[port]]\nname = \"a\"\ntype = \"tap\"\nallowed_macs = [\"52:54:00:00:00:01\", \"x\"]",

@@ -2,6 +2,7 @@
 // paths, socket file removed on destruction) and client mode (retry and reconnect),
 // driven by EventLoop::run_once in bounded loops.
 #include <fcntl.h>
+#include <sys/wait.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -11,6 +12,7 @@
 
 #include "common/event_loop.h"
 #include "vhost_user/endpoint.h"
+#include "common/socket_perms.h"
 #include "vhu_test_util.h"
 
 namespace vnet::vhost_user {
@@ -144,6 +146,66 @@ TEST_F(EndpointTest, ServerAcceptsOneFrontEndAtATime) {
     EXPECT_TRUE(at_eof(c4.get()));
   }
   EXPECT_EQ(count_fds(), fds_before);
+}
+
+// Who may connect: the server socket gets exactly the configured mode and group, the
+// default is 0660, and a user outside them cannot connect (checked from a child that
+// drops to nobody; skipped unless root).
+TEST_F(EndpointTest, ServerSocketModeOwnerAndGroup) {
+  for (mode_t mask : {mode_t(0), mode_t(077)}) {  // the umask changes nothing
+    mode_t old = umask(mask);
+    auto ep = Endpoint::create(loop, server_cfg(), backend);
+    umask(old);
+    ASSERT_TRUE(ep.is_ok()) << ep.message();
+    struct stat st;
+    ASSERT_EQ(lstat(path_.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0660u) << "default mode, umask " << std::oct << mask;
+  }
+  auto gid = lookup_group("daemon");  // in every Debian base system
+  ASSERT_TRUE(gid) << gid.message();
+  EndpointConfig c = server_cfg();
+  c.perms.mode = 0600;
+  c.perms.gid = *gid;
+  auto ep = Endpoint::create(loop, c, backend);
+  ASSERT_TRUE(ep.is_ok()) << ep.message();
+  struct stat st;
+  ASSERT_EQ(lstat(path_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  if (geteuid() != 0) GTEST_SKIP() << "chown and the connect check need root";
+  EXPECT_EQ(st.st_gid, gid_t(*gid));
+  auto nobody = lookup_user("nobody");
+  ASSERT_TRUE(nobody) << nobody.message();
+  // The directory must be searchable for the check to be about the socket's own mode.
+  ASSERT_EQ(chmod(dir_.c_str(), 0755), 0);
+  auto can_connect_as_nobody = [&] {
+    pid_t pid = fork();
+    if (pid == 0) {
+      if (setgid(65534) != 0 || setuid(uid_t(*nobody)) != 0) _exit(3);
+      int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+      sockaddr_un a{};
+      a.sun_family = AF_UNIX;
+      std::snprintf(a.sun_path, sizeof(a.sun_path), "%s", path_.c_str());
+      _exit(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 ? 0 : 1);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 4;
+  };
+  EXPECT_EQ(can_connect_as_nobody(), 1) << "0600: nobody must not connect";
+  ASSERT_EQ(chmod(path_.c_str(), 0666), 0);
+  EXPECT_EQ(can_connect_as_nobody(), 0) << "0666: nobody may connect (the check itself works)";
+}
+
+TEST(SocketPermsTest, ParsesModesAndRejectsBadOnes) {
+  EXPECT_EQ(*parse_socket_mode("0660"), mode_t(0660));
+  EXPECT_EQ(*parse_socket_mode("600"), mode_t(0600));
+  EXPECT_EQ(*parse_socket_mode("0o640"), mode_t(0640));
+  for (const char* bad : {"", "0999", "4660", "rw-rw----", "0060", "066600"})
+    EXPECT_FALSE(parse_socket_mode(bad)) << bad;
+  EXPECT_FALSE(lookup_user("no-such-user-vnet"));
+  EXPECT_NE(lookup_group("no-such-group-vnet").message().find("no-such-group-vnet"),
+            std::string::npos);
+  EXPECT_EQ(*lookup_group("1234"), 1234);
 }
 
 TEST_F(EndpointTest, RefusesARegularFile) {
