@@ -159,30 +159,21 @@ int main(int argc, char** argv) {
     cfg.socket_perms = fc->socket_perms;
     cfg.ports = std::move(fc->ports);
   }
-  if (!socket_mode.empty()) {
-    auto m = vnet::parse_socket_mode(socket_mode);
-    if (!m) {
-      fprintf(stderr, "vnetd: --socket-mode: %s\n", m.message().c_str());
-      return 2;
+  // --socket-*: each overrides the config file's [vnetd] socket_* value.
+  auto socket_flag = [](const char* flag, const std::string& value, auto parse, auto& out) {
+    if (value.empty()) return true;
+    auto r = parse(value);
+    if (!r) {
+      fprintf(stderr, "vnetd: %s: %s\n", flag, r.message().c_str());
+      return false;
     }
-    cfg.socket_perms.mode = *m;
-  }
-  if (!socket_owner.empty()) {
-    auto u = vnet::lookup_user(socket_owner);
-    if (!u) {
-      fprintf(stderr, "vnetd: --socket-owner: %s\n", u.message().c_str());
-      return 2;
-    }
-    cfg.socket_perms.uid = *u;
-  }
-  if (!socket_group.empty()) {
-    auto g = vnet::lookup_group(socket_group);
-    if (!g) {
-      fprintf(stderr, "vnetd: --socket-group: %s\n", g.message().c_str());
-      return 2;
-    }
-    cfg.socket_perms.gid = *g;
-  }
+    out = *r;
+    return true;
+  };
+  if (!socket_flag("--socket-mode", socket_mode, vnet::parse_socket_mode, cfg.socket_perms.mode) ||
+      !socket_flag("--socket-owner", socket_owner, vnet::lookup_user, cfg.socket_perms.uid) ||
+      !socket_flag("--socket-group", socket_group, vnet::lookup_group, cfg.socket_perms.gid))
+    return 2;
   for (size_t i = 0; i < vhost_user.size(); ++i) {
     auto spec = vhost_user_spec(vhost_user[i], i);
     if (!spec) {
