@@ -284,7 +284,13 @@ PortInfo VhostUserPort::info() const {
     i.extra.emplace_back("connections", ec.connections.get());
     i.extra.emplace_back("disconnects", ec.disconnects.get());
     i.extra.emplace_back("rejected_connections", ec.rejected.get());
+    i.extra.emplace_back("bad_messages", ec.bad_messages.get());
+    i.extra.emplace_back("protocol_errors", ec.protocol_errors.get());
   }
+  // Chains the guest got back empty because a descriptor was bad (the queue goes on),
+  // and times a queue was stopped for a bad ring. (Counters: readable from any thread.)
+  i.extra.emplace_back("rx_bad_chains", queues_[kRxQ].vq.counters().bad_chains.get());
+  i.extra.emplace_back("tx_bad_chains", queues_[kTxQ].vq.counters().bad_chains.get());
   return i;
 }
 

@@ -159,8 +159,10 @@ void Endpoint::on_session_event() {
 void Endpoint::end_session(const Status& why) {
   loop_.remove(session_->fd());
   bool closed = session_->peer_closed();
+  counters_.bad_messages.add(session_->counters().bad_messages.get());
   session_.reset();  // ~Session: backend.reset(), socket closed
   counters_.disconnects.add();
+  if (!closed) counters_.protocol_errors.add();
   if (closed)
     spdlog::info("vhost-user {}: front end disconnected", cfg_.name);
   else

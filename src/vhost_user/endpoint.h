@@ -34,6 +34,8 @@ struct EndpointCounters {
   Counter disconnects;       // sessions ended
   Counter rejected;          // server: connections refused while a session was active
   Counter connect_failures;  // client: connection attempts that failed
+  Counter bad_messages;      // messages refused, over all sessions
+  Counter protocol_errors;   // sessions vnetd ended because of what the front end sent
 };
 
 class Endpoint {

@@ -96,6 +96,7 @@ class DeviceQueue {
   }
 
   QueueCounters& counters() { return counters_; }
+  const QueueCounters& counters() const { return counters_; }
 
  private:
   void set_broken(const char* why);
