@@ -39,7 +39,8 @@ from vnet_harness import HarnessError, log, require_root, run_test  # noqa: E402
 from vnet_harness.procs import Process, wait_until  # noqa: E402
 from vnet_harness.testpmd import cpu_plan  # noqa: E402
 from vnet_harness.traffic import require_traffic, result_of  # noqa: E402
-from vnet_harness.vnetd import PortSpec, Vnetd, find_program, require_vnetd  # noqa: E402
+from vnet_harness.vnetd import (PortSpec, Vnetd, find_program, require_vnetd,  # noqa: E402
+                                sanitizer_of)
 
 CYCLES = int(os.environ.get("VNET_FAULTS_CYCLES", "200"))
 WARM_CYCLE = min(10, max(1, CYCLES // 2))  # fds/RSS reference point
@@ -67,16 +68,6 @@ def fd_targets(pid):
         except OSError:  # closed meanwhile
             pass
     return out
-
-
-def sanitizer_of(pid):
-    """'asan' or 'tsan' when the process runs with that sanitizer's runtime, else None."""
-    with open("/proc/%d/maps" % pid) as f:
-        maps = f.read()
-    for name in ("asan", "tsan"):
-        if "lib%s" % name in maps:
-            return name
-    return None
 
 
 def proc_stats(pid):

@@ -228,7 +228,8 @@ class Vnetd:
     # --- vnetctl ------------------------------------------------------------------
     def vnetctl(self, *args, timeout=10.0):
         """Run `vnetctl --control PATH --json ARGS`; return the decoded JSON (must be ok)."""
-        argv = [self.vnetctl_binary, "--control", self.control, "--json"] + list(args)
+        argv = [self.vnetctl_binary, "--control", self.control, "--json",
+                "--timeout", str(int(timeout * 1000))] + list(args)
         try:
             r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -271,3 +272,13 @@ class Vnetd:
                     return False
             return True
         wait_until(ok, timeout, interval=0.2, what="vnetd ports %s connected" % ", ".join(names))
+
+
+def sanitizer_of(pid):
+    """'asan' or 'tsan' when the process runs with that sanitizer's runtime, else None."""
+    with open("/proc/%d/maps" % pid) as f:
+        maps = f.read()
+    for name in ("asan", "tsan"):
+        if "lib%s" % name in maps:
+            return name
+    return None
