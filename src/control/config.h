@@ -17,6 +17,8 @@ namespace vnet::control {
 // 802.1Q handling of a port (issue "VLANs"): access ports carry one VLAN untagged
 // (0: the port is not in any VLAN, frames untagged); trunk ports carry the listed
 // VLANs tagged, and untagged frames in `native` (0: dropped).
+constexpr int kMaxWorkers = 64;
+
 struct VlanSpec {
   enum class Mode { kAccess, kTrunk };
   Mode mode = Mode::kAccess;
@@ -39,10 +41,13 @@ struct PortSpec {
   // common
   uint32_t mtu = 0;  // 0: default (1500)
   VlanSpec vlan;
+  int worker = -1;  // the worker that polls it; -1: the one with the fewest ports
 };
 
+// [worker]: `cpus = [0, 1]` runs one data-plane worker per listed CPU, pinned to it;
+// `cpu = N` is the one-element form (-1: one worker, not pinned).
 struct WorkerSpec {
-  int cpu = -1;
+  std::vector<int> cpus;  // empty: one worker, not pinned
   uint32_t idle_poll_us = 200;
   std::string poll_mode = "adaptive";  // adaptive | poll | sleep
 };
@@ -62,6 +67,16 @@ Result<PortSpec> parse_port(const nlohmann::json& j, const std::string& where);
 // A VLAN setting: {"vlan": 10} (access) or {"trunk": [10, 20], "native": 1}.
 Result<VlanSpec> parse_vlan(const nlohmann::json& j, const std::string& where);
 nlohmann::json vlan_json(const VlanSpec& v);
+
+// A CPU list for workers ("0,1" from the command line): each in [0, max_cpu], no
+// duplicates, at most 64. `where` names the option or field in errors.
+Result<std::vector<int>> parse_cpu_list(const nlohmann::json& j, const std::string& where,
+                                        int max_cpu);
+// The highest CPU number this machine has (sysconf(_SC_NPROCESSORS_CONF) - 1).
+int max_cpu();
+// Checks that every port's worker index is below the number of workers.
+Status check_port_workers(const std::vector<PortSpec>& ports, size_t workers,
+                          const std::string& where);
 
 // Parses and checks a whole TOML file. Port names must be unique; sockets and TAP
 // names too.
