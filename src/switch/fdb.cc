@@ -42,17 +42,16 @@ void Fdb::buckets(uint64_t key, uint32_t* b1, uint32_t* b2) const {
   *b2 = *b1 ^ ((uint32_t(h >> 32) & bucket_mask_) | 1);
 }
 
-// Seqlock writer: the sequence goes odd, the release fence keeps the entry stores after
-// it; the release store making it even again keeps them before.
+// Seqlock writer: the sequence goes odd before any entry store (those are release
+// stores) and even again after them (a release store).
 void Fdb::write_begin(Bucket& b) {
   std::atomic<uint16_t>& seq = b.e[0].seq;
-  st(seq, ld(seq) + 1);
-  std::atomic_thread_fence(std::memory_order_release);
+  seq.store(uint16_t(seq.load(std::memory_order_relaxed) + 1), std::memory_order_relaxed);
 }
 
 void Fdb::write_end(Bucket& b) {
   std::atomic<uint16_t>& seq = b.e[0].seq;
-  seq.store(uint16_t(ld(seq) + 1), std::memory_order_release);
+  seq.store(uint16_t(seq.load(std::memory_order_relaxed) + 1), std::memory_order_release);
 }
 
 Fdb::Found Fdb::find(uint64_t key, uint32_t b1, uint32_t b2) const {
@@ -72,8 +71,8 @@ Fdb::Found Fdb::find(uint64_t key, uint32_t b1, uint32_t b2) const {
         f = Found{true, port, ld(e.stamp), &e};
         break;
       }
-      std::atomic_thread_fence(std::memory_order_acquire);
-      if (ld(b.e[0].seq) != s1) continue;  // a writer changed the bucket meanwhile
+      // After the entry loads (acquire): a writer changed the bucket meanwhile?
+      if (b.e[0].seq.load(std::memory_order_relaxed) != s1) continue;
       if (f.found) return f;
       break;
     }

@@ -117,8 +117,10 @@ class Fdb {
   }
 
  private:
-  // Fields are atomics accessed with relaxed loads and stores (plain moves on x86): the
-  // seqlock orders them; the atomics only keep concurrent access defined.
+  // Fields are atomics, loaded with acquire and stored with release (plain moves on
+  // x86). That is the seqlock's ordering without fences (which ThreadSanitizer does not
+  // model): a writer's entry stores cannot move before its odd sequence store, and a
+  // reader's entry loads cannot move after its second sequence load.
   struct Entry {
     std::atomic<uint64_t> key;    // MAC in bits 0..47, VLAN in 48..63
     std::atomic<uint32_t> stamp;  // last seen, milliseconds (mod 2^32)
@@ -132,11 +134,11 @@ class Fdb {
   static_assert(sizeof(Bucket) == 64);
   template <typename T>
   static T ld(const std::atomic<T>& a) {
-    return a.load(std::memory_order_relaxed);
+    return a.load(std::memory_order_acquire);
   }
   template <typename T, typename V>
   static void st(std::atomic<T>& a, V v) {
-    a.store(T(v), std::memory_order_relaxed);
+    a.store(T(v), std::memory_order_release);
   }
   // Writer side of a bucket's seqlock (mutex held).
   static void write_begin(Bucket& b);
