@@ -51,6 +51,10 @@ int main(int argc, char** argv) {
       "counters", "Per-port RX/TX packets and bytes and non-zero drops, then worker counters");
   std::string counters_port;
   counters->add_option("PORT", counters_port, "Only this port");
+  auto* workers = app.add_subcommand(
+      "workers",
+      "Per data-plane worker: CPU, ports it polls, packets, busy and idle cycles, cycles per "
+      "packet, wake-ups, sleeps");
   auto* fdb = app.add_subcommand(
       "fdb", "List the forwarding database (MAC VLAN PORT AGE); 'fdb flush' empties it");
   std::string fdb_action;
@@ -64,7 +68,7 @@ int main(int argc, char** argv) {
   struct PortArgs {
     std::string type, name, socket, ifname, netns, io;
     bool client = false, attach = false, no_offloads = false;
-    int64_t mtu = -1, vlan = -1, native = -1;
+    int64_t mtu = -1, vlan = -1, native = -1, worker = -1;
     std::vector<int64_t> trunk;
     std::vector<std::string> allowed_macs;
   } pa;
@@ -78,6 +82,9 @@ int main(int argc, char** argv) {
     sub->add_option("--allowed-macs", pa.allowed_macs,
                     "Port security: only these source MACs (a,b,...; 'any' lifts it)")
         ->delimiter(',');
+    sub->add_option("--worker", pa.worker,
+                    "The data-plane worker that polls the port (vnetctl workers); set-port "
+                    "moves it there");
   };
   auto* add_port = app.add_subcommand(
       "add-port",
@@ -97,7 +104,8 @@ int main(int argc, char** argv) {
   auto* del_port =
       app.add_subcommand("del-port", "Remove a port (ends its session, removes its socket/TAP)");
   del_port->add_option("NAME", pa.name, "Port name")->required();
-  auto* set_port = app.add_subcommand("set-port", "Change a port's VLAN mode or MTU");
+  auto* set_port =
+      app.add_subcommand("set-port", "Change a port's VLAN mode or MTU, or move it to another worker");
   set_port->add_option("NAME", pa.name, "Port name")->required();
   vlan_options(set_port);
   try {
@@ -114,7 +122,7 @@ int main(int argc, char** argv) {
   }
 
   json req;
-  enum class What { kVersion, kPorts, kCounters, kFdb, kFlush, kDone } what;
+  enum class What { kVersion, kPorts, kCounters, kWorkers, kFdb, kFlush, kDone } what;
   auto put_common = [&](json& j) {
     if (pa.mtu >= 0) j["mtu"] = pa.mtu;
     if (pa.vlan >= 0) j["vlan"] = pa.vlan;
@@ -126,6 +134,7 @@ int main(int argc, char** argv) {
         for (const auto& m : pa.allowed_macs) a.push_back(m);
       j["allowed_macs"] = a;
     }
+    if (pa.worker >= 0) j["worker"] = pa.worker;
   };
   if (*add_port) {
     json port{{"type", pa.type}, {"name", pa.name}};
@@ -146,7 +155,7 @@ int main(int argc, char** argv) {
     req = {{"cmd", "set-port"}, {"name", pa.name}};
     put_common(req);
     if (req.size() == 2)
-      return fail(as_json, "set-port: nothing to change (--vlan, --trunk, --mtu, --allowed-macs)");
+      return fail(as_json, "set-port: nothing to change (--vlan, --trunk, --mtu, --allowed-macs, --worker)");
     what = What::kDone;
   } else if (*version) {
     req = {{"cmd", "version"}};
@@ -158,6 +167,9 @@ int main(int argc, char** argv) {
     req = {{"cmd", "counters"}};
     if (!counters_port.empty()) req["port"] = counters_port;
     what = What::kCounters;
+  } else if (*workers) {
+    req = {{"cmd", "workers"}};
+    what = What::kWorkers;
   } else if (*fdb_flush || (*fdb && fdb_action == "flush")) {
     req = {{"cmd", "fdb-flush"}};
     what = What::kFlush;
@@ -191,6 +203,9 @@ int main(int argc, char** argv) {
       break;
     case What::kCounters:
       std::cout << vnet::control::format_counters(r);
+      break;
+    case What::kWorkers:
+      std::cout << vnet::control::format_workers(r);
       break;
     case What::kFdb:
       std::cout << vnet::control::format_fdb(r);

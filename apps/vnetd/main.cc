@@ -3,7 +3,9 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <algorithm>
 #include <filesystem>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -48,7 +50,7 @@ json parse_port_arg(const std::string& arg, const char* first_key) {
   return j;
 }
 
-// --vhost-user PATH[,client|server][,name=NAME][,mtu=N][,vlan=N]
+// --vhost-user PATH[,client|server][,name=NAME][,mtu=N][,vlan=N][,worker=K]
 vnet::Result<vnet::control::PortSpec> vhost_user_spec(const std::string& arg, size_t index) {
   json j = parse_port_arg(arg, "socket");
   if (j.contains("client")) {
@@ -64,7 +66,7 @@ vnet::Result<vnet::control::PortSpec> vhost_user_spec(const std::string& arg, si
   return vnet::control::parse_port(j, "--vhost-user " + arg);
 }
 
-// --tap NAME[,ifname=IF][,netns=NS][,attach][,no-offloads][,io=uring|syscalls][,mtu=N][,vlan=N]
+// --tap NAME[,ifname=IF][,netns=NS][,attach][,no-offloads][,io=uring|syscalls][,mtu=N][,vlan=N][,worker=K]
 vnet::Result<vnet::control::PortSpec> tap_spec(const std::string& arg) {
   json j = parse_port_arg(arg, "name");
   if (j.contains("no-offloads")) {
@@ -92,12 +94,12 @@ int main(int argc, char** argv) {
                  "options override it")
       ->check(CLI::ExistingFile);
   app.add_option("--vhost-user", vhost_user,
-                 "A vhost-user port: PATH[,client][,name=NAME][,mtu=N][,vlan=N]. vnetd listens "
+                 "A vhost-user port: PATH[,client][,name=NAME][,mtu=N][,vlan=N][,worker=K]. vnetd listens "
                  "on PATH (server, the default) or connects to a front end listening there "
                  "(client, retried every second). Repeatable.");
   app.add_option("--tap", taps,
                  "A TAP port: NAME[,ifname=IF][,netns=NS][,attach][,no-offloads][,io=MODE][,mtu=N]"
-                 "[,vlan=N]. vnetd creates the TAP (in network namespace NS if given) or attaches "
+                 "[,vlan=N][,worker=K]. vnetd creates the TAP (in network namespace NS if given) or attaches "
                  "to an existing one. Repeatable.");
   std::string tap_io = "auto";
   app.add_option("--tap-io", tap_io,
@@ -111,9 +113,16 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
-  app.add_option("--cpu", cfg.worker.cpu, "Pin the data-plane worker to this core (-1: no pinning)")
-      ->capture_default_str();
-  app.add_option("--idle-poll-us", cfg.worker.idle_poll_us,
+  int cpu = -1;
+  auto* cpu_opt =
+      app.add_option("--cpu", cpu, "One data-plane worker pinned to this core (-1: no pinning)")
+          ->capture_default_str();
+  std::string cpus_arg;
+  app.add_option("--cpus", cpus_arg,
+                 "One data-plane worker per listed core, pinned to it (0,1,...). Ports go to "
+                 "the worker with the fewest ports unless they say worker=K.")
+      ->excludes(cpu_opt);
+  app.add_option("--idle-poll-us", cfg.workers.idle_poll_us,
                  "adaptive: busy-poll this long after the last frame before sleeping")
       ->capture_default_str();
   std::string poll_mode = "adaptive";
@@ -122,13 +131,13 @@ int main(int argc, char** argv) {
                  "sleep (sleep whenever idle)")
       ->capture_default_str()
       ->check(CLI::IsMember({"adaptive", "poll", "sleep"}));
-  app.add_option("--fdb-size", cfg.worker.forwarding.fdb_capacity, "FDB entries at most")
+  app.add_option("--fdb-size", cfg.workers.forwarding.fdb_capacity, "FDB entries at most")
       ->capture_default_str()
       ->check(CLI::Range(16u, 1u << 22));
-  app.add_option("--fdb-port-limit", cfg.worker.forwarding.fdb_port_limit,
+  app.add_option("--fdb-port-limit", cfg.workers.forwarding.fdb_port_limit,
                  "FDB entries learned per port at most (0: no limit)")
       ->capture_default_str();
-  app.add_option("--fdb-age", cfg.worker.forwarding.fdb_age_seconds,
+  app.add_option("--fdb-age", cfg.workers.forwarding.fdb_age_seconds,
                  "Seconds after which an unused FDB entry is forgotten")
       ->capture_default_str()
       ->check(CLI::Range(1u, 1000000u));
@@ -148,14 +157,14 @@ int main(int argc, char** argv) {
     }
     if (!app.count("--control") && !fc->control_path.empty()) control_path = fc->control_path;
     if (!app.count("--log-level") && !fc->log_level.empty()) log_level = fc->log_level;
-    if (!app.count("--cpu")) cfg.worker.cpu = fc->worker.cpu;
-    if (!app.count("--idle-poll-us")) cfg.worker.idle_poll_us = fc->worker.idle_poll_us;
+    cfg.workers.cpus = fc->worker.cpus;
+    if (!app.count("--idle-poll-us")) cfg.workers.idle_poll_us = fc->worker.idle_poll_us;
     if (!app.count("--poll-mode")) poll_mode = fc->worker.poll_mode;
     if (!app.count("--tap-io") && !fc->tap_io.empty()) tap_io = fc->tap_io;
-    if (!app.count("--fdb-size")) cfg.worker.forwarding.fdb_capacity = fc->fdb_size;
-    if (!app.count("--fdb-age")) cfg.worker.forwarding.fdb_age_seconds = fc->fdb_age;
+    if (!app.count("--fdb-size")) cfg.workers.forwarding.fdb_capacity = fc->fdb_size;
+    if (!app.count("--fdb-age")) cfg.workers.forwarding.fdb_age_seconds = fc->fdb_age;
     if (!app.count("--fdb-port-limit"))
-      cfg.worker.forwarding.fdb_port_limit = fc->fdb_port_limit;
+      cfg.workers.forwarding.fdb_port_limit = fc->fdb_port_limit;
     cfg.socket_perms = fc->socket_perms;
     cfg.ports = std::move(fc->ports);
   }
@@ -191,7 +200,35 @@ int main(int argc, char** argv) {
     cfg.ports.push_back(*spec);
   }
 
-  cfg.worker.poll_mode = poll_mode == "poll"    ? vnet::dataplane::PollMode::kPoll
+  if (app.count("--cpu")) {
+    if (cpu < -1 || cpu > vnet::control::max_cpu()) {
+      fprintf(stderr, "vnetd: --cpu %d is out of range [-1, %d]\n", cpu, vnet::control::max_cpu());
+      return 2;
+    }
+    cfg.workers.cpus.clear();
+    if (cpu >= 0) cfg.workers.cpus.push_back(cpu);
+  }
+  if (app.count("--cpus")) {
+    // "0,1" -> [0, 1]; anything not a number is passed on for parse_cpu_list to name.
+    json list = json::array();
+    std::stringstream in(cpus_arg);
+    for (std::string t; std::getline(in, t, ',');) {
+      bool numeric = !t.empty() && t.size() < 10 && t.find_first_not_of("0123456789") == std::string::npos;
+      list.push_back(numeric ? json(std::stoll(t)) : json(t));
+    }
+    auto cpus = vnet::control::parse_cpu_list(list, "--cpus", vnet::control::max_cpu());
+    if (!cpus) {
+      fprintf(stderr, "vnetd: %s\n", cpus.message().c_str());
+      return 2;
+    }
+    cfg.workers.cpus = *cpus;
+  }
+  const size_t workers = std::max<size_t>(cfg.workers.cpus.size(), 1);
+  if (auto st = vnet::control::check_port_workers(cfg.ports, workers, "vnetd"); !st) {
+    fprintf(stderr, "vnetd: %s\n", st.message().c_str());
+    return 2;
+  }
+  cfg.workers.poll_mode = poll_mode == "poll"    ? vnet::dataplane::PollMode::kPoll
                          : poll_mode == "sleep" ? vnet::dataplane::PollMode::kSleep
                                                 : vnet::dataplane::PollMode::kAdaptive;
   cfg.tap_io = *vnet::ports::parse_tap_io(tap_io);

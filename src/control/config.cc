@@ -3,6 +3,7 @@
 #include "control/config.h"
 
 #include <cpptoml.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <fstream>
@@ -168,6 +169,43 @@ Status parse_socket_perms(const json& j, const std::string& where, int* mode, in
   return Status::ok();
 }
 
+int max_cpu() {
+  long n = sysconf(_SC_NPROCESSORS_CONF);
+  return n > 0 ? int(n - 1) : 0;
+}
+
+Result<std::vector<int>> parse_cpu_list(const json& j, const std::string& where, int max) {
+  if (!j.is_array() || j.empty())
+    return Status::errorf("{} must be a non-empty list of CPU numbers", where);
+  if (j.size() > size_t(kMaxWorkers))
+    return Status::errorf("{}: at most {} workers", where, kMaxWorkers);
+  std::vector<int> cpus;
+  for (const json& c : j) {
+    if (!c.is_number_integer())
+      return Status::errorf("{}: CPU '{}' is not an integer", where, c.dump());
+    int64_t v = c.get<int64_t>();
+    if (v < 0 || v > max)
+      return Status::errorf("{}: CPU {} is out of range [0, {}] (this machine has {} CPUs)", where,
+                            v, max, max + 1);
+    if (std::find(cpus.begin(), cpus.end(), int(v)) != cpus.end())
+      return Status::errorf("{}: CPU {} is listed twice (one worker per CPU)", where, v);
+    cpus.push_back(int(v));
+  }
+  return cpus;
+}
+
+Status check_port_workers(const std::vector<PortSpec>& ports, size_t workers,
+                          const std::string& where) {
+  for (size_t i = 0; i < ports.size(); ++i) {
+    if (ports[i].worker >= 0 && size_t(ports[i].worker) >= workers)
+      return Status::errorf("{}: port[{}] ({}): field 'worker' = {} but there {} {} worker{} "
+                            "(0..{})",
+                            where, i, ports[i].name, ports[i].worker, workers == 1 ? "is" : "are",
+                            workers, workers == 1 ? "" : "s", workers - 1);
+  }
+  return Status::ok();
+}
+
 Result<PortSpec> parse_port(const json& j, const std::string& where_in) {
   if (!j.is_object()) return Status::errorf("{}: a port must be a table/object", where_in);
   PortSpec p;
@@ -183,7 +221,7 @@ Result<PortSpec> parse_port(const json& j, const std::string& where_in) {
   Status st;
   if (p.type == "vhost-user") {
     st = check_keys(j, where, {"name", "type", "socket", "mode", "mtu", "vlan", "trunk", "native",
-                               "allowed_macs", "socket_mode", "socket_owner", "socket_group"});
+                               "allowed_macs", "worker", "socket_mode", "socket_owner", "socket_group"});
     if (!st) return st;
     auto sock = get_string(j, where, "socket", true);
     if (!sock) return sock.status();
@@ -201,7 +239,7 @@ Result<PortSpec> parse_port(const json& j, const std::string& where_in) {
     if (!st) return st;
   } else if (p.type == "tap") {
     st = check_keys(j, where, {"name", "type", "ifname", "netns", "attach", "offloads", "io",
-                               "mtu", "vlan", "trunk", "native", "allowed_macs"});
+                               "mtu", "vlan", "trunk", "native", "allowed_macs", "worker"});
     if (!st) return st;
     auto ifname = get_string(j, where, "ifname", false);
     if (!ifname) return ifname.status();
@@ -234,6 +272,9 @@ Result<PortSpec> parse_port(const json& j, const std::string& where_in) {
   auto mtu = get_int(j, where, "mtu", 68, 65535, 0);
   if (!mtu) return mtu.status();
   p.mtu = uint32_t(*mtu);
+  auto worker = get_int(j, where, "worker", 0, kMaxWorkers - 1, -1);
+  if (!worker) return worker.status();
+  p.worker = int(*worker);
   auto vlan = parse_vlan(j, where);
   if (!vlan) return vlan.status();
   p.vlan = *vlan;
@@ -314,10 +355,18 @@ Result<FileConfig> parse_config_toml(const std::string& text, const std::string&
     const json& v = root["worker"];
     std::string w = source + ": [worker]";
     if (!v.is_object()) return Status::errorf("{} must be a table", w);
-    if (!(st = check_keys(v, w, {"cpu", "idle_poll_us", "poll_mode"}))) return st;
-    auto cpu = get_int(v, w, "cpu", -1, 4095, -1);
-    if (!cpu) return cpu.status();
-    cfg.worker.cpu = int(*cpu);
+    if (!(st = check_keys(v, w, {"cpu", "cpus", "idle_poll_us", "poll_mode"}))) return st;
+    if (v.contains("cpu") && v.contains("cpus"))
+      return Status::errorf("{}: give 'cpus' (a list) or 'cpu', not both", w);
+    if (v.contains("cpus")) {
+      auto cpus = parse_cpu_list(v["cpus"], w + ": field 'cpus'", max_cpu());
+      if (!cpus) return cpus.status();
+      cfg.worker.cpus = *cpus;
+    } else {
+      auto cpu = get_int(v, w, "cpu", -1, max_cpu(), -1);
+      if (!cpu) return cpu.status();
+      if (*cpu >= 0) cfg.worker.cpus = {int(*cpu)};
+    }
     auto idle = get_int(v, w, "idle_poll_us", 0, 10'000'000, 200);
     if (!idle) return idle.status();
     cfg.worker.idle_poll_us = uint32_t(*idle);
@@ -362,6 +411,8 @@ Result<FileConfig> parse_config_toml(const std::string& text, const std::string&
       cfg.ports.push_back(std::move(*p));
     }
   }
+  st = check_port_workers(cfg.ports, std::max<size_t>(cfg.worker.cpus.size(), 1), source);
+  if (!st) return st;
   return cfg;
 }
 

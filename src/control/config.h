@@ -18,6 +18,8 @@ namespace vnet::control {
 // 802.1Q handling of a port (issue "VLANs"): access ports carry one VLAN untagged
 // (0: the port is not in any VLAN, frames untagged); trunk ports carry the listed
 // VLANs tagged, and untagged frames in `native` (0: dropped).
+constexpr int kMaxWorkers = 64;
+
 struct VlanSpec {
   enum class Mode { kAccess, kTrunk };
   Mode mode = Mode::kAccess;
@@ -44,10 +46,13 @@ struct PortSpec {
   std::vector<uint64_t> allowed_macs;  // port security (raw sw::Mac); empty: any source
   // vhost-user server socket: mode, owner, group; -1: vnetd's default ([vnetd] socket_*)
   int socket_mode = -1, socket_uid = -1, socket_gid = -1;
+  int worker = -1;  // the worker that polls it; -1: the one with the fewest ports
 };
 
+// [worker]: `cpus = [0, 1]` runs one data-plane worker per listed CPU, pinned to it;
+// `cpu = N` is the one-element form (-1: one worker, not pinned).
 struct WorkerSpec {
-  int cpu = -1;
+  std::vector<int> cpus;  // empty: one worker, not pinned
   uint32_t idle_poll_us = 200;
   std::string poll_mode = "adaptive";  // adaptive | poll | sleep
 };
@@ -75,6 +80,16 @@ nlohmann::json vlan_json(const VlanSpec& v);
 // {"allowed_macs": ["52:54:00:00:00:01", ...]}: unicast, non-zero, at most 64.
 Result<std::vector<uint64_t>> parse_allowed_macs(const nlohmann::json& j, const std::string& where);
 nlohmann::json allowed_macs_json(const std::vector<uint64_t>& macs);
+
+// A CPU list for workers ("0,1" from the command line): each in [0, max_cpu], no
+// duplicates, at most 64. `where` names the option or field in errors.
+Result<std::vector<int>> parse_cpu_list(const nlohmann::json& j, const std::string& where,
+                                        int max_cpu);
+// The highest CPU number this machine has (sysconf(_SC_NPROCESSORS_CONF) - 1).
+int max_cpu();
+// Checks that every port's worker index is below the number of workers.
+Status check_port_workers(const std::vector<PortSpec>& ports, size_t workers,
+                          const std::string& where);
 
 // Parses and checks a whole TOML file. Port names must be unique; sockets and TAP
 // names too.

@@ -285,6 +285,28 @@ std::string format_counters(const json& reply) {
   return out;
 }
 
+std::string format_workers(const json& reply) {
+  std::vector<std::vector<std::string>> rows;
+  const json& workers = member(reply, "workers");
+  if (workers.is_array()) {
+    for (const auto& w : workers) {
+      std::string ports;
+      const json& names = member(w, "ports");
+      if (names.is_array())
+        for (const auto& n : names)
+          if (n.is_string()) ports += (ports.empty() ? "" : ",") + n.get<std::string>();
+      const json& cpp = member(w, "busy_cycles_per_packet");
+      rows.push_back({cell(w, "worker"), cell(w, "cpu"), ports.empty() ? "-" : ports,
+                      cell(w, "packets"), cell(w, "busy_cycles"), cell(w, "idle_cycles"),
+                      cpp.is_number() ? fmt::format("{:.1f}", cpp.get<double>()) : "-",
+                      cell(w, "wakeups"), cell(w, "sleeps")});
+    }
+  }
+  return format_table({"WORKER", "CPU", "PORTS", "PACKETS", "BUSY_CYCLES", "IDLE_CYCLES",
+                       "CYCLES/PKT", "WAKEUPS", "SLEEPS"},
+                      rows, {0, 1, 3, 4, 5, 6, 7, 8});
+}
+
 std::string format_fdb(const json& reply) {
   std::vector<std::vector<std::string>> rows;
   const json& fdb = member(reply, "fdb");

@@ -51,6 +51,9 @@ std::string format_ports(const nlohmann::json& reply);
 // Per port RX/TX packets and bytes and the non-zero drops, then the worker counters,
 // from a "counters" reply.
 std::string format_counters(const nlohmann::json& reply);
+// WORKER CPU PORTS PACKETS BUSY_CYCLES IDLE_CYCLES CYCLES/PKT WAKEUPS SLEEPS, from a
+// "workers" reply.
+std::string format_workers(const nlohmann::json& reply);
 // MAC VLAN PORT AGE, from an "fdb" reply.
 std::string format_fdb(const nlohmann::json& reply);
 

@@ -20,15 +20,16 @@ namespace vnet::control {
 
 using nlohmann::json;
 
-Daemon::Daemon(DaemonConfig cfg) : cfg_(std::move(cfg)), worker_(cfg_.worker) {}
+Daemon::Daemon(DaemonConfig cfg) : cfg_(std::move(cfg)), pool_(cfg_.workers) {}
 
 Daemon::~Daemon() {
   control_.reset();
-  // Ports end their sessions (which stop their queues on the worker) before the
-  // worker goes.
-  for (auto& p : ports_) worker_.remove_port(p.get());
+  // Ports end their sessions (which stop their queues on their worker) before the
+  // workers go.
+  for (auto& p : ports_) pool_.detach(p.get());
   ports_.clear();
-  worker_.stop();
+  executors_.clear();
+  pool_.stop();
 }
 
 Status Daemon::start() {
@@ -58,13 +59,15 @@ Status Daemon::start() {
   if (!server) return server.status();
   control_ = std::move(*server);
 
-  worker_.start();
+  pool_.start();
   for (const auto& spec : cfg_.ports) {
     st = add_port(spec);
     if (!st) return st;
   }
-  spdlog::info("vnetd {}: {} port(s), control socket {}", kVersion, ports_.size(),
-               cfg_.control_path);
+  std::string cpus;
+  for (int c : pool_.cpus()) cpus += (cpus.empty() ? "" : ",") + (c < 0 ? "any" : std::to_string(c));
+  spdlog::info("vnetd {}: {} port(s), {} worker(s) on cpu {}, control socket {}", kVersion,
+               ports_.size(), pool_.size(), cpus, cfg_.control_path);
   return Status::ok();
 }
 
@@ -96,6 +99,11 @@ Status Daemon::add_port(const PortSpec& spec) {
       return Status::errorf("port {}: interface {} is used by port {}", spec.name, spec.ifname, n);
   }
   if (next_port_id_ == 0) return Status::error("out of port ids");
+  if (spec.worker >= 0 && size_t(spec.worker) >= pool_.size())
+    return Status::errorf("port {}: field 'worker' = {}: vnetd has {} worker(s) (0..{})",
+                          spec.name, spec.worker, pool_.size(), pool_.size() - 1);
+  const size_t w = spec.worker >= 0 ? size_t(spec.worker) : pool_.least_loaded();
+  auto ex = pool_.make_executor(w);
   std::unique_ptr<ports::Port> port;
   if (spec.type == "vhost-user") {
     ports::VhostUserPortConfig vc;
@@ -105,7 +113,7 @@ Status Daemon::add_port(const PortSpec& spec) {
     if (spec.socket_mode >= 0) vc.perms.mode = mode_t(spec.socket_mode);
     if (spec.socket_uid >= 0) vc.perms.uid = spec.socket_uid;
     if (spec.socket_gid >= 0) vc.perms.gid = spec.socket_gid;
-    auto vp = std::make_unique<ports::VhostUserPort>(spec.name, vc, worker_);
+    auto vp = std::make_unique<ports::VhostUserPort>(spec.name, vc, *ex);
     Status st = vp->open(loop_);
     if (!st) return Status::errorf("port {}: {}", spec.name, st.message());
     port = std::move(vp);
@@ -129,9 +137,11 @@ Status Daemon::add_port(const PortSpec& spec) {
     return Status::errorf("port {}: port type '{}' is not supported", spec.name, spec.type);
   }
   port->set_id(next_port_id_++);
-  port->set_vlan(to_vlan_config(spec.vlan));  // not attached yet: no worker owns it
+  port->set_vlan(to_vlan_config(spec.vlan));  // not attached yet: no worker reads it
   port->set_allowed_macs(spec.allowed_macs);
-  worker_.add_port(port.get());
+  pool_.attach(port.get(), w, ex.get());
+  if (pool_.size() > 1) spdlog::info("port {}: on worker {}", spec.name, w);
+  executors_[port.get()] = std::move(ex);
   ports_.push_back(std::move(port));
   specs_.emplace_back(spec.name, spec);
   return Status::ok();
@@ -141,8 +151,10 @@ Status Daemon::remove_port(const std::string& name) {
   auto it = std::find_if(ports_.begin(), ports_.end(),
                          [&](const auto& p) { return p->name() == name; });
   if (it == ports_.end()) return Status::errorf("no port named {}", name);
-  worker_.remove_port(it->get());
+  const ports::Port* gone = it->get();
+  pool_.detach(it->get());
   ports_.erase(it);  // ends its session / closes its device
+  executors_.erase(gone);
   specs_.erase(std::remove_if(specs_.begin(), specs_.end(),
                               [&](const auto& e) { return e.first == name; }),
                specs_.end());
@@ -154,7 +166,7 @@ json Daemon::counters_json(ports::Port& p) {
   auto& c = p.counters();
   json drops = json::object();
   for (size_t i = 0; i < size_t(net::Drop::kCount); ++i)
-    drops[net::drop_name(net::Drop(i))] = c.drops.by_reason[i].get();
+    drops[net::drop_name(net::Drop(i))] = c.dropped(net::Drop(i));
   return json{{"rx_packets", c.rx_packets.get()}, {"rx_bytes", c.rx_bytes.get()},
               {"tx_packets", c.tx_packets.get()}, {"tx_bytes", c.tx_bytes.get()},
               {"drops", drops}};
@@ -172,21 +184,111 @@ json Daemon::port_json(ports::Port& p) {
     j["mtu"] = s.mtu ? s.mtu : 1500;
   }
   for (const auto& [k, v] : i.extra) j["extra"][k] = v;
+  j["worker"] = pool_.owner(&p);
   return j;
 }
 
 json Daemon::fdb_json() {
   json entries = json::array();
-  worker_.run_sync([&] {
-    auto& fwd = worker_.forwarder();
-    for (const auto& e : fwd.dump()) {
-      std::string port_name = "?";
-      for (auto* p : worker_.ports())
-        if (p->id() == e.port) port_name = p->name();
-      entries.push_back({{"mac", e.mac}, {"vlan", e.vlan}, {"port", port_name}, {"age", e.age}});
-    }
-  });
+  // The FDB is shared and safe to read from here (Fdb::for_each takes its writer lock).
+  for (const auto& e : pool_.worker(0).forwarder().dump()) {
+    std::string port_name = "?";
+    for (auto& p : ports_)
+      if (p->id() == e.port) port_name = p->name();
+    entries.push_back({{"mac", e.mac}, {"vlan", e.vlan}, {"port", port_name}, {"age", e.age}});
+  }
   return entries;
+}
+
+namespace {
+double per_packet(uint64_t cycles, uint64_t packets) {
+  return packets ? double(cycles) / double(packets) : 0.0;
+}
+}  // namespace
+
+// Per worker. Counters are single-writer atomics: read here without stopping anyone.
+json Daemon::workers_json() {
+  json list = json::array();
+  for (size_t i = 0; i < pool_.size(); ++i) {
+    auto& wk = pool_.worker(i);
+    auto& wc = wk.counters();
+    json names = json::array();
+    for (auto& p : ports_)
+      if (pool_.owner(p.get()) == i) names.push_back(p->name());
+    const int cpu = pool_.cpus()[i];
+    list.push_back({{"worker", i},
+                    {"cpu", cpu < 0 ? json(nullptr) : json(cpu)},
+                    {"ports", names},
+                    {"packets", wc.packets.get()},
+                    {"busy_cycles", wc.busy_cycles.get()},
+                    {"idle_cycles", wc.idle_cycles.get()},
+                    {"busy_cycles_per_packet", per_packet(wc.busy_cycles.get(), wc.packets.get())},
+                    {"wakeups", wc.wakeups.get()},
+                    {"sleeps", wc.sleeps.get()},
+                    {"loops", wc.loops.get()},
+                    {"busy_loops", wc.busy_loops.get()},
+                    {"flooded", wk.forwarder().counters().flooded.get()},
+                    {"unicast", wk.forwarder().counters().unicast.get()}});
+  }
+  return list;
+}
+
+// vnetctl counters' "worker" object: the sum over all workers, and the shared FDB.
+json Daemon::worker_totals_json() {
+  uint64_t loops = 0, busy_loops = 0, sleeps = 0, wakeups = 0, packets = 0, busy = 0, idle = 0;
+  uint64_t flooded = 0, unicast = 0, same_port = 0, src_mc = 0, src_zero = 0, stale = 0;
+  for (size_t i = 0; i < pool_.size(); ++i) {
+    auto& wc = pool_.worker(i).counters();
+    auto& fc = pool_.worker(i).forwarder().counters();
+    loops += wc.loops.get();
+    busy_loops += wc.busy_loops.get();
+    sleeps += wc.sleeps.get();
+    wakeups += wc.wakeups.get();
+    packets += wc.packets.get();
+    busy += wc.busy_cycles.get();
+    idle += wc.idle_cycles.get();
+    flooded += fc.flooded.get();
+    unicast += fc.unicast.get();
+    same_port += fc.same_port.get();
+    src_mc += fc.src_multicast.get();
+    src_zero += fc.src_zero.get();
+    stale += fc.stale_port.get();
+  }
+  auto& fdb = pool_.fdb();
+  auto& dc = fdb.counters();
+  return {{"workers", pool_.size()},
+          {"loops", loops},
+          {"busy_loops", busy_loops},
+          {"sleeps", sleeps},
+          {"wakeups", wakeups},
+          {"flooded", flooded},
+          {"unicast", unicast},
+          {"same_port", same_port},
+          {"packets", packets},
+          {"busy_cycles", busy},
+          {"idle_cycles", idle},
+          {"busy_cycles_per_packet", per_packet(busy, packets)},
+          {"src_multicast", src_mc},
+          {"src_zero", src_zero},
+          {"stale_port", stale},
+          {"fdb_size", fdb.size()},
+          {"fdb_capacity", fdb.capacity()},
+          {"fdb_per_port_limit", fdb.per_port_limit()},
+          {"fdb_learned", dc.learned.get()},
+          {"fdb_moved", dc.moved.get()},
+          {"fdb_aged", dc.aged.get()},
+          {"fdb_evicted", dc.evicted.get()},
+          {"fdb_full", dc.full.get()},
+          {"fdb_refused", dc.refused.get()},
+          {"fdb_limited", dc.limited.get()}};
+}
+
+Status Daemon::move_port(ports::Port* p, size_t worker) {
+  Status st = pool_.move(p, worker);
+  if (!st) return st;
+  for (auto& [n, sp] : specs_)
+    if (n == p->name()) sp.worker = int(worker);
+  return Status::ok();
 }
 
 json Daemon::handle(const json& req) {
@@ -206,38 +308,11 @@ json Daemon::handle(const json& req) {
     for (auto& p : ports_)
       if (only.empty() || p->name() == only) out[p->name()] = counters_json(*p);
     if (!only.empty() && out.empty()) return fail("no port named " + only);
-    json w;
-    worker_.run_sync([&] {
-      auto& wc = worker_.counters();
-      auto& fc = worker_.forwarder().counters();
-      w = {{"loops", wc.loops.get()},       {"busy_loops", wc.busy_loops.get()},
-           {"sleeps", wc.sleeps.get()},     {"wakeups", wc.wakeups.get()},
-           {"flooded", fc.flooded.get()},   {"unicast", fc.unicast.get()},
-           {"same_port", fc.same_port.get()}};
-      auto& fdb = worker_.forwarder().fdb();
-      auto& dc = fdb.counters();
-      w["packets"] = wc.packets.get();
-      w["busy_cycles"] = wc.busy_cycles.get();
-      w["idle_cycles"] = wc.idle_cycles.get();
-      w["busy_cycles_per_packet"] =
-          wc.packets.get() ? double(wc.busy_cycles.get()) / double(wc.packets.get()) : 0.0;
-      w["src_multicast"] = fc.src_multicast.get();
-      w["src_zero"] = fc.src_zero.get();
-      w["stale_port"] = fc.stale_port.get();
-      w["fdb_size"] = fdb.size();
-      w["fdb_capacity"] = fdb.capacity();
-      w["fdb_per_port_limit"] = fdb.per_port_limit();
-      w["fdb_learned"] = dc.learned.get();
-      w["fdb_moved"] = dc.moved.get();
-      w["fdb_aged"] = dc.aged.get();
-      w["fdb_evicted"] = dc.evicted.get();
-      w["fdb_full"] = dc.full.get();
-      w["fdb_refused"] = dc.refused.get();
-      w["fdb_limited"] = dc.limited.get();
-    });
+    json w = worker_totals_json();
     return {{"ok", true}, {"counters", out}, {"worker", w}, {"control", control_->counters_json()}};
   }
   if (cmd == "fdb") return {{"ok", true}, {"fdb", fdb_json()}};
+  if (cmd == "workers") return {{"ok", true}, {"workers", workers_json()}};
   if (cmd == "add-port") {
     if (!req.contains("port")) return fail("add-port: missing \"port\" object");
     auto spec = parse_port(req["port"], "add-port");
@@ -255,9 +330,18 @@ json Daemon::handle(const json& req) {
     for (const auto& [k, v] : req.items()) {
       (void)v;
       if (k != "cmd" && k != "name" && k != "vlan" && k != "trunk" && k != "native" &&
-          k != "mtu" && k != "allowed_macs")
+          k != "mtu" && k != "allowed_macs" && k != "worker")
         return fail("set-port: unknown field '" + k +
-                    "' (known: name, vlan, trunk, native, mtu, allowed_macs)");
+                    "' (known: name, vlan, trunk, native, mtu, allowed_macs, worker)");
+    }
+    if (req.contains("worker")) {
+      // Checked before anything changes.
+      const json& wj = req["worker"];
+      if (!wj.is_number_integer() || wj.get<int64_t>() < 0 ||
+          wj.get<int64_t>() >= int64_t(pool_.size()))
+        return fail(fmt::format("set-port {}: field 'worker' must be an integer in [0, {}] "
+                                "(vnetd has {} worker(s))",
+                                name, pool_.size() - 1, pool_.size()));
     }
     PortSpec* spec = nullptr;
     for (auto& [n, sp] : specs_)
@@ -290,19 +374,21 @@ json Daemon::handle(const json& req) {
       spdlog::info("port {}: MTU {}", name, m.get<int64_t>());
     }
     if (macs) {
-      worker_.run_sync([&] {
+      executors_[p]->run_sync([&] {
         p->set_allowed_macs(*macs);
-        worker_.forwarder().fdb().remove_port(p->id());  // learned from any source
+        pool_.fdb().remove_port(p->id());  // learned from any source
       });
       if (spec) spec->allowed_macs = *macs;
       spdlog::info("port {}: allowed_macs {}", name, allowed_macs_json(*macs).dump());
     }
+    if (req.contains("worker")) {
+      Status st = move_port(p, size_t(req["worker"].get<int64_t>()));
+      if (!st) return fail(st.message());
+    }
     if (!vlan) return {{"ok", true}};
-    net::VlanConfig vc = to_vlan_config(*vlan);
-    worker_.run_sync([&] {
-      p->set_vlan(vc);
-      worker_.forwarder().fdb().remove_port(p->id());  // learned in the old VLANs
-    });
+    p->set_vlan(to_vlan_config(*vlan));
+    pool_.quiesce();                     // no worker uses the old setting any more
+    pool_.fdb().remove_port(p->id());  // learned in the old VLANs
     if (spec) spec->vlan = *vlan;
     spdlog::info("port {}: VLAN {}", name, vlan_json(*vlan).dump());
     return {{"ok", true}};
@@ -315,7 +401,7 @@ json Daemon::handle(const json& req) {
     return {{"ok", true}};
   }
   if (cmd == "fdb-flush") {
-    worker_.run_sync([&] { worker_.forwarder().flush(); });
+    pool_.fdb().flush();
     return {{"ok", true}};
   }
   return fail("unknown command '" + cmd + "'");

@@ -1,7 +1,8 @@
-// Daemon: what vnetd is. Owns the control event loop, the data-plane worker, the
+// Daemon: what vnetd is. Owns the control event loop, the data-plane workers, the
 // ports and the control socket, and answers vnetctl's requests.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -11,7 +12,7 @@
 #include "common/event_loop.h"
 #include "control/config.h"
 #include "common/result.h"
-#include "dataplane/worker.h"
+#include "dataplane/worker_pool.h"
 #include "ports/port.h"
 #include "ports/tap_port.h"
 #include "ports/vhost_user_port.h"
@@ -23,7 +24,7 @@ class ControlServer;
 struct DaemonConfig {
   std::vector<PortSpec> ports;
   std::string control_path;
-  dataplane::WorkerConfig worker;
+  dataplane::PoolConfig workers;
   // Data path of TAP ports that do not choose one (PortSpec::io).
   ports::TapIo tap_io = ports::TapIo::kAuto;
   // The control socket's and (unless a port says otherwise) every vhost-user server
@@ -56,10 +57,17 @@ class Daemon {
   nlohmann::json port_json(ports::Port& p);
   static nlohmann::json counters_json(ports::Port& p);
   nlohmann::json fdb_json();
+  nlohmann::json workers_json();
+  nlohmann::json worker_totals_json();
+  // set-port NAME worker=K.
+  Status move_port(ports::Port* p, size_t worker);
 
   DaemonConfig cfg_;
   EventLoop loop_;
-  dataplane::Worker worker_;
+  dataplane::WorkerPool pool_;
+  // Each port's executor; declared before ports_ so that it outlives its port (a port's
+  // destructor still runs its last changes through it).
+  std::map<const ports::Port*, std::unique_ptr<dataplane::PortExecutor>> executors_;
   std::vector<std::unique_ptr<ports::Port>> ports_;
   std::unique_ptr<ControlServer> control_;
   UniqueFd signal_fd_;

@@ -80,7 +80,13 @@ uint64_t Forwarder::monotonic_ns() {
   return uint64_t(ts.tv_sec) * 1'000'000'000ULL + uint64_t(ts.tv_nsec);
 }
 
-Forwarder::Forwarder(const Config& cfg) : fdb_(fdb_config(cfg)) {}
+std::shared_ptr<sw::Fdb> Forwarder::make_fdb(const Config& cfg) {
+  return std::make_shared<sw::Fdb>(fdb_config(cfg));
+}
+
+Forwarder::Forwarder(const Config& cfg) : fdb_(make_fdb(cfg)) {}
+
+Forwarder::Forwarder(std::shared_ptr<sw::Fdb> fdb) : fdb_(std::move(fdb)) {}
 
 void Forwarder::set_ports(const std::vector<ports::Port*>& ports) {
   uint16_t max_id = 0;
@@ -131,7 +137,7 @@ void Forwarder::forward(ports::Port& in, net::Packet* const* pkts, uint32_t n,
       ++src_zero;
     } else if (in_id != 0 && src_key != last_src_key) {
       // A burst mostly comes from one station: learn it once per burst.
-      fdb_.learn(src, vlan, in_id, now_ns);
+      fdb_->learn(src, vlan, in_id, now_ns);
       last_src_key = src_key;
       if (src_key == last_dst_key) last_dst_key = ~0ULL;  // its answer may have changed
     }
@@ -139,7 +145,7 @@ void Forwarder::forward(ports::Port& in, net::Packet* const* pkts, uint32_t n,
     if (!dst.is_multicast()) {
       const uint64_t dst_key = dst.raw() | uint64_t(vlan) << 48;
       if (dst_key != last_dst_key) {
-        last_to = fdb_.lookup(dst, vlan, now_ns);
+        last_to = fdb_->lookup(dst, vlan, now_ns);
         last_dst_key = dst_key;
       }
       const uint16_t to = last_to;
@@ -172,7 +178,14 @@ void Forwarder::forward(ports::Port& in, net::Packet* const* pkts, uint32_t n,
     if (!ports[j]->takes_external()) {
       for (uint32_t k = 0; k < o.n; ++k) net::materialize(*o.pkts[k]);
     }
-    ports[j]->send_burst(o.pkts, o.n);
+    if (locked_send_) {
+      SpinLock& lock = ports[j]->tx_lock();
+      lock.lock();
+      ports[j]->send_burst(o.pkts, o.n);
+      lock.unlock();
+    } else {
+      ports[j]->send_burst(o.pkts, o.n);
+    }
     o.n = 0;
   }
   // The source takes its buffers back after this (Port::receive_done).
@@ -189,25 +202,25 @@ void Forwarder::forward(ports::Port& in, net::Packet* const* pkts, uint32_t n,
 void Forwarder::tick(uint64_t now_ns) {
   if (now_ns - last_tick_ns_ < kTickIntervalNs) return;
   last_tick_ns_ = now_ns;
-  fdb_.age(now_ns, kAgeBudget);
+  fdb_->age(now_ns, kAgeBudget);
 }
 
 void Forwarder::port_removed(const ports::Port& p) {
-  fdb_.remove_port(p.id());
+  fdb_->remove_port(p.id());
   if (p.id() < pos_by_id_.size()) pos_by_id_[p.id()] = kNoPos;
 }
 
 std::vector<FdbView> Forwarder::dump(uint64_t now_ns) const {
   std::vector<FdbView> v;
-  v.reserve(fdb_.size());
+  v.reserve(fdb_->size());
   struct Raw {
     uint16_t port, vlan;
     std::array<uint8_t, 6> mac;
     uint64_t age_ns;
   };
   std::vector<Raw> raw;
-  raw.reserve(fdb_.size());
-  fdb_.for_each(now_ns, [&](sw::Mac mac, uint16_t vlan, uint16_t port, uint64_t age_ns) {
+  raw.reserve(fdb_->size());
+  fdb_->for_each(now_ns, [&](sw::Mac mac, uint16_t vlan, uint16_t port, uint64_t age_ns) {
     raw.push_back(Raw{port, vlan, mac.to_bytes(), age_ns});
   });
   std::sort(raw.begin(), raw.end(), [](const Raw& a, const Raw& b) {

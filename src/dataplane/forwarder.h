@@ -3,10 +3,13 @@
 // and hands each group to that port in one send_burst. Unknown unicast, broadcast and
 // multicast are flooded to every other port; nothing goes back where it came from.
 // Per frame: no allocation, no lock, no syscall, no virtual call (one send_burst per
-// output port per burst).
+// output port per burst). With several workers each has its own Forwarder over the
+// list of all ports, they share one FDB (lock-free lookups, sw::Fdb), and each
+// send_burst runs under the destination's send lock (set_locked_send(true)).
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -45,21 +48,27 @@ class Forwarder {
   static constexpr uint64_t kTickIntervalNs = 10'000'000;
   static constexpr uint32_t kAgeBudget = 512;
 
+  // Its own FDB (one worker, tests).
   explicit Forwarder(const Config& cfg);
+  // An FDB shared with other workers' forwarders (make_fdb()).
+  explicit Forwarder(std::shared_ptr<sw::Fdb> fdb);
+  static std::shared_ptr<sw::Fdb> make_fdb(const Config& cfg);
+  // Hold each destination's send lock around its send_burst (several workers).
+  void set_locked_send(bool on) { locked_send_ = on; }
 
   // Worker thread only.
-  // The worker's port list changed: remember where each port id sits in it. forward()
-  // must then be given the same list.
+  // The list of destination ports changed: remember where each port id sits in it.
+  // forward() must then be given the same list.
   void set_ports(const std::vector<ports::Port*>& ports);
   void forward(ports::Port& in, net::Packet* const* pkts, uint32_t n,
                const std::vector<ports::Port*>& ports, uint64_t now_ns);
   void tick(uint64_t now_ns);  // ageing, bounded work per call
   void port_removed(const ports::Port& p);
-  void flush() { fdb_.flush(); }
+  void flush() { fdb_->flush(); }
   // Live entries sorted by port, VLAN, MAC (control path; allocates).
   std::vector<FdbView> dump(uint64_t now_ns = monotonic_ns()) const;
-  sw::Fdb& fdb() { return fdb_; }
-  const sw::Fdb& fdb() const { return fdb_; }
+  sw::Fdb& fdb() { return *fdb_; }
+  const sw::Fdb& fdb() const { return *fdb_; }
   ForwarderCounters& counters() { return counters_; }
 
   static uint64_t monotonic_ns();
@@ -71,7 +80,8 @@ class Forwarder {
     net::Packet* pkts[net::kBurst];
   };
 
-  sw::Fdb fdb_;
+  std::shared_ptr<sw::Fdb> fdb_;
+  bool locked_send_ = false;
   std::vector<uint32_t> pos_by_id_;  // port id -> position in the worker's port list
   // Per output port (by position in the worker's port list): frames of this burst.
   std::vector<OutList> out_;

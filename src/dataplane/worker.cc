@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
+#include <string>
 
 #include "common/log.h"
 
@@ -30,6 +31,12 @@ inline uint64_t tsc() { return __builtin_ia32_rdtsc(); }
 Worker::Worker(const WorkerConfig& cfg)
     : cfg_(cfg), forwarder_(cfg.forwarding), wake_fd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
   if (!wake_fd_) throw std::runtime_error(std::string("eventfd: ") + strerror(errno));
+}
+
+Worker::Worker(const WorkerConfig& cfg, std::shared_ptr<sw::Fdb> fdb, bool locked_send)
+    : cfg_(cfg), forwarder_(std::move(fdb)), wake_fd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+  if (!wake_fd_) throw std::runtime_error(std::string("eventfd: ") + strerror(errno));
+  forwarder_.set_locked_send(locked_send);
 }
 
 Worker::~Worker() { stop(); }
@@ -79,16 +86,39 @@ void Worker::run_commands() {
   cv_.notify_all();
 }
 
-void Worker::add_port(ports::Port* p) {
+namespace {
+void erase_port(std::vector<ports::Port*>& v, ports::Port* p) {
+  v.erase(std::remove(v.begin(), v.end(), p), v.end());
+}
+void insert_port(std::vector<ports::Port*>& v, ports::Port* p) {
+  if (std::find(v.begin(), v.end(), p) == v.end()) v.push_back(p);
+}
+}  // namespace
+
+void Worker::add_port(ports::Port* p, bool poll) {
   run_sync([&] {
-    ports_.push_back(p);
+    insert_port(dests_, p);
+    if (poll) insert_port(ports_, p);
+    counters_.ports.store(uint32_t(ports_.size()), std::memory_order_relaxed);
+    fds_dirty_ = true;
+  });
+}
+
+void Worker::start_polling(ports::Port* p) { add_port(p, true); }
+
+void Worker::stop_polling(ports::Port* p) {
+  run_sync([&] {
+    erase_port(ports_, p);
+    counters_.ports.store(uint32_t(ports_.size()), std::memory_order_relaxed);
     fds_dirty_ = true;
   });
 }
 
 void Worker::remove_port(ports::Port* p) {
   run_sync([&] {
-    ports_.erase(std::remove(ports_.begin(), ports_.end(), p), ports_.end());
+    erase_port(ports_, p);
+    erase_port(dests_, p);
+    counters_.ports.store(uint32_t(ports_.size()), std::memory_order_relaxed);
     forwarder_.port_removed(*p);
     fds_dirty_ = true;
   });
@@ -111,7 +141,7 @@ void Worker::rebuild_epoll() {
   std::vector<ports::Port::WaitFd> fds;
   for (auto* p : ports_) p->wait_fds(fds);
   for (auto& w : fds) watch(w.fd, w.is_eventfd);
-  forwarder_.set_ports(ports_);
+  forwarder_.set_ports(dests_);
   fds_dirty_ = false;
 }
 
@@ -139,9 +169,10 @@ void Worker::loop() {
     CPU_ZERO(&set);
     CPU_SET(cfg_.cpu, &set);
     if (pthread_setaffinity_np(pthread_self(), sizeof(set), &set) != 0)
-      spdlog::warn("worker: cannot pin to cpu {}", cfg_.cpu);
+      spdlog::warn("worker {}: cannot pin to cpu {}", cfg_.index, cfg_.cpu);
   }
-  pthread_setname_np(pthread_self(), "vnet-worker");
+  const std::string thread_name = "vnet-worker" + std::to_string(cfg_.index);
+  pthread_setname_np(pthread_self(), thread_name.c_str());
   net::PacketBatch batch;
   const uint64_t idle_ns =
       cfg_.poll_mode == PollMode::kSleep ? 0 : uint64_t(cfg_.idle_poll_us) * 1000;
@@ -171,7 +202,7 @@ void Worker::loop() {
       ports::Port* p = ports_[i];
       uint32_t n = p->receive_burst(batch.ptrs(), net::kBurst);
       if (n) {
-        forwarder_.forward(*p, batch.ptrs(), n, ports_, now);
+        forwarder_.forward(*p, batch.ptrs(), n, dests_, now);
         p->receive_done();
         work += n;
       }

@@ -1,8 +1,10 @@
-// Worker: a data-plane thread. It owns the ports it polls and the switch state it
-// uses; the control thread reaches it only through run_sync(), which runs a function
-// on the worker between bursts and waits for it (DESIGN.md: one owner per queue).
-// Polling is adaptive: the worker busy-polls while frames flow and, after an idle
-// window, asks its ports for notifications and sleeps in epoll on their fds.
+// Worker: a data-plane thread. It owns (polls) some ports and forwards their frames to
+// its list of destination ports: with one worker both lists are the same; with several
+// (WorkerPool) every worker sends to every port, under the port's send lock. The control
+// thread reaches it only through run_sync(), which runs a function on the worker
+// between bursts and waits for it (DESIGN.md: one owner per queue). Polling is
+// adaptive: the worker busy-polls while frames flow and, after an idle window, asks its
+// ports for notifications and sleeps in epoll on their fds.
 #pragma once
 
 #include <atomic>
@@ -31,6 +33,7 @@ struct WorkerConfig {
   PollMode poll_mode = PollMode::kAdaptive;
   uint32_t idle_poll_us = 200;  // adaptive: busy-poll this long after the last frame
   int cpu = -1;                 // pin to this core when >= 0
+  uint32_t index = 0;           // in its pool (thread name vnet-worker<index>)
   Forwarder::Config forwarding;
 };
 
@@ -39,11 +42,15 @@ struct WorkerCounters {
   Counter packets;      // frames received from ports and switched
   Counter busy_cycles;  // TSC cycles spent in poll rounds that moved frames
   Counter idle_cycles;  // TSC cycles spent in poll rounds that found nothing (not asleep)
+  std::atomic<uint32_t> ports{0};  // ports it polls
 };
 
 class Worker : public Executor {
  public:
   explicit Worker(const WorkerConfig& cfg);
+  // One of several workers: shares `fdb` and locks each destination port around its
+  // send_burst when `locked_send`.
+  Worker(const WorkerConfig& cfg, std::shared_ptr<sw::Fdb> fdb, bool locked_send);
   ~Worker() override;
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -57,13 +64,16 @@ class Worker : public Executor {
   // Call (inside run_sync) after a port's wait fds changed.
   void wait_fds_changed() override { fds_dirty_ = true; }
 
-  // Both through run_sync.
-  void add_port(ports::Port* p);
-  void remove_port(ports::Port* p);
+  // All through run_sync. add_port: a destination, and polled if `poll`.
+  void add_port(ports::Port* p, bool poll = true);
+  void start_polling(ports::Port* p);  // p must be a destination already
+  void stop_polling(ports::Port* p);
+  void remove_port(ports::Port* p);  // neither polled nor a destination any more
 
   // Worker thread only (inside run_sync).
   Forwarder& forwarder() { return forwarder_; }
-  const std::vector<ports::Port*>& ports() const { return ports_; }
+  const std::vector<ports::Port*>& ports() const { return ports_; }  // polled
+  const std::vector<ports::Port*>& destinations() const { return dests_; }
   WorkerCounters& counters() { return counters_; }
 
  private:
@@ -74,7 +84,8 @@ class Worker : public Executor {
 
   WorkerConfig cfg_;
   Forwarder forwarder_;
-  std::vector<ports::Port*> ports_;
+  std::vector<ports::Port*> ports_;  // polled
+  std::vector<ports::Port*> dests_;  // forwarded to
   std::thread thread_;
   std::atomic<bool> running_{false};
   std::atomic<bool> stop_{false};

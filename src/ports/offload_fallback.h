@@ -2,7 +2,8 @@
 // port can take as they are go out in runs (one call of the port's own enqueue per
 // run); a partial checksum it cannot take is finished in place (right for every other
 // destination too); a GSO frame it cannot take is segmented in software into a batch
-// made on first use. Shared by the vhost-user and TAP ports.
+// made on first use. Shared by the vhost-user and TAP ports. Send side: drops go to
+// the port's send_drops.
 #pragma once
 
 #include <cstdint>
@@ -35,7 +36,7 @@ class OffloadFallback {
         if (!net::finish_csum(p)) {
           if (run) sent += enqueue(pkts + i - run, run);
           run = 0;
-          counters.drops.add(net::Drop::kTxBadHeader);
+          counters.send_drops.add(net::Drop::kTxBadHeader);
           continue;
         }
         a = net::OffloadAction::kPass;
@@ -61,7 +62,7 @@ class OffloadFallback {
     while (first < total) {
       net::SegmentResult r = net::segment(p, caps, first, seg_->ptrs(), net::kBurst);
       if (r.error != net::OffloadError::kOk || r.produced == 0) {
-        counters.drops.add(net::Drop::kTxBadHeader);
+        counters.send_drops.add(net::Drop::kTxBadHeader);
         static RateLimit rl;
         VNET_LOG_RL(rl, spdlog::level::warn, "port {}: cannot segment a frame: {}", port,
                     net::offload_error_name(r.error));

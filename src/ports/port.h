@@ -1,14 +1,22 @@
 // Port: one attachment of the switch (a VM's vhost-user socket, later TAP, VXLAN).
-// The data-plane methods run only on the worker that owns the port and move whole
-// bursts; the control methods run on the control thread. Counters have one writer
-// (the worker) and are read by the control thread for vnetctl.
+// receive_burst runs only on the worker that polls the port (its owner). send_burst runs
+// on whichever worker forwards to the port: with one worker that is the owner; with
+// several, every sender holds the port's send lock (tx_lock(), once per burst) around
+// it, and control changes applied on the owner hold it too. So a port's receive side
+// and send side may run at the same time on two threads and must share no mutable
+// state (vhost-user: different virtqueues; TAP: one fd, read vs write). Counters have
+// one writer at a time: the receive-side ones the owner, the send-side ones the holder
+// of the send lock (the lock orders successive holders); the control thread reads them.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "common/counter.h"
+#include "common/spinlock.h"
 #include "net/drops.h"
 #include "net/vlan.h"
 #include "net/packet.h"
@@ -16,9 +24,16 @@
 namespace vnet::ports {
 
 struct PortCounters {
-  Counter rx_packets, rx_bytes;  // frames the switch received from this port
-  Counter tx_packets, tx_bytes;  // frames the switch sent to this port
+  // Receive side (the owner): frames the switch received from this port, and drops of
+  // frames coming from it.
+  Counter rx_packets, rx_bytes;
   net::DropCounters drops;
+  // Send side (the holder of the send lock), on its own cache line: frames the switch
+  // sent to this port, and drops of frames going to it.
+  alignas(64) Counter tx_packets;
+  Counter tx_bytes;
+  net::DropCounters send_drops;
+  uint64_t dropped(net::Drop d) const { return drops.get(d) + send_drops.get(d); }
 };
 
 // What vnetctl shows about a port.
@@ -43,11 +58,23 @@ class Port {
   uint16_t id() const { return id_; }
   void set_id(uint16_t id) { id_ = id; }
   PortCounters& counters() { return counters_; }
-  // VLAN handling; worker thread (set it through Worker::run_sync once attached).
-  const net::VlanConfig& vlan() const { return vlan_; }
-  void set_vlan(const net::VlanConfig& v) { vlan_ = v; }
+  // VLAN handling, read by every worker that forwards from or to the port. set_vlan
+  // publishes a new setting (control thread); the previous one stays readable until the
+  // next set_vlan, so the caller must let every worker finish its current burst (an
+  // empty Worker::run_sync on each) before changing it again.
+  const net::VlanConfig& vlan() const { return *vlan_.load(std::memory_order_acquire); }
+  void set_vlan(const net::VlanConfig& v) {
+    auto next = std::make_unique<net::VlanConfig>(v);
+    vlan_.store(next.get(), std::memory_order_release);
+    retired_vlan_ = std::move(vlan_owned_);
+    vlan_owned_ = std::move(next);
+  }
+  // Held around send_burst (and control changes on the owner) when several workers
+  // may send to this port.
+  SpinLock& tx_lock() { return tx_lock_; }
   // Port security: when the list is not empty, frames from other source MACs (raw
-  // sw::Mac values) are dropped at ingress. Worker thread, like set_vlan.
+  // sw::Mac values) are dropped at ingress. Read by the owner worker only; set it through
+  // Worker::run_sync on the owner.
   void set_allowed_macs(std::vector<uint64_t> macs) { allowed_macs_ = std::move(macs); }
   bool source_allowed(uint64_t mac) const {
     if (allowed_macs_.empty()) return true;
@@ -86,8 +113,11 @@ class Port {
   std::string name_;
   uint16_t id_ = 0;
   PortCounters counters_;
-  net::VlanConfig vlan_;
+  std::unique_ptr<net::VlanConfig> vlan_owned_ = std::make_unique<net::VlanConfig>();
+  std::unique_ptr<net::VlanConfig> retired_vlan_;
+  std::atomic<const net::VlanConfig*> vlan_{vlan_owned_.get()};
   std::vector<uint64_t> allowed_macs_;
+  alignas(64) SpinLock tx_lock_;
 };
 
 }  // namespace vnet::ports

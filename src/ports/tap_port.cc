@@ -422,11 +422,11 @@ uint32_t TapPort::write_chunk(net::Packet* const* pkts, uint32_t n) {
   for (uint32_t i = 0; i < n; ++i) {
     const net::Packet& p = *pkts[i];
     if (p.len < net::kEthHdrLen) {
-      counters().drops.add(net::Drop::kTxTooShort);
+      counters().send_drops.add(net::Drop::kTxTooShort);
       continue;
     }
     if (gone()) {
-      counters().drops.add(net::Drop::kRxNotReady);
+      counters().send_drops.add(net::Drop::kRxNotReady);
       continue;
     }
     prepare(tx_[m], p, v.egress_tag(p.vlan));
@@ -456,15 +456,15 @@ uint32_t TapPort::write_chunk(net::Packet* const* pkts, uint32_t n) {
     if (e == EAGAIN || e == ENOBUFS) {
       // The kernel's queue is full.
       write_busy_.add();
-      counters().drops.add(net::Drop::kTapBusy);
+      counters().send_drops.add(net::Drop::kTapBusy);
     } else if (e == EINVAL) {
       // The kernel refused the virtio_net_hdr (offsets or GSO fields that do not fit).
-      counters().drops.add(net::Drop::kTxBadHeader);
+      counters().send_drops.add(net::Drop::kTxBadHeader);
       VNET_LOG_RL(rl, spdlog::level::warn, "TAP port {} ({}): kernel refused a frame: {}", name(),
                   ifname_, std::strerror(e));
     } else {
       write_errors_.add();
-      counters().drops.add(net::Drop::kRxNotReady);
+      counters().send_drops.add(net::Drop::kRxNotReady);
       if (e == EBADFD) {
         mark_gone("write");
         continue;

@@ -192,7 +192,8 @@ void VhostUserPort::notify(Queue& q) {
 void VhostUserPort::check_broken(Queue& q, uint32_t index) {
   if (!q.vq.broken() || q.broken_reported) return;
   q.broken_reported = true;
-  counters().drops.add(net::Drop::kQueueBroken);
+  // Each queue's side counts its own (kTxQ: the owner; kRxQ: the send lock holder).
+  (index == kTxQ ? counters().drops : counters().send_drops).add(net::Drop::kQueueBroken);
   static RateLimit rl;
   VNET_LOG_RL(rl, spdlog::level::warn, "port {}: queue {} stopped, guest broke the ring: {}",
               name(), index, q.vq.broken_reason());
@@ -202,8 +203,8 @@ uint32_t VhostUserPort::receive_burst(net::Packet* const* pkts, uint32_t max) {
   Queue& q = queues_[kTxQ];
   if (!q.active()) return 0;
   uint16_t before = q.vq.last_avail_idx();
-  uint32_t n =
-      net::tx_dequeue(q.vq, chain_, hdr_len_, tx_caps_, pkts, max, counters().drops, &deferred_);
+  uint32_t n = net::tx_dequeue(q.vq, tx_chain_, hdr_len_, tx_caps_, pkts, max, counters().drops,
+                               &deferred_);
   if (q.vq.last_avail_idx() != before) notify(q);
   check_broken(q, kTxQ);
   if (n) {
@@ -229,8 +230,8 @@ void VhostUserPort::receive_done() {
 uint32_t VhostUserPort::enqueue(net::Packet* const* pkts, uint32_t n) {
   Queue& q = queues_[kRxQ];
   uint64_t bytes = 0;
-  uint32_t sent = net::rx_enqueue(q.vq, chain_, hdr_len_, mergeable_, rx_caps_, vlan(), pkts, n,
-                                  counters().drops, &bytes);
+  uint32_t sent = net::rx_enqueue(q.vq, rx_chain_, hdr_len_, mergeable_, rx_caps_, vlan(), pkts,
+                                  n, counters().send_drops, &bytes);
   if (sent) {
     counters().tx_packets.add(sent);
     counters().tx_bytes.add(bytes);
@@ -241,7 +242,7 @@ uint32_t VhostUserPort::enqueue(net::Packet* const* pkts, uint32_t n) {
 uint32_t VhostUserPort::send_burst(net::Packet* const* pkts, uint32_t n) {
   Queue& q = queues_[kRxQ];
   if (!q.active()) {
-    counters().drops.add(net::Drop::kRxNotReady, n);
+    counters().send_drops.add(net::Drop::kRxNotReady, n);
     return 0;
   }
   uint32_t sent = fallback_.deliver(pkts, n, rx_caps_, counters(), name(),

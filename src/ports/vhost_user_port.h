@@ -87,8 +87,10 @@ class VhostUserPort : public Port, public vhost_user::Backend {
   net::OffloadCaps tx_caps_;  // what the guest may send (HOST_*)
   net::OffloadCaps rx_caps_;  // what the guest can take (GUEST_*)
   OffloadFallback fallback_;  // software checksum/segmentation for what the guest cannot take
-  virtio::Chain chain_;
-  net::TxDeferred deferred_;  // TX chains whose frames are out as external packets
+  // One scratch chain per direction: receive_burst (owner) and send_burst (a sender under
+  // the send lock) may run at the same time.
+  virtio::Chain tx_chain_, rx_chain_;
+  net::TxDeferred deferred_;  // TX chains whose frames are out as external packets (owner)
 
   std::atomic<uint64_t> features_{0};  // negotiated; read by info()
   std::atomic<uint32_t> mtu_{0};       // from NET_SET_MTU (0: not sent)

@@ -20,13 +20,27 @@
 // (a stamp up to 24.8 days ahead of now counts as age 0), so age limits are capped at
 // 24.8 days and age() must sweep the whole table more often than that (the worker's
 // Forwarder::tick does it in well under a minute) so that no entry looks young again.
-// lookup() treats an expired entry as a miss even before it is swept.
+// lookup() treats an expired entry as a miss even before it is swept. A refresh rewrites
+// the stamp only once it is `refresh` old (1 s, or age/32 for short age limits), so the
+// buckets of active stations are not written per frame; an entry may thus expire up to
+// that much early.
 //
-// Threading: one owner (the worker); counters may be read from any thread.
+// Threading: shared by all workers. lookup() takes no lock and writes nothing: each bucket
+// has a sequence number (a seqlock: odd while a writer changes the bucket), the reader
+// copies what it needs and retries if the sequence moved, so it never sees a torn entry.
+// learn() of a known key on the same port (the steady state) is lock-free too: it stores
+// the new stamp (one relaxed 32-bit store, no read-modify-write) when the old one is stale.
+// Everything that changes which key sits where (new keys, moves, eviction, ageing,
+// removal, flush) takes the writer mutex and bumps the sequences of the buckets it
+// changes. A concurrent stamp store may land on a slot that a writer has just reused;
+// the new entry then looks a little younger, which is harmless. Counters have one
+// writer at a time (the mutex holder) and may be read from any thread.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 
 #include "common/counter.h"
 #include "switch/mac.h"
@@ -75,38 +89,70 @@ class Fdb {
   uint32_t remove_port(uint16_t port);
   void flush();
 
-  uint32_t size() const { return size_; }
+  uint32_t size() const { return size_.load(std::memory_order_relaxed); }
   uint32_t capacity() const { return capacity_; }
   uint32_t per_port_limit() const { return per_port_limit_; }
   uint32_t slots() const { return slot_mask_ + 1; }
-  uint32_t port_entries(uint16_t port) const { return port_count_[port]; }
+  uint32_t port_entries(uint16_t port) const {
+    std::lock_guard lk(mu_);
+    return port_count_[port];
+  }
   uint64_t age_ns() const { return age_ms_ * 1'000'000ULL; }
   FdbCounters& counters() { return counters_; }
   const FdbCounters& counters() const { return counters_; }
 
   // Calls f(Mac, vlan, port, age_ns) for every live (unexpired) entry.
+  // (Control path: holds the writer mutex, so f must not call back into the Fdb.)
   template <typename F>
   void for_each(uint64_t now_ns, F&& f) const {
+    std::lock_guard lk(mu_);
     const uint32_t now = to_ms(now_ns);
     for (uint32_t s = 0; s <= slot_mask_; ++s) {
       const Entry& e = slot(s);
-      if (e.port == 0 || expired(e, now)) continue;
-      f(Mac::from_raw(e.key), uint16_t(e.key >> 48), e.port, uint64_t(age_of(e, now)) * 1'000'000);
+      const uint16_t port = ld(e.port);
+      const uint64_t key = ld(e.key);
+      const uint32_t stamp = ld(e.stamp);
+      if (port == 0 || expired(stamp, now)) continue;
+      f(Mac::from_raw(key), uint16_t(key >> 48), port, uint64_t(age_of(stamp, now)) * 1'000'000);
     }
   }
 
  private:
+  // Fields are atomics, loaded with acquire and stored with release (plain moves on
+  // x86). That is the seqlock's ordering without fences (which ThreadSanitizer does not
+  // model): a writer's entry stores cannot move before its odd sequence store, and a
+  // reader's entry loads cannot move after its second sequence load.
   struct Entry {
-    uint64_t key;    // MAC in bits 0..47, VLAN in 48..63
-    uint32_t stamp;  // last seen, milliseconds (mod 2^32)
-    uint16_t port;   // 0: empty slot
-    uint16_t pad;
+    std::atomic<uint64_t> key;    // MAC in bits 0..47, VLAN in 48..63
+    std::atomic<uint32_t> stamp;  // last seen, milliseconds (mod 2^32)
+    std::atomic<uint16_t> port;   // 0: empty slot
+    std::atomic<uint16_t> seq;    // e[0] only: the bucket's sequence (odd: being written)
   };
   static_assert(sizeof(Entry) == 16);
   struct alignas(64) Bucket {
     Entry e[kWays];
   };
   static_assert(sizeof(Bucket) == 64);
+  template <typename T>
+  static T ld(const std::atomic<T>& a) {
+    return a.load(std::memory_order_acquire);
+  }
+  template <typename T, typename V>
+  static void st(std::atomic<T>& a, V v) {
+    a.store(T(v), std::memory_order_release);
+  }
+  // Writer side of a bucket's seqlock (mutex held).
+  static void write_begin(Bucket& b);
+  static void write_end(Bucket& b);
+  // A key's slot as a reader sees it (consistent copy), or found = false.
+  struct Found {
+    bool found = false;
+    uint16_t port = 0;
+    uint32_t stamp = 0;
+    Entry* e = nullptr;
+  };
+  Found find(uint64_t key, uint32_t b1, uint32_t b2) const;
+  Learn learn_locked(uint64_t key, uint16_t port, uint32_t now, uint32_t b1, uint32_t b2);
 
   static uint64_t make_key(Mac mac, uint16_t vlan) { return mac.raw() | uint64_t(vlan) << 48; }
   static uint32_t to_ms(uint64_t now_ns) { return uint32_t(now_ns / 1'000'000); }
@@ -117,22 +163,26 @@ class Fdb {
   const Entry& slot(uint32_t s) const { return buckets_[s / kWays].e[s % kWays]; }
   // Age in ms; a stamp slightly ahead of now (callers with clocks read at different
   // moments) counts as age 0.
-  static uint32_t age_of(const Entry& e, uint32_t now_ms) {
-    int32_t d = int32_t(now_ms - e.stamp);
+  static uint32_t age_of(uint32_t stamp, uint32_t now_ms) {
+    int32_t d = int32_t(now_ms - stamp);
     return d < 0 ? 0 : uint32_t(d);
   }
-  bool expired(const Entry& e, uint32_t now_ms) const { return age_of(e, now_ms) >= age_ms_; }
-  void erase(Entry& e);
+  bool expired(uint32_t stamp, uint32_t now_ms) const { return age_of(stamp, now_ms) >= age_ms_; }
+  void erase(Entry& e);  // mutex held, inside write_begin/write_end of its bucket
 
   uint32_t capacity_;
   uint32_t per_port_limit_;
   uint32_t age_ms_;
+  uint32_t refresh_ms_;  // a refresh stores a new stamp only when the old one is this old
   uint64_t seed_;
   uint32_t bucket_mask_;
   uint32_t slot_mask_;
-  uint32_t size_ = 0;
-  uint32_t sweep_ = 0;  // next slot age() looks at
   std::unique_ptr<Bucket[]> buckets_;
+
+  // Writer state: under mu_ (size_ is also read without it).
+  mutable std::mutex mu_;
+  std::atomic<uint32_t> size_{0};
+  uint32_t sweep_ = 0;  // next slot age() looks at
   std::unique_ptr<uint32_t[]> port_count_;  // entries per port id
   FdbCounters counters_;
 };

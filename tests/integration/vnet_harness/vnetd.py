@@ -44,16 +44,18 @@ def require_vnetd(args):
 
 
 class PortSpec:
-    """One --vhost-user port: socket path, client mode (vnetd connects), name, MTU."""
+    """One --vhost-user port: socket path, client mode (vnetd connects), name, MTU,
+    VLAN, the worker that polls it."""
 
     option = "--vhost-user"
 
-    def __init__(self, socket, client=False, name=None, mtu=None, vlan=None):
+    def __init__(self, socket, client=False, name=None, mtu=None, vlan=None, worker=None):
         self.socket = socket
         self.client = client
         self.name = name
         self.mtu = mtu
         self.vlan = vlan
+        self.worker = worker
 
     def arg(self):
         a = self.socket
@@ -65,6 +67,8 @@ class PortSpec:
             a += ",mtu=%d" % self.mtu
         if self.vlan is not None:
             a += ",vlan=%d" % self.vlan
+        if self.worker is not None:
+            a += ",worker=%d" % self.worker
         return a
 
 

@@ -53,7 +53,7 @@ io = "uring"
   ASSERT_TRUE(cfg) << cfg.message();
   EXPECT_EQ(cfg->control_path, "/run/vnet/test.sock");
   EXPECT_EQ(cfg->log_level, "debug");
-  EXPECT_EQ(cfg->worker.cpu, 1);
+  EXPECT_EQ(cfg->worker.cpus, std::vector<int>{1});
   EXPECT_EQ(cfg->worker.idle_poll_us, 50u);
   EXPECT_EQ(cfg->worker.poll_mode, "poll");
   EXPECT_EQ(cfg->fdb_size, 1024u);

@@ -203,7 +203,7 @@ TEST_P(TapPortTest, SentFramesArriveInTheNamespaceByteExact) {
   short_pkt->len = 13;
   net::Packet* one = short_pkt.get();
   EXPECT_EQ(port->send_burst(&one, 1), 0u);
-  EXPECT_EQ(port->counters().drops.get(net::Drop::kTxTooShort), 1u);
+  EXPECT_EQ(port->counters().dropped(net::Drop::kTxTooShort), 1u);
 }
 
 TEST_P(TapPortTest, VlanTagInsertedOnATrunk) {
@@ -482,7 +482,7 @@ TEST_P(TapPortTest, DeviceDeletedUnderneathStopsThePortQuietly) {
   EXPECT_EQ(::poll(&pfd, 1, 50), 0);
   EXPECT_EQ(port->receive_burst(batch.ptrs(), net::kBurst), 0u);
   EXPECT_FALSE(send_frames(*port, {test_frame(kBroadcast, kPeerMac, 60, 1)}));
-  EXPECT_EQ(port->counters().drops.get(net::Drop::kRxNotReady), 1u);
+  EXPECT_EQ(port->counters().dropped(net::Drop::kRxNotReady), 1u);
 }
 
 TEST_P(TapPortTest, KernelChoosesTheNameWhenNoneIsGiven) {

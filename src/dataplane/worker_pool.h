@@ -1,0 +1,94 @@
+// WorkerPool: the data-plane workers of one switch (issue 4, "worker placement"): one
+// thread per configured CPU, each polling the ports placed on it and forwarding to
+// every port; one FDB shared by all. Placement and moves are control-thread operations
+// that reach the workers through run_sync, so a port is polled by exactly one worker at
+// any time (OVS-DPDK's rxq-to-PMD assignment, with per-port transmit locks).
+//
+// With one worker nothing is shared and nothing is locked: the hot path is the one of a
+// single Worker. With several, a sender holds the destination port's send lock once per
+// burst, and each port's control changes (PortExecutor::run_sync) run on its owner while
+// holding that lock, so they never overlap a send from another worker.
+#pragma once
+
+#include <cstddef>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "common/executor.h"
+#include "common/result.h"
+#include "dataplane/worker.h"
+#include "ports/port.h"
+
+namespace vnet::dataplane {
+
+struct PoolConfig {
+  // One worker per entry, pinned to that CPU (-1: not pinned). Empty: one unpinned worker.
+  std::vector<int> cpus;
+  PollMode poll_mode = PollMode::kAdaptive;
+  uint32_t idle_poll_us = 200;
+  Forwarder::Config forwarding;
+};
+
+// The Executor a port is built with: runs its control changes on whichever worker owns
+// it now (a move re-targets it), under its send lock when several workers may send.
+class PortExecutor : public Executor {
+ public:
+  PortExecutor(Worker* w, bool locked) : worker_(w), locked_(locked) {}
+  void run_sync(const std::function<void()>& fn) override;
+  void wait_fds_changed() override { worker_->wait_fds_changed(); }
+  void bind(ports::Port* p) { port_ = p; }
+  void set_worker(Worker* w) { worker_ = w; }  // control thread, between run_syncs
+
+ private:
+  Worker* worker_;
+  ports::Port* port_ = nullptr;
+  bool locked_;
+};
+
+class WorkerPool {
+ public:
+  explicit WorkerPool(const PoolConfig& cfg);
+  ~WorkerPool();
+  WorkerPool(const WorkerPool&) = delete;
+  WorkerPool& operator=(const WorkerPool&) = delete;
+
+  size_t size() const { return workers_.size(); }
+  Worker& worker(size_t i) { return *workers_[i]; }
+  const std::vector<int>& cpus() const { return cpus_; }
+  sw::Fdb& fdb() { return *fdb_; }
+  void start();
+  void stop();
+
+  // --- control thread ---
+  // The worker with the fewest ports (the lowest index among equals).
+  size_t least_loaded() const;
+  // An executor for a port that will be attached to worker `w` (< size()).
+  std::unique_ptr<PortExecutor> make_executor(size_t w);
+  // Every worker sends to p from now on; worker `w` polls it. `ex` (may be null: a port
+  // without control changes on the worker) must outlive the port.
+  void attach(ports::Port* p, size_t w, PortExecutor* ex);
+  // Moves the polling of p to worker `w`: the old owner stops polling it, then the new
+  // one starts. Frames stay in the port's queue meanwhile.
+  Status move(ports::Port* p, size_t w);
+  // No worker polls or sends to p any more; its FDB entries are gone.
+  void detach(ports::Port* p);
+  // The worker polling p (size() if p is not attached).
+  size_t owner(const ports::Port* p) const;
+  size_t ports_on(size_t w) const;
+  // Waits until every worker has finished the burst it was in (after publishing a
+  // change that workers read without a lock, e.g. Port::set_vlan).
+  void quiesce();
+
+ private:
+  struct Placement {
+    size_t worker;
+    PortExecutor* ex;
+  };
+  std::vector<int> cpus_;
+  std::shared_ptr<sw::Fdb> fdb_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::map<const ports::Port*, Placement> placement_;
+};
+
+}  // namespace vnet::dataplane
