@@ -123,7 +123,11 @@ int main(int argc, char** argv) {
                  "the worker with the fewest ports unless they say worker=K.")
       ->excludes(cpu_opt);
   app.add_option("--idle-poll-us", cfg.workers.idle_poll_us,
-                 "adaptive: busy-poll this long after the last frame before sleeping")
+                 "adaptive: busy-poll at least this long after the last frame before sleeping")
+      ->capture_default_str();
+  app.add_option("--idle-poll-max-us", cfg.workers.idle_poll_max_us,
+                 "adaptive: the idle window grows up to this when frames wake the worker soon "
+                 "after it slept (halt-polling); at or below --idle-poll-us it stays fixed")
       ->capture_default_str();
   std::string poll_mode = "adaptive";
   app.add_option("--poll-mode", poll_mode,
@@ -159,6 +163,8 @@ int main(int argc, char** argv) {
     if (!app.count("--log-level") && !fc->log_level.empty()) log_level = fc->log_level;
     cfg.workers.cpus = fc->worker.cpus;
     if (!app.count("--idle-poll-us")) cfg.workers.idle_poll_us = fc->worker.idle_poll_us;
+    if (!app.count("--idle-poll-max-us"))
+      cfg.workers.idle_poll_max_us = fc->worker.idle_poll_max_us;
     if (!app.count("--poll-mode")) poll_mode = fc->worker.poll_mode;
     if (!app.count("--tap-io") && !fc->tap_io.empty()) tap_io = fc->tap_io;
     if (!app.count("--fdb-size")) cfg.workers.forwarding.fdb_capacity = fc->fdb_size;

@@ -355,7 +355,7 @@ Result<FileConfig> parse_config_toml(const std::string& text, const std::string&
     const json& v = root["worker"];
     std::string w = source + ": [worker]";
     if (!v.is_object()) return Status::errorf("{} must be a table", w);
-    if (!(st = check_keys(v, w, {"cpu", "cpus", "idle_poll_us", "poll_mode"}))) return st;
+    if (!(st = check_keys(v, w, {"cpu", "cpus", "idle_poll_us", "idle_poll_max_us", "poll_mode"}))) return st;
     if (v.contains("cpu") && v.contains("cpus"))
       return Status::errorf("{}: give 'cpus' (a list) or 'cpu', not both", w);
     if (v.contains("cpus")) {
@@ -370,6 +370,9 @@ Result<FileConfig> parse_config_toml(const std::string& text, const std::string&
     auto idle = get_int(v, w, "idle_poll_us", 0, 10'000'000, 200);
     if (!idle) return idle.status();
     cfg.worker.idle_poll_us = uint32_t(*idle);
+    auto idle_max = get_int(v, w, "idle_poll_max_us", 0, 10'000'000, 2000);
+    if (!idle_max) return idle_max.status();
+    cfg.worker.idle_poll_max_us = uint32_t(*idle_max);
     auto mode = get_string(v, w, "poll_mode", false);
     if (!mode) return mode.status();
     if (!mode->empty()) {

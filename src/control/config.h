@@ -54,6 +54,7 @@ struct PortSpec {
 struct WorkerSpec {
   std::vector<int> cpus;  // empty: one worker, not pinned
   uint32_t idle_poll_us = 200;
+  uint32_t idle_poll_max_us = 2000;
   std::string poll_mode = "adaptive";  // adaptive | poll | sleep
 };
 

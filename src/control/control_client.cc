@@ -299,12 +299,12 @@ std::string format_workers(const json& reply) {
       rows.push_back({cell(w, "worker"), cell(w, "cpu"), ports.empty() ? "-" : ports,
                       cell(w, "packets"), cell(w, "busy_cycles"), cell(w, "idle_cycles"),
                       cpp.is_number() ? fmt::format("{:.1f}", cpp.get<double>()) : "-",
-                      cell(w, "wakeups"), cell(w, "sleeps")});
+                      cell(w, "wakeups"), cell(w, "sleeps"), cell(w, "idle_window_us")});
     }
   }
   return format_table({"WORKER", "CPU", "PORTS", "PACKETS", "BUSY_CYCLES", "IDLE_CYCLES",
-                       "CYCLES/PKT", "WAKEUPS", "SLEEPS"},
-                      rows, {0, 1, 3, 4, 5, 6, 7, 8});
+                       "CYCLES/PKT", "WAKEUPS", "SLEEPS", "IDLE_WINDOW_US"},
+                      rows, {0, 1, 3, 4, 5, 6, 7, 8, 9});
 }
 
 std::string format_fdb(const json& reply) {

@@ -145,7 +145,8 @@ void Worker::rebuild_epoll() {
   fds_dirty_ = false;
 }
 
-void Worker::sleep() {
+bool Worker::sleep() {
+  bool traffic = false;
   bool pending = false;
   for (auto* p : ports_) pending |= p->enable_notifications();
   if (!pending && !pending_.load(std::memory_order_acquire) && !stop_) {
@@ -153,6 +154,7 @@ void Worker::sleep() {
     epoll_event evs[64];
     int n = epoll_wait(epfd_.get(), evs, 64, 1000);
     for (int i = 0; i < n; ++i) {
+      traffic |= int(uint32_t(evs[i].data.u64)) != wake_fd_.get();
       // Reset kick eventfds and the wake eventfd; a TAP fd keeps its frames.
       if (!(evs[i].data.u64 >> 32)) continue;
       uint64_t v;
@@ -161,6 +163,23 @@ void Worker::sleep() {
     if (n > 0) counters_.wakeups.add();
   }
   for (auto* p : ports_) p->disable_notifications();
+  return traffic;
+}
+
+void Worker::adapt_window(bool traffic, uint64_t slept_ns, uint64_t base_ns, uint64_t max_ns,
+                          uint64_t* window_ns) {
+  // A frame that came while the largest window would still have been polling: polling
+  // longer would have saved this wake-up (tens of microseconds on a virtual machine).
+  uint64_t w = *window_ns;
+  if (traffic && slept_ns < max_ns) {
+    w = std::min(max_ns, std::max(w * 2, base_ns));
+    if (w != *window_ns) counters_.window_grows.add();
+  } else if (slept_ns >= max_ns && w > base_ns) {
+    w = std::max(base_ns, w / 2);
+    counters_.window_shrinks.add();
+  }
+  *window_ns = w;
+  counters_.idle_window_us.store(uint32_t(w / 1000), std::memory_order_relaxed);
 }
 
 void Worker::loop() {
@@ -174,8 +193,14 @@ void Worker::loop() {
   const std::string thread_name = "vnet-worker" + std::to_string(cfg_.index);
   pthread_setname_np(pthread_self(), thread_name.c_str());
   net::PacketBatch batch;
-  const uint64_t idle_ns =
+  const uint64_t base_ns =
       cfg_.poll_mode == PollMode::kSleep ? 0 : uint64_t(cfg_.idle_poll_us) * 1000;
+  const uint64_t max_ns =
+      cfg_.poll_mode == PollMode::kAdaptive
+          ? std::max(base_ns, uint64_t(cfg_.idle_poll_max_us) * 1000)
+          : base_ns;
+  uint64_t idle_ns = base_ns;  // the idle window now
+  counters_.idle_window_us.store(uint32_t(idle_ns / 1000), std::memory_order_relaxed);
   const bool may_sleep = cfg_.poll_mode != PollMode::kPoll;
   uint64_t last_work = monotonic_ns();
   uint64_t now = last_work;
@@ -231,9 +256,11 @@ void Worker::loop() {
     now = monotonic_ns();
     forwarder_.tick(now);
     if (!may_sleep || now - last_work < idle_ns) continue;
-    sleep();
+    const uint64_t asleep = now;
+    const bool traffic = sleep();
     now = last_work = monotonic_ns();
     idle_iters = 0;
+    if (max_ns > base_ns) adapt_window(traffic, now - asleep, base_ns, max_ns, &idle_ns);
   }
   publish();
 }

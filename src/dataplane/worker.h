@@ -24,14 +24,19 @@
 namespace vnet::dataplane {
 
 enum class PollMode {
-  kAdaptive,  // busy-poll while frames flow, sleep after idle_poll_us without any
+  kAdaptive,  // busy-poll while frames flow, sleep after an idle window without any
   kPoll,      // never sleep (lowest latency, one core at 100%)
   kSleep,     // sleep as soon as a poll round finds nothing
 };
 
 struct WorkerConfig {
   PollMode poll_mode = PollMode::kAdaptive;
-  uint32_t idle_poll_us = 200;  // adaptive: busy-poll this long after the last frame
+  // Adaptive: busy-poll at least idle_poll_us after the last frame. The window grows
+  // (doubling, up to idle_poll_max_us) each time a frame woke the worker less than
+  // idle_poll_max_us after it went to sleep, and halves (down to idle_poll_us) after a
+  // longer sleep: KVM's halt-polling rule. idle_poll_max_us <= idle_poll_us: fixed window.
+  uint32_t idle_poll_us = 200;
+  uint32_t idle_poll_max_us = 2000;
   int cpu = -1;                 // pin to this core when >= 0
   uint32_t index = 0;           // in its pool (thread name vnet-worker<index>)
   Forwarder::Config forwarding;
@@ -43,6 +48,8 @@ struct WorkerCounters {
   Counter busy_cycles;  // TSC cycles spent in poll rounds that moved frames
   Counter idle_cycles;  // TSC cycles spent in poll rounds that found nothing (not asleep)
   std::atomic<uint32_t> ports{0};  // ports it polls
+  Counter window_grows, window_shrinks;     // adaptive idle window changes
+  std::atomic<uint32_t> idle_window_us{0};  // the adaptive idle window now
 };
 
 class Worker : public Executor {
@@ -80,7 +87,11 @@ class Worker : public Executor {
   void loop();
   void run_commands();
   void rebuild_epoll();
-  void sleep();
+  // Sleeps in epoll until a port or a command wakes it; true when a port did.
+  bool sleep();
+  // Grows or shrinks the adaptive idle window after a sleep of slept_ns.
+  void adapt_window(bool traffic, uint64_t slept_ns, uint64_t base_ns, uint64_t max_ns,
+                    uint64_t* window_ns);
 
   WorkerConfig cfg_;
   Forwarder forwarder_;

@@ -28,6 +28,7 @@ WorkerPool::WorkerPool(const PoolConfig& cfg) : cpus_(cfg.cpus) {
     WorkerConfig wc;
     wc.poll_mode = cfg.poll_mode;
     wc.idle_poll_us = cfg.idle_poll_us;
+    wc.idle_poll_max_us = cfg.idle_poll_max_us;
     wc.cpu = cpus_[i];
     wc.index = uint32_t(i);
     wc.forwarding = cfg.forwarding;

@@ -27,6 +27,7 @@ struct PoolConfig {
   std::vector<int> cpus;
   PollMode poll_mode = PollMode::kAdaptive;
   uint32_t idle_poll_us = 200;
+  uint32_t idle_poll_max_us = 2000;
   Forwarder::Config forwarding;
 };
 

@@ -15,6 +15,10 @@
 #include <string>
 #include <thread>
 
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "common/unique_fd.h"
 #include "ports/port.h"
 
 namespace vnet::dataplane {
@@ -148,6 +152,84 @@ TEST(WorkerControl, PortsAddedAndRemovedWhileForwarding) {
   }
   w.stop();
   EXPECT_GT(flood.given.load(), 0u);
+}
+
+// A SourcePort that the worker can sleep on: frames come with a kick on an eventfd, the
+// way a guest kicks a vhost-user port.
+class KickPort : public SourcePort {
+ public:
+  KickPort(std::string name, uint8_t mac_last)
+      : SourcePort(std::move(name), mac_last, 0), kick_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+  void wait_fds(std::vector<WaitFd>& out) const override { out.push_back({kick_.get(), true}); }
+  void send_one() {
+    add_quota(1);
+    uint64_t one = 1;
+    [[maybe_unused]] ssize_t r = write(kick_.get(), &one, sizeof(one));
+  }
+
+ private:
+  UniqueFd kick_;
+};
+
+WorkerConfig adaptive_config(uint32_t base_us, uint32_t max_us) {
+  WorkerConfig cfg;
+  cfg.poll_mode = PollMode::kAdaptive;
+  cfg.idle_poll_us = base_us;
+  cfg.idle_poll_max_us = max_us;
+  return cfg;
+}
+
+// Kicks each arriving right after the worker fell asleep: every wake-up came well within
+// the largest window, so the window doubles each time up to the cap; then a quiet spell
+// longer than the cap (the 1 s epoll timeout) halves it again.
+TEST(WorkerAdaptive, IdleWindowGrowsOnQuickWakeupsAndShrinksWhenQuiet) {
+  KickPort src("src", 1);
+  SourcePort sink("sink", 2, 0);
+  src.set_id(1);
+  sink.set_id(2);
+  // A large cap, so that a loaded machine's scheduling delays stay well inside it.
+  Worker w(adaptive_config(1000, 100000));
+  w.add_port(&src);
+  w.add_port(&sink);
+  EXPECT_EQ(w.counters().idle_window_us.load(), 0u);
+  w.start();
+  ASSERT_TRUE(wait_for([&] { return w.counters().sleeps.get() >= 1; })) << "never slept";
+  EXPECT_EQ(w.counters().idle_window_us.load(), 1000u);
+  // 1 ms -> 2 -> 4 -> ... -> 64 -> 100 (the cap): seven grows; two more kicks at the cap.
+  for (int i = 1; i <= 9; ++i) {
+    const uint64_t sleeps = w.counters().sleeps.get();
+    src.send_one();
+    ASSERT_TRUE(wait_for([&] { return sink.received.load() == uint64_t(i); })) << "kick " << i;
+    ASSERT_TRUE(wait_for([&] { return w.counters().sleeps.get() > sleeps; }))
+        << "no sleep after kick " << i;
+  }
+  EXPECT_EQ(w.counters().idle_window_us.load(), 100000u);
+  EXPECT_EQ(w.counters().window_grows.get(), 7u);
+  EXPECT_EQ(w.counters().wakeups.get(), 9u);
+  // Nothing more: the next wake-up is the epoll timeout, a sleep longer than the cap.
+  ASSERT_TRUE(wait_for([&] { return w.counters().window_shrinks.get() >= 1; },
+                       std::chrono::seconds(5)));
+  EXPECT_EQ(w.counters().idle_window_us.load(), 50000u);
+  w.stop();
+}
+
+TEST(WorkerAdaptive, FixedWindowWhenTheCapIsNotAboveIt) {
+  KickPort src("src", 1);
+  SourcePort sink("sink", 2, 0);
+  src.set_id(1);
+  sink.set_id(2);
+  Worker w(adaptive_config(100, 100));
+  w.add_port(&src);
+  w.add_port(&sink);
+  w.start();
+  for (int i = 1; i <= 4; ++i) {
+    ASSERT_TRUE(wait_for([&] { return w.counters().sleeps.get() >= uint64_t(i); }));
+    src.send_one();
+    ASSERT_TRUE(wait_for([&] { return sink.received.load() == uint64_t(i); })) << "kick " << i;
+  }
+  w.stop();
+  EXPECT_EQ(w.counters().window_grows.get(), 0u);
+  EXPECT_EQ(w.counters().idle_window_us.load(), 100u);
 }
 
 }  // namespace
