@@ -1,7 +1,7 @@
 // TapUring: the batched io_uring data path of a TAP port. Reads: one multishot READ
 // (IORING_OP_READ_MULTISHOT, Linux 6.7) stays armed on the TAP fd and fills port-owned
-// buffers taken from a provided-buffer ring, one completion per frame, so receiving costs
-// no system call while it stays armed. Writes: one submission (io_uring_enter) for a whole
+// buffers taken from a provided-buffer ring, one completion per frame; the worker enters
+// the kernel once per poll round that finds frames waiting (COOP_TASKRUN), however many. Writes: one submission (io_uring_enter) for a whole
 // burst, one WRITEV per frame. An eventfd registered with the read ring wakes a sleeping
 // worker when a frame arrives. Owned by TapPort, used only on its worker thread (the
 // destructor excepted, which cancels the armed read and waits for it before freeing).
@@ -53,7 +53,7 @@ class TapUring {
   // error). 0 or an errno.
   int arm();
   bool armed() const { return armed_; }
-  bool reads_pending() const { return io_uring_cq_ready(&rx_) > 0; }
+  bool reads_pending() const { return io_uring_cq_ready(&rx_) > 0 || task_work_pending(); }
 
   // Writes frame i from iovs[i][0..iovcnt[i]) for i < n (n <= kTxBatch) in one submission
   // and waits until every write completed (the frames' memory is the caller's). res[i] gets
@@ -71,6 +71,8 @@ class TapUring {
   Status init();
   Status init_rx_ring();
   void cancel_read();
+  // Frames arrived whose reads wait for this task to enter the kernel (COOP_TASKRUN).
+  bool task_work_pending() const;
 
   int tap_fd_;
   size_t buffer_len_, stride_;
@@ -82,6 +84,7 @@ class TapUring {
   size_t buffers_bytes_ = 0;
   bool br_registered_ = false;
   bool armed_ = false;
+  bool taskrun_flag_ = false;  // the read ring has COOP_TASKRUN | TASKRUN_FLAG
   UniqueFd event_fd_;
   Counter enters_;
 };
