@@ -199,7 +199,10 @@ void Worker::loop() {
       cfg_.poll_mode == PollMode::kAdaptive
           ? std::max(base_ns, uint64_t(cfg_.idle_poll_max_us) * 1000)
           : base_ns;
-  uint64_t idle_ns = base_ns;  // the idle window now
+  uint64_t idle_ns = base_ns;  // the idle window after traffic
+  // The window of this idle spell: idle_ns once frames moved, base_ns after a wake-up
+  // that brought none (a control command), so that vnetctl does not keep a core busy.
+  uint64_t window_ns = idle_ns;
   counters_.idle_window_us.store(uint32_t(idle_ns / 1000), std::memory_order_relaxed);
   const bool may_sleep = cfg_.poll_mode != PollMode::kPoll;
   uint64_t last_work = monotonic_ns();
@@ -238,6 +241,7 @@ void Worker::loop() {
       packets += work;
       counters_.busy_loops.add();
       idle_iters = 0;
+      window_ns = idle_ns;
       if ((counters_.busy_loops.get() & 1023) == 0) {
         publish();
         now = monotonic_ns();
@@ -255,12 +259,13 @@ void Worker::loop() {
     publish();
     now = monotonic_ns();
     forwarder_.tick(now);
-    if (!may_sleep || now - last_work < idle_ns) continue;
+    if (!may_sleep || now - last_work < window_ns) continue;
     const uint64_t asleep = now;
     const bool traffic = sleep();
     now = last_work = monotonic_ns();
     idle_iters = 0;
     if (max_ns > base_ns) adapt_window(traffic, now - asleep, base_ns, max_ns, &idle_ns);
+    window_ns = traffic ? idle_ns : base_ns;
   }
   publish();
 }

@@ -188,28 +188,36 @@ TEST(WorkerAdaptive, IdleWindowGrowsOnQuickWakeupsAndShrinksWhenQuiet) {
   src.set_id(1);
   sink.set_id(2);
   // A large cap, so that a loaded machine's scheduling delays stay well inside it.
-  Worker w(adaptive_config(1000, 100000));
+  Worker w(adaptive_config(1000, 400000));
   w.add_port(&src);
   w.add_port(&sink);
   EXPECT_EQ(w.counters().idle_window_us.load(), 0u);
   w.start();
   ASSERT_TRUE(wait_for([&] { return w.counters().sleeps.get() >= 1; })) << "never slept";
   EXPECT_EQ(w.counters().idle_window_us.load(), 1000u);
-  // 1 ms -> 2 -> 4 -> ... -> 64 -> 100 (the cap): seven grows; two more kicks at the cap.
-  for (int i = 1; i <= 9; ++i) {
+  // 1 ms -> 2 -> 4 -> ... -> 256 -> 400 (the cap): nine grows; two more kicks at the cap.
+  for (int i = 1; i <= 11; ++i) {
     const uint64_t sleeps = w.counters().sleeps.get();
     src.send_one();
     ASSERT_TRUE(wait_for([&] { return sink.received.load() == uint64_t(i); })) << "kick " << i;
     ASSERT_TRUE(wait_for([&] { return w.counters().sleeps.get() > sleeps; }))
         << "no sleep after kick " << i;
   }
-  EXPECT_EQ(w.counters().idle_window_us.load(), 100000u);
-  EXPECT_EQ(w.counters().window_grows.get(), 7u);
-  EXPECT_EQ(w.counters().wakeups.get(), 9u);
+  EXPECT_EQ(w.counters().idle_window_us.load(), 400000u);
+  EXPECT_EQ(w.counters().window_grows.get(), 9u);
+  EXPECT_EQ(w.counters().wakeups.get(), 11u);
+  // A control command wakes it without frames: back to sleep after the 1 ms base window,
+  // not the grown 400 ms one (vnetctl must not keep a core busy).
+  const uint64_t sleeps = w.counters().sleeps.get();
+  const auto t0 = Clock::now();
+  w.run_sync([] {});
+  ASSERT_TRUE(wait_for([&] { return w.counters().sleeps.get() > sleeps; }));
+  EXPECT_LT(Clock::now() - t0, std::chrono::milliseconds(300));
+  EXPECT_EQ(w.counters().idle_window_us.load(), 400000u);
   // Nothing more: the next wake-up is the epoll timeout, a sleep longer than the cap.
   ASSERT_TRUE(wait_for([&] { return w.counters().window_shrinks.get() >= 1; },
                        std::chrono::seconds(5)));
-  EXPECT_EQ(w.counters().idle_window_us.load(), 50000u);
+  EXPECT_EQ(w.counters().idle_window_us.load(), 200000u);
   w.stop();
 }
 
