@@ -259,7 +259,14 @@ void Worker::loop() {
     publish();
     now = monotonic_ns();
     forwarder_.tick(now);
-    if (!may_sleep || now - last_work < window_ns) continue;
+    if (!may_sleep) continue;
+    if (now - last_work < window_ns) {
+      // Past the base window the worker polls on speculation only: like KVM's halt
+      // polling, which stops when another task wants the CPU, it lets any runnable task
+      // (a guest's vCPU, a front end) go first.
+      if (now - last_work >= base_ns) sched_yield();
+      continue;
+    }
     const uint64_t asleep = now;
     const bool traffic = sleep();
     now = last_work = monotonic_ns();

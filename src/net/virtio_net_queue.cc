@@ -63,7 +63,11 @@ uint32_t tx_dequeue(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len,
       drops.add(Drop::kTxTooBig);
     } else {
       p.vhdr = {};
-      iov_to_buf(c.segs, c.n_out, 0, &p.vhdr, hdr_len);  // read once, into our copy
+      // Read once, into our copy (one piece: the usual case).
+      if (c.n_out == 1)
+        memcpy(&p.vhdr, c.segs[0].iov_base, hdr_len);
+      else
+        iov_to_buf(c.segs, c.n_out, 0, &p.vhdr, hdr_len);
       p.len = uint32_t(total - hdr_len);
       p.vlan = 0;
       p.tail_n = 0;
@@ -75,6 +79,8 @@ uint32_t tx_dequeue(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len,
       if (p.tail_n) {
         p.head = kDirectHead;
         iov_to_buf(c.segs, c.n_out, hdr_len, p.data, kDirectHead);
+      } else if (c.n_out == 1) {
+        memcpy(p.data, static_cast<const uint8_t*>(c.segs[0].iov_base) + hdr_len, p.len);
       } else {
         iov_to_buf(c.segs, c.n_out, hdr_len, p.data, p.len);
       }
@@ -199,6 +205,14 @@ bool rx_mergeable(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len, co
         q.rewind(mark);
         drops.add(Drop::kRxNoBuffers);
         return false;
+      }
+      if (c.n_in == 1 && p.n == 1 && p.piece[0].iov_len == p.len && c.in_len >= need) {
+        // The usual case: the whole frame, in one piece, fits the first buffer.
+        auto* dst = static_cast<uint8_t*>(c.in_segs()[0].iov_base);
+        memcpy(dst, &h, hdr_len);
+        memcpy(dst + hdr_len, p.piece[0].iov_base, p.len);
+        q.push(c.head, uint32_t(need));
+        return true;
       }
       buf_to_iov(&h, hdr_len, c.in_segs(), c.n_in, 0);
       hdr_iov_n = std::min<size_t>(c.n_in, sizeof(hdr_iov) / sizeof(hdr_iov[0]));

@@ -108,6 +108,11 @@ class DeviceQueue {
   void prefetch_buffer(uint16_t ahead);
   // Walks the chain at `head` into `c`; nullptr when valid, else the reason.
   const char* walk(uint16_t head, Chain& c);
+  // The common case of walk() without its checks' register pressure: one direct,
+  // non-empty descriptor inside one region. False: take walk().
+  bool walk_direct(uint16_t head, Chain& c);
+  // A bad chain with a valid head: counted, logged (rate-limited), given back empty.
+  void bad_chain(uint16_t head, const char* why);
   // (implementation state is private to device_queue.cc's needs)
   std::shared_ptr<const memory::GuestMemory> mem_;
   vring_desc* desc_ = nullptr;
