@@ -104,8 +104,8 @@ int main(int argc, char** argv) {
   auto* del_port =
       app.add_subcommand("del-port", "Remove a port (ends its session, removes its socket/TAP)");
   del_port->add_option("NAME", pa.name, "Port name")->required();
-  auto* set_port =
-      app.add_subcommand("set-port", "Change a port's VLAN mode or MTU, or move it to another worker");
+  auto* set_port = app.add_subcommand(
+      "set-port", "Change a port's VLAN mode or MTU, or move it to another worker");
   set_port->add_option("NAME", pa.name, "Port name")->required();
   vlan_options(set_port);
   try {
@@ -155,7 +155,8 @@ int main(int argc, char** argv) {
     req = {{"cmd", "set-port"}, {"name", pa.name}};
     put_common(req);
     if (req.size() == 2)
-      return fail(as_json, "set-port: nothing to change (--vlan, --trunk, --mtu, --allowed-macs, --worker)");
+      return fail(as_json,
+                  "set-port: nothing to change (--vlan, --trunk, --mtu, --allowed-macs, --worker)");
     what = What::kDone;
   } else if (*version) {
     req = {{"cmd", "version"}};

@@ -2,8 +2,8 @@
 #include <sys/stat.h>
 
 #include <CLI/CLI.hpp>
-#include <cstdio>
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <sstream>
 #include <string>
@@ -36,8 +36,8 @@ json parse_port_arg(const std::string& arg, const char* first_key) {
         j[tok] = true;
       } else {
         std::string k = tok.substr(0, eq), v = tok.substr(eq + 1);
-        bool numeric = !v.empty() && v.find_first_not_of("0123456789") == std::string::npos &&
-                       v.size() < 10;
+        bool numeric =
+            !v.empty() && v.find_first_not_of("0123456789") == std::string::npos && v.size() < 10;
         if (numeric)
           j[k] = std::stoll(v);
         else
@@ -66,7 +66,8 @@ vnet::Result<vnet::control::PortSpec> vhost_user_spec(const std::string& arg, si
   return vnet::control::parse_port(j, "--vhost-user " + arg);
 }
 
-// --tap NAME[,ifname=IF][,netns=NS][,attach][,no-offloads][,io=uring|syscalls][,mtu=N][,vlan=N][,worker=K]
+// --tap
+// NAME[,ifname=IF][,netns=NS][,attach][,no-offloads][,io=uring|syscalls][,mtu=N][,vlan=N][,worker=K]
 vnet::Result<vnet::control::PortSpec> tap_spec(const std::string& arg) {
   json j = parse_port_arg(arg, "name");
   if (j.contains("no-offloads")) {
@@ -93,14 +94,16 @@ int main(int argc, char** argv) {
                  "TOML file with [vnetd], [worker], [fdb] and [[port]] tables; command-line "
                  "options override it")
       ->check(CLI::ExistingFile);
-  app.add_option("--vhost-user", vhost_user,
-                 "A vhost-user port: PATH[,client][,name=NAME][,mtu=N][,vlan=N][,worker=K]. vnetd listens "
-                 "on PATH (server, the default) or connects to a front end listening there "
-                 "(client, retried every second). Repeatable.");
-  app.add_option("--tap", taps,
-                 "A TAP port: NAME[,ifname=IF][,netns=NS][,attach][,no-offloads][,io=MODE][,mtu=N]"
-                 "[,vlan=N][,worker=K]. vnetd creates the TAP (in network namespace NS if given) or attaches "
-                 "to an existing one. Repeatable.");
+  app.add_option(
+      "--vhost-user", vhost_user,
+      "A vhost-user port: PATH[,client][,name=NAME][,mtu=N][,vlan=N][,worker=K]. vnetd listens "
+      "on PATH (server, the default) or connects to a front end listening there "
+      "(client, retried every second). Repeatable.");
+  app.add_option(
+      "--tap", taps,
+      "A TAP port: NAME[,ifname=IF][,netns=NS][,attach][,no-offloads][,io=MODE][,mtu=N]"
+      "[,vlan=N][,worker=K]. vnetd creates the TAP (in network namespace NS if given) or attaches "
+      "to an existing one. Repeatable.");
   std::string tap_io = "auto";
   app.add_option("--tap-io", tap_io,
                  "Data path of TAP ports that set no io=: uring (batched io_uring, fails without "
@@ -108,8 +111,7 @@ int main(int argc, char** argv) {
                  "it)")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "uring", "syscalls"}));
-  app.add_option("--control", control_path, "Control socket for vnetctl")
-      ->capture_default_str();
+  app.add_option("--control", control_path, "Control socket for vnetctl")->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
@@ -169,8 +171,7 @@ int main(int argc, char** argv) {
     if (!app.count("--tap-io") && !fc->tap_io.empty()) tap_io = fc->tap_io;
     if (!app.count("--fdb-size")) cfg.workers.forwarding.fdb_capacity = fc->fdb_size;
     if (!app.count("--fdb-age")) cfg.workers.forwarding.fdb_age_seconds = fc->fdb_age;
-    if (!app.count("--fdb-port-limit"))
-      cfg.workers.forwarding.fdb_port_limit = fc->fdb_port_limit;
+    if (!app.count("--fdb-port-limit")) cfg.workers.forwarding.fdb_port_limit = fc->fdb_port_limit;
     cfg.socket_perms = fc->socket_perms;
     cfg.ports = std::move(fc->ports);
   }
@@ -219,7 +220,8 @@ int main(int argc, char** argv) {
     json list = json::array();
     std::stringstream in(cpus_arg);
     for (std::string t; std::getline(in, t, ',');) {
-      bool numeric = !t.empty() && t.size() < 10 && t.find_first_not_of("0123456789") == std::string::npos;
+      bool numeric =
+          !t.empty() && t.size() < 10 && t.find_first_not_of("0123456789") == std::string::npos;
       list.push_back(numeric ? json(std::stoll(t)) : json(t));
     }
     auto cpus = vnet::control::parse_cpu_list(list, "--cpus", vnet::control::max_cpu());
@@ -235,8 +237,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   cfg.workers.poll_mode = poll_mode == "poll"    ? vnet::dataplane::PollMode::kPoll
-                         : poll_mode == "sleep" ? vnet::dataplane::PollMode::kSleep
-                                                : vnet::dataplane::PollMode::kAdaptive;
+                          : poll_mode == "sleep" ? vnet::dataplane::PollMode::kSleep
+                                                 : vnet::dataplane::PollMode::kAdaptive;
   cfg.tap_io = *vnet::ports::parse_tap_io(tap_io);
   vnet::init_logging(log_level);
   cfg.control_path = control_path;

@@ -51,7 +51,8 @@ json to_json(const std::shared_ptr<cpptoml::base>& b) {
   return os.str();
 }
 
-Status check_keys(const json& j, const std::string& where, std::initializer_list<const char*> known) {
+Status check_keys(const json& j, const std::string& where,
+                  std::initializer_list<const char*> known) {
   for (const auto& [k, v] : j.items()) {
     (void)v;
     if (std::none_of(known.begin(), known.end(), [&](const char* n) { return k == n; })) {
@@ -87,7 +88,8 @@ Result<int64_t> get_int(const json& j, const std::string& where, const char* key
 
 Result<bool> get_bool(const json& j, const std::string& where, const char* key, bool dflt) {
   if (!j.contains(key)) return dflt;
-  if (!j[key].is_boolean()) return Status::errorf("{}: field '{}' must be true or false", where, key);
+  if (!j[key].is_boolean())
+    return Status::errorf("{}: field '{}' must be true or false", where, key);
   return j[key].get<bool>();
 }
 
@@ -100,8 +102,9 @@ bool valid_ifname(const std::string& s) {
 
 bool valid_port_name(const std::string& s) {
   if (s.empty() || s.size() > 32) return false;
-  return std::all_of(s.begin(), s.end(),
-                     [](char c) { return isalnum(uint8_t(c)) || c == '-' || c == '_' || c == '.'; });
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return isalnum(uint8_t(c)) || c == '-' || c == '_' || c == '.';
+  });
 }
 
 }  // namespace
@@ -124,7 +127,8 @@ Result<VlanSpec> parse_vlan(const json& j, const std::string& where) {
     std::set<uint16_t> ids;
     for (const auto& e : t) {
       if (!e.is_number_integer() || e.get<int64_t>() < 1 || e.get<int64_t>() > 4094)
-        return Status::errorf("{}: field 'trunk': {} is not a VLAN id in [1, 4094]", where, e.dump());
+        return Status::errorf("{}: field 'trunk': {} is not a VLAN id in [1, 4094]", where,
+                              e.dump());
       ids.insert(uint16_t(e.get<int64_t>()));
     }
     v.trunks.assign(ids.begin(), ids.end());
@@ -157,8 +161,8 @@ Status parse_socket_perms(const json& j, const std::string& where, int* mode, in
     if (!r) return Status::errorf("{}: field 'socket_mode': {}", where, r.message());
     *mode = int(*r);
   }
-  for (auto [key, out, is_user] : {std::tuple{"socket_owner", uid, true},
-                                   std::tuple{"socket_group", gid, false}}) {
+  for (auto [key, out, is_user] :
+       {std::tuple{"socket_owner", uid, true}, std::tuple{"socket_group", gid, false}}) {
     auto name = get_string(j, where, key, false);
     if (!name) return name.status();
     if (name->empty()) continue;
@@ -198,10 +202,11 @@ Status check_port_workers(const std::vector<PortSpec>& ports, size_t workers,
                           const std::string& where) {
   for (size_t i = 0; i < ports.size(); ++i) {
     if (ports[i].worker >= 0 && size_t(ports[i].worker) >= workers)
-      return Status::errorf("{}: port[{}] ({}): field 'worker' = {} but there {} {} worker{} "
-                            "(0..{})",
-                            where, i, ports[i].name, ports[i].worker, workers == 1 ? "is" : "are",
-                            workers, workers == 1 ? "" : "s", workers - 1);
+      return Status::errorf(
+          "{}: port[{}] ({}): field 'worker' = {} but there {} {} worker{} "
+          "(0..{})",
+          where, i, ports[i].name, ports[i].worker, workers == 1 ? "is" : "are", workers,
+          workers == 1 ? "" : "s", workers - 1);
   }
   return Status::ok();
 }
@@ -220,8 +225,9 @@ Result<PortSpec> parse_port(const json& j, const std::string& where_in) {
   p.type = *type;
   Status st;
   if (p.type == "vhost-user") {
-    st = check_keys(j, where, {"name", "type", "socket", "mode", "mtu", "vlan", "trunk", "native",
-                               "allowed_macs", "worker", "socket_mode", "socket_owner", "socket_group"});
+    st = check_keys(j, where,
+                    {"name", "type", "socket", "mode", "mtu", "vlan", "trunk", "native",
+                     "allowed_macs", "worker", "socket_mode", "socket_owner", "socket_group"});
     if (!st) return st;
     auto sock = get_string(j, where, "socket", true);
     if (!sock) return sock.status();
@@ -238,20 +244,22 @@ Result<PortSpec> parse_port(const json& j, const std::string& where_in) {
     st = parse_socket_perms(j, where, &p.socket_mode, &p.socket_uid, &p.socket_gid);
     if (!st) return st;
   } else if (p.type == "tap") {
-    st = check_keys(j, where, {"name", "type", "ifname", "netns", "attach", "offloads", "io",
-                               "mtu", "vlan", "trunk", "native", "allowed_macs", "worker"});
+    st = check_keys(j, where,
+                    {"name", "type", "ifname", "netns", "attach", "offloads", "io", "mtu", "vlan",
+                     "trunk", "native", "allowed_macs", "worker"});
     if (!st) return st;
     auto ifname = get_string(j, where, "ifname", false);
     if (!ifname) return ifname.status();
     p.ifname = ifname->empty() ? p.name : *ifname;
     if (!valid_ifname(p.ifname))
-      return Status::errorf("{}: '{}' is not a valid interface name (1-15 bytes, no '/', ':' or spaces)",
-                            where, p.ifname);
+      return Status::errorf(
+          "{}: '{}' is not a valid interface name (1-15 bytes, no '/', ':' or spaces)", where,
+          p.ifname);
     auto ns = get_string(j, where, "netns", false);
     if (!ns) return ns.status();
     p.netns = *ns;
-    if (!p.netns.empty() && (p.netns.find('/') != std::string::npos || p.netns == "." ||
-                             p.netns == ".."))
+    if (!p.netns.empty() &&
+        (p.netns.find('/') != std::string::npos || p.netns == "." || p.netns == ".."))
       return Status::errorf("{}: field 'netns' must be a namespace name, not a path", where);
     auto attach = get_bool(j, where, "attach", false);
     if (!attach) return attach.status();
@@ -262,8 +270,8 @@ Result<PortSpec> parse_port(const json& j, const std::string& where_in) {
     auto io = get_string(j, where, "io", false);
     if (!io) return io.status();
     if (!io->empty() && !ports::parse_tap_io(*io))
-      return Status::errorf("{}: field 'io' must be \"uring\", \"syscalls\" or \"auto\", not \"{}\"",
-                            where, *io);
+      return Status::errorf(
+          "{}: field 'io' must be \"uring\", \"syscalls\" or \"auto\", not \"{}\"", where, *io);
     p.io = *io;
   } else {
     return Status::errorf("{}: field 'type' must be \"vhost-user\" or \"tap\", not \"{}\"", where,
@@ -296,8 +304,10 @@ Result<std::vector<uint64_t>> parse_allowed_macs(const json& j, const std::strin
     std::optional<sw::Mac> m;
     if (a[i].is_string()) m = sw::Mac::parse(a[i].get<std::string>());
     if (!m || m->is_multicast() || m->is_zero())
-      return Status::errorf("{}: allowed_macs[{}] must be a unicast MAC like \"52:54:00:12:34:56\", "
-                            "not {}", where, i, a[i].dump());
+      return Status::errorf(
+          "{}: allowed_macs[{}] must be a unicast MAC like \"52:54:00:12:34:56\", "
+          "not {}",
+          where, i, a[i].dump());
     if (std::find(out.begin(), out.end(), m->raw()) == out.end()) out.push_back(m->raw());
   }
   return out;
@@ -325,8 +335,9 @@ Result<FileConfig> parse_config_toml(const std::string& text, const std::string&
     const json& v = root["vnetd"];
     std::string w = source + ": [vnetd]";
     if (!v.is_object()) return Status::errorf("{} must be a table", w);
-    if (!(st = check_keys(v, w, {"control", "log_level", "tap_io", "socket_mode", "socket_owner",
-                                 "socket_group"})))
+    if (!(st = check_keys(
+              v, w,
+              {"control", "log_level", "tap_io", "socket_mode", "socket_owner", "socket_group"})))
       return st;
     int mode = -1, uid = -1, gid = -1;
     if (!(st = parse_socket_perms(v, w, &mode, &uid, &gid))) return st;
@@ -341,9 +352,10 @@ Result<FileConfig> parse_config_toml(const std::string& text, const std::string&
     static const std::set<std::string> levels = {"",     "trace", "debug",    "info",
                                                  "warn", "error", "critical", "off"};
     if (!levels.count(*l))
-      return Status::errorf("{}: field 'log_level' must be one of trace, debug, info, warn, error, "
-                            "critical, off",
-                            w);
+      return Status::errorf(
+          "{}: field 'log_level' must be one of trace, debug, info, warn, error, "
+          "critical, off",
+          w);
     cfg.log_level = *l;
     auto io = get_string(v, w, "tap_io", false);
     if (!io) return io.status();
@@ -355,7 +367,8 @@ Result<FileConfig> parse_config_toml(const std::string& text, const std::string&
     const json& v = root["worker"];
     std::string w = source + ": [worker]";
     if (!v.is_object()) return Status::errorf("{} must be a table", w);
-    if (!(st = check_keys(v, w, {"cpu", "cpus", "idle_poll_us", "idle_poll_max_us", "poll_mode"}))) return st;
+    if (!(st = check_keys(v, w, {"cpu", "cpus", "idle_poll_us", "idle_poll_max_us", "poll_mode"})))
+      return st;
     if (v.contains("cpu") && v.contains("cpus"))
       return Status::errorf("{}: give 'cpus' (a list) or 'cpu', not both", w);
     if (v.contains("cpus")) {
@@ -398,7 +411,8 @@ Result<FileConfig> parse_config_toml(const std::string& text, const std::string&
   }
   if (root.contains("port")) {
     const json& ports = root["port"];
-    if (!ports.is_array()) return Status::errorf("{}: 'port' must be an array of tables ([[port]])", source);
+    if (!ports.is_array())
+      return Status::errorf("{}: 'port' must be an array of tables ([[port]])", source);
     std::set<std::string> names, sockets, taps;
     for (size_t i = 0; i < ports.size(); ++i) {
       auto p = parse_port(ports[i], fmt::format("{}: port[{}]", source, i));

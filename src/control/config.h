@@ -23,9 +23,9 @@ constexpr int kMaxWorkers = 64;
 struct VlanSpec {
   enum class Mode { kAccess, kTrunk };
   Mode mode = Mode::kAccess;
-  uint16_t tag = 0;               // access VLAN
-  std::vector<uint16_t> trunks;   // allowed VLANs on a trunk, sorted, unique
-  uint16_t native = 0;            // trunk: VLAN of untagged frames
+  uint16_t tag = 0;              // access VLAN
+  std::vector<uint16_t> trunks;  // allowed VLANs on a trunk, sorted, unique
+  uint16_t native = 0;           // trunk: VLAN of untagged frames
 };
 
 struct PortSpec {
@@ -36,10 +36,10 @@ struct PortSpec {
   bool client = false;
   // tap
   std::string ifname;
-  std::string netns;   // empty: vnetd's own namespace
-  bool attach = false; // use an existing TAP instead of creating one
+  std::string netns;    // empty: vnetd's own namespace
+  bool attach = false;  // use an existing TAP instead of creating one
   bool offloads = true;
-  std::string io;      // data path: "uring" | "syscalls" | "auto"; empty: the daemon's default
+  std::string io;  // data path: "uring" | "syscalls" | "auto"; empty: the daemon's default
   // common
   uint32_t mtu = 0;  // 0: default (1500)
   VlanSpec vlan;

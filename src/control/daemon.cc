@@ -6,10 +6,10 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <algorithm>
-#include <optional>
+#include <cerrno>
 #include <cstring>
+#include <optional>
 
 #include "common/log.h"
 #include "control/control_server.h"
@@ -65,13 +65,16 @@ Status Daemon::start() {
     if (!st) return st;
   }
   std::string cpus;
-  for (int c : pool_.cpus()) cpus += (cpus.empty() ? "" : ",") + (c < 0 ? "any" : std::to_string(c));
+  for (int c : pool_.cpus())
+    cpus += (cpus.empty() ? "" : ",") + (c < 0 ? "any" : std::to_string(c));
   spdlog::info("vnetd {}: {} port(s), {} worker(s) on cpu {}, control socket {}", kVersion,
                ports_.size(), pool_.size(), cpus, cfg_.control_path);
   return Status::ok();
 }
 
-void Daemon::run() { loop_.run(); }
+void Daemon::run() {
+  loop_.run();
+}
 
 namespace {
 net::VlanConfig to_vlan_config(const VlanSpec& v) {
@@ -95,13 +98,14 @@ Status Daemon::add_port(const PortSpec& spec) {
   for (const auto& [n, s] : specs_) {
     if (spec.type == "vhost-user" && s.type == spec.type && s.socket == spec.socket)
       return Status::errorf("port {}: socket {} is used by port {}", spec.name, spec.socket, n);
-    if (spec.type == "tap" && s.type == spec.type && s.ifname == spec.ifname && s.netns == spec.netns)
+    if (spec.type == "tap" && s.type == spec.type && s.ifname == spec.ifname &&
+        s.netns == spec.netns)
       return Status::errorf("port {}: interface {} is used by port {}", spec.name, spec.ifname, n);
   }
   if (next_port_id_ == 0) return Status::error("out of port ids");
   if (spec.worker >= 0 && size_t(spec.worker) >= pool_.size())
-    return Status::errorf("port {}: field 'worker' = {}: vnetd has {} worker(s) (0..{})",
-                          spec.name, spec.worker, pool_.size(), pool_.size() - 1);
+    return Status::errorf("port {}: field 'worker' = {}: vnetd has {} worker(s) (0..{})", spec.name,
+                          spec.worker, pool_.size(), pool_.size() - 1);
   const size_t w = spec.worker >= 0 ? size_t(spec.worker) : pool_.least_loaded();
   auto ex = pool_.make_executor(w);
   std::unique_ptr<ports::Port> port;
@@ -148,16 +152,16 @@ Status Daemon::add_port(const PortSpec& spec) {
 }
 
 Status Daemon::remove_port(const std::string& name) {
-  auto it = std::find_if(ports_.begin(), ports_.end(),
-                         [&](const auto& p) { return p->name() == name; });
+  auto it =
+      std::find_if(ports_.begin(), ports_.end(), [&](const auto& p) { return p->name() == name; });
   if (it == ports_.end()) return Status::errorf("no port named {}", name);
   const ports::Port* gone = it->get();
   pool_.detach(it->get());
   ports_.erase(it);  // ends its session / closes its device
   executors_.erase(gone);
-  specs_.erase(std::remove_if(specs_.begin(), specs_.end(),
-                              [&](const auto& e) { return e.first == name; }),
-               specs_.end());
+  specs_.erase(
+      std::remove_if(specs_.begin(), specs_.end(), [&](const auto& e) { return e.first == name; }),
+      specs_.end());
   spdlog::info("port {}: removed", name);
   return Status::ok();
 }
@@ -167,15 +171,21 @@ json Daemon::counters_json(ports::Port& p) {
   json drops = json::object();
   for (size_t i = 0; i < size_t(net::Drop::kCount); ++i)
     drops[net::drop_name(net::Drop(i))] = c.dropped(net::Drop(i));
-  return json{{"rx_packets", c.rx_packets.get()}, {"rx_bytes", c.rx_bytes.get()},
-              {"tx_packets", c.tx_packets.get()}, {"tx_bytes", c.tx_bytes.get()},
+  return json{{"rx_packets", c.rx_packets.get()},
+              {"rx_bytes", c.rx_bytes.get()},
+              {"tx_packets", c.tx_packets.get()},
+              {"tx_bytes", c.tx_bytes.get()},
               {"drops", drops}};
 }
 
 json Daemon::port_json(ports::Port& p) {
   ports::PortInfo i = p.info();
-  json j{{"name", p.name()},         {"type", i.type},         {"socket", i.socket},
-         {"mode", i.mode},           {"connected", i.connected}, {"features", i.features},
+  json j{{"name", p.name()},
+         {"type", i.type},
+         {"socket", i.socket},
+         {"mode", i.mode},
+         {"connected", i.connected},
+         {"features", i.features},
          {"counters", counters_json(p)}};
   for (const auto& [n, s] : specs_) {
     if (n != p.name()) continue;
@@ -332,8 +342,8 @@ json Daemon::handle(const json& req) {
     if (!p) return fail("no port named " + name);
     for (const auto& [k, v] : req.items()) {
       (void)v;
-      if (k != "cmd" && k != "name" && k != "vlan" && k != "trunk" && k != "native" &&
-          k != "mtu" && k != "allowed_macs" && k != "worker")
+      if (k != "cmd" && k != "name" && k != "vlan" && k != "trunk" && k != "native" && k != "mtu" &&
+          k != "allowed_macs" && k != "worker")
         return fail("set-port: unknown field '" + k +
                     "' (known: name, vlan, trunk, native, mtu, allowed_macs, worker)");
     }
@@ -342,14 +352,16 @@ json Daemon::handle(const json& req) {
       const json& wj = req["worker"];
       if (!wj.is_number_integer() || wj.get<int64_t>() < 0 ||
           wj.get<int64_t>() >= int64_t(pool_.size()))
-        return fail(fmt::format("set-port {}: field 'worker' must be an integer in [0, {}] "
-                                "(vnetd has {} worker(s))",
-                                name, pool_.size() - 1, pool_.size()));
+        return fail(
+            fmt::format("set-port {}: field 'worker' must be an integer in [0, {}] "
+                        "(vnetd has {} worker(s))",
+                        name, pool_.size() - 1, pool_.size()));
     }
     PortSpec* spec = nullptr;
     for (auto& [n, sp] : specs_)
       if (n == name) spec = &sp;
-    const bool vlan_change = req.contains("vlan") || req.contains("trunk") || req.contains("native");
+    const bool vlan_change =
+        req.contains("vlan") || req.contains("trunk") || req.contains("native");
     std::optional<std::vector<uint64_t>> macs;
     if (req.contains("allowed_macs")) {
       auto m = parse_allowed_macs(req, "set-port " + name);
@@ -390,7 +402,7 @@ json Daemon::handle(const json& req) {
     }
     if (!vlan) return {{"ok", true}};
     p->set_vlan(to_vlan_config(*vlan));
-    pool_.quiesce();                     // no worker uses the old setting any more
+    pool_.quiesce();                   // no worker uses the old setting any more
     pool_.fdb().remove_port(p->id());  // learned in the old VLANs
     if (spec) spec->vlan = *vlan;
     spdlog::info("port {}: VLAN {}", name, vlan_json(*vlan).dump());

@@ -10,8 +10,8 @@
 #include <nlohmann/json.hpp>
 
 #include "common/event_loop.h"
-#include "control/config.h"
 #include "common/result.h"
+#include "control/config.h"
 #include "dataplane/worker_pool.h"
 #include "ports/port.h"
 #include "ports/tap_port.h"

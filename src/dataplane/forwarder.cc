@@ -5,8 +5,8 @@
 
 #include <algorithm>
 #include <array>
-#include <random>
 #include <cstring>
+#include <random>
 #include <tuple>
 
 #include "common/log.h"

@@ -24,8 +24,12 @@ uint64_t monotonic_ns() {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return uint64_t(ts.tv_sec) * 1000000000ULL + uint64_t(ts.tv_nsec);
 }
-inline void cpu_relax() { __builtin_ia32_pause(); }
-inline uint64_t tsc() { return __builtin_ia32_rdtsc(); }
+inline void cpu_relax() {
+  __builtin_ia32_pause();
+}
+inline uint64_t tsc() {
+  return __builtin_ia32_rdtsc();
+}
 }  // namespace
 
 Worker::Worker(const WorkerConfig& cfg)
@@ -39,7 +43,9 @@ Worker::Worker(const WorkerConfig& cfg, std::shared_ptr<sw::Fdb> fdb, bool locke
   forwarder_.set_locked_send(locked_send);
 }
 
-Worker::~Worker() { stop(); }
+Worker::~Worker() {
+  stop();
+}
 
 void Worker::start() {
   if (running_) return;
@@ -104,7 +110,9 @@ void Worker::add_port(ports::Port* p, bool poll) {
   });
 }
 
-void Worker::start_polling(ports::Port* p) { add_port(p, true); }
+void Worker::start_polling(ports::Port* p) {
+  add_port(p, true);
+}
 
 void Worker::stop_polling(ports::Port* p) {
   run_sync([&] {
@@ -195,10 +203,9 @@ void Worker::loop() {
   net::PacketBatch batch;
   const uint64_t base_ns =
       cfg_.poll_mode == PollMode::kSleep ? 0 : uint64_t(cfg_.idle_poll_us) * 1000;
-  const uint64_t max_ns =
-      cfg_.poll_mode == PollMode::kAdaptive
-          ? std::max(base_ns, uint64_t(cfg_.idle_poll_max_us) * 1000)
-          : base_ns;
+  const uint64_t max_ns = cfg_.poll_mode == PollMode::kAdaptive
+                              ? std::max(base_ns, uint64_t(cfg_.idle_poll_max_us) * 1000)
+                              : base_ns;
   uint64_t idle_ns = base_ns;  // the idle window after traffic
   // The window of this idle spell: idle_ns once frames moved, base_ns after a wake-up
   // that brought none (a control command), so that vnetctl does not keep a core busy.

@@ -37,8 +37,8 @@ struct WorkerConfig {
   // longer sleep: KVM's halt-polling rule. idle_poll_max_us <= idle_poll_us: fixed window.
   uint32_t idle_poll_us = 200;
   uint32_t idle_poll_max_us = 2000;
-  int cpu = -1;                 // pin to this core when >= 0
-  uint32_t index = 0;           // in its pool (thread name vnet-worker<index>)
+  int cpu = -1;        // pin to this core when >= 0
+  uint32_t index = 0;  // in its pool (thread name vnet-worker<index>)
   Forwarder::Config forwarding;
 };
 
@@ -47,7 +47,7 @@ struct WorkerCounters {
   Counter packets;      // frames received from ports and switched
   Counter busy_cycles;  // TSC cycles spent in poll rounds that moved frames
   Counter idle_cycles;  // TSC cycles spent in poll rounds that found nothing (not asleep)
-  std::atomic<uint32_t> ports{0};  // ports it polls
+  std::atomic<uint32_t> ports{0};           // ports it polls
   Counter window_grows, window_shrinks;     // adaptive idle window changes
   std::atomic<uint32_t> idle_window_us{0};  // the adaptive idle window now
 };

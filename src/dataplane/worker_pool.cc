@@ -36,7 +36,9 @@ WorkerPool::WorkerPool(const PoolConfig& cfg) : cpus_(cfg.cpus) {
   }
 }
 
-WorkerPool::~WorkerPool() { stop(); }
+WorkerPool::~WorkerPool() {
+  stop();
+}
 
 void WorkerPool::start() {
   for (auto& w : workers_) w->start();

@@ -46,8 +46,8 @@ void complete_deferred(virtio::DeviceQueue& q, TxDeferred& deferred) {
 }
 
 uint32_t tx_dequeue(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len,
-                    const OffloadCaps& src, Packet* const* pkts, uint32_t max,
-                    DropCounters& drops, TxDeferred* deferred) {
+                    const OffloadCaps& src, Packet* const* pkts, uint32_t max, DropCounters& drops,
+                    TxDeferred* deferred) {
   uint32_t n = 0, popped = 0;
   const uint16_t used_start = q.mark().used_idx;
   while (n < max && popped < max * 2) {
@@ -73,8 +73,8 @@ uint32_t tx_dequeue(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len,
       p.tail_n = 0;
       if (deferred && p.len >= kDirectMin && p.vhdr.gso_type == VIRTIO_NET_HDR_GSO_NONE &&
           deferred->n < kBurst) {
-        p.tail_n = uint16_t(
-            iov_slice(c.segs, c.n_out, uint64_t(hdr_len) + kDirectHead, p.tail, kMaxTail));
+        p.tail_n =
+            uint16_t(iov_slice(c.segs, c.n_out, uint64_t(hdr_len) + kDirectHead, p.tail, kMaxTail));
       }
       if (p.tail_n) {
         p.head = kDirectHead;
@@ -237,8 +237,8 @@ bool rx_mergeable(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len, co
 }  // namespace
 
 uint32_t rx_enqueue(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len, bool mergeable,
-                    const OffloadCaps& dst, const VlanConfig& vlan, Packet* const* pkts,
-                    uint32_t n, DropCounters& drops, uint64_t* bytes) {
+                    const OffloadCaps& dst, const VlanConfig& vlan, Packet* const* pkts, uint32_t n,
+                    DropCounters& drops, uint64_t* bytes) {
   uint32_t sent = 0;
   const uint16_t used_start = q.mark().used_idx;
   for (uint32_t i = 0; i < n; ++i) {

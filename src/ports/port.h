@@ -18,8 +18,8 @@
 #include "common/counter.h"
 #include "common/spinlock.h"
 #include "net/drops.h"
-#include "net/vlan.h"
 #include "net/packet.h"
+#include "net/vlan.h"
 
 namespace vnet::ports {
 
@@ -42,7 +42,7 @@ struct PortInfo {
   std::string socket;
   std::string mode;  // "server" | "client"
   bool connected = false;
-  std::vector<std::string> features;  // negotiated feature names
+  std::vector<std::string> features;                    // negotiated feature names
   std::vector<std::pair<std::string, uint64_t>> extra;  // type-specific counters
 };
 

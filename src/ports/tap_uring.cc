@@ -23,7 +23,9 @@ constexpr uint16_t kBufferGroup = 0;
 constexpr uint64_t kReadTag = 1;
 constexpr uint64_t kCancelTag = ~uint64_t(0);
 
-size_t page_round(size_t n) { return (n + 4095) & ~size_t(4095); }
+size_t page_round(size_t n) {
+  return (n + 4095) & ~size_t(4095);
+}
 
 void* map_anon(size_t bytes) {
   void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -219,8 +221,7 @@ void TapUring::set_wakeups(bool on) {
   if (on) std::atomic_thread_fence(std::memory_order_seq_cst);
 }
 
-void TapUring::write_batch(const iovec* const* iovs, const unsigned* iovcnt, uint32_t n,
-                           int* res) {
+void TapUring::write_batch(const iovec* const* iovs, const unsigned* iovcnt, uint32_t n, int* res) {
   io_uring_sqe* sqes[kTxBatch];
   uint32_t queued = 0;
   for (; queued < n && queued < kTxBatch; ++queued) {

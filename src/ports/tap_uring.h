@@ -1,10 +1,11 @@
 // TapUring: the batched io_uring data path of a TAP port. Reads: one multishot READ
 // (IORING_OP_READ_MULTISHOT, Linux 6.7) stays armed on the TAP fd and fills port-owned
 // buffers taken from a provided-buffer ring, one completion per frame; the worker enters
-// the kernel once per poll round that finds frames waiting (COOP_TASKRUN), however many. Writes: one submission (io_uring_enter) for a whole
-// burst, one WRITEV per frame. An eventfd registered with the read ring wakes a sleeping
-// worker when a frame arrives. Owned by TapPort, used only on its worker thread (the
-// destructor excepted, which cancels the armed read and waits for it before freeing).
+// the kernel once per poll round that finds frames waiting (COOP_TASKRUN), however many. Writes:
+// one submission (io_uring_enter) for a whole burst, one WRITEV per frame. An eventfd registered
+// with the read ring wakes a sleeping worker when a frame arrives. Owned by TapPort, used only on
+// its worker thread (the destructor excepted, which cancels the armed read and waits for it before
+// freeing).
 #pragma once
 
 #include <liburing.h>

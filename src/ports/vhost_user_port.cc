@@ -3,10 +3,10 @@
 #include "ports/vhost_user_port.h"
 
 #include <linux/virtio_config.h>
-#include "virtio/net_uapi.h"
 #include <linux/virtio_ring.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
+#include "virtio/net_uapi.h"
 
 #include "net/virtio_net_queue.h"
 #include "ports/feature_names.h"
@@ -14,7 +14,9 @@
 namespace vnet::ports {
 
 namespace {
-constexpr uint64_t bit(unsigned b) { return 1ULL << b; }
+constexpr uint64_t bit(unsigned b) {
+  return 1ULL << b;
+}
 constexpr uint64_t kProtocolFeaturesBit = bit(30);  // VHOST_USER_F_PROTOCOL_FEATURES
 // vhost-user protocol features (docs/interop/vhost-user.rst, "Protocol features").
 constexpr uint64_t kProtoMq = bit(0), kProtoReplyAck = bit(3), kProtoNetMtu = bit(4),
@@ -28,8 +30,7 @@ constexpr uint64_t kOffloadFeatures =
     bit(VIRTIO_NET_F_GUEST_USO4) | bit(VIRTIO_NET_F_GUEST_USO6);
 }  // namespace
 
-VhostUserPort::VhostUserPort(std::string name, const VhostUserPortConfig& cfg,
-                             Executor& worker)
+VhostUserPort::VhostUserPort(std::string name, const VhostUserPortConfig& cfg, Executor& worker)
     : Port(std::move(name)), cfg_(cfg), worker_(worker) {}
 
 VhostUserPort::~VhostUserPort() {
@@ -203,8 +204,8 @@ uint32_t VhostUserPort::receive_burst(net::Packet* const* pkts, uint32_t max) {
   Queue& q = queues_[kTxQ];
   if (!q.active()) return 0;
   uint16_t before = q.vq.last_avail_idx();
-  uint32_t n = net::tx_dequeue(q.vq, tx_chain_, hdr_len_, tx_caps_, pkts, max, counters().drops,
-                               &deferred_);
+  uint32_t n =
+      net::tx_dequeue(q.vq, tx_chain_, hdr_len_, tx_caps_, pkts, max, counters().drops, &deferred_);
   if (q.vq.last_avail_idx() != before) notify(q);
   check_broken(q, kTxQ);
   if (n) {
@@ -230,8 +231,8 @@ void VhostUserPort::receive_done() {
 uint32_t VhostUserPort::enqueue(net::Packet* const* pkts, uint32_t n) {
   Queue& q = queues_[kRxQ];
   uint64_t bytes = 0;
-  uint32_t sent = net::rx_enqueue(q.vq, rx_chain_, hdr_len_, mergeable_, rx_caps_, vlan(), pkts,
-                                  n, counters().send_drops, &bytes);
+  uint32_t sent = net::rx_enqueue(q.vq, rx_chain_, hdr_len_, mergeable_, rx_caps_, vlan(), pkts, n,
+                                  counters().send_drops, &bytes);
   if (sent) {
     counters().tx_packets.add(sent);
     counters().tx_bytes.add(bytes);
@@ -245,10 +246,9 @@ uint32_t VhostUserPort::send_burst(net::Packet* const* pkts, uint32_t n) {
     counters().send_drops.add(net::Drop::kRxNotReady, n);
     return 0;
   }
-  uint32_t sent = fallback_.deliver(pkts, n, rx_caps_, counters(), name(),
-                                    [this](net::Packet* const* p, uint32_t k) {
-                                      return enqueue(p, k);
-                                    });
+  uint32_t sent =
+      fallback_.deliver(pkts, n, rx_caps_, counters(), name(),
+                        [this](net::Packet* const* p, uint32_t k) { return enqueue(p, k); });
   if (sent) notify(q);
   check_broken(q, kRxQ);
   return sent;

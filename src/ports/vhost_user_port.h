@@ -9,10 +9,10 @@
 #include <string>
 
 #include "common/event_loop.h"
+#include "common/executor.h"
 #include "common/log.h"
 #include "net/offload.h"
 #include "net/virtio_net_queue.h"
-#include "common/executor.h"
 #include "ports/offload_fallback.h"
 #include "ports/port.h"
 #include "vhost_user/backend.h"

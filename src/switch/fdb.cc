@@ -8,7 +8,9 @@
 namespace vnet::sw {
 
 namespace {
-inline void cpu_relax() { __builtin_ia32_pause(); }
+inline void cpu_relax() {
+  __builtin_ia32_pause();
+}
 }  // namespace
 
 Fdb::Fdb(const FdbConfig& cfg)
@@ -108,8 +110,7 @@ Fdb::Learn Fdb::learn(Mac mac, uint16_t vlan, uint16_t port, uint64_t now_ns) {
   return r;
 }
 
-Fdb::Learn Fdb::learn_locked(uint64_t key, uint16_t port, uint32_t now, uint32_t b1,
-                             uint32_t b2) {
+Fdb::Learn Fdb::learn_locked(uint64_t key, uint16_t port, uint32_t now, uint32_t b1, uint32_t b2) {
   const uint32_t b[2] = {b1, b2};
   Entry* window[2 * kWays];
   for (uint32_t i = 0; i < 2 * kWays; ++i) window[i] = &buckets_[b[i / kWays]].e[i % kWays];

@@ -182,7 +182,7 @@ class Fdb {
   // Writer state: under mu_ (size_ is also read without it).
   mutable std::mutex mu_;
   std::atomic<uint32_t> size_{0};
-  uint32_t sweep_ = 0;  // next slot age() looks at
+  uint32_t sweep_ = 0;                      // next slot age() looks at
   std::unique_ptr<uint32_t[]> port_count_;  // entries per port id
   FdbCounters counters_;
 };

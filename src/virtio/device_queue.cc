@@ -10,9 +10,15 @@ namespace vnet::virtio {
 
 namespace {
 
-inline uint16_t load_acquire(const uint16_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-inline uint16_t load_relaxed(const uint16_t* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
-inline void store_relaxed(uint16_t* p, uint16_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+inline uint16_t load_acquire(const uint16_t* p) {
+  return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+inline uint16_t load_relaxed(const uint16_t* p) {
+  return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+inline void store_relaxed(uint16_t* p, uint16_t v) {
+  __atomic_store_n(p, v, __ATOMIC_RELAXED);
+}
 
 // Reads a descriptor the guest may change under us exactly once. The table is
 // 16-byte aligned for the main ring (checked at start); indirect tables may not be.
@@ -77,8 +83,10 @@ Status DeviceQueue::start(std::shared_ptr<const memory::GuestMemory> mem, const 
   auto* d = mem->uva_to_host(cfg.desc_addr, 16ULL * cfg.size);
   auto* a = mem->uva_to_host(cfg.avail_addr, avail_bytes(cfg.size, cfg.event_idx));
   auto* u = mem->uva_to_host(cfg.used_addr, used_bytes(cfg.size, cfg.event_idx));
-  if (!d) return Status::errorf("descriptor table {:#x} not inside one memory region", cfg.desc_addr);
-  if (!a) return Status::errorf("available ring {:#x} not inside one memory region", cfg.avail_addr);
+  if (!d)
+    return Status::errorf("descriptor table {:#x} not inside one memory region", cfg.desc_addr);
+  if (!a)
+    return Status::errorf("available ring {:#x} not inside one memory region", cfg.avail_addr);
   if (!u) return Status::errorf("used ring {:#x} not inside one memory region", cfg.used_addr);
   // A region whose mmap_offset is not congruent with its userspace_addr puts aligned
   // front-end addresses at misaligned host addresses: refuse rather than misaccess.
@@ -205,8 +213,7 @@ inline bool DeviceQueue::walk_direct(uint16_t head, Chain& c) {
 [[gnu::noinline, gnu::cold]] void DeviceQueue::bad_chain(uint16_t head, const char* why) {
   counters_.bad_chains.add();
   static RateLimit rl;
-  VNET_LOG_RL(rl, spdlog::level::warn, "virtqueue: bad descriptor chain at head {}: {}", head,
-              why);
+  VNET_LOG_RL(rl, spdlog::level::warn, "virtqueue: bad descriptor chain at head {}: {}", head, why);
   push(head, 0);
 }
 

@@ -21,13 +21,13 @@ namespace vnet::virtio {
 
 // What vhost-user SET_VRING_NUM / SET_VRING_ADDR / SET_VRING_BASE give us.
 struct QueueConfig {
-  uint16_t size = 0;         // number of descriptors, power of 2, at most 32768
-  uint64_t desc_addr = 0;    // front-end virtual addresses of the three rings
+  uint16_t size = 0;       // number of descriptors, power of 2, at most 32768
+  uint64_t desc_addr = 0;  // front-end virtual addresses of the three rings
   uint64_t avail_addr = 0;
   uint64_t used_addr = 0;
-  uint16_t avail_base = 0;   // first available index to process
-  bool event_idx = false;    // VIRTIO_RING_F_EVENT_IDX negotiated
-  bool indirect = false;     // VIRTIO_RING_F_INDIRECT_DESC negotiated
+  uint16_t avail_base = 0;  // first available index to process
+  bool event_idx = false;   // VIRTIO_RING_F_EVENT_IDX negotiated
+  bool indirect = false;    // VIRTIO_RING_F_INDIRECT_DESC negotiated
 };
 
 // One descriptor chain, as host memory pieces. Device-readable pieces come first
@@ -45,9 +45,9 @@ struct Chain {
 enum class PopStatus { kOk, kEmpty, kBroken };
 
 struct QueueCounters {
-  Counter chains;         // chains popped
-  Counter bad_chains;     // chains completed with length 0 because a descriptor was bad
-  Counter broken;         // times the queue was declared broken
+  Counter chains;      // chains popped
+  Counter bad_chains;  // chains completed with length 0 because a descriptor was bad
+  Counter broken;      // times the queue was declared broken
 };
 
 class DeviceQueue {
@@ -119,9 +119,9 @@ class DeviceQueue {
   vring_avail* avail_ = nullptr;
   vring_used* used_ = nullptr;
   uint16_t size_ = 0;
-  uint16_t last_avail_ = 0;   // next avail entry to pop
-  uint16_t avail_shadow_ = 0;  // avail->idx as last read (re-read only when caught up)
-  uint16_t used_idx_ = 0;     // next used entry to write (shadow of used->idx)
+  uint16_t last_avail_ = 0;      // next avail entry to pop
+  uint16_t avail_shadow_ = 0;    // avail->idx as last read (re-read only when caught up)
+  uint16_t used_idx_ = 0;        // next used entry to write (shadow of used->idx)
   uint16_t signalled_used_ = 0;  // used idx at the last notify decision
   bool signalled_valid_ = false;
   bool event_idx_ = false;

@@ -117,10 +117,13 @@ TEST(Config, BadFilesNameTheProblem) {
       {"[vnetd]\nsocket_mode = \"4660\"", "field 'socket_mode'"},
       {"[vnetd]\nsocket_mode = true", "field 'socket_mode' must be an octal mode"},
       {"[vnetd]\nsocket_group = \"no-such-group-vnet\"", "field 'socket_group': no group named"},
-      {"[[port]]\nname = \"a\"\ntype = \"vhost-user\"\nsocket = \"/s\"\nsocket_owner = \"no-such-user-vnet\"",
+      {"[[port]]\nname = \"a\"\ntype = \"vhost-user\"\nsocket = \"/s\"\nsocket_owner = "
+       "\"no-such-user-vnet\"",
        "field 'socket_owner': no user named"},
-      {"[[port]]\nname = \"a\"\ntype = \"tap\"\nsocket_mode = \"0600\"", "unknown field 'socket_mode'"},
-      {"[[port]]\nname = \"a\"\ntype = \"vhost-user\"\nsocket = \"/s\"\nallowed_macs = [\"01:00:5e:00:00:01\"]",
+      {"[[port]]\nname = \"a\"\ntype = \"tap\"\nsocket_mode = \"0600\"",
+       "unknown field 'socket_mode'"},
+      {"[[port]]\nname = \"a\"\ntype = \"vhost-user\"\nsocket = \"/s\"\nallowed_macs = "
+       "[\"01:00:5e:00:00:01\"]",
        "allowed_macs[0] must be a unicast MAC"},
       {"[[port]]\nname = \"a\"\ntype = \"tap\"\nallowed_macs = [\"52:54:00:00:00:01\", \"x\"]",
        "allowed_macs[1] must be a unicast MAC"},
@@ -146,7 +149,8 @@ TEST(Config, BadFilesNameTheProblem) {
       {"[[port]]\nname = \"a\"\ntype = \"tap\"\ntrunk = [0]", "not a VLAN id"},
       {"[[port]]\nname = \"a\"\ntype = \"tap\"\nnative = 3", "'native' needs 'trunk'"},
       {"[[port]]\nname = \"a\"\ntype = \"tap\"\nattach = 1", "'attach' must be true or false"},
-      {"[[port]]\nname = \"a\"\ntype = \"tap\"\n[[port]]\nname = \"a\"\ntype = \"tap\"\nifname=\"b\"",
+      {"[[port]]\nname = \"a\"\ntype = \"tap\"\n[[port]]\nname = \"a\"\ntype = "
+       "\"tap\"\nifname=\"b\"",
        "duplicate port name 'a'"},
       {"[[port]]\nname = \"a\"\ntype = \"vhost-user\"\nsocket = \"/s\"\n"
        "[[port]]\nname = \"b\"\ntype = \"vhost-user\"\nsocket = \"/s\"",

@@ -58,7 +58,8 @@ TEST(WorkersConfig, BadPlacementNamesTheField) {
   };
   const std::string too_big = std::to_string(max_cpu() + 1);
   const Case cases[] = {
-      {"[worker]\ncpus = [0, " + too_big + "]", "field 'cpus': CPU " + too_big + " is out of range"},
+      {"[worker]\ncpus = [0, " + too_big + "]",
+       "field 'cpus': CPU " + too_big + " is out of range"},
       {"[worker]\ncpus = [-1]", "field 'cpus': CPU -1 is out of range"},
       {"[worker]\ncpus = []", "field 'cpus' must be a non-empty list"},
       {"[worker]\ncpus = [0, 0]", "CPU 0 is listed twice"},
@@ -111,7 +112,8 @@ TEST(WorkersConfig, CheckPortWorkersAfterCommandLineOverride) {
   EXPECT_TRUE(check_port_workers(ports, 2, "vnetd"));
   Status st = check_port_workers(ports, 1, "vnetd");
   ASSERT_FALSE(st);
-  EXPECT_NE(st.message().find("port[1] (b): field 'worker' = 1"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("port[1] (b): field 'worker' = 1"), std::string::npos)
+      << st.message();
 }
 
 }  // namespace

@@ -21,8 +21,12 @@ namespace {
 
 constexpr uint32_t kPorts = 4;
 
-std::array<uint8_t, 6> mac_of(uint32_t i) { return {0x52, 0x54, 0, 0, 0, uint8_t(0x10 + i)}; }
-std::array<uint8_t, 6> broadcast() { return {0xff, 0xff, 0xff, 0xff, 0xff, 0xff}; }
+std::array<uint8_t, 6> mac_of(uint32_t i) {
+  return {0x52, 0x54, 0, 0, 0, uint8_t(0x10 + i)};
+}
+std::array<uint8_t, 6> broadcast() {
+  return {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+}
 
 // A port that, when told to, emits frames from its own MAC to a peer MAC, and counts
 // what it is sent by source MAC. It notices overlapping calls that the locking and the
@@ -149,9 +153,10 @@ TEST_F(WorkerPoolTest, FramesCrossWorkersBothWaysAndWithinAWorkerNoneLost) {
     return port(2).received_from(0) + port(0).received_from(2) + port(0).received_from(1) +
                port(2).received_from(3) ==
            4 * (kN + 1);
-  })) << port(2).received_from(0) << " " << port(0).received_from(2) << " "
-      << port(0).received_from(1) << " " << port(2).received_from(3) << " drained "
-      << port(0).drained() << port(1).drained() << port(2).drained() << port(3).drained();
+  })) << port(2).received_from(0)
+      << " " << port(0).received_from(2) << " " << port(0).received_from(1) << " "
+      << port(2).received_from(3) << " drained " << port(0).drained() << port(1).drained()
+      << port(2).drained() << port(3).drained();
   EXPECT_EQ(port(2).received_from(0), kN + 1);
   EXPECT_EQ(port(0).received_from(2), kN + 1);
   EXPECT_EQ(port(0).received_from(1), kN + 1);
@@ -180,7 +185,8 @@ TEST_F(WorkerPoolTest, MovingAPortUnderTrafficLosesNothing) {
   EXPECT_GE(moves, 2);
   ASSERT_TRUE(wait_for([&] {
     return port(3).received_from(0) == kN + 1 && port(0).received_from(3) == kN + 1;
-  })) << port(3).received_from(0) << " " << port(0).received_from(3);
+  })) << port(3).received_from(0)
+      << " " << port(0).received_from(3);
   for (auto& p : ports_) EXPECT_EQ(p->overlaps.load(), 0u) << p->name();
   EXPECT_FALSE(pool_.move(ports_[0].get(), 2));  // no worker 2
 }

@@ -171,6 +171,21 @@ class KickPort : public SourcePort {
   UniqueFd kick_;
 };
 
+// A kicking source and a sink it floods to; declared before the Worker so that they
+// outlive it.
+struct KickPair {
+  KickPort src{"src", 1};
+  SourcePort sink{"sink", 2, 0};
+  KickPair() {
+    src.set_id(1);
+    sink.set_id(2);
+  }
+  void attach(Worker& w) {
+    w.add_port(&src);
+    w.add_port(&sink);
+  }
+};
+
 WorkerConfig adaptive_config(uint32_t base_us, uint32_t max_us) {
   WorkerConfig cfg;
   cfg.poll_mode = PollMode::kAdaptive;
@@ -183,14 +198,12 @@ WorkerConfig adaptive_config(uint32_t base_us, uint32_t max_us) {
 // the largest window, so the window doubles each time up to the cap; then a quiet spell
 // longer than the cap (the 1 s epoll timeout) halves it again.
 TEST(WorkerAdaptive, IdleWindowGrowsOnQuickWakeupsAndShrinksWhenQuiet) {
-  KickPort src("src", 1);
-  SourcePort sink("sink", 2, 0);
-  src.set_id(1);
-  sink.set_id(2);
+  KickPair ports;
+  KickPort& src = ports.src;
+  SourcePort& sink = ports.sink;
   // A large cap, so that a loaded machine's scheduling delays stay well inside it.
   Worker w(adaptive_config(1000, 400000));
-  w.add_port(&src);
-  w.add_port(&sink);
+  ports.attach(w);
   EXPECT_EQ(w.counters().idle_window_us.load(), 0u);
   w.start();
   ASSERT_TRUE(wait_for([&] { return w.counters().sleeps.get() >= 1; })) << "never slept";
@@ -215,20 +228,18 @@ TEST(WorkerAdaptive, IdleWindowGrowsOnQuickWakeupsAndShrinksWhenQuiet) {
   EXPECT_LT(Clock::now() - t0, std::chrono::milliseconds(300));
   EXPECT_EQ(w.counters().idle_window_us.load(), 400000u);
   // Nothing more: the next wake-up is the epoll timeout, a sleep longer than the cap.
-  ASSERT_TRUE(wait_for([&] { return w.counters().window_shrinks.get() >= 1; },
-                       std::chrono::seconds(5)));
+  ASSERT_TRUE(
+      wait_for([&] { return w.counters().window_shrinks.get() >= 1; }, std::chrono::seconds(5)));
   EXPECT_EQ(w.counters().idle_window_us.load(), 200000u);
   w.stop();
 }
 
 TEST(WorkerAdaptive, FixedWindowWhenTheCapIsNotAboveIt) {
-  KickPort src("src", 1);
-  SourcePort sink("sink", 2, 0);
-  src.set_id(1);
-  sink.set_id(2);
+  KickPair ports;
+  KickPort& src = ports.src;
+  SourcePort& sink = ports.sink;
   Worker w(adaptive_config(100, 100));
-  w.add_port(&src);
-  w.add_port(&sink);
+  ports.attach(w);
   w.start();
   for (int i = 1; i <= 4; ++i) {
     ASSERT_TRUE(wait_for([&] { return w.counters().sleeps.get() >= uint64_t(i); }));

@@ -22,7 +22,9 @@ Mac mac(uint32_t n) {
 
 // The port a key always maps to in these tests: a torn read (key of one entry, port of
 // another) shows up as a port that does not match.
-uint16_t port_of(uint32_t n) { return uint16_t(1 + n % 13); }
+uint16_t port_of(uint32_t n) {
+  return uint16_t(1 + n % 13);
+}
 
 TEST(FdbConcurrent, TwoLearnersDisjointKeysAllLearned) {
   FdbConfig c;
