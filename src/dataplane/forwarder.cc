@@ -202,7 +202,8 @@ void Forwarder::forward(ports::Port& in, net::Packet* const* pkts, uint32_t n,
 void Forwarder::tick(uint64_t now_ns) {
   if (now_ns - last_tick_ns_ < kTickIntervalNs) return;
   last_tick_ns_ = now_ns;
-  fdb_->age(now_ns, kAgeBudget);
+  // Every worker ticks; the shared table is swept by one of them per interval.
+  if (fdb_->claim_sweep(now_ns, kTickIntervalNs)) fdb_->age(now_ns, kAgeBudget);
 }
 
 void Forwarder::port_removed(const ports::Port& p) {

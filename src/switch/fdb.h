@@ -85,6 +85,14 @@ class Fdb {
   // Incremental sweep: examines at most `budget` slots from where the last call
   // stopped and removes expired entries. Returns entries removed.
   uint32_t age(uint64_t now_ns, uint32_t budget);
+  // For callers that share the table (one Forwarder per worker): true for the first
+  // caller at or after the due time, which becomes now + interval; false for the rest,
+  // so the table is swept at one rate however many workers tick.
+  bool claim_sweep(uint64_t now_ns, uint64_t interval_ns) {
+    uint64_t due = next_sweep_ns_.load(std::memory_order_relaxed);
+    return now_ns >= due && next_sweep_ns_.compare_exchange_strong(
+                                due, now_ns + interval_ns, std::memory_order_relaxed);
+  }
   // Removes every entry of a port (one pass over the table; control path). Returns count.
   uint32_t remove_port(uint16_t port);
   void flush();
@@ -183,6 +191,7 @@ class Fdb {
   mutable std::mutex mu_;
   std::atomic<uint32_t> size_{0};
   uint32_t sweep_ = 0;                      // next slot age() looks at
+  std::atomic<uint64_t> next_sweep_ns_{0};  // claim_sweep(): when the next sweep is due
   std::unique_ptr<uint32_t[]> port_count_;  // entries per port id
   FdbCounters counters_;
 };

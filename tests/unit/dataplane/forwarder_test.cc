@@ -229,6 +229,35 @@ TEST_F(ForwarderTest, TickIsRateLimited) {
   EXPECT_LE(after_one, Forwarder::kAgeBudget);
 }
 
+// Workers share one table: however many of them tick, it is swept at one rate.
+TEST(ForwarderShared, TwoWorkersSweepAtOneRate) {
+  Forwarder::Config cfg;
+  cfg.fdb_capacity = 800;  // 1024 slots: two sweeps of kAgeBudget cover the table
+  auto fdb = Forwarder::make_fdb(cfg);
+  ASSERT_EQ(fdb->slots(), 2 * Forwarder::kAgeBudget);
+  Forwarder a(fdb), b(fdb);
+  for (int i = 0; i < 800; ++i) {
+    char m[18];
+    snprintf(m, sizeof(m), "52:54:00:00:%02x:%02x", i >> 8, i & 0xff);
+    fdb->learn(mac(m), 0, 2, kSec);
+  }
+  const uint32_t learned = fdb->size();
+  ASSERT_GT(learned, 700u);
+  // All expired. Both tick at the same instant, each past its own interval: one sweep
+  // of half the table, not two of all of it.
+  uint64_t now = 400 * kSec;
+  a.tick(now);
+  b.tick(now);
+  EXPECT_GT(fdb->counters().aged.get(), 0u);
+  EXPECT_GT(fdb->size(), 0u);
+  // The next interval's sweep takes the other half, whoever runs it.
+  now += Forwarder::kTickIntervalNs;
+  b.tick(now);
+  a.tick(now);
+  EXPECT_EQ(fdb->size(), 0u);
+  EXPECT_EQ(fdb->counters().aged.get(), learned);
+}
+
 TEST_F(ForwarderTest, DumpAndFlush) {
   send(3, kBcast, kC, 5 * kSec);
   send(2, kBcast, kB, 1 * kSec);
