@@ -40,7 +40,6 @@ uint32_t iov_slice(const iovec* iov, uint32_t n, uint64_t skip, iovec* out, uint
 
 void complete_deferred(virtio::DeviceQueue& q, TxDeferred& deferred) {
   if (deferred.n == 0) return;
-  for (uint32_t i = 0; i < deferred.n; ++i) q.push(deferred.heads[i], 0);
   deferred.n = 0;
   q.publish();
 }
@@ -87,10 +86,7 @@ uint32_t tx_dequeue(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len,
       OffloadError e = validate(p, src);  // without GSO it reads only the header fields
       if (e == OffloadError::kOk) {
         ++n;
-        if (p.tail_n) {
-          deferred->heads[deferred->n++] = c.head;  // completed after delivery
-          continue;
-        }
+        if (p.tail_n) ++deferred->n;  // its buffers are read after this returns
       } else {
         drops.add(Drop::kTxBadHeader);
         static RateLimit rl;
@@ -98,9 +94,11 @@ uint32_t tx_dequeue(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len,
                     offload_error_name(e));
       }
     }
-    q.push(c.head, 0);  // TX buffers are read, never written
+    // TX buffers are read, never written. Pushed in pop order; the driver sees the
+    // element only at publish.
+    q.push(c.head, 0);
   }
-  if (q.mark().used_idx != used_start) q.publish();
+  if (q.mark().used_idx != used_start && !(deferred && deferred->n)) q.publish();
   return n;
 }
 

@@ -27,19 +27,20 @@ uint32_t net_hdr_len(uint64_t features);
 // With `deferred`, a frame of at least kDirectMin bytes without GSO leaves as an
 // external packet (Packet::tail): only its first kDirectHead bytes are copied, the rest
 // stays in the guest's buffers until the caller has delivered the burst and calls
-// complete_deferred(), which completes those chains. Every other chain is completed
-// at once.
+// complete_deferred(). Every chain is pushed to the used ring in the order it was
+// popped (VIRTIO_F_IN_ORDER holds); when a burst has external packets the used index
+// is published only by complete_deferred(), so the driver sees none of the burst's
+// buffers back before the external ones are delivered.
 struct TxDeferred {
-  uint16_t heads[kBurst];
-  uint32_t n = 0;
+  uint32_t n = 0;  // external packets of the burst not yet completed
 };
 inline constexpr uint32_t kDirectMin = 512;   // shorter frames: one copy costs less
 inline constexpr uint32_t kDirectHead = 256;  // every header the switch parses
 uint32_t tx_dequeue(virtio::DeviceQueue& q, virtio::Chain& scratch, uint32_t hdr_len,
                     const OffloadCaps& src, Packet* const* pkts, uint32_t max,
                     DropCounters& drops, TxDeferred* deferred = nullptr);
-// Completes the chains tx_dequeue deferred (one publish). The packets that referred
-// to them must not be used afterwards.
+// Publishes the burst whose external packets were delivered (one used-index store).
+// The packets that referred to the guest's buffers must not be used afterwards.
 void complete_deferred(virtio::DeviceQueue& q, TxDeferred& deferred);
 
 // Copies pkts[0..n) into the guest's RX buffers. Without mergeable buffers a frame

@@ -50,8 +50,10 @@ Status VhostUserPort::open(EventLoop& loop) {
 }
 
 uint64_t VhostUserPort::device_features() const {
+  // VIRTIO_F_IN_ORDER: every queue uses its buffers in the order they were made
+  // available (tx_dequeue, rx_enqueue), which lets drivers take their in-order paths.
   return bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_MRG_RXBUF) | bit(VIRTIO_RING_F_EVENT_IDX) |
-         bit(VIRTIO_RING_F_INDIRECT_DESC) | bit(VIRTIO_NET_F_MTU) | kOffloadFeatures |
+         bit(VIRTIO_RING_F_INDIRECT_DESC) | bit(VIRTIO_F_IN_ORDER) | bit(VIRTIO_NET_F_MTU) | kOffloadFeatures |
          kProtocolFeaturesBit;
 }
 
@@ -206,7 +208,8 @@ uint32_t VhostUserPort::receive_burst(net::Packet* const* pkts, uint32_t max) {
   uint16_t before = q.vq.last_avail_idx();
   uint32_t n =
       net::tx_dequeue(q.vq, tx_chain_, hdr_len_, tx_caps_, pkts, max, counters().drops, &deferred_);
-  if (q.vq.last_avail_idx() != before) notify(q);
+  // With external packets in the burst, receive_done() publishes and notifies.
+  if (q.vq.last_avail_idx() != before && deferred_.n == 0) notify(q);
   check_broken(q, kTxQ);
   if (n) {
     uint64_t bytes = 0;

@@ -101,6 +101,7 @@ Status DeviceQueue::start(std::shared_ptr<const memory::GuestMemory> mem, const 
   last_avail_ = cfg.avail_base;
   avail_shadow_ = cfg.avail_base;
   used_idx_ = cfg.avail_base;  // every chain before the base was completed
+  published_ = cfg.avail_base;
   signalled_used_ = cfg.avail_base;
   signalled_valid_ = false;
   event_idx_ = cfg.event_idx;
@@ -291,21 +292,22 @@ void DeviceQueue::publish() {
   if (!started_) return;
   // 2.7.8.2: the used elements are visible before the index that covers them.
   __atomic_store_n(&used_->idx, used_idx_, __ATOMIC_RELEASE);
+  published_ = used_idx_;
 }
 
 bool DeviceQueue::should_notify() {
   if (!started_) return false;
-  if (signalled_valid_ && signalled_used_ == used_idx_) return false;
+  if (signalled_valid_ && signalled_used_ == published_) return false;
   // The used index store must be visible before we read the driver's wishes, or a
   // driver that just enabled interrupts could miss this update (2.7.7.2).
   __atomic_thread_fence(__ATOMIC_SEQ_CST);
   const uint16_t old = signalled_used_;
   const bool valid = signalled_valid_;
-  signalled_used_ = used_idx_;
+  signalled_used_ = published_;
   signalled_valid_ = true;
   if (event_idx_) {
     uint16_t used_event = load_relaxed(&avail_->ring[size_]);
-    return !valid || vring_need_event(used_event, used_idx_, old);
+    return !valid || vring_need_event(used_event, published_, old);
   }
   return !(load_relaxed(&avail_->flags) & VRING_AVAIL_F_NO_INTERRUPT);
 }

@@ -76,7 +76,7 @@ class DeviceQueue {
   // One release store of used->idx for everything pushed since the last publish.
   void publish();
   // True when the driver asked to be notified about what was published since the
-  // previous call (used_event with EVENT_IDX, else VRING_AVAIL_F_NO_INTERRUPT).
+  // previous call (pushed but unpublished elements do not count) (used_event with EVENT_IDX, else VRING_AVAIL_F_NO_INTERRUPT).
   bool should_notify();
   // Asks the driver for kicks (avail_event / clears VRING_USED_F_NO_NOTIFY). Returns
   // true if chains became available meanwhile (the caller must poll again).
@@ -121,7 +121,8 @@ class DeviceQueue {
   uint16_t size_ = 0;
   uint16_t last_avail_ = 0;      // next avail entry to pop
   uint16_t avail_shadow_ = 0;    // avail->idx as last read (re-read only when caught up)
-  uint16_t used_idx_ = 0;        // next used entry to write (shadow of used->idx)
+  uint16_t used_idx_ = 0;        // next used entry to write
+  uint16_t published_ = 0;       // used->idx as last stored
   uint16_t signalled_used_ = 0;  // used idx at the last notify decision
   bool signalled_valid_ = false;
   bool event_idx_ = false;
