@@ -214,6 +214,20 @@ namespace {
 double per_packet(uint64_t cycles, uint64_t packets) {
   return packets ? double(cycles) / double(packets) : 0.0;
 }
+
+// The counters a worker keeps, by the names vnetctl shows; `workers` lists them per
+// worker and `counters` sums them.
+json worker_counters(dataplane::Worker& wk) {
+  const auto& wc = wk.counters();
+  const auto& fc = wk.forwarder().counters();
+  return {{"packets", wc.packets.get()},         {"busy_cycles", wc.busy_cycles.get()},
+          {"idle_cycles", wc.idle_cycles.get()}, {"loops", wc.loops.get()},
+          {"busy_loops", wc.busy_loops.get()},   {"wakeups", wc.wakeups.get()},
+          {"sleeps", wc.sleeps.get()},           {"flooded", fc.flooded.get()},
+          {"unicast", fc.unicast.get()},         {"same_port", fc.same_port.get()},
+          {"src_multicast", fc.src_multicast.get()}, {"src_zero", fc.src_zero.get()},
+          {"stale_port", fc.stale_port.get()}};
+}
 }  // namespace
 
 // Per worker. Counters are single-writer atomics: read here without stopping anyone.
@@ -221,79 +235,48 @@ json Daemon::workers_json() {
   json list = json::array();
   for (size_t i = 0; i < pool_.size(); ++i) {
     auto& wk = pool_.worker(i);
-    auto& wc = wk.counters();
+    const auto& wc = wk.counters();
     json names = json::array();
     for (auto& p : ports_)
       if (pool_.owner(p.get()) == i) names.push_back(p->name());
     const int cpu = pool_.cpus()[i];
-    list.push_back({{"worker", i},
-                    {"cpu", cpu < 0 ? json(nullptr) : json(cpu)},
-                    {"ports", names},
-                    {"packets", wc.packets.get()},
-                    {"busy_cycles", wc.busy_cycles.get()},
-                    {"idle_cycles", wc.idle_cycles.get()},
-                    {"busy_cycles_per_packet", per_packet(wc.busy_cycles.get(), wc.packets.get())},
-                    {"wakeups", wc.wakeups.get()},
-                    {"sleeps", wc.sleeps.get()},
-                    {"idle_window_us", wc.idle_window_us.load(std::memory_order_relaxed)},
-                    {"window_grows", wc.window_grows.get()},
-                    {"window_shrinks", wc.window_shrinks.get()},
-                    {"loops", wc.loops.get()},
-                    {"busy_loops", wc.busy_loops.get()},
-                    {"flooded", wk.forwarder().counters().flooded.get()},
-                    {"unicast", wk.forwarder().counters().unicast.get()}});
+    json w = worker_counters(wk);
+    w["worker"] = i;
+    w["cpu"] = cpu < 0 ? json(nullptr) : json(cpu);
+    w["ports"] = names;
+    w["busy_cycles_per_packet"] = per_packet(wc.busy_cycles.get(), wc.packets.get());
+    w["idle_window_us"] = wc.idle_window_us.load(std::memory_order_relaxed);
+    w["window_grows"] = wc.window_grows.get();
+    w["window_shrinks"] = wc.window_shrinks.get();
+    list.push_back(std::move(w));
   }
   return list;
 }
 
 // vnetctl counters' "worker" object: the sum over all workers, and the shared FDB.
 json Daemon::worker_totals_json() {
-  uint64_t loops = 0, busy_loops = 0, sleeps = 0, wakeups = 0, packets = 0, busy = 0, idle = 0;
-  uint64_t flooded = 0, unicast = 0, same_port = 0, src_mc = 0, src_zero = 0, stale = 0;
+  json sum = json::object();
   for (size_t i = 0; i < pool_.size(); ++i) {
-    auto& wc = pool_.worker(i).counters();
-    auto& fc = pool_.worker(i).forwarder().counters();
-    loops += wc.loops.get();
-    busy_loops += wc.busy_loops.get();
-    sleeps += wc.sleeps.get();
-    wakeups += wc.wakeups.get();
-    packets += wc.packets.get();
-    busy += wc.busy_cycles.get();
-    idle += wc.idle_cycles.get();
-    flooded += fc.flooded.get();
-    unicast += fc.unicast.get();
-    same_port += fc.same_port.get();
-    src_mc += fc.src_multicast.get();
-    src_zero += fc.src_zero.get();
-    stale += fc.stale_port.get();
+    const json one = worker_counters(pool_.worker(i));
+    for (auto it = one.begin(); it != one.end(); ++it)
+      sum[it.key()] = sum.value(it.key(), uint64_t(0)) + it->get<uint64_t>();
   }
+  sum["workers"] = pool_.size();
+  sum["busy_cycles_per_packet"] =
+      per_packet(sum["busy_cycles"].get<uint64_t>(), sum["packets"].get<uint64_t>());
   auto& fdb = pool_.fdb();
   auto& dc = fdb.counters();
-  return {{"workers", pool_.size()},
-          {"loops", loops},
-          {"busy_loops", busy_loops},
-          {"sleeps", sleeps},
-          {"wakeups", wakeups},
-          {"flooded", flooded},
-          {"unicast", unicast},
-          {"same_port", same_port},
-          {"packets", packets},
-          {"busy_cycles", busy},
-          {"idle_cycles", idle},
-          {"busy_cycles_per_packet", per_packet(busy, packets)},
-          {"src_multicast", src_mc},
-          {"src_zero", src_zero},
-          {"stale_port", stale},
-          {"fdb_size", fdb.size()},
-          {"fdb_capacity", fdb.capacity()},
-          {"fdb_per_port_limit", fdb.per_port_limit()},
-          {"fdb_learned", dc.learned.get()},
-          {"fdb_moved", dc.moved.get()},
-          {"fdb_aged", dc.aged.get()},
-          {"fdb_evicted", dc.evicted.get()},
-          {"fdb_full", dc.full.get()},
-          {"fdb_refused", dc.refused.get()},
-          {"fdb_limited", dc.limited.get()}};
+  sum["fdb_size"] = fdb.size();
+  sum["fdb_capacity"] = fdb.capacity();
+  sum["fdb_per_port_limit"] = fdb.per_port_limit();
+  sum["fdb_learned"] = dc.learned.get();
+  sum["fdb_moved"] = dc.moved.get();
+  sum["fdb_aged"] = dc.aged.get();
+  sum["fdb_evicted"] = dc.evicted.get();
+  sum["fdb_full"] = dc.full.get();
+  sum["fdb_refused"] = dc.refused.get();
+  sum["fdb_limited"] = dc.limited.get();
+  return sum;
 }
 
 Status Daemon::move_port(ports::Port* p, size_t worker) {
