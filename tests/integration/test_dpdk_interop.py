@@ -5,9 +5,14 @@ vnetd has two server ports (vhu0, vhu1).  A sender testpmd on vhu0 and a
 receiver testpmd on vhu1 both run in rxonly mode; the sender's
 `start tx_first 4` transmits 4 bursts of 32 64-byte frames (128, fewer if its
 ring were full: we use the TX-packets it reports) to the receiver's MAC.
-Asserted, for mrg_rxbuf=0 and mrg_rxbuf=1 (a fresh vnetd each):
+Variants (a fresh vnetd each): mrg_rxbuf=0 and mrg_rxbuf=1 with 64-byte frames;
+1500-byte frames (external packets: the sender's TX buffers are read straight into
+the receiver's RX buffers and completed after delivery) with the PMD's in-order
+paths; and in_order=0, which takes the PMD's general paths.  Asserted for each:
   receiver RX-packets == sender TX-packets > 0 after each of 3 rounds;
-  MRG_RXBUF is negotiated on both ports exactly when mrg_rxbuf=1;
+  MRG_RXBUF is negotiated on both ports exactly when mrg_rxbuf=1, IN_ORDER exactly
+  when the front end did not turn it off (the PMD's in-order TX reclaims buffers
+  by counting, so a chain completed out of order would lose frames or mbufs);
   vnetd's rx_packets/rx_bytes on vhu0 and tx_packets/tx_bytes on vhu1 grew by
   exactly what the sender sent and the receiver received, with no drops counted;
   vnetd exits with status 0 on SIGTERM.
@@ -53,17 +58,19 @@ def wait_counter(vnetd, before, port, key, expected, timeout=5.0):
         time.sleep(0.1)
 
 
-def run_variant(s, mrg):
-    tag = "mrg%d" % mrg
+def run_variant(s, mrg, in_order=None, size=64):
+    tag = "mrg%d-%s-%d" % (mrg, "inorder" if in_order is None else "io%d" % in_order, size)
     sock0, sock1 = s.path("%s-0.sock" % tag), s.path("%s-1.sock" % tag)
     vnetd = Vnetd(s, [PortSpec(sock0), PortSpec(sock1)], log_level="info", name="vnetd-" + tag)
     vnetd.start()
     receiver = TestPmd(s, "recv-" + tag, [virtio_user_vdev(0, sock1, mac=RECEIVER_MAC,
-                                                           mrg_rxbuf=mrg)],
+                                                           mrg_rxbuf=mrg, in_order=in_order)],
                        fwd_mode="rxonly").start()
     sender = TestPmd(s, "send-" + tag, [virtio_user_vdev(0, sock0, mac=SENDER_MAC,
-                                                         mrg_rxbuf=mrg)],
+                                                         mrg_rxbuf=mrg, in_order=in_order)],
                      fwd_mode="rxonly", eth_peers={0: RECEIVER_MAC}).start()
+    if size != 64:
+        sender.cmd("set txpkts %d" % size)
     vnetd.wait_connected(["vhu0", "vhu1"])
     receiver.wait_link_up()
     sender.wait_link_up()
@@ -81,6 +88,12 @@ def run_variant(s, mrg):
         raise HarnessError("%s: MRG_RXBUF negotiated on (vhu0, vhu1) = %s, expected %s; "
                            "features: %s" % (tag, mrg_negotiated, [bool(mrg)] * 2,
                                              {n: info[n].get("features") for n in info}))
+    want_in_order = in_order is None or bool(in_order)
+    in_order_negotiated = [any(f.endswith("IN_ORDER") for f in info[n].get("features", []))
+                           for n in ("vhu0", "vhu1")]
+    if in_order_negotiated != [want_in_order] * 2:
+        raise HarnessError("%s: IN_ORDER negotiated on (vhu0, vhu1) = %s, expected %s"
+                           % (tag, in_order_negotiated, [want_in_order] * 2))
     receiver.start_fwd()
 
     # Readiness: "connected" may precede the rings being enabled; one burst that
@@ -113,6 +126,9 @@ def run_variant(s, mrg):
             % (tag, rnd, sent, sent_bytes, got, got_bytes))
         if sent <= prev_sent:
             raise HarnessError("%s round %d: sender transmitted nothing" % (tag, rnd))
+        if sent_bytes != sent * size:
+            raise HarnessError("%s round %d: sender sent %d B in %d frames, not %d-byte frames"
+                               % (tag, rnd, sent_bytes, sent, size))
         if got != sent or got_bytes != sent_bytes:
             raise HarnessError("%s round %d: receiver RX %d frames/%d B != sender TX %d/%d B; "
                                "vnetd counters: %s" % (tag, rnd, got, got_bytes, sent,
@@ -146,6 +162,8 @@ def body(s, args):
     hugepages.ensure_hugepages()
     for mrg in (0, 1):
         run_variant(s, mrg)
+    run_variant(s, 1, size=1500)
+    run_variant(s, 1, in_order=0)
 
 
 if __name__ == "__main__":
