@@ -53,8 +53,8 @@ uint64_t VhostUserPort::device_features() const {
   // VIRTIO_F_IN_ORDER: every queue uses its buffers in the order they were made
   // available (tx_dequeue, rx_enqueue), which lets drivers take their in-order paths.
   return bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_MRG_RXBUF) | bit(VIRTIO_RING_F_EVENT_IDX) |
-         bit(VIRTIO_RING_F_INDIRECT_DESC) | bit(VIRTIO_F_IN_ORDER) | bit(VIRTIO_NET_F_MTU) | kOffloadFeatures |
-         kProtocolFeaturesBit;
+         bit(VIRTIO_RING_F_INDIRECT_DESC) | bit(VIRTIO_F_IN_ORDER) | bit(VIRTIO_NET_F_MTU) |
+         kOffloadFeatures | kProtocolFeaturesBit;
 }
 
 uint64_t VhostUserPort::protocol_features() const {

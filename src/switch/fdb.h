@@ -90,8 +90,8 @@ class Fdb {
   // so the table is swept at one rate however many workers tick.
   bool claim_sweep(uint64_t now_ns, uint64_t interval_ns) {
     uint64_t due = next_sweep_ns_.load(std::memory_order_relaxed);
-    return now_ns >= due && next_sweep_ns_.compare_exchange_strong(
-                                due, now_ns + interval_ns, std::memory_order_relaxed);
+    return now_ns >= due && next_sweep_ns_.compare_exchange_strong(due, now_ns + interval_ns,
+                                                                   std::memory_order_relaxed);
   }
   // Removes every entry of a port (one pass over the table; control path). Returns count.
   uint32_t remove_port(uint16_t port);

@@ -76,7 +76,8 @@ class DeviceQueue {
   // One release store of used->idx for everything pushed since the last publish.
   void publish();
   // True when the driver asked to be notified about what was published since the
-  // previous call (pushed but unpublished elements do not count) (used_event with EVENT_IDX, else VRING_AVAIL_F_NO_INTERRUPT).
+  // previous call (used_event with EVENT_IDX, else VRING_AVAIL_F_NO_INTERRUPT).
+  // Elements pushed but not yet published do not count.
   bool should_notify();
   // Asks the driver for kicks (avail_event / clears VRING_USED_F_NO_NOTIFY). Returns
   // true if chains became available meanwhile (the caller must poll again).
