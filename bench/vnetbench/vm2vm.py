@@ -105,7 +105,10 @@ def run_one(args, side, size):
             dp = w1["packets"] - w0["packets"]
             cpp = (w1["busy_cycles"] - w0["busy_cycles"]) / dp if dp else None
             drops = sum(sum(c["drops"].values()) for c in counters.values())
+            # What the front end negotiated (IN_ORDER, MRG_RXBUF: they pick its paths).
+            features = sorted(set(sw.ports_info()["vhu0"].get("features", [])))
             sw_extra = {"worker_packets": dp, "sleeps": w1["sleeps"] - w0["sleeps"],
+                        "features": features,
                         "drops_total": drops,
                         "busy_share_pct": 100.0 * (w1["busy_cycles"] - w0["busy_cycles"]) / max(
                             1, (w1["busy_cycles"] - w0["busy_cycles"])

@@ -63,8 +63,8 @@ inline void prefetch_for_write(const void* p) {
 
 // Look-ahead distances of pop(), in chains: descriptors further ahead than buffers, so
 // that the descriptor a buffer hint reads is already in cache.
-constexpr uint16_t kDescAhead = 12;
-constexpr uint16_t kBufAhead = 6;
+constexpr uint16_t kDescAhead = 20;
+constexpr uint16_t kBufAhead = 10;
 
 }  // namespace
 

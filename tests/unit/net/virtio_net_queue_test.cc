@@ -692,7 +692,6 @@ TEST_F(NetQueueTest, RxBrokenQueueCountsQueueBroken) {
   EXPECT_EQ(rx_.drv.used()->idx, 0);
 }
 
-
 // ---- external packets (guest TX buffers straight into guest RX buffers) ------------
 
 // A frame of at least kDirectMin bytes without GSO leaves as an external packet: its
