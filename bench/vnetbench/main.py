@@ -109,7 +109,7 @@ def git_rev():
 
 
 def ensure_built(args):
-    progs = ("vnetd", "vnetctl", "vnet-traffic")
+    progs = ("vnetd", "vnetctl", "vnet-traffic", "vnet-linexfer")
     missing = [p for p in progs if not os.path.exists(os.path.join(args.build_dir, p))]
     if not missing and not args.rebuild:
         return
@@ -138,6 +138,19 @@ def preflight(args, groups):
 
 class Terminated(BaseException):
     pass
+
+
+def line_transfer(args, sw_cpu, gen_cpu):
+    """The machine's cache-line transfer costs between the switch's and the traffic CPU
+    (vnet-linexfer): what every packet's ring entries and buffers cost to move."""
+    try:
+        out = subprocess.run([os.path.join(args.build_dir, "vnet-linexfer"), "--cpus",
+                              "%d,%d" % (sw_cpu, gen_cpu), "--seconds", "1"],
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+        return json.loads(out)
+    except (OSError, subprocess.SubprocessError, ValueError) as e:
+        log("vnet-linexfer failed: %s" % e)
+        return {"error": str(e)}
 
 
 def main(argv=None):
@@ -182,6 +195,7 @@ def main(argv=None):
         "switch_cpu": sw_cpu, "traffic_cpu": gen_cpu, "online_cpus": os.cpu_count(),
         "loadavg_start": open("/proc/loadavg").read().split()[:3]},
         "scenarios": {}}
+    results["meta"]["line_transfer"] = line_transfer(args, sw_cpu, gen_cpu)
     aborted = None
     try:
         for g in groups:
@@ -232,6 +246,12 @@ def main(argv=None):
           % (m["command"].strip(), m["date"], m["git"], "quick" if args.quick else "full",
              args.runs, sw_cpu, gen_cpu, " ".join(m["loadavg_start"]),
              " ".join(m["loadavg_end"]), m["seconds"]), "", table, ""]
+    lt = m.get("line_transfer") or {}
+    if "latency_ns" in lt:
+        md += ["Cache-line transfer between the two CPUs (`vnet-linexfer`): one way %.0f ns; "
+               "a stream the switch core takes with prefetch, %.1f ns per line read and %.1f ns "
+               "per line written." % (lt["latency_ns"], lt["read_ns_per_line"],
+                                      lt["write_ns_per_line"]), ""]
     if errors:
         md += ["Failed runs:", ""] + ["- " + e for e in errors] + [""]
     if aborted:
