@@ -469,6 +469,33 @@ TEST_F(DeviceQueueTest, ShouldNotifyFollowsUsedEvent) {
   EXPECT_FALSE(q_.dev.should_notify());
 }
 
+// Elements pushed but not published are invisible to the driver: they do not count
+// towards a notification until publish() (TX holds a burst back while its external
+// packets are delivered).
+TEST_F(DeviceQueueTest, ShouldNotifyCountsOnlyPublishedElements) {
+  for (bool event_idx : {false, true}) {
+    QueuePair q;
+    ASSERT_TRUE(q.start(g_, 8, event_idx));
+    uint16_t* used_event = used_event_of(q.drv.avail(), 8);
+    Buf b{0x10000, 64};
+    auto pop_and_push = [&] {
+      ASSERT_GE(q.drv.add(&b, 1, nullptr, 0), 0);
+      q.drv.publish();
+      ASSERT_EQ(q.dev.pop(*c_), PopStatus::kOk);
+      q.dev.push(c_->head, 0);
+    };
+    if (event_idx) *used_event = 0;
+    pop_and_push();
+    q.dev.publish();
+    EXPECT_TRUE(q.dev.should_notify()) << event_idx;
+    pop_and_push();
+    if (event_idx) *used_event = 1;  // wants to hear of used entry 1
+    EXPECT_FALSE(q.dev.should_notify()) << event_idx << ": pushed, not published";
+    q.dev.publish();
+    EXPECT_TRUE(q.dev.should_notify()) << event_idx;
+  }
+}
+
 // 2.7.7.2: with EVENT_IDX "the device MUST ignore the lower bit of flags".
 TEST_F(DeviceQueueTest, EventIdxIgnoresNoInterruptFlag) {
   ASSERT_TRUE(q_.start(g_, 8, true));
