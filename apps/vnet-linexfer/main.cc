@@ -33,6 +33,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "common/cpu.h"
+
 namespace {
 
 constexpr uint32_t kLines = 4096;  // ring size (256 KiB: fits in L2, no DRAM traffic)
@@ -53,20 +55,6 @@ void pin(int cpu) {
     std::fprintf(stderr, "vnet-linexfer: cannot pin to cpu %d\n", cpu);
     std::exit(2);
   }
-}
-
-inline void relax() {
-#if defined(__x86_64__)
-  __builtin_ia32_pause();
-#endif
-}
-
-inline void prefetch_w(const void* p) {
-#if defined(__x86_64__)
-  asm volatile("prefetchw %0" : : "m"(*static_cast<const char*>(p)));
-#else
-  __builtin_prefetch(p, 1, 3);
-#endif
 }
 
 using Clock = std::chrono::steady_clock;
@@ -91,7 +79,7 @@ double latency(int cpu_a, int cpu_b, double secs) {
         s->v.store(v + 1, std::memory_order_release);
         seen = v + 1;
       } else {
-        relax();
+        vnet::cpu_relax();
       }
     }
   });
@@ -114,9 +102,9 @@ double latency(int cpu_a, int cpu_b, double secs) {
 
 // Lines from producer (cpu_p) to consumer (cpu_c), in rounds: the producer writes the
 // whole ring (every word of every line, as a driver fills buffers), then the consumer
-// goes through it in order with software prefetch kAhead lines ahead, reading each line
-// or (write) storing into each. Only the consumer's passes are timed, so the rate is
-// the consumer's alone. Returns ns per line.
+// goes through it in a fixed random order with software prefetch kAhead lines ahead, reading each
+// line or (write) storing into each. Only the consumer's passes are timed, so the rate is the
+// consumer's alone. Returns ns per line.
 double stream(int cpu_p, int cpu_c, double secs, bool write) {
   auto ring = std::make_unique<Line[]>(kLines);
   // The consumer's order: a fixed random permutation, as packet buffers come from a
@@ -141,12 +129,12 @@ double stream(int cpu_p, int cpu_c, double secs, bool write) {
   uint64_t sum = 0, bad = 0, lines = 0;
   Clock::duration busy{};
   for (uint32_t round = 1;; ++round) {
-    while (filled->v.load(std::memory_order_acquire) != round) relax();
+    while (filled->v.load(std::memory_order_acquire) != round) vnet::cpu_relax();
     const auto t0 = Clock::now();
     for (uint32_t i = 0; i < kLines; ++i) {
       if (i + kAhead < kLines) {
         if (write)
-          prefetch_w(&ring[order[i + kAhead]]);
+          vnet::prefetch_for_write(&ring[order[i + kAhead]]);
         else
           __builtin_prefetch(&ring[order[i + kAhead]], 0, 3);
       }
@@ -186,7 +174,6 @@ int main(int argc, char** argv) {
   app.add_option("--seconds", secs, "measuring time of each test")->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
   const int cpu_a = cpus[0], cpu_b = cpus[1];
-  if (secs <= 0) secs = 1.0;
   const double lat = latency(cpu_a, cpu_b, secs);
   // The switch (cpu_a) is the consumer: it takes what the front end (cpu_b) wrote.
   const double rd = stream(cpu_b, cpu_a, secs, false);

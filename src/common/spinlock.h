@@ -4,13 +4,15 @@
 
 #include <atomic>
 
+#include "common/cpu.h"
+
 namespace vnet {
 
 class SpinLock {
  public:
   void lock() {
     while (locked_.exchange(true, std::memory_order_acquire)) {
-      while (locked_.load(std::memory_order_relaxed)) __builtin_ia32_pause();
+      while (locked_.load(std::memory_order_relaxed)) cpu_relax();
     }
   }
   bool try_lock() { return !locked_.exchange(true, std::memory_order_acquire); }

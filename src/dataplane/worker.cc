@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "common/cpu.h"
 #include "common/log.h"
 
 namespace vnet::dataplane {
@@ -23,9 +24,6 @@ uint64_t monotonic_ns() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return uint64_t(ts.tv_sec) * 1000000000ULL + uint64_t(ts.tv_nsec);
-}
-inline void cpu_relax() {
-  __builtin_ia32_pause();
 }
 inline uint64_t tsc() {
   return __builtin_ia32_rdtsc();

@@ -37,8 +37,8 @@ struct TxDeferred {
 inline constexpr uint32_t kDirectMin = 512;   // shorter frames: one copy costs less
 inline constexpr uint32_t kDirectHead = 256;  // every header the switch parses
 uint32_t tx_dequeue(virtio::DeviceQueue& q, virtio::Chain& scratch, uint32_t hdr_len,
-                    const OffloadCaps& src, Packet* const* pkts, uint32_t max,
-                    DropCounters& drops, TxDeferred* deferred = nullptr);
+                    const OffloadCaps& src, Packet* const* pkts, uint32_t max, DropCounters& drops,
+                    TxDeferred* deferred = nullptr);
 // Publishes the burst whose external packets were delivered (one used-index store).
 // The packets that referred to the guest's buffers must not be used afterwards.
 void complete_deferred(virtio::DeviceQueue& q, TxDeferred& deferred);

@@ -5,13 +5,9 @@
 #include <algorithm>
 #include <bit>
 
-namespace vnet::sw {
+#include "common/cpu.h"
 
-namespace {
-inline void cpu_relax() {
-  __builtin_ia32_pause();
-}
-}  // namespace
+namespace vnet::sw {
 
 Fdb::Fdb(const FdbConfig& cfg)
     : capacity_(std::max<uint32_t>(cfg.capacity, 1)),

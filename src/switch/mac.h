@@ -34,7 +34,9 @@ class Mac {
     return Mac(v);
 #endif
   }
-  static Mac from_bytes(const std::array<uint8_t, 6>& b) { return from_bytes(b.data()); }
+  static Mac from_bytes(const std::array<uint8_t, 6>& b) {
+    return from_bytes(b.data());
+  }
   static Mac broadcast() {
     static constexpr uint8_t kAll[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
     return from_bytes(kAll);
@@ -42,8 +44,12 @@ class Mac {
   // "52:54:00:12:34:56" (also accepts '-' separators and upper case).
   static std::optional<Mac> parse(std::string_view s);
   // The packed form, for hashing and table keys: 48 significant bits.
-  static constexpr Mac from_raw(uint64_t raw) { return Mac(raw & kMask); }
-  constexpr uint64_t raw() const { return v_; }
+  static constexpr Mac from_raw(uint64_t raw) {
+    return Mac(raw & kMask);
+  }
+  constexpr uint64_t raw() const {
+    return v_;
+  }
 
   std::array<uint8_t, 6> to_bytes() const {
     std::array<uint8_t, 6> b;
@@ -60,10 +66,16 @@ class Mac {
     return to_bytes()[0] & 1;
 #endif
   }
-  bool is_broadcast() const { return v_ == kMask; }
-  bool is_zero() const { return v_ == 0; }
+  bool is_broadcast() const {
+    return v_ == kMask;
+  }
+  bool is_zero() const {
+    return v_ == 0;
+  }
 
-  friend constexpr bool operator==(Mac a, Mac b) { return a.v_ == b.v_; }
+  friend constexpr bool operator==(Mac a, Mac b) {
+    return a.v_ == b.v_;
+  }
 
  private:
   static constexpr uint64_t kMask = (uint64_t(1) << 48) - 1;

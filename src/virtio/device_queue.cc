@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "common/cpu.h"
 #include "common/log.h"
 
 namespace vnet::virtio {
@@ -48,18 +49,6 @@ constexpr uint64_t used_bytes(uint16_t size, bool event_idx) {
 // the queue size (2.7.5.3.1); an indirect table of a large queue can hold at most
 // that many, and no more than 32768 in any case.
 constexpr uint32_t kMaxIndirect = 32768;
-
-// Brings a line in exclusive state: the driver's core read it last, and a plain
-// prefetch would leave it shared, so the write would still wait for the invalidation.
-// PREFETCHW (AMD 3DNowPrefetch, Intel since Broadwell; a no-op on older cores) needs
-// no compiler flag this way.
-inline void prefetch_for_write(const void* p) {
-#if defined(__x86_64__)
-  asm volatile("prefetchw %0" : : "m"(*static_cast<const char*>(p)));
-#else
-  __builtin_prefetch(p, 1, 3);
-#endif
-}
 
 // Look-ahead distances of pop(), in chains: descriptors further ahead than buffers, so
 // that the descriptor a buffer hint reads is already in cache.
