@@ -54,6 +54,7 @@ ROUNDS = 4  # pairs of windows: d stuck, d absent
 STUCK_RATIO = 0.7
 STUCK_QUEUE = 256  # d's RX ring: filled once
 FLOOD_B_RATE, FLOOD_B_COUNT = 20000, 40000
+RX_QUEUE = 16384  # buffers of the flood phase's receivers: 819 ms of B at FLOOD_B_RATE
 LONG = 3600  # --duration of front ends stopped by the test
 
 
@@ -338,8 +339,8 @@ class Faults:
 
     # --- phase 3 -------------------------------------------------------------------
     def flood(self):
-        c = self.spawn("c", "rx", "--duration", LONG, "--queue-size", 4096)
-        f = self.spawn("f", "rx", "--duration", LONG, "--queue-size", 4096)
+        c = self.spawn("c", "rx", "--duration", LONG, "--queue-size", RX_QUEUE)
+        f = self.spawn("f", "rx", "--duration", LONG, "--queue-size", RX_QUEUE)
         e = self.spawn("e", "tx", "--duration", LONG, "--dst-mac", MAC["f"], "--busy-poll",
                        frames=10000)
         c0 = self.settled(("c",))

@@ -65,8 +65,9 @@ def body(s, args):
 
     # C receives; A and B are receivers too (every front end keeps its RX ring full), so
     # a frame flooded to them is counted by vnetd as delivered to their port.
-    # (C's ring is large and B paced: a lossless count must not depend on scheduling.)
-    c = spawn("c", "c", "rx", MAC_C, "--count", N, "--queue-size", 8192)
+    # C's ring holds more than N buffers, so B's N frames fit in it even if C is kept off
+    # the CPU the whole time: a lossless count must not depend on scheduling.
+    c = spawn("c", "c", "rx", MAC_C, "--count", N, "--queue-size", 32768)
     a_rx = spawn("a-rx", "a", "rx", MAC_A, "--duration", 600)
     wait_until(lambda: vnetd.counters()["c"]["rx_packets"] >= 1
                and vnetd.counters()["a"]["rx_packets"] >= 1, 20,
