@@ -55,6 +55,7 @@ class Forwarder {
   static std::shared_ptr<sw::Fdb> make_fdb(const Config& cfg);
   // Hold each destination's send lock around its send_burst (several workers).
   void set_locked_send(bool on) { locked_send_ = on; }
+  bool locked_send() const { return locked_send_; }
 
   // Worker thread only.
   // The list of destination ports changed: remember where each port id sits in it.

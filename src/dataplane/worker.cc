@@ -233,6 +233,8 @@ void Worker::loop() {
     uint32_t work = 0;
     for (size_t i = 0; i < ports_.size(); ++i) {
       ports::Port* p = ports_[i];
+      // The next port's rings: their misses overlap with this port's work.
+      ports_[i + 1 < ports_.size() ? i + 1 : 0]->prefetch(!forwarder_.locked_send());
       uint32_t n = p->receive_burst(batch.ptrs(), net::kBurst);
       if (n) {
         forwarder_.forward(*p, batch.ptrs(), n, dests_, now);

@@ -95,6 +95,10 @@ class Port {
   // Whether send_burst() takes external packets; the forwarder materializes them for
   // ports that do not.
   virtual bool takes_external() const { return false; }
+  // A hint before the worker comes to this port: start fetching what receive_burst()
+  // (and, with `send_side`, send_burst()) will read first. Nothing else; `send_side`
+  // only when no other worker may be sending to the port at the same time.
+  virtual void prefetch(bool send_side) { (void)send_side; }
   // File descriptors that become readable when the port has work (kick eventfds,
   // a TAP fd); the worker sleeps on them when idle and resets the eventfds on wake-up.
   struct WaitFd {

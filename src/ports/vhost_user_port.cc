@@ -220,6 +220,11 @@ uint32_t VhostUserPort::receive_burst(net::Packet* const* pkts, uint32_t max) {
   return n;
 }
 
+void VhostUserPort::prefetch(bool send_side) {
+  if (queues_[kTxQ].active()) queues_[kTxQ].vq.prefetch_head();
+  if (send_side && queues_[kRxQ].active()) queues_[kRxQ].vq.prefetch_head();
+}
+
 void VhostUserPort::receive_done() {
   if (deferred_.n == 0) return;
   Queue& q = queues_[kTxQ];

@@ -52,6 +52,7 @@ class VhostUserPort : public Port, public vhost_user::Backend {
   uint32_t receive_burst(net::Packet* const* pkts, uint32_t max) override;
   uint32_t send_burst(net::Packet* const* pkts, uint32_t n) override;
   void receive_done() override;
+  void prefetch(bool send_side) override;
   bool takes_external() const override { return true; }
   void wait_fds(std::vector<WaitFd>& out) const override;
   bool enable_notifications() override;

@@ -125,6 +125,7 @@ uint16_t DeviceQueue::available() {
   }
   // New chains: start the look-ahead that pop() keeps going.
   for (uint16_t i = 0; i < kDescAhead && i < n; ++i) prefetch_desc(i);
+  for (uint16_t i = 0; i < kBufAhead && i < n; ++i) prefetch_buffer(i);
   return n;
 }
 

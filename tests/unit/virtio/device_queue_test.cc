@@ -443,6 +443,26 @@ TEST_F(DeviceQueueTest, StoppedQueueHasNothingAvailable) {
   EXPECT_NE(q_.dev.pop(*c_), PopStatus::kOk);
 }
 
+// prefetch_head() is a hint: on a queue never started or stopped it reads nothing (its
+// ring pointers are null), and on a started one it changes no state.
+TEST_F(DeviceQueueTest, PrefetchHeadChangesNothing) {
+  DeviceQueue never_started;
+  never_started.prefetch_head();
+  EXPECT_EQ(never_started.available(), 0);
+  ASSERT_TRUE(q_.start(g_, 8, false));
+  Buf b = g_.buf(64);
+  ASSERT_GE(q_.drv.add(&b, 1, nullptr, 0), 0);
+  q_.drv.publish();
+  q_.dev.prefetch_head();
+  EXPECT_EQ(q_.dev.last_avail_idx(), 0);
+  ASSERT_EQ(q_.dev.pop(*c_), PopStatus::kOk);
+  q_.dev.prefetch_head();  // at an entry not made available yet
+  EXPECT_EQ(q_.dev.available(), 0);
+  q_.dev.stop();
+  q_.dev.prefetch_head();
+  EXPECT_EQ(q_.dev.last_avail_idx(), 1);
+}
+
 // ---- notification suppression ------------------------------------------------------
 
 TEST_F(DeviceQueueTest, ShouldNotifyFollowsUsedEvent) {
