@@ -8,10 +8,18 @@
 namespace vnet::virtio {
 
 namespace {
-constexpr size_t align_up(size_t v, size_t a) { return (v + a - 1) & ~(a - 1); }
-constexpr size_t desc_bytes(uint16_t size) { return 16ULL * size; }
-constexpr size_t avail_bytes(uint16_t size) { return 4 + 2ULL * size + 2; }  // + used_event
-constexpr size_t used_bytes(uint16_t size) { return 4 + 8ULL * size + 2; }   // + avail_event
+constexpr size_t align_up(size_t v, size_t a) {
+  return (v + a - 1) & ~(a - 1);
+}
+constexpr size_t desc_bytes(uint16_t size) {
+  return 16ULL * size;
+}
+constexpr size_t avail_bytes(uint16_t size) {
+  return 4 + 2ULL * size + 2;
+}  // + used_event
+constexpr size_t used_bytes(uint16_t size) {
+  return 4 + 8ULL * size + 2;
+}  // + avail_event
 }  // namespace
 
 size_t DriverQueue::ring_bytes(uint16_t size) {
@@ -29,11 +37,12 @@ void DriverQueue::init(uint16_t size, void* host, uint64_t gpa, uint64_t uva, bo
   desc_ = reinterpret_cast<vring_desc*>(host_);
   avail_ = reinterpret_cast<vring_avail*>(host_ + desc_bytes(size));
   used_ = reinterpret_cast<vring_used*>(host_ + align_up(desc_bytes(size) + avail_bytes(size), 4));
-  avail_idx_ = kicked_idx_ = last_used_ = 0;
+  avail_idx_ = kicked_idx_ = last_used_ = used_shadow_ = 0;
   next_.assign(size, 0);
   chain_n_.assign(size, 0);
   for (uint16_t i = 0; i + 1 < size; ++i) next_[i] = uint16_t(i + 1);
   free_head_ = 0;
+  free_tail_ = uint16_t(size - 1);
   num_free_ = size;
   bad_used_ = 0;
 }
@@ -70,7 +79,8 @@ int DriverQueue::add(const Buf* out, uint32_t n_out, const Buf* in, uint32_t n_i
     vring_desc& d = desc_[idx];
     d.addr = b.gpa;
     d.len = b.len;
-    d.flags = uint16_t((i >= n_out ? VRING_DESC_F_WRITE : 0) | (i + 1 < total ? VRING_DESC_F_NEXT : 0));
+    d.flags =
+        uint16_t((i >= n_out ? VRING_DESC_F_WRITE : 0) | (i + 1 < total ? VRING_DESC_F_NEXT : 0));
     d.next = i + 1 < total ? next_[idx] : 0;
     idx = next_[idx];
   }
@@ -103,7 +113,9 @@ int DriverQueue::add_indirect(const Buf* out, uint32_t n_out, const Buf* in, uin
   return head;
 }
 
-void DriverQueue::publish() { __atomic_store_n(&avail_->idx, avail_idx_, __ATOMIC_RELEASE); }
+void DriverQueue::publish() {
+  __atomic_store_n(&avail_->idx, avail_idx_, __ATOMIC_RELEASE);
+}
 
 bool DriverQueue::should_kick() {
   if (kicked_idx_ == avail_idx_) return false;
@@ -120,8 +132,11 @@ bool DriverQueue::should_kick() {
 
 bool DriverQueue::reap(Used& u) {
   for (;;) {
-    uint16_t idx = __atomic_load_n(&used_->idx, __ATOMIC_ACQUIRE);
-    if (idx == last_used_) return false;
+    // The acquire load that showed an entry orders its read, however much later.
+    if (last_used_ == used_shadow_) {
+      used_shadow_ = __atomic_load_n(&used_->idx, __ATOMIC_ACQUIRE);
+      if (used_shadow_ == last_used_) return false;
+    }
     const vring_used_elem e = used_->ring[last_used_ & (size_ - 1)];
     ++last_used_;
     if (e.id >= size_ || chain_n_[e.id] == 0) {
@@ -131,8 +146,11 @@ bool DriverQueue::reap(Used& u) {
     const uint16_t head = uint16_t(e.id);
     uint16_t last = head;
     for (uint32_t i = 1; i < chain_n_[head]; ++i) last = next_[last];
-    next_[last] = free_head_;
-    free_head_ = head;
+    if (num_free_ == 0)
+      free_head_ = head;
+    else
+      next_[free_tail_] = head;
+    free_tail_ = last;
     num_free_ = uint16_t(num_free_ + chain_n_[head]);
     chain_n_[head] = 0;
     u.id = head;

@@ -81,10 +81,13 @@ class DriverQueue {
   vring_used* used_ = nullptr;
   uint64_t gpa_ = 0, uva_ = 0;
   uint8_t* host_ = nullptr;
-  uint16_t avail_idx_ = 0;      // shadow of avail->idx
-  uint16_t kicked_idx_ = 0;     // avail idx at the last should_kick()
-  uint16_t last_used_ = 0;      // next used entry to reap
-  uint16_t free_head_ = 0;
+  uint16_t avail_idx_ = 0;    // shadow of avail->idx
+  uint16_t kicked_idx_ = 0;   // avail idx at the last should_kick()
+  uint16_t last_used_ = 0;    // next used entry to reap
+  uint16_t used_shadow_ = 0;  // used->idx as last read (re-read only when caught up)
+  // The free list is a FIFO: chains completed in order are reused in order, so the
+  // descriptors of consecutive chains share cache lines (as an in-order driver's do).
+  uint16_t free_head_ = 0, free_tail_ = 0;
   uint16_t num_free_ = 0;
   std::vector<uint16_t> next_;     // our own copy of the free list / chain links
   std::vector<uint16_t> chain_n_;  // descriptors in the chain whose head is i (0: free)
