@@ -7,6 +7,10 @@
 //   rx:   keeps the RX ring (0) full of buffers, counts (and with --check verifies)
 //         the frames addressed to its MAC, re-posting each buffer at once;
 //   txrx: both.
+// With --pair-socket it drives a second port from the same thread (txrx on both, each
+// sending to the other's MAC): an open-loop two-port generator and sink for switch
+// benchmarks, which reports how often its polls found nothing to do (its headroom).
+// With --rx-count-only the sink counts what the back end delivers without reading it.
 // With --rx-no-refill the RX ring is filled once and never again: a guest whose
 // driver stopped taking frames (fault tests: the back end must drop, not spin).
 // Before the run it sends one broadcast frame from its MAC so the switch learns it.
@@ -133,6 +137,36 @@ struct Options {
   uint64_t mem_mb = 0;
   double rate = 0;
   int cpu = -1;
+  std::string pair_socket;
+  std::string pair_mac = "52:54:00:00:00:02";
+  bool rx_count_only = false;
+};
+
+inline uint64_t tsc() {
+  return __builtin_ia32_rdtsc();
+}
+
+// The poll loop's own accounting: rounds, rounds that found nothing to do, and the TSC
+// cycles of each kind (busy: rounds that moved frames).
+struct LoopStats {
+  uint64_t polls = 0, empty_polls = 0, busy_cycles = 0, idle_cycles = 0;
+  void account(bool work, uint64_t cycles) {
+    ++polls;
+    if (work) {
+      busy_cycles += cycles;
+    } else {
+      ++empty_polls;
+      idle_cycles += cycles;
+    }
+  }
+  std::string json() const {
+    const uint64_t all = busy_cycles + idle_cycles;
+    return fmt::format(
+        "{{\"polls\": {}, \"empty_polls\": {}, \"busy_cycles\": {}, \"idle_cycles\": {}, "
+        "\"busy_pct\": {:.2f}}}",
+        polls, empty_polls, busy_cycles, idle_cycles,
+        all ? 100.0 * double(busy_cycles) / all : 0.0);
+  }
 };
 
 class Traffic {
@@ -140,6 +174,12 @@ class Traffic {
   Traffic(const Options& o, Frontend& fe) : o_(o), fe_(fe) {}
 
   int run();
+  // run() in parts, for a loop that drives several ports: begin() sets up and
+  // announces; step() is one poll round (returns frames moved; sets *state when done).
+  enum class State { kRunning, kComplete, kFailed };
+  bool begin();
+  uint32_t step(Clock::time_point now, State* state);
+  std::string report_json(bool complete, const LoopStats& loop);
 
  private:
   bool setup();
@@ -167,8 +207,8 @@ class Traffic {
   uint32_t rx_skip_ = 0;  // mergeable: used buffers still belonging to the last frame
   uint64_t kicks_ = 0, waits_ = 0, rx_refills_ = 0;
   uint64_t src_state_ = 0x9e3779b97f4a7c15;  // --random-src-mac generator
-  uint16_t tx_reaped_ = 0, rx_reaped_ = 0;  // used elements consumed (wrapping, as used->idx)
-  Clock::time_point t_start_{};
+  uint16_t tx_reaped_ = 0, rx_reaped_ = 0;   // used elements consumed (wrapping, as used->idx)
+  Clock::time_point t_start_{}, end_{}, give_up_{};
 };
 
 bool Traffic::setup() {
@@ -275,6 +315,9 @@ void Traffic::service_rx(Clock::time_point now) {
       ++rx_continuations_;
     } else if (u.len < hdr_len_ + kEthHdr) {
       ++rx_bad_;
+    } else if (o_.rx_count_only) {
+      ++pkts;
+      bytes += u.len - hdr_len_;
     } else {
       const uint8_t* h = fe_.host(gpa, rx_buf_len_);
       const uint32_t flen = u.len - hdr_len_;  // in this buffer
@@ -352,7 +395,7 @@ uint32_t Traffic::post_tx(Clock::time_point now) {
   for (uint64_t i = 0; i < want; ++i) {
     uint64_t gpa = tx_free_.back();
     tx_free_.pop_back();
-    if (o_.random_src_mac) {  // a new locally administered unicast source per frame
+    if (o_.random_src_mac) {           // a new locally administered unicast source per frame
       src_state_ ^= src_state_ << 13;  // xorshift64
       src_state_ ^= src_state_ >> 7;
       src_state_ ^= src_state_ << 17;
@@ -397,6 +440,11 @@ void Traffic::wait_idle() {
 }
 
 void Traffic::report(bool complete) {
+  std::printf("%s\n", report_json(complete, LoopStats{}).c_str());
+  std::fflush(stdout);
+}
+
+std::string Traffic::report_json(bool complete, const LoopStats& loop) {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
   double wall = std::chrono::duration<double>(Clock::now() - t_start_).count();
@@ -404,66 +452,104 @@ void Traffic::report(bool complete) {
   std::string rx = stats_json(
       rx_stats_, fmt::format(", \"other_packets\": {}, \"bad_packets\": {}, \"continuations\": {}",
                              rx_other_, rx_bad_, rx_continuations_));
-  std::printf(
-      "{\"mode\": \"%s\", \"complete\": %s, \"frame_size\": %u, \"burst\": %u, "
-      "\"queue_size\": %u, \"wait\": \"%s\", \"features\": \"0x%llx\", \"hugetlb\": %s, "
-      "\"announce_packets\": %llu, \"tx\": %s, \"rx\": %s, \"kicks\": %llu, \"waits\": %llu, "
-      "\"wall_seconds\": %.6f, \"cpu\": {\"user_seconds\": %.6f, \"sys_seconds\": %.6f}}\n",
-      o_.mode.c_str(), complete ? "true" : "false", o_.size, o_.burst, fe_.queue(kTxQ).size(),
-      o_.notify ? "notify" : "busy-poll", (unsigned long long)fe_.features(),
-      fe_.hugetlb() ? "true" : "false", (unsigned long long)announce_sent_, tx.c_str(), rx.c_str(),
-      (unsigned long long)kicks_, (unsigned long long)waits_, wall, tv_seconds(ru.ru_utime),
+  return fmt::format(
+      "{{\"mode\": \"{}\", \"complete\": {}, \"frame_size\": {}, \"burst\": {}, "
+      "\"queue_size\": {}, \"wait\": \"{}\", \"features\": \"{:#x}\", \"hugetlb\": {}, "
+      "\"announce_packets\": {}, \"tx\": {}, \"rx\": {}, \"kicks\": {}, \"waits\": {}, "
+      "\"loop\": {}, \"wall_seconds\": {:.6f}, "
+      "\"cpu\": {{\"user_seconds\": {:.6f}, \"sys_seconds\": {:.6f}}}}}",
+      o_.mode, complete ? "true" : "false", o_.size, o_.burst, fe_.queue(kTxQ).size(),
+      o_.notify ? "notify" : "busy-poll", fe_.features(), fe_.hugetlb() ? "true" : "false",
+      announce_sent_, tx, rx, kicks_, waits_, loop.json(), wall, tv_seconds(ru.ru_utime),
       tv_seconds(ru.ru_stime));
-  std::fflush(stdout);
+}
+
+bool Traffic::begin() {
+  t_start_ = Clock::now();
+  if (!setup() || !announce()) return false;
+  t_start_ = Clock::now();
+  end_ = o_.duration > 0 ? t_start_ + std::chrono::duration_cast<Clock::duration>(
+                                          std::chrono::duration<double>(o_.duration))
+                         : Clock::time_point::max();
+  give_up_ = o_.duration > 0 ? end_
+                             : t_start_ + std::chrono::duration_cast<Clock::duration>(
+                                              std::chrono::duration<double>(o_.timeout));
+  return true;
+}
+
+uint32_t Traffic::step(Clock::time_point now, State* state) {
+  uint32_t work = 0;
+  if (tx_) {
+    work += reap_tx(now);
+    const bool done_posting = (o_.count && tx_posted_ == o_.count) || now >= end_;
+    if (!done_posting) work += post_tx(now);
+  }
+  const uint64_t rx_before = rx_stats_.packets + rx_other_ + rx_bad_;
+  service_rx(now);
+  work += uint32_t(rx_stats_.packets + rx_other_ + rx_bad_ - rx_before);
+  const bool tx_done = !tx_ || ((o_.count ? tx_posted_ == o_.count : now >= end_) &&
+                                fe_.queue(kTxQ).in_flight() == 0);
+  const bool rx_done = !rx_ || (o_.count ? rx_stats_.packets >= o_.count : now >= end_);
+  if (tx_done && rx_done) {
+    *state = State::kComplete;
+  } else if (now >= give_up_ && (o_.count || now >= end_)) {
+    // An rx-only run with a duration ends at the deadline; a count that is not
+    // reached in time is a failure.
+    *state = o_.count == 0 ? State::kComplete : State::kFailed;
+  }
+  return work;
 }
 
 int Traffic::run() {
-  t_start_ = Clock::now();
-  if (!setup()) return 1;
-  if (!announce()) {
+  if (!begin()) {
     report(false);
     return 1;
   }
-  t_start_ = Clock::now();
-  const auto end = o_.duration > 0 ? t_start_ + std::chrono::duration_cast<Clock::duration>(
-                                                    std::chrono::duration<double>(o_.duration))
-                                   : Clock::time_point::max();
-  const auto give_up = o_.duration > 0 ? end
-                                       : t_start_ + std::chrono::duration_cast<Clock::duration>(
-                                                        std::chrono::duration<double>(o_.timeout));
-  bool complete = false;
-  for (uint64_t iter = 0;; ++iter) {
+  LoopStats loop;
+  State state = State::kRunning;
+  for (;;) {
+    const uint64_t c0 = tsc();
     const auto now = Clock::now();
     if (g_stop.load(std::memory_order_relaxed)) break;
-    uint32_t work = 0;
-    if (tx_) {
-      work += reap_tx(now);
-      const bool done_posting = (o_.count && tx_posted_ == o_.count) || now >= end;
-      if (!done_posting) work += post_tx(now);
-    }
-    const uint64_t rx_before = rx_stats_.packets + rx_other_ + rx_bad_;
-    service_rx(now);
-    work += uint32_t(rx_stats_.packets + rx_other_ + rx_bad_ - rx_before);
-    const bool tx_done = !tx_ || ((o_.count ? tx_posted_ == o_.count : now >= end) &&
-                                  fe_.queue(kTxQ).in_flight() == 0);
-    const bool rx_done = !rx_ || (o_.count ? rx_stats_.packets >= o_.count : now >= end);
-    if (tx_done && rx_done) {
-      complete = true;
-      break;
-    }
-    // An rx-only run with a duration ends at the deadline; a count that is not
-    // reached in time is a failure.
-    if (now >= give_up && (o_.count || now >= end)) {
-      complete = o_.count == 0;
-      break;
-    }
-    if (!work && o_.notify) wait_idle();
+    const uint32_t work = step(now, &state);
+    loop.account(work != 0, tsc() - c0);
+    if (state != State::kRunning) break;
     if (!work && o_.notify) {
+      wait_idle();
       fe_.queue(kTxQ).disable_interrupts();
       fe_.queue(kRxQ).disable_interrupts();
     }
   }
-  report(complete);
+  const bool complete = state == State::kComplete;
+  std::printf("%s\n", report_json(complete, loop).c_str());
+  std::fflush(stdout);
+  return complete ? 0 : 1;
+}
+
+// --pair-socket: two ports, one thread, busy polling. One JSON object:
+// {"pair": [port A's report, port B's report]}, each with the shared loop's stats.
+int run_pair(Traffic& a, Traffic& b) {
+  if (!a.begin() || !b.begin()) {
+    std::printf("{\"pair\": [%s, %s]}\n", a.report_json(false, {}).c_str(),
+                b.report_json(false, {}).c_str());
+    return 1;
+  }
+  LoopStats loop;
+  Traffic::State sa = Traffic::State::kRunning, sb = Traffic::State::kRunning;
+  for (;;) {
+    const uint64_t c0 = tsc();
+    const auto now = Clock::now();
+    if (g_stop.load(std::memory_order_relaxed)) break;
+    uint32_t work = 0;
+    if (sa == Traffic::State::kRunning) work += a.step(now, &sa);
+    if (sb == Traffic::State::kRunning) work += b.step(now, &sb);
+    loop.account(work != 0, tsc() - c0);
+    if (sa != Traffic::State::kRunning && sb != Traffic::State::kRunning) break;
+  }
+  const bool complete = sa == Traffic::State::kComplete && sb == Traffic::State::kComplete;
+  std::printf("{\"pair\": [%s, %s]}\n", a.report_json(complete, loop).c_str(),
+              b.report_json(complete, loop).c_str());
+  std::fflush(stdout);
   return complete ? 0 : 1;
 }
 
@@ -512,6 +598,12 @@ int main(int argc, char** argv) {
   app.add_flag("--hugetlb", o.hugetlb, "Guest memory from MFD_HUGETLB (falls back if none)");
   app.add_option("--mem-mb", o.mem_mb, "Guest memory in MiB (default: what the rings need)");
   app.add_option("--cpu", o.cpu, "Pin to this CPU");
+  auto* pair = app.add_option("--pair-socket", o.pair_socket,
+                              "Drive a second port from the same thread (txrx on both, each "
+                              "sending to the other's MAC, busy polling)");
+  app.add_option("--pair-mac", o.pair_mac, "The second port's MAC")->capture_default_str();
+  app.add_flag("--rx-count-only", o.rx_count_only,
+               "rx: count every frame delivered without reading it (benchmark sink)");
   std::string log_level = "warn";
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
       ->capture_default_str();
@@ -528,6 +620,15 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (o.count == 0 && o.duration <= 0) o.duration = 10;
+  if (*pair) {
+    if (o.notify || o.listen || o.rx_no_refill || !parse_mac(o.pair_mac, mac)) {
+      std::fprintf(stderr,
+                   "vnet-traffic: --pair-socket needs a valid --pair-mac and excludes --notify, "
+                   "--listen and --rx-no-refill\n");
+      return 2;
+    }
+    o.mode = "txrx";
+  }
   if (o.cpu >= 0) {
     cpu_set_t set;
     CPU_ZERO(&set);
@@ -559,6 +660,23 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "vnet-traffic: %s\n", fe.message().c_str());
     return 1;
   }
-  Traffic t(o, **fe);
-  return t.run();
+  if (!*pair) {
+    Traffic t(o, **fe);
+    return t.run();
+  }
+  // The second port: the same options, its own socket and MAC, sending to the first.
+  Options o2 = o;
+  o2.socket = o.pair_socket;
+  o2.mac = o.pair_mac;
+  o2.dst_mac = o.mac;
+  Options o1 = o;
+  o1.dst_mac = o.pair_mac;
+  cfg.socket_path = o2.socket;
+  auto fe2 = Frontend::connect_and_start(cfg);
+  if (!fe2) {
+    std::fprintf(stderr, "vnet-traffic: %s: %s\n", o2.socket.c_str(), fe2.message().c_str());
+    return 1;
+  }
+  Traffic a(o1, **fe), b(o2, **fe2);
+  return run_pair(a, b);
 }

@@ -10,6 +10,10 @@ that MAC on vhu0.  Asserted:
   - vnetd's counters agree: vhu0 rx_packets == N + the sender's announcement,
     vhu1 tx_packets == every frame the receiver got (N + the sender's flooded
     announcement), and vhu1 dropped nothing for lack of RX buffers.
+Then the same ports carry the benchmarks' two-port generator (--pair-socket: one
+process, both ports, each sending to the other): both directions move frames, every
+frame received is well-formed and addressed to its port, vnetd delivered at least
+what each side counted.
 The rate (Mpps) is printed for information only; nothing asserts a speed.
 
 Both front ends sleep on their call eventfds when idle (--notify) and share the
@@ -37,6 +41,7 @@ RATE = 50000  # frames/s
 RX_QUEUE = 32768  # the receiver's buffers: 655 ms at RATE
 SIZE = 64
 MAC_TX, MAC_RX = "02:00:00:00:fe:01", "02:00:00:00:fe:02"
+PAIR_SECONDS, PAIR_MIN = 1, 1000
 
 
 def body(s, args):
@@ -98,6 +103,37 @@ def body(s, args):
     no_buf = c["vhu1"].get("drops", {}).get("rx_no_buffers", 0)
     if no_buf:
         raise HarnessError("vnetd dropped %d frames on vhu1 for lack of RX buffers" % no_buf)
+
+    # The two-port generator of the benchmarks (--pair-socket): one thread drives both
+    # ports, each sending to the other's MAC as fast as it can for PAIR_SECONDS; every
+    # frame each receives is checked (--check), and vnetd saw at least what they counted.
+    before = vnetd.counters()
+    pair = s.spawn("pair", [traffic, "--socket", socks[0], "--pair-socket", socks[1],
+                            "--mac", MAC_TX, "--pair-mac", MAC_RX, "--duration", PAIR_SECONDS,
+                            "--check", "--size", SIZE, "--cpu", peer_cpu, "--log-level", "warn"])
+    if pair.wait(60) is None:
+        raise HarnessError("the pair generator still runs after 60 s:\n%s" % pair.log_tail())
+    res = result_of(pair)
+    if pair.returncode != 0 or "pair" not in res or len(res["pair"]) != 2:
+        raise HarnessError("the pair generator failed (status %s): %s" % (pair.returncode, res))
+    after = vnetd.counters()
+    for port, (sender, receiver) in (("vhu1", (0, 1)), ("vhu0", (1, 0))):
+        t, r = res["pair"][sender], res["pair"][receiver]
+        log("pair: %s -> %s: sent %d, received %d (%.3f Mpps; loop %s)"
+            % ("A" if sender == 0 else "B", "B" if receiver == 1 else "A", t["tx"]["packets"],
+               r["rx"]["packets"], r["rx"]["mpps"], r["loop"]))
+        if not r["complete"] or t["tx"]["packets"] < PAIR_MIN or r["rx"]["packets"] < PAIR_MIN:
+            raise HarnessError("pair: %d sent, %d received (at least %d each expected)"
+                               % (t["tx"]["packets"], r["rx"]["packets"], PAIR_MIN))
+        if r["rx"]["bad_packets"] or r["rx"]["other_packets"] > 1:  # the other's announcement
+            raise HarnessError("pair: %d malformed and %d foreign frames received"
+                               % (r["rx"]["bad_packets"], r["rx"]["other_packets"]))
+        delivered = after[port]["tx_packets"] - before[port]["tx_packets"]
+        if delivered < r["rx"]["packets"] + r["rx"]["other_packets"]:
+            raise HarnessError("pair: the receiver on %s counted %d frames, vnetd delivered %d"
+                               % (port, r["rx"]["packets"], delivered))
+    if res["pair"][0]["loop"]["polls"] == 0:
+        raise HarnessError("pair: no loop statistics")
     rc = vnetd.stop()
     if rc != 0:
         raise HarnessError("vnetd exited with status %s" % rc)
