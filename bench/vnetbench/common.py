@@ -6,6 +6,7 @@ namespaces and links created here are named `vnb<pid><suffix>` and deleted by na
 by the same session cleanup.
 """
 
+import json
 import os
 import statistics
 import subprocess
@@ -29,6 +30,19 @@ def cpus():
     """(switch_cpu, traffic_cpu): the switch under test on one core, every traffic
     generator, sink, iperf3 and ping on the other (the harness' own plan)."""
     return cpu_plan()
+
+
+def line_latency_ns(build_dir, sw_cpu, gen_cpu):
+    """One cache line's one-way trip between the two CPUs now (vnet-linexfer, 0.2 s).
+    On a virtual machine it changes with where the host runs the vCPUs, and the 64-byte
+    results change with it: each run records the value it ran under."""
+    try:
+        out = subprocess.run([os.path.join(build_dir, "vnet-linexfer"), "--cpus",
+                              "%d,%d" % (sw_cpu, gen_cpu), "--seconds", "0.2"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+        return json.loads(out).get("latency_ns")
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
 
 
 def unique(suffix):

@@ -30,10 +30,20 @@ COMPARISONS = [
     ("vm2vm-64", "switch_cpu_pct", "switch process CPU %", "testpmd", None, None, ""),
     ("vm2vm-64", "gen_busy_pct", "front end busy % (<100: not the bottleneck)", "testpmd",
      None, None, ""),
+    ("vm2vm-64", "line_latency_ns", "cache line one way, ns, before each run", "testpmd", None,
+     None, "host placement"),
     ("vm2vm-1518", "mpps", "Mpps at the sink", "testpmd", None, "higher", ""),
     ("vm2vm-1518", "gbps", "Gbit/s at the sink", "testpmd", None, "higher", ""),
     ("vm2vm-1518", "cycles_per_packet", "switch cycles/packet", "testpmd", None, "lower", ""),
     ("vm2vm-1518", "gen_busy_pct", "front end busy %", "testpmd", None, None, ""),
+    ("vm2vm-64-vt", "mpps", "Mpps through the switch (vnet-traffic pair)", "testpmd", None,
+     "higher", "second front end"),
+    ("vm2vm-64-vt", "cycles_per_packet", "switch cycles/packet (vnet-traffic pair)", "testpmd",
+     None, "lower", ""),
+    ("vm2vm-64-vt", "gen_busy_pct", "vnet-traffic busy % of its cycles", "testpmd", None, None,
+     ""),
+    ("vm2vm-64-vt", "line_latency_ns", "cache line one way, ns, before each run", "testpmd",
+     None, None, "host placement"),
     ("tap", "tcp1_gbps", "TCP 1 stream Gbit/s", "bridge", 0.8, "higher", ">= 0.8x bridge"),
     ("tap", "tcp1_gbps", "TCP 1 stream Gbit/s", "dpdk-tap", 5.0, "higher", ">= 5x DPDK tap"),
     ("tap", "tcp4_gbps", "TCP 4 streams Gbit/s", "bridge", 0.8, "higher", ">= 0.8x bridge"),
@@ -157,7 +167,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="bench/run", description=__doc__)
     ap.add_argument("--quick", action="store_true",
                     help="shorter windows (vm2vm 2 s, iperf3 3 s, idle 10 s, fewer frames)")
-    ap.add_argument("--only", action="append", choices=ORDER + ("vm2vm-64", "vm2vm-1518"),
+    ap.add_argument("--only", action="append", choices=ORDER + ("vm2vm-64", "vm2vm-1518", "vm2vm-64-vt"),
                     help="run only this scenario (repeatable)")
     ap.add_argument("--runs", type=int, default=3, help="runs per side, alternating (default 3)")
     ap.add_argument("--ipp-runs", type=int, default=1,

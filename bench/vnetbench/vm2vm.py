@@ -25,9 +25,10 @@ Measured over a window after 1 s of warm-up:
 import re
 import time
 
-from .common import cpus, hugepages, log, new_session, CpuMeter, HarnessError
+from .common import cpus, hugepages, line_latency_ns, log, new_session, CpuMeter, HarnessError
 from vnet_harness.testpmd import TestPmd, virtio_user_vdev, vhost_vdev  # noqa: E402
-from vnet_harness.vnetd import Vnetd, PortSpec  # noqa: E402
+from vnet_harness.traffic import result_of  # noqa: E402
+from vnet_harness.vnetd import Vnetd, PortSpec, find_program  # noqa: E402
 
 MAC0, MAC1 = "52:54:00:4e:42:01", "52:54:00:4e:42:02"
 TX_FIRST_BURSTS = 8
@@ -54,24 +55,30 @@ def cycles_delta(c0, c1):
             "cycles_per_packet": cycles / packets if packets else None}
 
 
+def start_switch(s, args, side, cpu, a, b):
+    """vnetd with two vhost-user server ports, or testpmd io-forwarding between two
+    net_vhost ports, at sockets a and b, pinned to `cpu`."""
+    if side == "vnet":
+        sw = Vnetd(s, [PortSpec(a), PortSpec(b)], log_level="warn",
+                   extra_args=["--cpu", str(cpu)] + args.vnetd_arg)
+        sw.start()
+        return sw
+    sw = TestPmd(s, "swpmd", [vhost_vdev(0, a), vhost_vdev(1, b)], virtio_user=False,
+                 main_cpu=cpu, fwd_cpu=cpu, fwd_mode="io", extra_app=["--record-core-cycles"])
+    sw.start()
+    sw.cmd("start")
+    return sw
+
+
 def run_one(args, side, size):
     sw_cpu, gen_cpu = cpus()
+    latency = line_latency_ns(args.build_dir, sw_cpu, gen_cpu)
     seconds = 2.0 if args.quick else 5.0
     with new_session("vm2vm-%s" % side, args) as s:
         a, b = s.path("a.sock"), s.path("b.sock")
         hugepages.ensure_hugepages()
-        if side == "vnet":
-            sw = Vnetd(s, [PortSpec(a), PortSpec(b)], log_level="warn",
-                       extra_args=["--cpu", str(sw_cpu)] + args.vnetd_arg)
-            sw.start()
-            sw_pid = sw.proc.pid
-        else:
-            sw = TestPmd(s, "swpmd", [vhost_vdev(0, a), vhost_vdev(1, b)], virtio_user=False,
-                         main_cpu=sw_cpu, fwd_cpu=sw_cpu, fwd_mode="io",
-                         extra_app=["--record-core-cycles"])
-            sw.start()
-            sw.cmd("start")
-            sw_pid = sw.proc.pid
+        sw = start_switch(s, args, side, sw_cpu, a, b)
+        sw_pid = sw.proc.pid
         fe = TestPmd(s, "fepmd", [virtio_user_vdev(0, a, mac=MAC0),
                                   virtio_user_vdev(1, b, mac=MAC1)],
                      main_cpu=gen_cpu, fwd_cpu=gen_cpu, fwd_mode="io",
@@ -135,7 +142,8 @@ def run_one(args, side, size):
                # Proves the frame size on the wire (virtio-user counts bytes without FCS).
                "rx_bytes_per_frame": sum(p1[i].rx_bytes - p0[i].rx_bytes for i in (0, 1))
                / rx if rx else None,
-               "rx_missed": sum(p1[i].rx_missed - p0[i].rx_missed for i in (0, 1))}
+               "rx_missed": sum(p1[i].rx_missed - p0[i].rx_missed for i in (0, 1)),
+               "line_latency_ns": latency}
         res.update(sw_extra)
         fe.quit()
         if side == "testpmd":
@@ -145,6 +153,69 @@ def run_one(args, side, size):
         return res
 
 
+def run_pair(args, side, size):
+    """The same topology with the project's own generator instead of testpmd's front end:
+    one vnet-traffic driving both ports from one thread (--pair-socket), open loop (each
+    port keeps its TX ring full towards the other's MAC, its RX ring refilled), counting
+    without reading (--rx-count-only).  A second, independent front end for the same
+    comparison.  Mpps and cycles come from the switch's own counters over the window."""
+    sw_cpu, gen_cpu = cpus()
+    latency = line_latency_ns(args.build_dir, sw_cpu, gen_cpu)
+    seconds = 2.0 if args.quick else 5.0
+    with new_session("vm2vm-vt-%s" % side, args) as s:
+        a, b = s.path("a.sock"), s.path("b.sock")
+        hugepages.ensure_hugepages()
+        sw = start_switch(s, args, side, sw_cpu, a, b)
+        sw_pid = sw.proc.pid
+        gen = s.spawn("vnet-traffic", [
+            find_program(s.build_dir, "vnet-traffic"), "--socket", a, "--pair-socket", b,
+            "--mac", MAC0, "--pair-mac", MAC1, "--size", str(size), "--queue-size", "256",
+            "--rx-count-only", "--cpu", str(gen_cpu), "--duration", str(seconds + 2.0),
+            "--log-level", "warn"])
+        time.sleep(1.0)
+
+        def switch_reading():
+            """(frames the switch received, frames it delivered, its busy cycles)"""
+            if side == "vnet":
+                c = sw.vnetctl("counters")
+                delivered = sum(p["tx_packets"] for p in c["counters"].values())
+                return c["worker"]["packets"], delivered, c["worker"]["busy_cycles"]
+            c = parse_fwd_cycles(sw.cmd("show fwd stats all"))
+            if c is None:
+                raise HarnessError("testpmd printed no 'CPU cycles/packet' line")
+            st = sw.port_stats()
+            return c["packets"], st[0].tx_packets + st[1].tx_packets, c["cycles"]
+
+        (n0, d0, c0), t0 = switch_reading(), time.monotonic()
+        meter = CpuMeter(sw_pid)
+        time.sleep(seconds)
+        (n1, d1, c1), t1 = switch_reading(), time.monotonic()
+        cpu_pct = meter.percent()
+        if gen.wait(seconds + 30) is None:
+            raise HarnessError("vnet-traffic still running:\n%s" % gen.log_tail())
+        r = result_of(gen)
+        if gen.returncode != 0 or "pair" not in r:
+            raise HarnessError("vnet-traffic failed (status %s): %s" % (gen.returncode, r))
+        loop = r["pair"][0]["loop"]
+        if side == "testpmd":
+            sw.quit()
+        # Open loop: the switch may receive frames it cannot deliver (the sink's RX ring
+        # full); what counts is what it delivered.  Cycles are per frame received, as
+        # testpmd's --record-core-cycles and vnetd's busy_cycles count them.
+        dp = n1 - n0
+        mpps = (d1 - d0) / (t1 - t0) / 1e6
+        res = {"mpps": mpps, "received_mpps": dp / (t1 - t0) / 1e6, "gbps": mpps * size * 8 / 1000.0,
+               "cycles_per_packet": (c1 - c0) / dp if dp else None, "switch_cpu_pct": cpu_pct,
+               "gen_busy_pct": loop["busy_pct"],
+               "gen_empty_polls_pct": 100.0 * loop["empty_polls"] / max(1, loop["polls"]),
+               "gen_rx_mpps": sum(p["rx"]["mpps"] for p in r["pair"]),
+               "seconds": t1 - t0, "switch_packets": dp, "line_latency_ns": latency}
+        log("vm2vm-vt %dB %s: %.3f Mpps, %.1f cycles/packet, generator busy %.0f%%"
+            % (size, side, mpps, res["cycles_per_packet"] or 0, loop["busy_pct"]))
+        return res
+
+
 def scenarios():
     return [("vm2vm-64", lambda args, side: run_one(args, side, 64), SIDES),
-            ("vm2vm-1518", lambda args, side: run_one(args, side, 1518), SIDES)]
+            ("vm2vm-1518", lambda args, side: run_one(args, side, 1518), SIDES),
+            ("vm2vm-64-vt", lambda args, side: run_pair(args, side, 64), SIDES)]
