@@ -120,6 +120,8 @@ Status VhostUserPort::start_queue(uint32_t index, const virtio::QueueConfig& cfg
     q.cfg.indirect = f & bit(VIRTIO_RING_F_INDIRECT_DESC);
     st = q.vq.start(mem_, q.cfg);
     if (!st) return;
+    // RX buffers: the virtio-net header is written only where it changed.
+    q.vq.set_write_kept(index == kRxQ ? hdr_len_ : 0);
     q.vq.disable_notifications();  // the worker is polling; it asks for kicks before sleeping
     q.kick = std::move(kick);
     q.started = true;

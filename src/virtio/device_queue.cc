@@ -147,8 +147,14 @@ void DeviceQueue::prefetch_buffer(uint16_t ahead) {
   if (d.flags & VRING_DESC_F_INDIRECT) {
     __builtin_prefetch(p, 0, 3);  // the table; its buffers come when it is walked
   } else if (d.flags & VRING_DESC_F_WRITE) {
-    prefetch_for_write(p);  // an RX buffer: own the lines before we write them
-    prefetch_for_write(p + 64);
+    // An RX buffer: own the lines before we write them, except a line that holds only
+    // the first write_kept_ bytes, which the device writes only where they changed
+    // (set_write_kept): that one is read, and stays shared with the driver.
+    const uint8_t* w = p + write_kept_;
+    if ((reinterpret_cast<uintptr_t>(p) ^ reinterpret_cast<uintptr_t>(w)) >= 64)
+      __builtin_prefetch(p, 0, 3);
+    prefetch_for_write(w);
+    prefetch_for_write(w + 63);
   } else {
     __builtin_prefetch(p, 0, 3);
     __builtin_prefetch(p + 64, 0, 3);
@@ -273,8 +279,13 @@ const char* DeviceQueue::walk(uint16_t head, Chain& c) {
 
 void DeviceQueue::push(uint16_t head, uint32_t written) {
   vring_used_elem& e = used_->ring[used_idx_ & (size_ - 1)];
-  e.id = head;
-  e.len = written;
+  // Only what changed is stored. A driver that reuses its descriptors in order gets the
+  // same element as a lap ago: its line is then left clean, the driver's cached copy
+  // stays valid, and the line does not cross between the two cores at all.
+  if (__atomic_load_n(&e.id, __ATOMIC_RELAXED) != head)
+    __atomic_store_n(&e.id, uint32_t(head), __ATOMIC_RELAXED);
+  if (__atomic_load_n(&e.len, __ATOMIC_RELAXED) != written)
+    __atomic_store_n(&e.len, written, __ATOMIC_RELAXED);
   ++used_idx_;
 }
 

@@ -71,7 +71,8 @@ class DeviceQueue {
   // in bad_chains, and the next chain is tried. kBroken when the ring itself is bad.
   // Zero-length descriptors are allowed and contribute no piece.
   PopStatus pop(Chain& c);
-  // Adds a used element; the driver sees it only after publish().
+  // Adds a used element; the driver sees it only after publish(). An element equal to
+  // the one already in that slot is not written again.
   void push(uint16_t head, uint32_t written);
   // One release store of used->idx for everything pushed since the last publish.
   void publish();
@@ -92,6 +93,12 @@ class DeviceQueue {
     __builtin_prefetch(&avail_->idx, 0, 3);
     __builtin_prefetch(&avail_->ring[last_avail_ & (size_ - 1)], 0, 3);
   }
+
+  // The device usually leaves the first `n` bytes of each writable buffer as they are
+  // (virtio-net writes its header only where it differs from what the buffer holds):
+  // the look-ahead then brings their line in shared instead of owned, unless later
+  // bytes share it. A hint only; 0 (the default) owns every line it prefetches.
+  void set_write_kept(uint32_t n) { write_kept_ = n < 64 ? n : 64; }
 
   // A point to return to: rewind() forgets every chain popped and every element
   // pushed after mark() (nothing published in between). Used by RX to give back
@@ -135,6 +142,7 @@ class DeviceQueue {
   uint16_t published_ = 0;       // used->idx as last stored
   uint16_t signalled_used_ = 0;  // used idx at the last notify decision
   bool signalled_valid_ = false;
+  uint32_t write_kept_ = 0;  // set_write_kept
   bool event_idx_ = false;
   bool indirect_ = false;
   bool started_ = false;

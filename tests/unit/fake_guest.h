@@ -7,6 +7,8 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
 
 #include <cstdint>
 #include <cstdlib>
@@ -139,6 +141,20 @@ struct QueuePair {
     return ::testing::AssertionSuccess();
   }
 };
+
+// Makes the whole pages inside [p, p + len) read-only: for tests, run in a death-test
+// child, that the device leaves some guest memory unwritten (a write there kills the
+// child with SIGSEGV, or with AddressSanitizer's report of it).
+inline void make_pages_read_only(void* p, size_t len) {
+  const uintptr_t a = (reinterpret_cast<uintptr_t>(p) + 4095) & ~uintptr_t(4095);
+  const uintptr_t e = (reinterpret_cast<uintptr_t>(p) + len) & ~uintptr_t(4095);
+  if (e > a && mprotect(reinterpret_cast<void*>(a), e - a, PROT_READ) != 0) std::abort();
+}
+
+// A death-test predicate: the child did not exit normally with status 0.
+inline bool died(int status) {
+  return !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
 
 // used_event (end of the avail ring) and avail_event (end of the used ring) of a
 // split queue of `size` entries (virtio 1.2 section 2.7.6 and 2.7.8).

@@ -323,6 +323,41 @@ TEST_F(DeviceQueueTest, FullRingAndManyRoundTrips) {
   EXPECT_EQ(q_.dev.last_avail_idx(), 34);
 }
 
+// A driver that reuses its descriptors in order gets, in each used slot, the element
+// it got a lap ago; push() does not store such an element again, so its line stays
+// clean in the driver's cache. Checked with a page of the used ring made read-only in
+// a child process: the second lap must not write it, a changed length must.
+TEST_F(DeviceQueueTest, PushDoesNotRewriteAnUnchangedUsedElement) {
+  constexpr uint16_t kSize = 1024;
+  ASSERT_TRUE(q_.start(g_, kSize, false));
+  round_trip(kSize, 76);
+  std::vector<Buf> bufs;
+  for (uint16_t i = 0; i < kSize; ++i) {
+    bufs.push_back(g_.buf(64));
+    ASSERT_GE(q_.drv.add(&bufs.back(), 1, nullptr, 0), 0);
+  }
+  q_.drv.publish();
+  vring_used* used = q_.drv.used();
+  for (uint16_t i = 0; i < kSize; ++i)
+    ASSERT_EQ(q_.drv.avail()->ring[i], used->ring[i].id) << "test bug: heads not in order";
+  // The page after the one holding used->idx: whole entries only, flags/idx writable.
+  uint8_t* first = reinterpret_cast<uint8_t*>(&used->ring[0]);
+  uint8_t* page =
+      reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(first) + 4095) & ~uintptr_t(4095));
+  ASSERT_LE(page + 4096, reinterpret_cast<uint8_t*>(&used->ring[kSize]));
+  auto second_lap = [&](uint32_t len) {
+    vnet::testing::make_pages_read_only(page, 4096);
+    for (uint16_t i = 0; i < kSize; ++i) {
+      if (q_.dev.pop(*c_) != PopStatus::kOk) std::_Exit(2);
+      q_.dev.push(c_->head, len);
+    }
+    q_.dev.publish();
+    std::_Exit(used->idx == uint16_t(2 * kSize) ? 0 : 3);
+  };
+  EXPECT_EXIT(second_lap(76), ::testing::ExitedWithCode(0), "");
+  EXPECT_EXIT(second_lap(77), vnet::testing::died, "") << "the page was not protected";
+}
+
 // ---- start() -----------------------------------------------------------------------
 
 TEST_F(DeviceQueueTest, StartRejectsBadSizes) {
