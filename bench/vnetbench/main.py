@@ -104,6 +104,22 @@ def build_table(results):
         lines.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
             scen, label, fmt(v), peer or "-", fmt(p), fmt(r) + ("x" if r is not None else ""),
             note or "-", m or "-"))
+    # vnet against the --baseline build, for every metric both have.
+    for scen, sc in results["scenarios"].items():
+        med = sc["medians"]
+        if "vnet-base" not in med:
+            continue
+        for metric in ("mpps", "cycles_per_packet", "gen_busy_pct", "line_latency_ns"):
+            v, p = med.get("vnet", {}).get(metric), med["vnet-base"].get(metric)
+            if v is None or not p:
+                continue
+            r = v / p
+            rows.append({"scenario": scen, "metric": metric, "label": metric, "vnet": v,
+                         "peer": "vnet-base", "peer_value": p, "ratio": r, "target": "",
+                         "met": "", "runs": {k: len(x) for k, x in
+                                             sc["values"].get(metric, {}).items()}})
+            lines.append("| %s | %s | %s | vnet-base | %s | %sx | - | - |"
+                         % (scen, metric, fmt(v), fmt(p), fmt(r)))
     return "\n".join(lines), rows
 
 
@@ -179,9 +195,15 @@ def main(argv=None):
     ap.add_argument("--vnetd-arg", action="append", default=[], metavar="ARG",
                     help="extra vnetd argument for every scenario (repeatable), e.g. "
                     "--vnetd-arg=--poll-mode=poll")
+    ap.add_argument("--baseline", metavar="DIR",
+                    help="build directory of another vnet (an earlier commit, built as "
+                    "Release): the vm2vm scenarios get a third side, vnet-base, running its "
+                    "vnetd in the same alternation, and the table vnet/vnet-base ratios")
     ap.add_argument("--keep-logs", action="store_true", help="keep each run's temp dir")
     args = ap.parse_args(argv)
     args.build_dir = os.path.abspath(args.build_dir)
+    if args.baseline:
+        args.baseline = os.path.abspath(args.baseline)
 
     only = args.only or list(ORDER)
     groups = [g for g in ORDER if any(o == g or o.startswith(g + "-") for o in only)]
@@ -209,7 +231,8 @@ def main(argv=None):
     aborted = None
     try:
         for g in groups:
-            for name, fn, sides in SCENARIO_GROUPS[g].scenarios():
+            mod = SCENARIO_GROUPS[g]
+            for name, fn, sides in (mod.scenarios(args) if mod is vm2vm else mod.scenarios()):
                 if args.only and name not in args.only and g not in args.only:
                     continue
                 runs = args.ipp_runs if g == "ipp" else args.runs

@@ -33,6 +33,7 @@ from vnet_harness.vnetd import Vnetd, PortSpec, find_program  # noqa: E402
 MAC0, MAC1 = "52:54:00:4e:42:01", "52:54:00:4e:42:02"
 TX_FIRST_BURSTS = 8
 SIDES = ("vnet", "testpmd")
+VNET_SIDES = ("vnet", "vnet-base")  # vnet-base: vnetd of the --baseline build
 
 _CYCLES = re.compile(r"CPU cycles/packet=([\d.]+) \(total cycles=(\d+) / total \w+ packets=(\d+)\)"
                      r" at (\d+) MHz")
@@ -58,9 +59,14 @@ def cycles_delta(c0, c1):
 def start_switch(s, args, side, cpu, a, b):
     """vnetd with two vhost-user server ports, or testpmd io-forwarding between two
     net_vhost ports, at sockets a and b, pinned to `cpu`."""
-    if side == "vnet":
+    if side in VNET_SIDES:
         sw = Vnetd(s, [PortSpec(a), PortSpec(b)], log_level="warn",
                    extra_args=["--cpu", str(cpu)] + args.vnetd_arg)
+        if side == "vnet-base":  # the same, from the --baseline build
+            sw.binary = find_program(args.baseline, "vnetd")
+            sw.vnetctl_binary = find_program(args.baseline, "vnetctl")
+            if sw.binary is None or sw.vnetctl_binary is None:
+                raise HarnessError("vnetd/vnetctl not found in --baseline %s" % args.baseline)
         sw.start()
         return sw
     sw = TestPmd(s, "swpmd", [vhost_vdev(0, a), vhost_vdev(1, b)], virtio_user=False,
@@ -91,7 +97,7 @@ def run_one(args, side, size):
         time.sleep(1.0)
 
         # --- window -------------------------------------------------------------
-        if side == "vnet":
+        if side in VNET_SIDES:
             w0 = sw.vnetctl("counters")["worker"]
         else:
             sw_c0 = parse_fwd_cycles(sw.cmd("show fwd stats all"))
@@ -106,7 +112,7 @@ def run_one(args, side, size):
         cpu_pct = meter.percent()
         fe_cpu_pct = fe_meter.percent()
         fe_cyc = cycles_delta(fe_c0, parse_fwd_cycles(fe.cmd("show fwd stats all")))
-        if side == "vnet":
+        if side in VNET_SIDES:
             w1 = sw.vnetctl("counters")
             counters, w1 = w1["counters"], w1["worker"]
             dp = w1["packets"] - w0["packets"]
@@ -168,7 +174,7 @@ def run_pair(args, side, size):
         sw = start_switch(s, args, side, sw_cpu, a, b)
         sw_pid = sw.proc.pid
         gen = s.spawn("vnet-traffic", [
-            find_program(s.build_dir, "vnet-traffic"), "--socket", a, "--pair-socket", b,
+            find_program(args.build_dir, "vnet-traffic"), "--socket", a, "--pair-socket", b,
             "--mac", MAC0, "--pair-mac", MAC1, "--size", str(size), "--queue-size", "256",
             "--rx-count-only", "--cpu", str(gen_cpu), "--duration", str(seconds + 2.0),
             "--log-level", "warn"])
@@ -176,7 +182,7 @@ def run_pair(args, side, size):
 
         def switch_reading():
             """(frames the switch received, frames it delivered, its busy cycles)"""
-            if side == "vnet":
+            if side in VNET_SIDES:
                 c = sw.vnetctl("counters")
                 delivered = sum(p["tx_packets"] for p in c["counters"].values())
                 return c["worker"]["packets"], delivered, c["worker"]["busy_cycles"]
@@ -215,7 +221,8 @@ def run_pair(args, side, size):
         return res
 
 
-def scenarios():
-    return [("vm2vm-64", lambda args, side: run_one(args, side, 64), SIDES),
-            ("vm2vm-1518", lambda args, side: run_one(args, side, 1518), SIDES),
-            ("vm2vm-64-vt", lambda args, side: run_pair(args, side, 64), SIDES)]
+def scenarios(args=None):
+    sides = SIDES + (("vnet-base",) if args is not None and args.baseline else ())
+    return [("vm2vm-64", lambda args, side: run_one(args, side, 64), sides),
+            ("vm2vm-1518", lambda args, side: run_one(args, side, 1518), sides),
+            ("vm2vm-64-vt", lambda args, side: run_pair(args, side, 64), sides)]
