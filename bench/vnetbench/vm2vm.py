@@ -120,7 +120,10 @@ def run_one(args, side, size):
             drops = sum(sum(c["drops"].values()) for c in counters.values())
             # What the front end negotiated (IN_ORDER, MRG_RXBUF: they pick its paths).
             features = sorted(set(sw.ports_info()["vhu0"].get("features", [])))
+            busy_loops = w1["busy_loops"] - w0["busy_loops"]
             sw_extra = {"worker_packets": dp, "sleeps": w1["sleeps"] - w0["sleeps"],
+                        # frames per poll round that moved any (both ports together)
+                        "packets_per_busy_round": dp / busy_loops if busy_loops else None,
                         "features": features,
                         "drops_total": drops,
                         "busy_share_pct": 100.0 * (w1["busy_cycles"] - w0["busy_cycles"]) / max(
