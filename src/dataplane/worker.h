@@ -97,6 +97,9 @@ class Worker : public Executor {
   Forwarder forwarder_;
   std::vector<ports::Port*> ports_;  // polled
   std::vector<ports::Port*> dests_;  // forwarded to
+  // Ports owing their guest a notification this round (Port::set_notify_list; one
+  // worker only): one fence, then each flushed, at the end of the round.
+  std::vector<ports::Port*> notify_;
   std::thread thread_;
   std::atomic<bool> running_{false};
   std::atomic<bool> stop_{false};

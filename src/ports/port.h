@@ -110,12 +110,25 @@ class Port {
   virtual bool enable_notifications() = 0;
   virtual void disable_notifications() = 0;
 
+  // Notifications batched per poll round (one worker only, set by it): with a list, a
+  // port that owes its guest a notification adds itself to it (once) instead of
+  // notifying; the worker then issues one full fence and calls flush_notify() on each
+  // listed port, so that a round costs one fence instead of one per queue. nullptr:
+  // the port notifies at once.
+  void set_notify_list(std::vector<Port*>* list) { notify_list_ = list; }
+  // After a full fence that follows every publish: the notifications owed.
+  virtual void flush_notify() {}
+
   // --- control thread ---
   virtual PortInfo info() const = 0;
+
+ protected:
+  std::vector<Port*>* notify_list() const { return notify_list_; }
 
  private:
   std::string name_;
   uint16_t id_ = 0;
+  std::vector<Port*>* notify_list_ = nullptr;
   PortCounters counters_;
   std::unique_ptr<net::VlanConfig> vlan_owned_ = std::make_unique<net::VlanConfig>();
   std::unique_ptr<net::VlanConfig> retired_vlan_;

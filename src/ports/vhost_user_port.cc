@@ -191,7 +191,20 @@ void VhostUserPort::reset() {
 // ---- data path (worker thread) ----
 
 void VhostUserPort::notify(Queue& q) {
+  if (std::vector<Port*>* list = notify_list()) {
+    if (!queues_[kRxQ].notify_due && !queues_[kTxQ].notify_due) list->push_back(this);
+    q.notify_due = true;
+    return;
+  }
   if (q.call && q.vq.should_notify()) eventfd_write(q.call.get(), 1);
+}
+
+void VhostUserPort::flush_notify() {
+  for (Queue& q : queues_) {
+    if (!q.notify_due) continue;
+    q.notify_due = false;
+    if (q.call && q.vq.should_notify_fenced()) eventfd_write(q.call.get(), 1);
+  }
 }
 
 void VhostUserPort::check_broken(Queue& q, uint32_t index) {

@@ -57,6 +57,7 @@ class VhostUserPort : public Port, public vhost_user::Backend {
   void wait_fds(std::vector<WaitFd>& out) const override;
   bool enable_notifications() override;
   void disable_notifications() override;
+  void flush_notify() override;
 
   // Port (control thread)
   PortInfo info() const override;
@@ -70,6 +71,7 @@ class VhostUserPort : public Port, public vhost_user::Backend {
     bool enabled = false;
     bool started = false;
     bool broken_reported = false;
+    bool notify_due = false;  // a notification waits for flush_notify()
     bool active() const { return started && enabled && !vq.broken(); }
   };
   void notify(Queue& q);

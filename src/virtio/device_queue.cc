@@ -302,6 +302,12 @@ bool DeviceQueue::should_notify() {
   // The used index store must be visible before we read the driver's wishes, or a
   // driver that just enabled interrupts could miss this update (2.7.7.2).
   __atomic_thread_fence(__ATOMIC_SEQ_CST);
+  return should_notify_fenced();
+}
+
+bool DeviceQueue::should_notify_fenced() {
+  if (!started_) return false;
+  if (signalled_valid_ && signalled_used_ == published_) return false;
   const uint16_t old = signalled_used_;
   const bool valid = signalled_valid_;
   signalled_used_ = published_;

@@ -80,6 +80,10 @@ class DeviceQueue {
   // previous call (used_event with EVENT_IDX, else VRING_AVAIL_F_NO_INTERRUPT).
   // Elements pushed but not yet published do not count.
   bool should_notify();
+  // should_notify() without its full fence: for a caller that issued one
+  // (std::atomic_thread_fence(seq_cst)) after the last publish(), so that one fence
+  // serves every queue it checks.
+  bool should_notify_fenced();
   // Asks the driver for kicks (avail_event / clears VRING_USED_F_NO_NOTIFY). Returns
   // true if chains became available meanwhile (the caller must poll again).
   bool enable_notifications();

@@ -124,6 +124,68 @@ TEST(WorkerBudget, FloodingPortDoesNotStarveAnother) {
   EXPECT_EQ(flood.received.load(), paced.given.load());
 }
 
+// A sink that owes its guest a notification after each burst (as a vhost-user port
+// does), through the worker's per-round list when it has one.
+class NotifyingPort : public SourcePort {
+ public:
+  NotifyingPort(std::string name, uint8_t mac_last) : SourcePort(std::move(name), mac_last, 0) {}
+  uint32_t send_burst(net::Packet* const* pkts, uint32_t n) override {
+    sends.fetch_add(1, std::memory_order_relaxed);
+    if (std::vector<Port*>* list = notify_list()) {
+      if (!due_.load(std::memory_order_relaxed)) list->push_back(this);
+      due_.store(true, std::memory_order_relaxed);
+    } else {
+      at_once.fetch_add(1, std::memory_order_relaxed);
+    }
+    return SourcePort::send_burst(pkts, n);
+  }
+  void flush_notify() override {
+    if (due_.load(std::memory_order_relaxed)) flushed.fetch_add(1, std::memory_order_relaxed);
+    due_.store(false, std::memory_order_relaxed);
+  }
+  bool due() const { return due_.load(std::memory_order_relaxed); }
+  std::atomic<uint64_t> sends{0}, at_once{0}, flushed{0};
+
+ private:
+  std::atomic<bool> due_{false};
+};
+
+// One worker batches its ports' notifications: whatever a round owes is flushed at the
+// end of that round (nothing is left owed), once per port however many bursts it got.
+// Where other workers may send to the port (locked sends), the port notifies at once.
+TEST(WorkerNotify, OneWorkerFlushesEachRoundsNotificationsAtItsEnd) {
+  for (bool locked : {false, true}) {
+    SourcePort a("a", 1, 0), b("b", 2, 0);
+    NotifyingPort sink("sink", 3);
+    WorkerConfig cfg = poll_config();
+    Worker w(cfg, Forwarder::make_fdb(cfg.forwarding), locked);
+    a.set_id(1);
+    b.set_id(2);
+    sink.set_id(3);
+    w.add_port(&a);
+    w.add_port(&b);
+    w.add_port(&sink);
+    w.start();
+    constexpr uint64_t kFrames = 20000;
+    a.add_quota(kFrames);
+    b.add_quota(kFrames);
+    ASSERT_TRUE(wait_for([&] { return sink.received.load() == 2 * kFrames; }))
+        << "locked " << locked << ": " << sink.received.load();
+    w.run_sync([] {});  // a round boundary: the last round has ended
+    EXPECT_FALSE(sink.due()) << "a notification was left owed, locked " << locked;
+    if (!locked) {
+      EXPECT_EQ(sink.at_once.load(), 0u);
+      // Both sources flood the sink in one round: two bursts, one flush.
+      EXPECT_GT(sink.flushed.load(), 0u);
+      EXPECT_LT(sink.flushed.load(), sink.sends.load());
+    } else {
+      EXPECT_EQ(sink.at_once.load(), sink.sends.load());
+      EXPECT_EQ(sink.flushed.load(), 0u);
+    }
+    w.stop();
+  }
+}
+
 TEST(WorkerControl, PortsAddedAndRemovedWhileForwarding) {
   SourcePort flood("flood", 1, SourcePort::kUnlimited);
   Worker w(WorkerConfig{});
