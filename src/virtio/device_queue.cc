@@ -277,18 +277,6 @@ const char* DeviceQueue::walk(uint16_t head, Chain& c) {
   return nullptr;
 }
 
-void DeviceQueue::push(uint16_t head, uint32_t written) {
-  vring_used_elem& e = used_->ring[used_idx_ & (size_ - 1)];
-  // Only what changed is stored. A driver that reuses its descriptors in order gets the
-  // same element as a lap ago: its line is then left clean, the driver's cached copy
-  // stays valid, and the line does not cross between the two cores at all.
-  if (__atomic_load_n(&e.id, __ATOMIC_RELAXED) != head)
-    __atomic_store_n(&e.id, uint32_t(head), __ATOMIC_RELAXED);
-  if (__atomic_load_n(&e.len, __ATOMIC_RELAXED) != written)
-    __atomic_store_n(&e.len, written, __ATOMIC_RELAXED);
-  ++used_idx_;
-}
-
 void DeviceQueue::publish() {
   if (!started_) return;
   // 2.7.8.2: the used elements are visible before the index that covers them.
