@@ -165,7 +165,8 @@ def ensure_built(args):
     subprocess.run(["cmake", "-S", REPO, "-B", args.build_dir, "-G", "Ninja",
                     "-DCMAKE_BUILD_TYPE=Release", "-DVNET_WERROR=OFF"], check=True,
                    stdout=subprocess.DEVNULL)
-    subprocess.run(["ninja", "-C", args.build_dir] + list(progs), check=True)
+    # Build output goes to stderr with the progress: stdout carries only the table.
+    subprocess.run(["ninja", "-C", args.build_dir] + list(progs), check=True, stdout=sys.stderr)
 
 
 def preflight(args, groups):
