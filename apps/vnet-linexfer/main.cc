@@ -13,9 +13,21 @@
 //   write    the same, but the consumer stores into every line (PREFETCHW ahead), as
 //            a switch fills RX buffers and used ring entries.
 //
+// and two costs that bound a userspace switch's round-trip time through TAP:
+//
+//   wake     a thread blocked in read() on an eventfd on the other CPU is woken by the
+//            switch's CPU (write() to the eventfd) until it stores into a line the
+//            switch's CPU spins on: what delivering a reply to a sleeping ping costs.
+//            Measured 0, 200 and 2000 us after the thread's previous answer: on a
+//            virtual machine the cost grows with how long the vCPU was idle;
+//   syscall  one system call that does nothing (getppid) on the switch's CPU.
+//
 // Output: one JSON object (ns per line and lines per second for each), for bench/run.
 #include <pthread.h>
 #include <sched.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -163,6 +175,64 @@ double stream(int cpu_p, int cpu_c, double secs, bool write) {
   return std::chrono::duration<double, std::nano>(busy).count() / double(lines);
 }
 
+// A sleeper on cpu_b woken from cpu_a, `gap` seconds after its previous answer (its CPU
+// has nothing else to run meanwhile): returns ns from the eventfd write to the sleeper's
+// answer, median of the rounds.
+double wake(int cpu_a, int cpu_b, double secs, double gap) {
+  const int efd = eventfd(0, EFD_CLOEXEC);
+  if (efd < 0) {
+    std::perror("vnet-linexfer: eventfd");
+    std::exit(2);
+  }
+  struct alignas(64) Shared {
+    std::atomic<uint64_t> answered{0};
+    std::atomic<bool> stop{false};
+  };
+  auto s = std::make_unique<Shared>();
+  std::thread b([&] {
+    pin(cpu_b);
+    for (;;) {
+      uint64_t v;
+      if (read(efd, &v, sizeof(v)) != sizeof(v)) continue;
+      if (s->stop.load(std::memory_order_relaxed)) return;
+      s->answered.fetch_add(1, std::memory_order_release);
+    }
+  });
+  pin(cpu_a);
+  std::vector<double> ns;
+  const auto t0 = Clock::now();
+  for (uint64_t i = 1; seconds_since(t0) < secs && i < 200000; ++i) {
+    // Let the sleeper go back to sleep (and its CPU idle) first, as between two pings.
+    const auto idle = Clock::now();
+    while (seconds_since(idle) < gap) vnet::cpu_relax();
+    const uint64_t one = 1;
+    const auto t = Clock::now();
+    [[maybe_unused]] ssize_t w = write(efd, &one, sizeof(one));
+    while (s->answered.load(std::memory_order_acquire) != i) vnet::cpu_relax();
+    ns.push_back(std::chrono::duration<double, std::nano>(Clock::now() - t).count());
+  }
+  s->stop.store(true);
+  const uint64_t one = 1;
+  [[maybe_unused]] ssize_t w = write(efd, &one, sizeof(one));
+  b.join();
+  close(efd);
+  std::sort(ns.begin(), ns.end());
+  return ns.empty() ? 0 : ns[ns.size() / 2];
+}
+
+// One system call that does nothing, on `cpu`: ns each.
+double null_syscall(int cpu, double secs) {
+  pin(cpu);
+  uint64_t n = 0;
+  const auto t0 = Clock::now();
+  double t = 0;
+  for (;;) {
+    syscall(SYS_getppid);
+    if ((++n & 1023) == 0 && (t = seconds_since(t0)) >= secs) break;
+  }
+  return t * 1e9 / double(n);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -178,9 +248,14 @@ int main(int argc, char** argv) {
   // The switch (cpu_a) is the consumer: it takes what the front end (cpu_b) wrote.
   const double rd = stream(cpu_b, cpu_a, secs, false);
   const double wr = stream(cpu_b, cpu_a, secs, true);
+  const double wk0 = wake(cpu_a, cpu_b, secs / 3, 0);
+  const double wk200 = wake(cpu_a, cpu_b, secs / 3, 200e-6);
+  const double wk2000 = wake(cpu_a, cpu_b, secs / 3, 2000e-6);
+  const double sc = null_syscall(cpu_a, secs / 4);
   std::printf(
       "{\"cpus\": [%d, %d], \"latency_ns\": %.1f, \"read_ns_per_line\": %.2f, "
-      "\"write_ns_per_line\": %.2f}\n",
-      cpu_a, cpu_b, lat, rd, wr);
+      "\"write_ns_per_line\": %.2f, \"wake_ns\": {\"idle_0us\": %.0f, \"idle_200us\": %.0f, "
+      "\"idle_2000us\": %.0f}, \"syscall_ns\": %.1f}\n",
+      cpu_a, cpu_b, lat, rd, wr, wk0, wk200, wk2000, sc);
   return 0;
 }
