@@ -151,7 +151,7 @@ const char* offload_error_name(OffloadError e) {
   return "?";
 }
 
-OffloadError validate(const Packet& p, OffloadCaps src) {
+OffloadError validate_offloads(const Packet& p, OffloadCaps src) {
   const virtio_net_hdr_v1& h = p.vhdr;
   // 5.1.6.2.1: the driver MUST NOT set DATA_VALID or RSC_INFO. Passing DATA_VALID on would
   // let a guest make its peers skip checksum verification.
@@ -200,7 +200,7 @@ bool finish_csum(Packet& p) {
   return true;
 }
 
-OffloadAction decide(const Packet& p, OffloadCaps dst) {
+OffloadAction decide_offloads(const Packet& p, OffloadCaps dst) {
   const uint8_t type = p.vhdr.gso_type & kGsoTypeMask;
   if (type == VIRTIO_NET_HDR_GSO_NONE) {
     return (p.vhdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) && !dst.csum ? OffloadAction::kFinishCsum

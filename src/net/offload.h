@@ -90,7 +90,14 @@ const char* offload_error_name(OffloadError e);
 // consistency segment() needs). Unknown flag bits are ignored (5.1.6.2.2: the device MUST
 // ignore flag bits it does not recognise). GSO without NEEDS_CSUM is rejected: the spec
 // makes NEEDS_CSUM a MUST for GSO and Linux only tolerates its absence for AF_PACKET.
-OffloadError validate(const Packet& p, OffloadCaps src);
+// Inline: a frame without offload metadata (flags and gso_type zero, the usual case of a
+// small frame) is valid from any source; validate_offloads() is the whole check.
+OffloadError validate_offloads(const Packet& p, OffloadCaps src);
+inline OffloadError validate(const Packet& p, OffloadCaps src) {
+  if ((p.vhdr.flags | p.vhdr.gso_type) == 0) [[likely]]
+    return OffloadError::kOk;
+  return validate_offloads(p, src);
+}
 
 // Completes a NEEDS_CSUM checksum in software: the ones'-complement sum from csum_start to
 // the end of the frame (the field already holds the pseudo-header sum, Linux
@@ -106,7 +113,14 @@ enum class OffloadAction : uint8_t {
   kFinishCsum,  // finish_csum() first
   kSegment,     // segment() into frames without GSO
 };
-OffloadAction decide(const Packet& p, OffloadCaps dst);
+// Inline: a frame with neither GSO nor a partial checksum passes to any destination;
+// decide_offloads() is the whole decision.
+OffloadAction decide_offloads(const Packet& p, OffloadCaps dst);
+inline OffloadAction decide(const Packet& p, OffloadCaps dst) {
+  if ((p.vhdr.gso_type | (p.vhdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM)) == 0) [[likely]]
+    return OffloadAction::kPass;
+  return decide_offloads(p, dst);
+}
 
 struct SegmentResult {
   OffloadError error = OffloadError::kOk;

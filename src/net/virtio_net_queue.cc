@@ -128,7 +128,7 @@ uint32_t tx_dequeue(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len,
         p.head = kDirectHead;
         iov_to_buf(c.segs, c.n_out, hdr_len, p.data, kDirectHead);
       } else if (c.n_out == 1) {
-        memcpy(p.data, static_cast<const uint8_t*>(c.segs[0].iov_base) + hdr_len, p.len);
+        copy_frame_bytes(p.data, static_cast<const uint8_t*>(c.segs[0].iov_base) + hdr_len, p.len);
       } else {
         iov_to_buf(c.segs, c.n_out, hdr_len, p.data, p.len);
       }
@@ -246,7 +246,7 @@ bool rx_one(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len, const Fr
   if (c.n_in == 1 && p.n == 1) {  // the usual case: one buffer, a frame in one piece
     auto* dst = static_cast<uint8_t*>(c.in_segs()[0].iov_base);
     put_net_hdr(dst, &p.hdr, hdr_len);
-    memcpy(dst + hdr_len, p.piece[0].iov_base, p.len);
+    copy_frame_bytes(dst + hdr_len, p.piece[0].iov_base, p.len);
   } else {
     put_net_hdr(c.in_segs(), c.n_in, &p.hdr, hdr_len);
     iov_to_iov(p.piece, p.n, 0, c.in_segs(), c.n_in, hdr_len, p.len);
@@ -285,7 +285,7 @@ bool rx_mergeable(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len, co
         // The usual case: the whole frame, in one piece, fits the first buffer.
         auto* dst = static_cast<uint8_t*>(c.in_segs()[0].iov_base);
         put_net_hdr(dst, &h, hdr_len);
-        memcpy(dst + hdr_len, p.piece[0].iov_base, p.len);
+        copy_frame_bytes(dst + hdr_len, p.piece[0].iov_base, p.len);
         q.push(c.head, uint32_t(need));
         return true;
       }

@@ -266,6 +266,49 @@ TEST(OffloadDecide, PerDestination) {
   }
 }
 
+// validate() and decide() answer the usual frame inline: they must agree with the whole
+// checks for every header, not only the plain one (each flags byte, each GSO type with
+// and without ECN, every capability set), on a TCP frame and on a partial-checksum one.
+TEST(OffloadInline, AgreesWithTheWholeCheck) {
+  auto p = test::make_packet();
+  FrameSpec s;
+  const BuiltFrame b = build_frame(p->data, s);
+  p->len = b.len;
+  const uint8_t types[] = {VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4,
+                           VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP_L4, 2};
+  uint32_t fast = 0, cases = 0;
+  for (int partial = 0; partial < 2; ++partial) {
+    p->vhdr = {};
+    if (partial) test::make_partial(*p, b, s.ip_version, s.proto);
+    const virtio_net_hdr_v1 base = p->vhdr;
+    for (uint32_t caps = 0; caps < 32; ++caps) {
+      const OffloadCaps c{bool(caps & 1), bool(caps & 2), bool(caps & 4), bool(caps & 8),
+                          bool(caps & 16)};
+      for (uint32_t flags = 0; flags < 256; ++flags) {
+        for (uint8_t t : types) {
+          for (uint8_t ecn : {uint8_t(0), uint8_t(VIRTIO_NET_HDR_GSO_ECN)}) {
+            p->vhdr = base;
+            p->vhdr.flags = uint8_t(flags);
+            p->vhdr.gso_type = uint8_t(t | ecn);
+            if (t != VIRTIO_NET_HDR_GSO_NONE) {
+              p->vhdr.gso_size = 1000;
+              p->vhdr.hdr_len = uint16_t(b.payload_off);
+            }
+            ASSERT_EQ(validate(*p, c), validate_offloads(*p, c))
+                << "flags " << flags << " gso " << int(p->vhdr.gso_type) << " caps " << caps;
+            ASSERT_EQ(decide(*p, c), decide_offloads(*p, c))
+                << "flags " << flags << " gso " << int(p->vhdr.gso_type) << " caps " << caps;
+            fast += (p->vhdr.flags | p->vhdr.gso_type) == 0;
+            ++cases;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_EQ(fast, 2u * 32u);  // the inline answer was taken, and not only that
+  EXPECT_GT(cases, fast);
+}
+
 TEST(OffloadCapsTest, FromFeatures) {
   auto bit = [](unsigned b) { return 1ULL << b; };
   OffloadCaps g = guest_rx_caps(bit(VIRTIO_NET_F_GUEST_CSUM) | bit(VIRTIO_NET_F_GUEST_TSO4) |
