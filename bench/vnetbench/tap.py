@@ -133,7 +133,8 @@ def run_one(args, side):
                    what="first ping %s -> %s through %s" % (nsa.name, nsb.name, side))
         res = ping_stats(nsa, IP_B, pings, cpu)
         # Back to back: the next request leaves as its reply arrives, so a switch that
-        # sleeps when idle is never found asleep; this is the forwarding latency alone.
+        # sleeps when idle is never found asleep; what is left is the forwarding and, through
+        # a switch process, the wake-up of ping on the traffic core (README: wake_ns).
         res.update(ping_stats(nsa, IP_B, pings * 4, cpu, interval="0", prefix="rtt_b2b"))
         meter = CpuMeter(pid) if pid else None
         res["tcp1_gbps"], res["tcp1_retransmits"] = iperf(s, nsb, nsa, IP_B, seconds, 1, cpu, "1")
