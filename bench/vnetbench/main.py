@@ -131,7 +131,8 @@ def build_table(results):
         if "vnet-base" not in med:
             continue
         for metric in ("mpps", "cycles_per_packet", "cycles_per_packet_best", "switch_mpps_best",
-                       "gen_busy_pct", "line_latency_ns"):
+                       "gen_busy_pct", "line_latency_ns", "tcp1_gbps", "tcp4_gbps",
+                       "rtt_avg_us", "rtt_p99_us", "rtt_b2b_avg_us", "rtt_b2b_p99_us"):
             v, p = med.get("vnet", {}).get(metric), med["vnet-base"].get(metric)
             if v is None or not p:
                 continue
@@ -221,7 +222,7 @@ def main(argv=None):
                     "--vnetd-arg=--poll-mode=poll")
     ap.add_argument("--baseline", metavar="DIR",
                     help="build directory of another vnet (an earlier commit, built as "
-                    "Release): the vm2vm scenarios get a third side, vnet-base, running its "
+                    "Release): the vm2vm and tap scenarios get a further side, vnet-base, running its "
                     "vnetd in the same alternation, and the table vnet/vnet-base ratios")
     ap.add_argument("--keep-logs", action="store_true", help="keep each run's temp dir")
     args = ap.parse_args(argv)
@@ -256,7 +257,7 @@ def main(argv=None):
     try:
         for g in groups:
             mod = SCENARIO_GROUPS[g]
-            for name, fn, sides in (mod.scenarios(args) if mod is vm2vm else mod.scenarios()):
+            for name, fn, sides in (mod.scenarios(args) if mod in (vm2vm, tap) else mod.scenarios()):
                 if args.only and name not in args.only and g not in args.only:
                     continue
                 runs = args.ipp_runs if g == "ipp" else args.runs

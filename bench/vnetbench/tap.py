@@ -5,6 +5,7 @@ Sides (same addresses, same iperf3/ping commands, same CPU placement):
   bridge    Linux bridge in a third namespace, a veth pair from it into A and into B
   dpdk-tap  dpdk-testpmd io fwd between two net_tap PMDs whose interfaces are moved
             into A and B after start-up
+  vnet-base with --baseline DIR: vnet with the vnetd of another build (an A/B)
 The switch process (vnetd, testpmd) is pinned to the switch core; iperf3 client and
 server and ping to the other core.  The bridge has no process: the kernel forwards
 in the softirq of the sending CPU (the traffic core).
@@ -22,7 +23,7 @@ import time
 from .common import (BenchNetns, CpuMeter, HarnessError, cpus, delete_root_link_later,
                      hugepages, log, new_session, taskset, unique, wait_until)
 from vnet_harness.testpmd import TestPmd  # noqa: E402
-from vnet_harness.vnetd import TapSpec, Vnetd  # noqa: E402
+from vnet_harness.vnetd import TapSpec, Vnetd, find_program  # noqa: E402
 
 SIDES = ("vnet", "bridge", "dpdk-tap")
 IP_A, IP_B = "10.91.0.1", "10.91.0.2"
@@ -70,10 +71,15 @@ def iperf(s, ns_srv, ns_cli, server_ip, seconds, streams, cpu, tag):
     return bps / 1e9, retr
 
 
-def setup_vnet(s, nsa, nsb, sw_cpu, extra=()):
+def setup_vnet(s, nsa, nsb, sw_cpu, extra=(), baseline=None):
     ta, tb = unique("ta"), unique("tb")
     d = Vnetd(s, [TapSpec("ta", ifname=ta, netns=nsa), TapSpec("tb", ifname=tb, netns=nsb)],
               log_level="warn", extra_args=["--cpu", str(sw_cpu)] + list(extra))
+    if baseline:  # vnet-base: the same, with the --baseline build's vnetd
+        d.binary = find_program(baseline, "vnetd")
+        d.vnetctl_binary = find_program(baseline, "vnetctl")
+        if d.binary is None or d.vnetctl_binary is None:
+            raise HarnessError("vnetd/vnetctl not found in --baseline %s" % baseline)
     d.start()
     return ta, tb, d.proc.pid
 
@@ -119,8 +125,9 @@ def run_one(args, side):
     pings = 300 if args.quick else 500
     with new_session("tap-%s" % side, args) as s:
         nsa, nsb = BenchNetns(s, "a"), BenchNetns(s, "b")
-        if side == "vnet":
-            ia, ib, pid = setup_vnet(s, nsa, nsb, sw_cpu, args.vnetd_arg)
+        if side in ("vnet", "vnet-base"):
+            ia, ib, pid = setup_vnet(s, nsa, nsb, sw_cpu, args.vnetd_arg,
+                                     args.baseline if side == "vnet-base" else None)
         elif side == "bridge":
             ia, ib, pid = setup_bridge(s, nsa, nsb)
         else:
@@ -150,5 +157,6 @@ def run_one(args, side):
         return res
 
 
-def scenarios():
-    return [("tap", run_one, SIDES)]
+def scenarios(args=None):
+    sides = SIDES + (("vnet-base",) if args is not None and args.baseline else ())
+    return [("tap", run_one, sides)]

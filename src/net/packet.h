@@ -27,6 +27,10 @@ inline constexpr uint32_t kMaxFrame = 65536 + 2 * 18;
 // Valid only until the source port's receive_done(); the forwarder clears it after the
 // burst. Producers that know nothing of it leave tail_n 0: the whole frame is in data.
 inline constexpr uint32_t kMaxTail = 16;
+// Producers lend frames of at least kDirectMin bytes (shorter ones: one copy costs less)
+// and copy their first kDirectHead bytes, which hold every header the switch parses.
+inline constexpr uint32_t kDirectMin = 512;
+inline constexpr uint32_t kDirectHead = 256;
 
 struct Packet {
   virtio_net_hdr_v1 vhdr;  // offload metadata (flags, gso_*, csum_*); num_buffers unused

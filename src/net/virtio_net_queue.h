@@ -34,8 +34,6 @@ uint32_t net_hdr_len(uint64_t features);
 struct TxDeferred {
   uint32_t n = 0;  // external packets of the burst not yet completed
 };
-inline constexpr uint32_t kDirectMin = 512;   // shorter frames: one copy costs less
-inline constexpr uint32_t kDirectHead = 256;  // every header the switch parses
 uint32_t tx_dequeue(virtio::DeviceQueue& q, virtio::Chain& scratch, uint32_t hdr_len,
                     const OffloadCaps& src, Packet* const* pkts, uint32_t max, DropCounters& drops,
                     TxDeferred* deferred = nullptr);

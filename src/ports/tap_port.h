@@ -87,11 +87,16 @@ class TapPort : public Port {
   bool uses_uring() const { return uring_ != nullptr; }
 
   // Port (worker thread). With io_uring: receive_burst takes the frames the armed read
-  // completed (copied out of the port's buffers; no system call), send_burst writes a burst
-  // in one submission. With system calls: one readv per frame, plus one that finds the fd
+  // completed (no system call); a frame of net::kDirectMin bytes or more is lent: its
+  // first net::kDirectHead bytes are copied into the packet, the rest stays in the port's
+  // buffer (Packet::tail) until receive_done() or the next receive_burst(), whichever
+  // comes first. send_burst writes a burst in one submission, external packets straight
+  // from their pieces. With system calls: one readv per frame, plus one that finds the fd
   // empty (EAGAIN), and one writev per frame. A frame the kernel refuses is dropped.
   uint32_t receive_burst(net::Packet* const* pkts, uint32_t max) override;
   uint32_t send_burst(net::Packet* const* pkts, uint32_t n) override;
+  void receive_done() override;
+  bool takes_external() const override { return true; }
   // The ring's eventfd with io_uring, the TAP fd (level-triggered) without.
   void wait_fds(std::vector<WaitFd>& out) const override;
   bool enable_notifications() override;
@@ -125,6 +130,9 @@ class TapPort : public Port {
   net::OffloadCaps send_caps_, recv_caps_;
   OffloadFallback fallback_;
   std::unique_ptr<TapUring> uring_;
+  // Buffers of the last burst's lent frames, back to the kernel in receive_done().
+  TapUring::ReadDone lent_[TapUring::kRxBuffers];
+  uint32_t lent_n_ = 0;
   // The frames as they are (send_burst has done the offload work), kTxBatch at a time.
   uint32_t write_burst(net::Packet* const* pkts, uint32_t n);
   uint32_t write_chunk(net::Packet* const* pkts, uint32_t n);
@@ -133,7 +141,7 @@ class TapPort : public Port {
   struct TxFrame {
     virtio_net_hdr_v1 hdr;
     uint8_t tag[4];
-    iovec iov[4];
+    iovec iov[4 + net::kMaxTail];
     unsigned iovcnt;
   };
   void prepare(TxFrame& f, const net::Packet& p, uint16_t vlan_tag);

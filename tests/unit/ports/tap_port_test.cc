@@ -9,6 +9,7 @@
 
 #include <sys/eventfd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <thread>
@@ -177,6 +178,57 @@ TEST_P(TapPortTest, ReceivesFramesSentInTheNamespaceByteExact) {
   }
   EXPECT_GE(port->counters().rx_packets.get(), sent.size());
   EXPECT_GE(port->counters().rx_bytes.get(), 60u + 61 + 64 + 1514 + 4000 + 9014);
+  // io_uring lends the frames of kDirectMin bytes or more (a head copied, the tail left
+  // in the port's buffer); readv reads each straight into its packet.
+  if (port->uses_uring()) {
+    EXPECT_GE(pump.lent(), 3u);
+  } else {
+    EXPECT_EQ(pump.lent(), 0u);
+  }
+}
+
+// More lent frames than the port has buffers, taken in bursts: each burst's buffers go
+// back to the kernel, with receive_done() (the worker's way) or with the next
+// receive_burst() (a caller that never calls it), and every frame arrives whole.
+TEST_P(TapPortTest, LentBuffersGoBackToTheKernel) {
+  for (bool done_calls : {true, false}) {
+    SCOPED_TRACE(done_calls ? "receive_done" : "no receive_done");
+    auto port = open_tap(config());
+    ASSERT_TRUE(port);
+    auto ps = PacketSocket::open(ns(), ifname_);
+    ASSERT_TRUE(ps) << ps.message();
+    constexpr uint32_t kRounds = 5, kPerRound = 40;  // 200 frames, 64 buffers
+    net::PacketBatch batch;
+    uint32_t seen = 0, lent = 0;
+    for (uint32_t r = 0; r < kRounds; ++r) {
+      std::vector<Bytes> in;
+      for (uint32_t i = 0; i < kPerRound; ++i) {
+        in.push_back(test_frame(kPeerMac, kOtherMac, 600 + 23 * i, uint8_t(r * 41 + i)));
+        ASSERT_TRUE((*ps)->send(in.back()));
+      }
+      uint32_t got = 0;
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+      while (got < kPerRound && std::chrono::steady_clock::now() < deadline) {
+        const uint32_t n = port->receive_burst(batch.ptrs(), net::kBurst);
+        for (uint32_t i = 0; i < n; ++i) {
+          const Bytes f = frame_bytes(batch[i]);
+          if (!is_test_frame(f)) continue;
+          ASSERT_LT(got, kPerRound);
+          EXPECT_EQ(f, in[got]) << "round " << r << " frame " << got;
+          lent += batch[i].tail_n ? 1 : 0;
+          ++got;
+        }
+        if (done_calls) port->receive_done();
+        if (n == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      ASSERT_EQ(got, kPerRound) << "round " << r;
+      seen += got;
+    }
+    EXPECT_EQ(seen, kRounds * kPerRound);
+    EXPECT_EQ(lent, port->uses_uring() ? seen : 0u);
+    EXPECT_EQ(port->counters().dropped(net::Drop::kTxTooShort), 0u);
+    EXPECT_EQ(port->counters().dropped(net::Drop::kTxTooBig), 0u);
+  }
 }
 
 TEST_P(TapPortTest, SentFramesArriveInTheNamespaceByteExact) {
@@ -197,6 +249,13 @@ TEST_P(TapPortTest, SentFramesArriveInTheNamespaceByteExact) {
   EXPECT_EQ(port->counters().tx_packets.get(), frames.size());
   EXPECT_EQ(port->counters().tx_bytes.get(), 14u + 60 + 333 + 1514 + 9014);
 
+  // External packets (a head in data, the rest in pieces elsewhere) go out as they are.
+  ASSERT_TRUE(send_frames(*port, frames, {}, true));
+  got = (*ps)->receive(frames.size(), is_test_frame);
+  ASSERT_EQ(got.size(), frames.size());
+  for (size_t i = 0; i < frames.size(); ++i) EXPECT_EQ(got[i], frames[i]) << "lent frame " << i;
+  EXPECT_EQ(port->counters().tx_bytes.get(), 2 * (14u + 60 + 333 + 1514 + 9014));
+
   // Shorter than an Ethernet header: dropped and counted, the rest of the burst goes.
   auto short_pkt = std::make_unique<net::Packet>();
   short_pkt->vhdr = {};
@@ -216,24 +275,28 @@ TEST_P(TapPortTest, VlanTagInsertedOnATrunk) {
   v.allowed.set(42);
   port->set_vlan(v);
 
-  Bytes f = test_frame(kBroadcast, kPeerMac, 100, 9);
-  auto p = std::make_unique<net::Packet>();
-  p->vhdr = {};
-  p->len = uint32_t(f.size());
-  p->vlan = 42;
-  std::memcpy(p->data, f.data(), f.size());
-  net::Packet* one = p.get();
-  ASSERT_EQ(port->send_burst(&one, 1), 1u);
+  // A local packet, then the same frame lent (head in data, tail in pieces).
+  const std::vector<Bytes> f = {test_frame(kBroadcast, kPeerMac, 1000, 9)};
+  std::vector<Bytes> storage;
+  storage.reserve(1);
+  for (bool lend : {false, true}) {
+    SCOPED_TRACE(lend ? "lent" : "local");
+    auto pkts = make_packets(f, {}, lend, 64, &storage);
+    pkts[0]->vlan = 42;
+    net::Packet* one = pkts[0].get();
+    ASSERT_EQ(one->tail_n != 0, lend);
+    ASSERT_EQ(port->send_burst(&one, 1), 1u);
 
-  // The kernel moves the tag into the skb's metadata (the packet socket reports it as
-  // auxdata) and hands over the untagged bytes: those must be the frame as it was.
-  std::vector<uint16_t> tci;
-  auto got = (*ps)->receive(1, is_test_frame, 3000, &tci);
-  ASSERT_EQ(got.size(), 1u);
-  EXPECT_EQ(got[0], f);
-  ASSERT_EQ(tci.size(), 1u);
-  EXPECT_EQ(tci[0] & 0xfff, 42);
-  EXPECT_EQ(port->counters().tx_bytes.get(), f.size() + 4);
+    // The kernel moves the tag into the skb's metadata (the packet socket reports it as
+    // auxdata) and hands over the untagged bytes: those must be the frame as it was.
+    std::vector<uint16_t> tci;
+    auto got = (*ps)->receive(1, is_test_frame, 3000, &tci);
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_EQ(got[0], f[0]);
+    ASSERT_EQ(tci.size(), 1u);
+    EXPECT_EQ(tci[0] & 0xfff, 42);
+  }
+  EXPECT_EQ(port->counters().tx_bytes.get(), 2 * (f[0].size() + 4));
 }
 
 TEST_P(TapPortTest, IcmpEchoAnsweredByTheNamespace) {

@@ -18,6 +18,7 @@
 #include <unistd.h>
 #include "test_bytes.h"
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdint>
@@ -337,18 +338,56 @@ struct Frame {
   Bytes data;
 };
 
-inline Status send_frames(TapPort& port, const std::vector<Bytes>& frames,
-                          const std::vector<virtio_net_hdr_v1>& hdrs = {}) {
+// The frame a packet holds: its head, then an external packet's tail pieces.
+inline Bytes frame_bytes(const net::Packet& p) {
+  Bytes b(p.data, p.data + p.head_len());
+  for (uint32_t i = 0; i < p.tail_n; ++i) {
+    const uint8_t* t = static_cast<const uint8_t*>(p.tail[i].iov_base);
+    b.insert(b.end(), t, t + p.tail[i].iov_len);
+  }
+  return b;
+}
+
+// Frames as packets, the whole of each in data; with `lend`, a frame longer than `head`
+// bytes keeps only those in data and the rest in `storage`, as tail pieces of 1, 7, 100,
+// 1000 and then all remaining bytes (an external packet, as a vhost-user or TAP port
+// lends them).
+inline std::vector<std::unique_ptr<net::Packet>> make_packets(
+    const std::vector<Bytes>& frames, const std::vector<virtio_net_hdr_v1>& hdrs = {},
+    bool lend = false, uint32_t head = 64, std::vector<Bytes>* storage = nullptr) {
   std::vector<std::unique_ptr<net::Packet>> pkts;
-  std::vector<net::Packet*> ptrs;
   for (size_t i = 0; i < frames.size(); ++i) {
     auto p = std::make_unique<net::Packet>();
     p->vhdr = i < hdrs.size() ? hdrs[i] : virtio_net_hdr_v1{};
     p->len = uint32_t(frames[i].size());
-    std::memcpy(p->data, frames[i].data(), frames[i].size());
-    ptrs.push_back(p.get());
+    if (!lend || frames[i].size() <= head) {
+      std::memcpy(p->data, frames[i].data(), frames[i].size());
+    } else {
+      std::memcpy(p->data, frames[i].data(), head);
+      p->head = head;
+      storage->emplace_back(frames[i].begin() + head, frames[i].end());
+      uint8_t* t = storage->back().data();
+      size_t left = storage->back().size();
+      for (size_t piece : {size_t(1), size_t(7), size_t(100), size_t(1000), left}) {
+        piece = std::min(piece, left);
+        if (piece == 0) break;
+        p->tail[p->tail_n++] = {t, piece};
+        t += piece;
+        left -= piece;
+      }
+    }
     pkts.push_back(std::move(p));
   }
+  return pkts;
+}
+
+inline Status send_frames(TapPort& port, const std::vector<Bytes>& frames,
+                          const std::vector<virtio_net_hdr_v1>& hdrs = {}, bool lend = false) {
+  std::vector<Bytes> storage;
+  storage.reserve(frames.size());  // the tails must not move
+  auto pkts = make_packets(frames, hdrs, lend, 64, &storage);
+  std::vector<net::Packet*> ptrs;
+  for (auto& p : pkts) ptrs.push_back(p.get());
   uint32_t sent = port.send_burst(ptrs.data(), uint32_t(ptrs.size()));
   // A GSO frame vnetd segments itself (port without offloads) counts once per segment.
   if (sent < frames.size()) return Status::errorf("send_burst sent {} of {}", sent, frames.size());
@@ -376,14 +415,18 @@ class Pump {
         continue;
       }
       for (uint32_t i = 0; i < n; ++i) {
-        Frame f{batch_[i].vhdr, Bytes(batch_[i].data, batch_[i].data + batch_[i].len)};
+        Frame f{batch_[i].vhdr, frame_bytes(batch_[i])};
+        if (batch_[i].tail_n) ++lent_;
         if (answer_arp(f)) continue;
         if (want(f)) out.push_back(std::move(f));
       }
+      port_.receive_done();
     }
     return out;
   }
   uint32_t arp_answered() const { return arp_answered_; }
+  // Frames the port lent (external packets: a head and a tail in the port's buffer).
+  uint32_t lent() const { return lent_; }
 
  private:
   // Sleeps as the worker does: on the port's wait fds, after enable_notifications().
@@ -424,6 +467,7 @@ class Pump {
   Mac arp_mac_;
   net::PacketBatch batch_;
   uint32_t arp_answered_ = 0;
+  uint32_t lent_ = 0;
 };
 
 inline size_t count_open_fds() {
