@@ -22,6 +22,7 @@ from vnet_harness import HarnessError, Session, log, wait_until  # noqa: E402,F4
 from vnet_harness import hugepages  # noqa: E402,F401
 from vnet_harness.netns import Netns  # noqa: E402
 from vnet_harness.testpmd import cpu_plan  # noqa: E402
+from vnet_harness.vnetd import find_program  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -43,6 +44,14 @@ def line_latency_ns(build_dir, sw_cpu, gen_cpu):
         return json.loads(out).get("latency_ns")
     except (OSError, subprocess.SubprocessError, ValueError):
         return None
+
+
+def use_baseline(vnetd, build_dir):
+    """Points a harness Vnetd at the vnetd and vnetctl of another build (--baseline)."""
+    vnetd.binary = find_program(build_dir, "vnetd")
+    vnetd.vnetctl_binary = find_program(build_dir, "vnetctl")
+    if vnetd.binary is None or vnetd.vnetctl_binary is None:
+        raise HarnessError("vnetd/vnetctl not found in --baseline %s" % build_dir)
 
 
 def unique(suffix):

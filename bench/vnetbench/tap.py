@@ -21,9 +21,9 @@ import subprocess
 import time
 
 from .common import (BenchNetns, CpuMeter, HarnessError, cpus, delete_root_link_later,
-                     hugepages, log, new_session, taskset, unique, wait_until)
+                     hugepages, log, new_session, taskset, unique, use_baseline, wait_until)
 from vnet_harness.testpmd import TestPmd  # noqa: E402
-from vnet_harness.vnetd import TapSpec, Vnetd, find_program  # noqa: E402
+from vnet_harness.vnetd import TapSpec, Vnetd  # noqa: E402
 
 SIDES = ("vnet", "bridge", "dpdk-tap")
 IP_A, IP_B = "10.91.0.1", "10.91.0.2"
@@ -76,10 +76,7 @@ def setup_vnet(s, nsa, nsb, sw_cpu, extra=(), baseline=None):
     d = Vnetd(s, [TapSpec("ta", ifname=ta, netns=nsa), TapSpec("tb", ifname=tb, netns=nsb)],
               log_level="warn", extra_args=["--cpu", str(sw_cpu)] + list(extra))
     if baseline:  # vnet-base: the same, with the --baseline build's vnetd
-        d.binary = find_program(baseline, "vnetd")
-        d.vnetctl_binary = find_program(baseline, "vnetctl")
-        if d.binary is None or d.vnetctl_binary is None:
-            raise HarnessError("vnetd/vnetctl not found in --baseline %s" % baseline)
+        use_baseline(d, baseline)
     d.start()
     return ta, tb, d.proc.pid
 

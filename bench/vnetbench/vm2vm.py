@@ -25,7 +25,8 @@ Measured over a window after 1 s of warm-up:
 import re
 import time
 
-from .common import cpus, hugepages, line_latency_ns, log, new_session, CpuMeter, HarnessError
+from .common import (cpus, hugepages, line_latency_ns, log, new_session, use_baseline, CpuMeter,
+                     HarnessError)
 from vnet_harness.testpmd import TestPmd, virtio_user_vdev, vhost_vdev  # noqa: E402
 from vnet_harness.traffic import result_of  # noqa: E402
 from vnet_harness.vnetd import Vnetd, PortSpec, find_program  # noqa: E402
@@ -63,10 +64,7 @@ def start_switch(s, args, side, cpu, a, b):
         sw = Vnetd(s, [PortSpec(a), PortSpec(b)], log_level="warn",
                    extra_args=["--cpu", str(cpu)] + args.vnetd_arg)
         if side == "vnet-base":  # the same, from the --baseline build
-            sw.binary = find_program(args.baseline, "vnetd")
-            sw.vnetctl_binary = find_program(args.baseline, "vnetctl")
-            if sw.binary is None or sw.vnetctl_binary is None:
-                raise HarnessError("vnetd/vnetctl not found in --baseline %s" % args.baseline)
+            use_baseline(sw, args.baseline)
         sw.start()
         return sw
     sw = TestPmd(s, "swpmd", [vhost_vdev(0, a), vhost_vdev(1, b)], virtio_user=False,

@@ -34,10 +34,10 @@ inline constexpr uint32_t kDirectHead = 256;
 
 struct Packet {
   virtio_net_hdr_v1 vhdr;  // offload metadata (flags, gso_*, csum_*); num_buffers unused
-  uint32_t len = 0;   // whole frame
-  uint16_t vlan = 0;  // VLAN inside the switch (set by the forwarder); data is untagged
-  uint16_t tail_n = 0;  // 0: local (all of the frame in data)
-  uint32_t head = 0;    // with tail_n: bytes of the frame in data
+  uint32_t len = 0;        // whole frame
+  uint16_t vlan = 0;       // VLAN inside the switch (set by the forwarder); data is untagged
+  uint16_t tail_n = 0;     // 0: local (all of the frame in data)
+  uint32_t head = 0;       // with tail_n: bytes of the frame in data
   iovec tail[kMaxTail];
   alignas(64) uint8_t data[kMaxFrame];
 

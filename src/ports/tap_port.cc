@@ -348,7 +348,7 @@ uint32_t TapPort::receive_syscalls(net::Packet* const* pkts, uint32_t max) {
 
 uint32_t TapPort::receive_uring(net::Packet* const* pkts, uint32_t max) {
   // A caller that did not call receive_done(): the last burst's packets are void now.
-  if (lent_n_) receive_done();
+  receive_done();
   // Armed here, on the worker (the kernel runs the reads in the task that armed them): on
   // the first call, and again after the read ended (buffers ran out, an error). The
   // submission reads what is queued at once.
@@ -356,15 +356,16 @@ uint32_t TapPort::receive_uring(net::Packet* const* pkts, uint32_t max) {
     if (int e = uring_->arm(); e != 0) read_error(e == EBUSY ? EIO : e);
   }
   TapUring::ReadDone done[TapUring::kRxBuffers];
-  TapUring::ReadDone back[TapUring::kRxBuffers];  // buffers the kernel may have again now
+  // Buffers the kernel may have again at once are packed to the front of done[]
+  // (n_back <= i: an entry is moved only after it was read).
   uint32_t n_back = 0;
   const uint32_t k = uring_->reap_reads(done, std::min(max, TapUring::kRxBuffers));
   uint32_t n = 0;
   for (uint32_t i = 0; i < k; ++i) {
-    const TapUring::ReadDone& d = done[i];
+    const TapUring::ReadDone d = done[i];
     if (d.res < 0) {
       read_error(-d.res);
-      if (d.has_buffer) back[n_back++] = d;
+      if (d.has_buffer) done[n_back++] = d;
       continue;
     }
     if (!d.has_buffer) continue;
@@ -375,7 +376,7 @@ uint32_t TapPort::receive_uring(net::Packet* const* pkts, uint32_t max) {
     const size_t got = size_t(d.res);
     if (got >= kVnetHdrLen) std::memcpy(&p.vhdr, b, kVnetHdrLen);
     if (!accept_frame(p, got)) {
-      back[n_back++] = d;
+      done[n_back++] = d;
       continue;
     }
     const uint8_t* frame = b + kVnetHdrLen;
@@ -390,11 +391,11 @@ uint32_t TapPort::receive_uring(net::Packet* const* pkts, uint32_t max) {
     } else {
       std::memcpy(p.data, frame, p.len);
       p.tail_n = 0;
-      back[n_back++] = d;
+      done[n_back++] = d;
     }
     ++n;
   }
-  if (n_back) uring_->recycle(back, n_back);
+  if (n_back) uring_->recycle(done, n_back);
   return n;
 }
 
@@ -412,27 +413,26 @@ uint32_t TapPort::send_burst(net::Packet* const* pkts, uint32_t n) {
 void TapPort::prepare(TxFrame& f, const net::Packet& p, uint16_t vlan_tag) {
   f.hdr = p.vhdr;
   uint8_t* data = const_cast<uint8_t*>(p.data);
-  const uint32_t head = p.head_len();  // an external packet's tail follows as it is
+  const uint32_t head = p.head_len();
+  f.iov[0] = {&f.hdr, kVnetHdrLen};
   if (vlan_tag == 0) {
-    f.iov[0] = {&f.hdr, kVnetHdrLen};
     f.iov[1] = {data, head};
     f.iovcnt = 2;
-    for (uint32_t i = 0; i < p.tail_n; ++i) f.iov[f.iovcnt++] = p.tail[i];
-    return;
+  } else {
+    // 802.1Q tag after the MAC addresses; offsets in the header move past it.
+    if (f.hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM)
+      f.hdr.csum_start = uint16_t(f.hdr.csum_start + net::kVlanTagLen);
+    if (f.hdr.hdr_len) f.hdr.hdr_len = uint16_t(f.hdr.hdr_len + net::kVlanTagLen);
+    f.tag[0] = uint8_t(net::kEthP8021Q >> 8);
+    f.tag[1] = uint8_t(net::kEthP8021Q);
+    f.tag[2] = uint8_t(vlan_tag >> 8);
+    f.tag[3] = uint8_t(vlan_tag);
+    f.iov[1] = {data, 12};
+    f.iov[2] = {f.tag, sizeof(f.tag)};
+    f.iov[3] = {data + 12, head - 12};
+    f.iovcnt = 4;
   }
-  // 802.1Q tag after the MAC addresses; offsets in the header move past it.
-  if (f.hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM)
-    f.hdr.csum_start = uint16_t(f.hdr.csum_start + net::kVlanTagLen);
-  if (f.hdr.hdr_len) f.hdr.hdr_len = uint16_t(f.hdr.hdr_len + net::kVlanTagLen);
-  f.tag[0] = uint8_t(net::kEthP8021Q >> 8);
-  f.tag[1] = uint8_t(net::kEthP8021Q);
-  f.tag[2] = uint8_t(vlan_tag >> 8);
-  f.tag[3] = uint8_t(vlan_tag);
-  f.iov[0] = {&f.hdr, kVnetHdrLen};
-  f.iov[1] = {data, 12};
-  f.iov[2] = {f.tag, sizeof(f.tag)};
-  f.iov[3] = {data + 12, head - 12};
-  f.iovcnt = 4;
+  // An external packet's tail follows as it is.
   for (uint32_t i = 0; i < p.tail_n; ++i) f.iov[f.iovcnt++] = p.tail[i];
 }
 

@@ -6,13 +6,13 @@
 // (ports/tap_uring.h) where the kernel has what it needs, else one readv/writev per frame.
 #pragma once
 
+#include <sys/uio.h>
 #include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <sys/uio.h>
 
 #include "common/counter.h"
 #include "common/result.h"

@@ -10,6 +10,7 @@
 
 #include "dataplane/fake_port.h"
 #include "dataplane/forwarder.h"
+#include "packet_bytes.h"
 #include "switch/mac.h"
 #include "virtio/net_uapi.h"
 
@@ -185,14 +186,8 @@ class ExternalPort : public FakePort {
   bool takes_external() const override { return true; }
   uint32_t send_burst(net::Packet* const* pkts, uint32_t n) override {
     for (uint32_t i = 0; i < n; ++i) {
-      const net::Packet& p = *pkts[i];
-      std::vector<uint8_t> f(p.data, p.data + p.head_len());
-      for (uint32_t k = 0; k < p.tail_n; ++k) {
-        auto* b = static_cast<const uint8_t*>(p.tail[k].iov_base);
-        f.insert(f.end(), b, b + p.tail[k].iov_len);
-      }
-      seen_external.push_back(!p.local());
-      assembled.push_back(std::move(f));
+      seen_external.push_back(!pkts[i]->local());
+      assembled.push_back(test::frame_bytes(*pkts[i]));
     }
     return FakePort::send_burst(pkts, n);
   }

@@ -16,6 +16,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include "packet_bytes.h"
 #include "test_bytes.h"
 
 #include <algorithm>
@@ -38,6 +39,7 @@
 
 namespace vnet::ports::test {
 
+using vnet::test::frame_bytes;
 using vnet::test::rd16;
 using vnet::test::rd32;
 using vnet::test::ref_sum;
@@ -337,16 +339,6 @@ struct Frame {
   virtio_net_hdr_v1 vhdr;
   Bytes data;
 };
-
-// The frame a packet holds: its head, then an external packet's tail pieces.
-inline Bytes frame_bytes(const net::Packet& p) {
-  Bytes b(p.data, p.data + p.head_len());
-  for (uint32_t i = 0; i < p.tail_n; ++i) {
-    const uint8_t* t = static_cast<const uint8_t*>(p.tail[i].iov_base);
-    b.insert(b.end(), t, t + p.tail[i].iov_len);
-  }
-  return b;
-}
 
 // Frames as packets, the whole of each in data; with `lend`, a frame longer than `head`
 // bytes keeps only those in data and the rest in `storage`, as tail pieces of 1, 7, 100,
