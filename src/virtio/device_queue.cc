@@ -95,16 +95,22 @@ Status DeviceQueue::start(std::shared_ptr<const memory::GuestMemory> mem, const 
   signalled_valid_ = false;
   event_idx_ = cfg.event_idx;
   indirect_ = cfg.indirect;
+  clear_ahead();
   started_ = true;
   return Status::ok();
 }
 
 void DeviceQueue::stop() {
   started_ = false;
+  clear_ahead();
   desc_ = nullptr;
   avail_ = nullptr;
   used_ = nullptr;
   mem_.reset();
+}
+
+void DeviceQueue::clear_ahead() {
+  for (Ahead& a : ahead_) a.tag = 0;
 }
 
 void DeviceQueue::set_broken(const char* why) {
@@ -139,14 +145,26 @@ void DeviceQueue::prefetch_desc(uint16_t ahead) {
 void DeviceQueue::prefetch_buffer(uint16_t ahead) {
   const uint16_t i = uint16_t(last_avail_ + ahead);
   if (uint16_t(i - last_avail_) >= uint16_t(avail_shadow_ - last_avail_)) return;
+  // The acquire load of avail->idx that made entry i available came before this read.
   const uint16_t head = load_relaxed(&avail_->ring[i & (size_ - 1)]);
   if (head >= size_) return;
   const vring_desc d = read_desc(&desc_[head]);
-  const uint8_t* p = mem_->gpa_to_host(d.addr, d.len < 128 ? d.len : 128);
-  if (!p) return;
-  if (d.flags & VRING_DESC_F_INDIRECT) {
-    __builtin_prefetch(p, 0, 3);  // the table; its buffers come when it is walked
-  } else if (d.flags & VRING_DESC_F_WRITE) {
+  const uint8_t* p;
+  if (!(d.flags & (VRING_DESC_F_NEXT | VRING_DESC_F_INDIRECT)) && d.len != 0 &&
+      (p = mem_->gpa_to_host(d.addr, d.len))) [[likely]] {
+    // What walk_direct() would accept: keep it for pop(), which then trusts this one
+    // read of the entry and the descriptor (a driver changes neither once available).
+    ahead_[i & (kAheadSlots - 1)] =
+        Ahead{i | kAheadValid, head, d.flags, d.len, const_cast<uint8_t*>(p)};
+  } else {
+    p = mem_->gpa_to_host(d.addr, d.len < 128 ? d.len : 128);
+    if (!p) return;
+    if (d.flags & VRING_DESC_F_INDIRECT) {
+      __builtin_prefetch(p, 0, 3);  // the table; its buffers come when it is walked
+      return;
+    }
+  }
+  if (d.flags & VRING_DESC_F_WRITE) {
     // An RX buffer: own the lines before we write them, except a line that holds only
     // the first write_kept_ bytes, which the device writes only where they changed
     // (set_write_kept): that one is read, and stays shared with the driver.
@@ -167,6 +185,17 @@ PopStatus DeviceQueue::pop(Chain& c) {
     if (broken_) return PopStatus::kBroken;
     if (last_avail_ == avail_shadow_ && available() == 0)
       return broken_ ? PopStatus::kBroken : PopStatus::kEmpty;
+    Ahead& a = ahead_[last_avail_ & (kAheadSlots - 1)];
+    if (a.tag == (last_avail_ | kAheadValid)) [[likely]] {
+      const Ahead k = a;
+      a.tag = 0;  // taken: after a rewind the chain is read again
+      prefetch_desc(kDescAhead);
+      prefetch_buffer(kBufAhead);
+      ++last_avail_;
+      counters_.chains.add();
+      fill(c, k.head, k.flags, k.len, k.host);
+      return PopStatus::kOk;
+    }
     // The acquire load of avail->idx in available() orders this read after it.
     uint16_t head = load_relaxed(&avail_->ring[last_avail_ & (size_ - 1)]);
     if (head >= size_) {
@@ -195,13 +224,7 @@ inline bool DeviceQueue::walk_direct(uint16_t head, Chain& c) {
   if ((d.flags & (VRING_DESC_F_NEXT | VRING_DESC_F_INDIRECT)) || d.len == 0) return false;
   uint8_t* h = mem_->gpa_to_host(d.addr, d.len);
   if (!h) return false;
-  c.head = head;
-  c.segs[0] = iovec{h, d.len};
-  const bool writable = d.flags & VRING_DESC_F_WRITE;
-  c.n_out = !writable;
-  c.n_in = writable;
-  c.out_len = writable ? 0 : d.len;
-  c.in_len = writable ? d.len : 0;
+  fill(c, head, d.flags, d.len, h);
   return true;
 }
 

@@ -137,6 +137,31 @@ class DeviceQueue {
   // never trusted: the chain is validated again when it is popped.
   void prefetch_desc(uint16_t ahead);
   void prefetch_buffer(uint16_t ahead);
+  // What prefetch_buffer() learnt of a chain that walk_direct() would accept (one
+  // direct, non-empty descriptor inside one region), kept for pop(): its avail entry
+  // and its descriptor are then read once, by the look-ahead, and translated once.
+  // `tag` is the avail index | kAheadValid, cleared when pop() takes it; start() and
+  // stop() clear them all (a new memory table, a new ring).
+  struct Ahead {
+    uint32_t tag;
+    uint16_t head;
+    uint16_t flags;
+    uint32_t len;
+    uint8_t* host;
+  };
+  static constexpr uint32_t kAheadValid = 1u << 16;
+  static constexpr uint16_t kAheadSlots = 16;  // more than the buffer look-ahead distance
+  void clear_ahead();
+  // Fills `c` from a kept look-ahead (the fast path of pop()).
+  static void fill(Chain& c, uint16_t head, uint16_t flags, uint32_t len, uint8_t* h) {
+    c.head = head;
+    c.segs[0] = iovec{h, len};
+    const bool writable = flags & VRING_DESC_F_WRITE;
+    c.n_out = !writable;
+    c.n_in = writable;
+    c.out_len = writable ? 0 : len;
+    c.in_len = writable ? len : 0;
+  }
   // Walks the chain at `head` into `c`; nullptr when valid, else the reason.
   const char* walk(uint16_t head, Chain& c);
   // The common case of walk() without its checks' register pressure: one direct,
@@ -157,6 +182,7 @@ class DeviceQueue {
   uint16_t signalled_used_ = 0;  // used idx at the last notify decision
   bool signalled_valid_ = false;
   uint32_t write_kept_ = 0;  // set_write_kept
+  Ahead ahead_[kAheadSlots] = {};
   bool event_idx_ = false;
   bool indirect_ = false;
   bool started_ = false;
