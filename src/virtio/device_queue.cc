@@ -149,13 +149,11 @@ void DeviceQueue::prefetch_buffer(uint16_t ahead) {
   const uint16_t head = load_relaxed(&avail_->ring[i & (size_ - 1)]);
   if (head >= size_) return;
   const vring_desc d = read_desc(&desc_[head]);
-  const uint8_t* p;
-  if (!(d.flags & (VRING_DESC_F_NEXT | VRING_DESC_F_INDIRECT)) && d.len != 0 &&
-      (p = mem_->gpa_to_host(d.addr, d.len))) [[likely]] {
-    // What walk_direct() would accept: keep it for pop(), which then trusts this one
-    // read of the entry and the descriptor (a driver changes neither once available).
-    ahead_[i & (kAheadSlots - 1)] =
-        Ahead{i | kAheadValid, head, d.flags, d.len, const_cast<uint8_t*>(p)};
+  uint8_t* p = direct_host(d);
+  if (p) [[likely]] {
+    // Keep it for pop(), which then trusts this one read of the entry and the
+    // descriptor (a driver changes neither once available).
+    ahead_[i & (kAheadSlots - 1)] = Ahead{i | kAheadValid, head, d.flags, d.len, p};
   } else {
     p = mem_->gpa_to_host(d.addr, d.len < 128 ? d.len : 128);
     if (!p) return;
@@ -179,6 +177,13 @@ void DeviceQueue::prefetch_buffer(uint16_t ahead) {
   }
 }
 
+inline void DeviceQueue::advance() {
+  prefetch_desc(kDescAhead);
+  prefetch_buffer(kBufAhead);
+  ++last_avail_;
+  counters_.chains.add();
+}
+
 PopStatus DeviceQueue::pop(Chain& c) {
   for (;;) {
     if (!started_) return PopStatus::kEmpty;
@@ -187,13 +192,9 @@ PopStatus DeviceQueue::pop(Chain& c) {
       return broken_ ? PopStatus::kBroken : PopStatus::kEmpty;
     Ahead& a = ahead_[last_avail_ & (kAheadSlots - 1)];
     if (a.tag == (last_avail_ | kAheadValid)) [[likely]] {
-      const Ahead k = a;
       a.tag = 0;  // taken: after a rewind the chain is read again
-      prefetch_desc(kDescAhead);
-      prefetch_buffer(kBufAhead);
-      ++last_avail_;
-      counters_.chains.add();
-      fill(c, k.head, k.flags, k.len, k.host);
+      fill(c, a.head, a.flags, a.len, a.host);
+      advance();
       return PopStatus::kOk;
     }
     // The acquire load of avail->idx in available() orders this read after it.
@@ -202,11 +203,7 @@ PopStatus DeviceQueue::pop(Chain& c) {
       set_broken("available ring entry out of range");
       return PopStatus::kBroken;
     }
-    // Keep the look-ahead going (relative to the entry just taken).
-    prefetch_desc(kDescAhead);
-    prefetch_buffer(kBufAhead);
-    ++last_avail_;
-    counters_.chains.add();
+    advance();
     if (walk_direct(head, c)) [[likely]]
       return PopStatus::kOk;
     const char* why = walk(head, c);
@@ -221,8 +218,7 @@ PopStatus DeviceQueue::pop(Chain& c) {
 // again and checks everything.
 inline bool DeviceQueue::walk_direct(uint16_t head, Chain& c) {
   const vring_desc d = read_desc(&desc_[head]);
-  if ((d.flags & (VRING_DESC_F_NEXT | VRING_DESC_F_INDIRECT)) || d.len == 0) return false;
-  uint8_t* h = mem_->gpa_to_host(d.addr, d.len);
+  uint8_t* h = direct_host(d);
   if (!h) return false;
   fill(c, head, d.flags, d.len, h);
   return true;

@@ -152,7 +152,15 @@ class DeviceQueue {
   static constexpr uint32_t kAheadValid = 1u << 16;
   static constexpr uint16_t kAheadSlots = 16;  // more than the buffer look-ahead distance
   void clear_ahead();
-  // Fills `c` from a kept look-ahead (the fast path of pop()).
+  // Where a descriptor's buffer is when it is one direct, non-empty descriptor inside one
+  // region (what walk_direct() accepts and prefetch_buffer() keeps); nullptr otherwise.
+  uint8_t* direct_host(const vring_desc& d) const {
+    if ((d.flags & (VRING_DESC_F_NEXT | VRING_DESC_F_INDIRECT)) || d.len == 0) return nullptr;
+    return mem_->gpa_to_host(d.addr, d.len);
+  }
+  // Takes the entry at last_avail_ and keeps the look-ahead going relative to it.
+  void advance();
+  // Fills `c` with a single-descriptor chain.
   static void fill(Chain& c, uint16_t head, uint16_t flags, uint32_t len, uint8_t* h) {
     c.head = head;
     c.segs[0] = iovec{h, len};
