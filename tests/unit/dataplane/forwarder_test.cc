@@ -165,6 +165,33 @@ TEST_F(ForwarderTest, OneSendBurstPerPortAndOrderKept) {
   EXPECT_EQ(fwd_.counters().same_port.get(), 1u);     // to A, learned on 1 by pkts[0]
 }
 
+// Frames with the same header as an earlier one of the burst take its way without a
+// lookup, until a frame of that burst moves their destination.
+TEST_F(ForwarderTest, RunOfOneFlowFollowsAStationMoveInTheBurst) {
+  send(2, kBcast, kB);  // B is on port 2
+  clear();
+  net::Packet* pkts[4] = {frame(0, kB, kA), frame(1, kB, kA), frame(2, kD, kB),
+                          frame(3, kB, kA)};  // pkts[2] shows B behind port 1
+  fwd_.forward(port(1), pkts, 4, ports_, 2 * kSec);
+  using V = std::vector<net::Packet*>;
+  ASSERT_EQ(port(2).bursts.size(), 1u);
+  EXPECT_EQ(port(2).bursts[0], (V{pkts[0], pkts[1], pkts[2]}));  // pkts[3] not
+  EXPECT_EQ(fwd_.counters().unicast.get(), 2u);
+  EXPECT_EQ(fwd_.counters().same_port.get(), 1u);
+  EXPECT_EQ(fwd_.fdb().lookup(mac(kB), 0, 2 * kSec), 1);
+}
+
+TEST_F(ForwarderTest, RunOfMulticastSourceFramesCountsEachFrame) {
+  send(2, kBcast, kB);
+  clear();
+  net::Packet* pkts[3];
+  for (uint32_t i = 0; i < 3; ++i) pkts[i] = frame(i, kB, "01:00:5e:00:00:01");
+  fwd_.forward(port(1), pkts, 3, ports_, 2 * kSec);
+  EXPECT_EQ(port(2).frames().size(), 3u);
+  EXPECT_EQ(fwd_.counters().src_multicast.get(), 3u);
+  EXPECT_EQ(fwd_.counters().unicast.get(), 3u);
+}
+
 TEST_F(ForwarderTest, FullBurstFloodedToEveryPort) {
   net::Packet* pkts[net::kBurst];
   for (uint32_t i = 0; i < net::kBurst; ++i) pkts[i] = frame(i, kBcast, kA);

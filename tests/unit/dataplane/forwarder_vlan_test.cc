@@ -147,8 +147,8 @@ TEST_F(ForwarderVlanTest, TagRemovalMovesOffloadOffsets) {
 }
 
 TEST_F(ForwarderVlanTest, FdbIsPerVlan) {
-  send(1, frame(kBcast, kA));       // A learned in VLAN 10 on port 1
-  send(4, frame(kBcast, kB, 20));   // B learned in VLAN 20 on port 4
+  send(1, frame(kBcast, kA));      // A learned in VLAN 10 on port 1
+  send(4, frame(kBcast, kB, 20));  // B learned in VLAN 20 on port 4
   clear();
   send(3, frame(kA, kB));  // A is unknown in VLAN 20: flooded there only
   EXPECT_EQ(receivers(), (std::vector<uint16_t>{4}));
@@ -165,6 +165,32 @@ TEST_F(ForwarderVlanTest, FdbIsPerVlan) {
     seen20 |= e.vlan == 20 && e.port == 3;  // B moved to port 3 in VLAN 20
   }
   EXPECT_TRUE(seen10 && seen20);
+}
+
+// Tagged frames whose first 14 bytes match (same MACs, EtherType 0x8100) but whose tags
+// differ each go to their own VLAN; untagged ones from an access port get its VLAN.
+TEST_F(ForwarderVlanTest, BurstOfFramesAlikeButForTheTag) {
+  send(1, frame(kBcast, kA));      // A in VLAN 10 on port 1
+  send(3, frame(kBcast, kA));      // A in VLAN 20 on port 3
+  send(4, frame(kBcast, kB, 10));  // B in VLAN 10 on port 4
+  clear();
+  auto a10 = std::make_unique<net::Packet>(*frame(kA, kB, 10));
+  auto a20 = std::make_unique<net::Packet>(*frame(kA, kB, 20));
+  auto b10 = std::make_unique<net::Packet>(*frame(kA, kB, 10));
+  net::Packet* burst[3] = {a10.get(), a20.get(), b10.get()};
+  fwd_.forward(port(4), burst, 3, ports_, kSec);
+  EXPECT_EQ(receivers(), (std::vector<uint16_t>{1, 3}));
+  EXPECT_EQ(port(1).frames(), (std::vector<net::Packet*>{a10.get(), b10.get()}));
+  EXPECT_EQ(port(3).frames(), (std::vector<net::Packet*>{a20.get()}));
+  EXPECT_EQ(a20->vlan, 20);
+  EXPECT_EQ(b10->vlan, 10);
+  clear();
+  auto u1 = std::make_unique<net::Packet>(*frame(kB, kA));
+  auto u2 = std::make_unique<net::Packet>(*frame(kB, kA));
+  net::Packet* untagged[2] = {u1.get(), u2.get()};
+  fwd_.forward(port(1), untagged, 2, ports_, kSec);
+  EXPECT_EQ(port(4).frames(), (std::vector<net::Packet*>{u1.get(), u2.get()}));
+  EXPECT_EQ(u2->vlan, 10);
 }
 
 TEST_F(ForwarderVlanTest, ShortTaggedFrameIsDropped) {
