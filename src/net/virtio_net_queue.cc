@@ -93,59 +93,88 @@ void complete_deferred(virtio::DeviceQueue& q, TxDeferred& deferred) {
   q.publish();
 }
 
+namespace {
+
+// The frame of one TX chain, whose device-readable pieces are segs[0, n_out) with
+// `total` bytes, into p. False when it is dropped (counted). Inlined into both paths of
+// tx_dequeue(): with one piece known, most of it folds away.
+[[gnu::always_inline]] inline bool tx_frame(Packet& p, const iovec* segs, uint32_t n_out,
+                                            uint64_t total, uint32_t hdr_len,
+                                            const OffloadCaps& src, DropCounters& drops,
+                                            TxDeferred* deferred) {
+  // 5.1.6.2: the driver puts the header and the frame in device-readable buffers.
+  if (total < uint64_t(hdr_len) + kEthHdrLen) {
+    drops.add(Drop::kTxTooShort);
+    return false;
+  }
+  if (total - hdr_len > kMaxFrame) {
+    drops.add(Drop::kTxTooBig);
+    return false;
+  }
+  p.vhdr = {};
+  // Read once, into our copy (one piece: the usual case).
+  if (n_out == 1)
+    copy_net_hdr(&p.vhdr, segs[0].iov_base, hdr_len);
+  else
+    iov_to_buf(segs, n_out, 0, &p.vhdr, hdr_len);
+  p.len = uint32_t(total - hdr_len);
+  p.vlan = 0;
+  p.tail_n = 0;
+  if (deferred && p.len >= kDirectMin && p.vhdr.gso_type == VIRTIO_NET_HDR_GSO_NONE &&
+      deferred->n < kBurst) {
+    p.tail_n = uint16_t(iov_slice(segs, n_out, uint64_t(hdr_len) + kDirectHead, p.tail, kMaxTail));
+  }
+  if (p.tail_n) {
+    p.head = kDirectHead;
+    iov_to_buf(segs, n_out, hdr_len, p.data, kDirectHead);
+  } else if (n_out == 1) {
+    copy_frame_bytes(p.data, static_cast<const uint8_t*>(segs[0].iov_base) + hdr_len, p.len);
+  } else {
+    iov_to_buf(segs, n_out, hdr_len, p.data, p.len);
+  }
+  OffloadError e = validate(p, src);  // without GSO it reads only the header fields
+  if (e != OffloadError::kOk) {
+    drops.add(Drop::kTxBadHeader);
+    static RateLimit rl;
+    VNET_LOG_RL(rl, spdlog::level::warn, "virtio-net TX: bad offload header dropped: {}",
+                offload_error_name(e));
+    p.tail_n = 0;
+    return false;
+  }
+  if (p.tail_n) ++deferred->n;  // its buffers are read after this returns
+  return true;
+}
+
+}  // namespace
+
 uint32_t tx_dequeue(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len,
                     const OffloadCaps& src, Packet* const* pkts, uint32_t max, DropCounters& drops,
                     TxDeferred* deferred) {
   uint32_t n = 0, popped = 0;
   const uint16_t used_start = q.mark().used_idx;
   while (n < max && popped < max * 2) {
-    virtio::PopStatus st = q.pop(c);
-    if (st != virtio::PopStatus::kOk) break;
-    ++popped;
-    Packet& p = *pkts[n];
-    // 5.1.6.2: the driver puts the header and the frame in device-readable buffers.
-    const uint64_t total = c.out_len;
-    if (total < uint64_t(hdr_len) + kEthHdrLen) {
-      drops.add(Drop::kTxTooShort);
-    } else if (total - hdr_len > kMaxFrame) {
-      drops.add(Drop::kTxTooBig);
+    virtio::DeviceQueue::Direct d;
+    uint16_t head;
+    bool ok;
+    if (q.pop_direct(d)) [[likely]] {
+      head = d.head;
+      if (d.writable) {  // nothing device-readable: what pop() would make of it
+        drops.add(Drop::kTxTooShort);
+        ok = false;
+      } else {
+        const iovec seg{d.host, d.len};
+        ok = tx_frame(*pkts[n], &seg, 1, d.len, hdr_len, src, drops, deferred);
+      }
     } else {
-      p.vhdr = {};
-      // Read once, into our copy (one piece: the usual case).
-      if (c.n_out == 1)
-        copy_net_hdr(&p.vhdr, c.segs[0].iov_base, hdr_len);
-      else
-        iov_to_buf(c.segs, c.n_out, 0, &p.vhdr, hdr_len);
-      p.len = uint32_t(total - hdr_len);
-      p.vlan = 0;
-      p.tail_n = 0;
-      if (deferred && p.len >= kDirectMin && p.vhdr.gso_type == VIRTIO_NET_HDR_GSO_NONE &&
-          deferred->n < kBurst) {
-        p.tail_n =
-            uint16_t(iov_slice(c.segs, c.n_out, uint64_t(hdr_len) + kDirectHead, p.tail, kMaxTail));
-      }
-      if (p.tail_n) {
-        p.head = kDirectHead;
-        iov_to_buf(c.segs, c.n_out, hdr_len, p.data, kDirectHead);
-      } else if (c.n_out == 1) {
-        copy_frame_bytes(p.data, static_cast<const uint8_t*>(c.segs[0].iov_base) + hdr_len, p.len);
-      } else {
-        iov_to_buf(c.segs, c.n_out, hdr_len, p.data, p.len);
-      }
-      OffloadError e = validate(p, src);  // without GSO it reads only the header fields
-      if (e == OffloadError::kOk) {
-        ++n;
-        if (p.tail_n) ++deferred->n;  // its buffers are read after this returns
-      } else {
-        drops.add(Drop::kTxBadHeader);
-        static RateLimit rl;
-        VNET_LOG_RL(rl, spdlog::level::warn, "virtio-net TX: bad offload header dropped: {}",
-                    offload_error_name(e));
-      }
+      if (q.pop(c) != virtio::PopStatus::kOk) break;
+      head = c.head;
+      ok = tx_frame(*pkts[n], c.segs, c.n_out, c.out_len, hdr_len, src, drops, deferred);
     }
+    ++popped;
+    n += ok;
     // TX buffers are read, never written. Pushed in pop order; the driver sees the
     // element only at publish.
-    q.push(c.head, 0);
+    q.push(head, 0);
   }
   if (q.mark().used_idx != used_start && !(deferred && deferred->n)) q.publish();
   return n;
@@ -229,9 +258,31 @@ struct FrameView {
   FrameView(const FrameView&) = delete;  // pieces point into the object
 };
 
+// The usual case of rx_one() and rx_mergeable(): a frame in one piece into the next
+// chain, when the look-ahead found it to be one writable buffer that holds the header
+// and the frame. False, with nothing taken, otherwise.
+inline bool rx_direct(virtio::DeviceQueue& q, uint32_t hdr_len, const FrameView& p) {
+  if (p.n != 1) return false;
+  virtio::DeviceQueue::Direct d;
+  if (!q.pop_direct(d)) return false;
+  const uint64_t need = uint64_t(hdr_len) + p.len;
+  if (!d.writable || d.len < need) [[unlikely]] {
+    auto m = q.mark();  // give it back: the general path decides
+    --m.last_avail;
+    q.rewind(m);
+    return false;
+  }
+  put_net_hdr(d.host, &p.hdr, hdr_len);
+  copy_frame_bytes(d.host + hdr_len, p.piece[0].iov_base, p.len);
+  q.push(d.head, uint32_t(need));
+  return true;
+}
+
 // One frame into one chain (no mergeable buffers). False if no buffer fits.
 bool rx_one(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len, const FrameView& p,
             DropCounters& drops) {
+  if (rx_direct(q, hdr_len, p)) [[likely]]
+    return true;
   if (q.pop(c) != virtio::PopStatus::kOk) {
     drops.add(q.broken() ? Drop::kQueueBroken : Drop::kRxNoBuffers);
     return false;
@@ -258,6 +309,8 @@ bool rx_one(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len, const Fr
 // One frame across as many chains as it needs (5.1.6.3.2, VIRTIO_NET_F_MRG_RXBUF).
 bool rx_mergeable(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len, const FrameView& p,
                   DropCounters& drops) {
+  if (rx_direct(q, hdr_len, p)) [[likely]]
+    return true;
   virtio::DeviceQueue::Mark mark{};
   const uint64_t need = uint64_t(hdr_len) + p.len;
   uint64_t done = 0;

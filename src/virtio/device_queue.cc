@@ -117,6 +117,7 @@ void DeviceQueue::set_broken(const char* why) {
   if (broken_) return;
   broken_ = true;
   broken_reason_ = why;
+  clear_ahead();  // pop_direct() relies on it
   counters_.broken.add();
 }
 
@@ -177,7 +178,7 @@ void DeviceQueue::prefetch_buffer(uint16_t ahead) {
   }
 }
 
-inline void DeviceQueue::advance() {
+void DeviceQueue::advance() {
   prefetch_desc(kDescAhead);
   prefetch_buffer(kBufAhead);
   ++last_avail_;

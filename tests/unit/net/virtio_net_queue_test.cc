@@ -506,6 +506,29 @@ TEST_F(NetQueueTest, RxChainTooSmallDropsFrameAndKeepsBuffer) {
   EXPECT_EQ(std::memcmp(g_.host(gpas[0] + kHdr, 40), small.data(), 40), 0);
 }
 
+// The same after the look-ahead has read the buffers (pop_direct): a buffer too small
+// for one frame of a burst is given back and the next frame takes it.
+TEST_F(NetQueueTest, RxBufferTooSmallInABurstIsKeptForTheNextFrame) {
+  start_rx();
+  auto gpas = post_rx(1, 2048);
+  Buf small = g_.buf(80, 0xee), last = g_.buf(2048, 0xee);
+  rx_.drv.add(nullptr, 0, &small, 1);
+  rx_.drv.add(nullptr, 0, &last, 1);
+  rx_.drv.publish();
+  std::vector<uint8_t> fs[3] = {frame(60, 1), frame(100, 2), frame(61, 3)};
+  Packet* ps[3] = {pkt(0, fs[0]), pkt(1, fs[1]), pkt(2, fs[2])};
+  EXPECT_EQ(rx(ps, 3, false), 2u);
+  EXPECT_EQ(drops_.get(Drop::kRxNoBuffers), 1u);
+  EXPECT_EQ(rx_.dev.available(), 1);
+  Used u;
+  ASSERT_TRUE(rx_.drv.reap(u));
+  EXPECT_EQ(u.len, kHdr + 60);
+  ASSERT_TRUE(rx_.drv.reap(u));
+  EXPECT_EQ(u.len, kHdr + 61);
+  EXPECT_EQ(std::memcmp(g_.host(small.gpa + kHdr, 61), fs[2].data(), 61), 0);
+  EXPECT_FALSE(rx_.drv.reap(u));
+}
+
 TEST_F(NetQueueTest, RxBurstThatDoesNotFitIsDroppedNotQueued) {
   start_rx();
   post_rx(1, 64);

@@ -664,6 +664,81 @@ TEST_F(DeviceQueueTest, RewindGivesBackPoppedChainsAndForgetsPushes) {
   }
 }
 
+// ---- pop_direct: the look-ahead's single-descriptor chains ---------------------------
+
+TEST_F(DeviceQueueTest, PopDirectTakesOnlyWhatTheLookAheadFoundSimple) {
+  ASSERT_TRUE(q_.start(g_, 16, false));
+  Buf r[3] = {g_.buf(60), g_.buf(70), g_.buf(80)};
+  int h[6];
+  for (int i = 0; i < 3; ++i) h[i] = q_.drv.add(&r[i], 1, nullptr, 0);
+  Buf out = g_.buf(40), in = g_.buf(50);
+  h[3] = q_.drv.add(&out, 1, &in, 1);  // two descriptors
+  Buf w = g_.buf(90);
+  h[4] = q_.drv.add(nullptr, 0, &w, 1);  // one writable descriptor
+  Buf across{kR1Gpa - 0x100, 0x180};     // one descriptor, two regions
+  h[5] = q_.drv.add(&across, 1, nullptr, 0);
+  for (int x : h) ASSERT_GE(x, 0);
+  DeviceQueue::Direct d{};
+  EXPECT_FALSE(q_.dev.pop_direct(d)) << "nothing read yet";
+  q_.drv.publish();
+  EXPECT_FALSE(q_.dev.pop_direct(d)) << "the look-ahead starts at available()";
+  ASSERT_EQ(q_.dev.available(), 6);
+  auto expect_direct = [&](int head, const Buf& b, bool writable) {
+    ASSERT_TRUE(q_.dev.pop_direct(d)) << head;
+    EXPECT_EQ(d.head, head);
+    EXPECT_EQ(d.host, g_.host(b.gpa));
+    EXPECT_EQ(d.len, b.len);
+    EXPECT_EQ(d.writable, writable);
+  };
+  for (int i = 0; i < 3; ++i) expect_direct(h[i], r[i], false);
+  EXPECT_FALSE(q_.dev.pop_direct(d));
+  ASSERT_EQ(q_.dev.pop(*c_), PopStatus::kOk);
+  EXPECT_EQ(c_->head, h[3]);
+  EXPECT_EQ(c_->n_in, 1u);
+  expect_direct(h[4], w, true);
+  EXPECT_FALSE(q_.dev.pop_direct(d));
+  ASSERT_EQ(q_.dev.pop(*c_), PopStatus::kOk);
+  EXPECT_EQ(c_->head, h[5]);
+  EXPECT_EQ(c_->n_out, 2u);
+  EXPECT_FALSE(q_.dev.pop_direct(d));
+  EXPECT_EQ(q_.dev.pop(*c_), PopStatus::kEmpty);
+  EXPECT_EQ(q_.dev.counters().chains.get(), 6u);
+  EXPECT_EQ(q_.dev.last_avail_idx(), 6);
+}
+
+TEST_F(DeviceQueueTest, PopDirectAfterRewindStopAndBreak) {
+  ASSERT_TRUE(q_.start(g_, 8, false));
+  Buf b = g_.buf(64);
+  int h[3];
+  for (int& x : h) x = q_.drv.add(&b, 1, nullptr, 0);
+  q_.drv.publish();
+  ASSERT_EQ(q_.dev.available(), 3);
+  DeviceQueue::Mark m = q_.dev.mark();
+  DeviceQueue::Direct d{};
+  ASSERT_TRUE(q_.dev.pop_direct(d));
+  EXPECT_EQ(d.head, h[0]);
+  q_.dev.rewind(m);  // taken once: read again by pop()
+  EXPECT_FALSE(q_.dev.pop_direct(d));
+  ASSERT_EQ(q_.dev.pop(*c_), PopStatus::kOk);
+  EXPECT_EQ(c_->head, h[0]);
+  // Stopped and started again: the ring may be elsewhere, nothing kept is used.
+  q_.dev.stop();
+  EXPECT_FALSE(q_.dev.pop_direct(d));
+  QueueConfig cfg = q_.cfg;
+  cfg.avail_base = q_.dev.last_avail_idx();
+  ASSERT_TRUE(q_.dev.start(g_.memory(), cfg).is_ok());
+  EXPECT_FALSE(q_.dev.pop_direct(d));
+  ASSERT_EQ(q_.dev.available(), 2);
+  ASSERT_TRUE(q_.dev.pop_direct(d));
+  EXPECT_EQ(d.head, h[1]);
+  // A driver that breaks the ring: what the look-ahead kept is not given out.
+  q_.drv.avail()->idx = uint16_t(q_.drv.avail()->idx + 20);
+  EXPECT_EQ(q_.dev.available(), 0);
+  ASSERT_TRUE(q_.dev.broken());
+  EXPECT_FALSE(q_.dev.pop_direct(d));
+  EXPECT_EQ(q_.dev.pop(*c_), PopStatus::kBroken);
+}
+
 // ---- stop / restart and 16-bit wrap ------------------------------------------------
 
 TEST_F(DeviceQueueTest, RestartAtAvailBase) {
