@@ -136,14 +136,14 @@ uint16_t DeviceQueue::available() {
   return n;
 }
 
-void DeviceQueue::prefetch_desc(uint16_t ahead) {
+[[gnu::always_inline]] inline void DeviceQueue::prefetch_desc(uint16_t ahead) {
   const uint16_t i = uint16_t(last_avail_ + ahead);
   if (uint16_t(i - last_avail_) >= uint16_t(avail_shadow_ - last_avail_)) return;
   const uint16_t head = load_relaxed(&avail_->ring[i & (size_ - 1)]);
   if (head < size_) __builtin_prefetch(&desc_[head], 0, 3);
 }
 
-void DeviceQueue::prefetch_buffer(uint16_t ahead) {
+[[gnu::always_inline]] inline void DeviceQueue::prefetch_buffer(uint16_t ahead) {
   const uint16_t i = uint16_t(last_avail_ + ahead);
   if (uint16_t(i - last_avail_) >= uint16_t(avail_shadow_ - last_avail_)) return;
   // The acquire load of avail->idx that made entry i available came before this read.
