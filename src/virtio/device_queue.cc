@@ -191,11 +191,9 @@ PopStatus DeviceQueue::pop(Chain& c) {
     if (broken_) return PopStatus::kBroken;
     if (last_avail_ == avail_shadow_ && available() == 0)
       return broken_ ? PopStatus::kBroken : PopStatus::kEmpty;
-    Ahead& a = ahead_[last_avail_ & (kAheadSlots - 1)];
-    if (a.tag == (last_avail_ | kAheadValid)) [[likely]] {
-      a.tag = 0;  // taken: after a rewind the chain is read again
-      fill(c, a.head, a.flags, a.len, a.host);
-      advance();
+    Direct d;
+    if (pop_direct(d)) [[likely]] {
+      fill(c, d.head, d.writable, d.len, d.host);
       return PopStatus::kOk;
     }
     // The acquire load of avail->idx in available() orders this read after it.
@@ -221,7 +219,7 @@ inline bool DeviceQueue::walk_direct(uint16_t head, Chain& c) {
   const vring_desc d = read_desc(&desc_[head]);
   uint8_t* h = direct_host(d);
   if (!h) return false;
-  fill(c, head, d.flags, d.len, h);
+  fill(c, head, d.flags & VRING_DESC_F_WRITE, d.len, h);
   return true;
 }
 

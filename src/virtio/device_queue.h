@@ -153,16 +153,18 @@ class DeviceQueue {
   void set_broken(const char* why);
   // Look-ahead hints (2.7.13 chains are consumed in ring order): prefetch the
   // descriptor of the chain `ahead` entries after the next one, and the first buffer
-  // of a nearer chain whose descriptor an earlier hint brought in. Only prefetches,
-  // never trusted: the chain is validated again when it is popped.
+  // of a nearer chain whose descriptor an earlier hint brought in. Hints, except what
+  // prefetch_buffer() keeps of a single-descriptor chain (Ahead): validated when read,
+  // and trusted then.
   void prefetch_desc(uint16_t ahead);
   void prefetch_buffer(uint16_t ahead);
   // What prefetch_buffer() learnt of a chain that walk_direct() would accept (one
-  // direct, non-empty descriptor inside one region), kept for pop(): its avail entry
-  // and its descriptor are then read once, by the look-ahead, and translated once.
-  // `tag` is the avail index | kAheadValid, cleared when pop() takes it;
-  // start(), stop() and a broken queue clear them all (a new memory table, a new ring,
-  // nothing more to pop). A valid tag thus also means started, not broken, available.
+  // direct, non-empty descriptor inside one region), kept for pop_direct(), which pop()
+  // tries first: its avail entry and its descriptor are then read once, by the
+  // look-ahead, and translated once. `tag` is the avail index | kAheadValid, cleared
+  // when pop_direct() takes it; start(), stop() and a broken queue clear them all (a
+  // new memory table, a new ring, nothing more to pop). A valid tag thus also means
+  // started, not broken, available.
   struct Ahead {
     uint32_t tag;
     uint16_t head;
@@ -182,10 +184,9 @@ class DeviceQueue {
   // Takes the entry at last_avail_ and keeps the look-ahead going relative to it.
   void advance();
   // Fills `c` with a single-descriptor chain.
-  static void fill(Chain& c, uint16_t head, uint16_t flags, uint32_t len, uint8_t* h) {
+  static void fill(Chain& c, uint16_t head, bool writable, uint32_t len, uint8_t* h) {
     c.head = head;
     c.segs[0] = iovec{h, len};
-    const bool writable = flags & VRING_DESC_F_WRITE;
     c.n_out = !writable;
     c.n_in = writable;
     c.out_len = writable ? 0 : len;
