@@ -6,6 +6,10 @@
 //         kicking once per burst and only when the device asked (should_kick);
 //   rx:   keeps the RX ring (0) full of buffers, counts (and with --check verifies)
 //         the frames addressed to its MAC, re-posting each buffer at once;
+//   Both re-post a used chain as it is (DriverQueue::repost, in the order the device
+//   used them): after the first lap a descriptor or avail entry is written only when
+//   the device completed out of order, so the device reads clean lines and the
+//   generator's per-frame work is a used-ring read and an index step;
 //   txrx: both.
 // With --pair-socket it drives a second port from the same thread (txrx on both, each
 // sending to the other's MAC): an open-loop two-port generator and sink for switch
@@ -198,7 +202,11 @@ class Traffic {
   uint32_t rx_buf_len_ = 2048;
   // Buffers by the head of the chain they are posted in (one descriptor per chain).
   std::vector<uint64_t> tx_buf_of_head_, rx_buf_of_head_;
-  std::vector<uint64_t> tx_free_;  // stack of tx buffer addresses not in flight
+  std::vector<uint64_t> tx_fresh_;  // tx buffer addresses never posted yet (a stack)
+  // Heads of reaped tx chains (descriptor bound to its buffer), re-posted first, oldest
+  // first: a FIFO of the queue's size (a power of 2).
+  std::vector<uint16_t> tx_kept_;
+  uint32_t kept_head_ = 0, kept_count_ = 0;
   uint64_t announce_gpa_ = 0;
   uint64_t tx_posted_ = 0;  // data frames posted
   uint64_t announce_sent_ = 0;
@@ -226,7 +234,8 @@ bool Traffic::setup() {
   tx_buf_of_head_.assign(qs, 0);
   rx_buf_of_head_.assign(fe_.queue(kRxQ).size(), 0);
   if (tx_) {
-    tx_free_.reserve(qs);
+    tx_fresh_.reserve(qs);
+    tx_kept_.assign(qs, 0);
     for (uint16_t i = 0; i < qs; ++i) {
       auto m = fe_.alloc(tx_len, 64);
       if (!m) {
@@ -235,7 +244,7 @@ bool Traffic::setup() {
       }
       std::memset(m->host, 0, hdr_len_);  // virtio_net_hdr: no offloads, num_buffers 0
       build_frame(m->host + hdr_len_, o_.size, dst_, mac_, kMagic);
-      tx_free_.push_back(m->gpa);
+      tx_fresh_.push_back(m->gpa);
     }
   }
   // The announcement frame (broadcast from our MAC).
@@ -306,7 +315,7 @@ void Traffic::service_rx(Clock::time_point now) {
   uint32_t n = 0;
   uint64_t pkts = 0, bytes = 0;
   const bool mrg = fe_.has_feature(VIRTIO_NET_F_MRG_RXBUF);
-  while (n < 256 && rq.reap(u)) {
+  while (n < 256 && rq.reap_keep(u)) {
     ++n;
     ++rx_reaped_;
     const uint64_t gpa = rx_buf_of_head_[u.id];
@@ -347,10 +356,7 @@ void Traffic::service_rx(Clock::time_point now) {
       }
     }
     if (o_.rx_no_refill) continue;
-    // Re-post the same buffer at once.
-    virtio::Buf b{gpa, rx_buf_len_};
-    int head = rq.add(nullptr, 0, &b, 1);
-    rx_buf_of_head_[uint16_t(head)] = gpa;
+    rq.repost(u.id);  // the same buffer, at once
   }
   if (n && pkts) rx_stats_.count(pkts, bytes, now);
   if (n && !o_.rx_no_refill) {
@@ -367,9 +373,10 @@ uint32_t Traffic::reap_tx(Clock::time_point now) {
   virtio::DriverQueue& tq = fe_.queue(kTxQ);
   virtio::Used u;
   uint32_t n = 0;
-  while (tq.reap(u)) {
+  const uint32_t qs = uint32_t(tx_kept_.size());
+  while (tq.reap_keep(u)) {
     ++tx_reaped_;
-    tx_free_.push_back(tx_buf_of_head_[u.id]);
+    tx_kept_[(kept_head_ + kept_count_++) & (qs - 1)] = u.id;
     ++n;
   }
   if (n) tx_stats_.count(n, uint64_t(n) * o_.size, now);
@@ -378,7 +385,7 @@ uint32_t Traffic::reap_tx(Clock::time_point now) {
 
 uint32_t Traffic::post_tx(Clock::time_point now) {
   virtio::DriverQueue& tq = fe_.queue(kTxQ);
-  uint64_t want = std::min<uint64_t>(o_.burst, tx_free_.size());
+  uint64_t want = std::min<uint64_t>(o_.burst, kept_count_ + tx_fresh_.size());
   if (o_.count) want = std::min<uint64_t>(want, o_.count - tx_posted_);
   if (o_.rate > 0) {
     double el = std::chrono::duration<double>(now - t_start_).count();
@@ -392,9 +399,19 @@ uint32_t Traffic::post_tx(Clock::time_point now) {
     tx_stats_.last = now;
   }
   const uint32_t len = hdr_len_ + o_.size;
+  const uint32_t qs = uint32_t(tx_kept_.size());
   for (uint64_t i = 0; i < want; ++i) {
-    uint64_t gpa = tx_free_.back();
-    tx_free_.pop_back();
+    int head = -1;
+    uint64_t gpa;
+    if (kept_count_) {
+      head = tx_kept_[kept_head_];
+      kept_head_ = (kept_head_ + 1) & (qs - 1);
+      --kept_count_;
+      gpa = tx_buf_of_head_[uint16_t(head)];
+    } else {
+      gpa = tx_fresh_.back();
+      tx_fresh_.pop_back();
+    }
     if (o_.random_src_mac) {           // a new locally administered unicast source per frame
       src_state_ ^= src_state_ << 13;  // xorshift64
       src_state_ ^= src_state_ >> 7;
@@ -403,9 +420,13 @@ uint32_t Traffic::post_tx(Clock::time_point now) {
       std::memcpy(src, &src_state_, 6);
       src[0] = uint8_t((src[0] & 0xfc) | 0x02);
     }
-    virtio::Buf b{gpa, len};
-    int head = tq.add(&b, 1, nullptr, 0);
-    tx_buf_of_head_[uint16_t(head)] = gpa;
+    if (head >= 0) {
+      tq.repost(uint16_t(head));
+    } else {
+      virtio::Buf b{gpa, len};
+      head = tq.add(&b, 1, nullptr, 0);
+      tx_buf_of_head_[uint16_t(head)] = gpa;
+    }
   }
   tx_posted_ += want;
   tq.publish();

@@ -40,6 +40,8 @@ void DriverQueue::init(uint16_t size, void* host, uint64_t gpa, uint64_t uva, bo
   avail_idx_ = kicked_idx_ = last_used_ = used_shadow_ = 0;
   next_.assign(size, 0);
   chain_n_.assign(size, 0);
+  kept_.assign(size, 0);
+  num_kept_ = 0;
   for (uint16_t i = 0; i + 1 < size; ++i) next_[i] = uint16_t(i + 1);
   free_head_ = 0;
   free_tail_ = uint16_t(size - 1);
@@ -84,8 +86,7 @@ int DriverQueue::add(const Buf* out, uint32_t n_out, const Buf* in, uint32_t n_i
     d.next = i + 1 < total ? next_[idx] : 0;
     idx = next_[idx];
   }
-  avail_->ring[avail_idx_ & (size_ - 1)] = uint16_t(head);
-  ++avail_idx_;
+  put_avail(uint16_t(head));
   return head;
 }
 
@@ -108,8 +109,7 @@ int DriverQueue::add_indirect(const Buf* out, uint32_t n_out, const Buf* in, uin
   d.len = uint32_t(total * sizeof(vring_desc));
   d.flags = VRING_DESC_F_INDIRECT;
   d.next = 0;
-  avail_->ring[avail_idx_ & (size_ - 1)] = uint16_t(head);
-  ++avail_idx_;
+  put_avail(uint16_t(head));
   return head;
 }
 
@@ -130,33 +130,63 @@ bool DriverQueue::should_kick() {
   return !(__atomic_load_n(&used_->flags, __ATOMIC_RELAXED) & VRING_USED_F_NO_NOTIFY);
 }
 
-bool DriverQueue::reap(Used& u) {
+void DriverQueue::put_avail(uint16_t head) {
+  // Written only when it changes: the device's copy of the line stays valid.
+  uint16_t& slot = avail_->ring[avail_idx_ & (size_ - 1)];
+  if (slot != head) slot = head;
+  ++avail_idx_;
+}
+
+int DriverQueue::next_used(uint32_t* len) {
   for (;;) {
     // The acquire load that showed an entry orders its read, however much later.
     if (last_used_ == used_shadow_) {
       used_shadow_ = __atomic_load_n(&used_->idx, __ATOMIC_ACQUIRE);
-      if (used_shadow_ == last_used_) return false;
+      if (used_shadow_ == last_used_) return -1;
     }
     const vring_used_elem e = used_->ring[last_used_ & (size_ - 1)];
     ++last_used_;
-    if (e.id >= size_ || chain_n_[e.id] == 0) {
+    if (e.id >= size_ || chain_n_[e.id] == 0 || kept_[e.id]) {
       ++bad_used_;
       continue;
     }
-    const uint16_t head = uint16_t(e.id);
-    uint16_t last = head;
-    for (uint32_t i = 1; i < chain_n_[head]; ++i) last = next_[last];
-    if (num_free_ == 0)
-      free_head_ = head;
-    else
-      next_[free_tail_] = head;
-    free_tail_ = last;
-    num_free_ = uint16_t(num_free_ + chain_n_[head]);
-    chain_n_[head] = 0;
-    u.id = head;
-    u.len = e.len;
-    return true;
+    *len = e.len;
+    return int(e.id);
   }
+}
+
+bool DriverQueue::reap(Used& u) {
+  const int h = next_used(&u.len);
+  if (h < 0) return false;
+  const uint16_t head = uint16_t(h);
+  uint16_t last = head;
+  for (uint32_t i = 1; i < chain_n_[head]; ++i) last = next_[last];
+  if (num_free_ == 0)
+    free_head_ = head;
+  else
+    next_[free_tail_] = head;
+  free_tail_ = last;
+  num_free_ = uint16_t(num_free_ + chain_n_[head]);
+  chain_n_[head] = 0;
+  u.id = head;
+  return true;
+}
+
+bool DriverQueue::reap_keep(Used& u) {
+  const int h = next_used(&u.len);
+  if (h < 0) return false;
+  u.id = uint16_t(h);
+  kept_[u.id] = 1;
+  num_kept_ = uint16_t(num_kept_ + chain_n_[u.id]);
+  return true;
+}
+
+bool DriverQueue::repost(uint16_t head) {
+  if (head >= size_ || !kept_[head]) return false;
+  kept_[head] = 0;
+  num_kept_ = uint16_t(num_kept_ - chain_n_[head]);
+  put_avail(head);
+  return true;
 }
 
 void DriverQueue::enable_interrupts() {

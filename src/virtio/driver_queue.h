@@ -57,13 +57,25 @@ class DriverQueue {
   // Reaps one used element and frees its descriptors. False when none is pending.
   // A used id that is out of range or not in flight counts in bad_used() and is skipped.
   bool reap(Used& u);
+  // For a driver that re-posts the same buffers (the benchmark generator and sink):
+  // reap_keep() reaps like reap() but keeps the chain, its descriptors (buffers,
+  // lengths, flags) as they are and owned by the caller; repost(head) makes such a kept
+  // chain available again without writing a descriptor, and writes the avail ring entry
+  // only when it holds another head. Chains re-posted in the order they were used (an
+  // in-order device) then change nothing in the device's view of the rings but the avail
+  // index: the descriptor table and the avail ring stay clean, shared cache lines.
+  // repost() of a head that is not kept is refused (false).
+  bool reap_keep(Used& u);
+  bool repost(uint16_t head);
   // Asks for (or stops asking for) interrupts: used_event / VRING_AVAIL_F_NO_INTERRUPT.
   void enable_interrupts();
   void disable_interrupts();
 
   uint16_t size() const { return size_; }
   uint16_t num_free() const { return num_free_; }
-  uint16_t in_flight() const { return uint16_t(size_ - num_free_); }
+  // Chains the device holds (published or added, not yet reaped); kept chains are not.
+  uint16_t in_flight() const { return uint16_t(size_ - num_free_ - num_kept_); }
+  uint16_t num_kept() const { return num_kept_; }
   uint64_t bad_used() const { return bad_used_; }
   // Raw ring access, for tests that build hostile rings.
   vring_desc* desc() const { return desc_; }
@@ -73,6 +85,9 @@ class DriverQueue {
 
  private:
   int alloc_chain(uint32_t n);  // head of n linked free descriptors, or -1
+  // The next valid used element's chain head (bad ids counted and skipped), or -1.
+  int next_used(uint32_t* len);
+  void put_avail(uint16_t head);
 
   uint16_t size_ = 0;
   bool event_idx_ = false;
@@ -91,6 +106,8 @@ class DriverQueue {
   uint16_t num_free_ = 0;
   std::vector<uint16_t> next_;     // our own copy of the free list / chain links
   std::vector<uint16_t> chain_n_;  // descriptors in the chain whose head is i (0: free)
+  std::vector<uint8_t> kept_;      // 1: the chain at head i was reaped by reap_keep()
+  uint16_t num_kept_ = 0;
   uint64_t bad_used_ = 0;
 };
 

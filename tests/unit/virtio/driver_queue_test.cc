@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "fake_guest.h"
@@ -130,6 +131,68 @@ TEST_F(DriverQueueTest, InOrderCompletionKeepsDescriptorsSequential) {
     if (i == h2) continue;
     EXPECT_EQ(taken[k++], i);
   }
+}
+
+// reap_keep() + repost(): the same chains go round again with no descriptor written and,
+// when re-posted in the order they were used, no avail ring entry written either; only
+// the avail index moves. A device that returns them out of order still gets each head
+// in its avail slot. A head that is not kept, or a kept one reported used again, is
+// refused.
+TEST_F(DriverQueueTest, KeptChainsArePostedAgainWithoutWritingTheRings) {
+  g_.place_queue(q_, 8, false);
+  std::vector<Buf> bufs;
+  for (int i = 0; i < 8; ++i) bufs.push_back(g_.buf(100 + i));
+  for (int i = 0; i < 8; ++i) ASSERT_EQ(q_.add(&bufs[i], 1, nullptr, 0), i);
+  q_.publish();
+  std::vector<vring_desc> desc_before(q_.desc(), q_.desc() + 8);
+  uint16_t used = 0;
+  for (int lap = 0; lap < 3; ++lap) {
+    for (int i = 0; i < 8; ++i) {
+      q_.used()->ring[used % 8] = vring_used_elem{uint32_t(i), uint32_t(lap)};
+      ++used;
+    }
+    q_.used()->idx = used;
+    Used u;
+    for (int i = 0; i < 8; ++i) {
+      ASSERT_TRUE(q_.reap_keep(u));
+      EXPECT_EQ(u.id, i);
+      EXPECT_EQ(u.len, uint32_t(lap));
+    }
+    EXPECT_FALSE(q_.reap_keep(u));
+    EXPECT_EQ(q_.num_free(), 0) << "kept chains are not free";
+    EXPECT_EQ(q_.num_kept(), 8);
+    EXPECT_EQ(q_.in_flight(), 0);
+    EXPECT_EQ(q_.add(&bufs[0], 1, nullptr, 0), -1);
+    for (int i = 0; i < 8; ++i) ASSERT_TRUE(q_.repost(uint16_t(i)));
+    EXPECT_FALSE(q_.repost(0)) << "already posted";
+    EXPECT_EQ(q_.in_flight(), 8);
+    q_.publish();
+    EXPECT_EQ(q_.avail()->idx, uint16_t(8 * (lap + 2)));
+    for (int i = 0; i < 8; ++i) {
+      EXPECT_EQ(q_.avail()->ring[i], i);
+      EXPECT_EQ(std::memcmp(&q_.desc()[i], &desc_before[i], sizeof(vring_desc)), 0);
+    }
+  }
+  // Out of order: 3 then 1; reposted in that order they land in the next two slots.
+  q_.used()->ring[used % 8] = vring_used_elem{3, 0};
+  q_.used()->ring[(used + 1) % 8] = vring_used_elem{1, 0};
+  q_.used()->ring[(used + 2) % 8] = vring_used_elem{3, 0};  // 3 again: not in flight
+  used = uint16_t(used + 3);
+  q_.used()->idx = used;
+  Used u;
+  ASSERT_TRUE(q_.reap_keep(u));
+  EXPECT_EQ(u.id, 3);
+  ASSERT_TRUE(q_.reap_keep(u));
+  EXPECT_EQ(u.id, 1);
+  EXPECT_FALSE(q_.reap_keep(u));
+  EXPECT_EQ(q_.bad_used(), 1u);
+  const uint16_t slot = q_.avail_idx();
+  ASSERT_TRUE(q_.repost(3));
+  ASSERT_TRUE(q_.repost(1));
+  EXPECT_FALSE(q_.repost(5)) << "in flight, not kept";
+  EXPECT_FALSE(q_.repost(8)) << "out of range";
+  EXPECT_EQ(q_.avail()->ring[slot % 8], 3);
+  EXPECT_EQ(q_.avail()->ring[(slot + 1) % 8], 1);
 }
 
 // 2.7.7.1: with EVENT_IDX "the driver MUST set flags to 0"; interrupts are suppressed
