@@ -24,7 +24,8 @@ ORDER = ("vm2vm", "tap", "idle", "ipp")
 
 # (scenario, metric, label, peer side, target ratio, "higher"/"lower" is better, note)
 COMPARISONS = [
-    ("vm2vm-64", "mpps", "Mpps at the sink", "testpmd", 1.5, "higher", ">= 1.5x testpmd"),
+    ("vm2vm-64", "mpps", "Mpps at the sink (testpmd front end)", "testpmd", 1.5, "higher",
+     ">= 1.5x testpmd"),
     ("vm2vm-64", "cycles_per_packet", "switch cycles/packet", "testpmd", 0.6, "lower",
      "<= 0.6x testpmd"),
     ("vm2vm-64", "switch_mpps_best", "switch Mpps, best 10 % of 0.25 s samples", "testpmd", 1.5,
@@ -40,12 +41,18 @@ COMPARISONS = [
     ("vm2vm-1518", "gbps", "Gbit/s at the sink", "testpmd", None, "higher", ""),
     ("vm2vm-1518", "cycles_per_packet", "switch cycles/packet", "testpmd", None, "lower", ""),
     ("vm2vm-1518", "gen_busy_pct", "front end busy %", "testpmd", None, None, ""),
-    ("vm2vm-64-vt", "mpps", "Mpps through the switch (vnet-traffic pair)", "testpmd", None,
-     "higher", "second front end"),
+    # The 64-byte targets are judged where the front end has headroom (the issue: the
+    # traffic source and sink must not be the bottleneck).  testpmd's virtio-user front
+    # end above is saturated with vnetd as the switch (its busy % row); vnet-traffic's
+    # pair is not (its empty-polls row).
+    ("vm2vm-64-vt", "mpps", "Mpps through the switch (vnet-traffic pair)", "testpmd", 1.5,
+     "higher", ">= 1.5x testpmd"),
     ("vm2vm-64-vt", "cycles_per_packet", "switch cycles/packet (vnet-traffic pair)", "testpmd",
-     None, "lower", ""),
+     0.6, "lower", "<= 0.6x testpmd"),
     ("vm2vm-64-vt", "gen_busy_pct", "vnet-traffic busy % of its cycles", "testpmd", None, None,
      ""),
+    ("vm2vm-64-vt", "gen_empty_polls_pct", "vnet-traffic polls that found nothing, %",
+     "testpmd", None, None, "> 0: headroom"),
     ("vm2vm-64-vt", "line_latency_ns", "cache line one way, ns, before each run", "testpmd",
      None, None, "host placement"),
     ("tap", "tcp1_gbps", "TCP 1 stream Gbit/s", "bridge", 0.8, "higher", ">= 0.8x bridge"),
