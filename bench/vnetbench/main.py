@@ -64,6 +64,12 @@ COMPARISONS = [
     ("tap", "rtt_avg_us", "ping -i 0.002 RTT avg us", "dpdk-tap", None, "lower", ""),
     ("tap", "rtt_b2b_avg_us", "ping -i 0 RTT avg us", "bridge", 1.5, "lower", "<= 1.5x bridge"),
     ("tap", "rtt_b2b_p99_us", "ping -i 0 RTT p99 us", "bridge", 1.5, "lower", "<= 1.5x bridge"),
+    # vnet-tapfloor: one read() and one write() per frame, busy polling; the least any
+    # process between two TAPs can do (tap.py).
+    ("tap", "rtt_avg_us", "ping -i 0.002 RTT avg us", "floor", None, "lower", "userspace floor"),
+    ("tap", "rtt_p99_us", "ping -i 0.002 RTT p99 us", "floor", None, "lower", "userspace floor"),
+    ("tap", "rtt_b2b_avg_us", "ping -i 0 RTT avg us", "floor", None, "lower", "userspace floor"),
+    ("tap", "rtt_b2b_p99_us", "ping -i 0 RTT p99 us", "floor", None, "lower", "userspace floor"),
     ("idle", "cpu_pct", "CPU % of one core", "testpmd", None, "lower", "vnet < 1 %"),
     ("ipp", "instructions_per_packet", "worker instructions/packet (marginal)", None, None,
      "lower", ""),
@@ -166,7 +172,7 @@ def git_rev():
 
 
 def ensure_built(args):
-    progs = ("vnetd", "vnetctl", "vnet-traffic", "vnet-linexfer")
+    progs = ("vnetd", "vnetctl", "vnet-traffic", "vnet-linexfer", "vnet-tapfloor")
     missing = [p for p in progs if not os.path.exists(os.path.join(args.build_dir, p))]
     if not missing and not args.rebuild:
         return
@@ -326,6 +332,17 @@ def main(argv=None):
                "bridge the reply is processed in ping's own sendmsg and wakes nobody."
                % (wk["idle_0us"] / 1000.0, wk["idle_200us"] / 1000.0, wk["idle_2000us"] / 1000.0,
                   lt.get("syscall_ns", 0)), ""]
+    fl = (results["scenarios"].get("tap") or {}).get("medians", {})
+    if fl.get("floor") and fl.get("bridge"):
+        f, b = fl["floor"], fl["bridge"]
+        parts = ["%s %.1f us, %.2fx the bridge's" % (label, f[k], f[k] / b[k])
+                 for k, label in (("rtt_b2b_avg_us", "back to back avg"),
+                                  ("rtt_b2b_p99_us", "p99"),
+                                  ("rtt_avg_us", "at -i 0.002 avg"), ("rtt_p99_us", "p99"))
+                 if f.get(k) and b.get(k)]
+        md += ["The userspace floor (`vnet-tapfloor`: one thread busy-polling both TAPs, one "
+               "read() and one write() per frame, nothing else): ping RTT " + "; ".join(parts)
+               + ".  No process between two TAPs can do less per frame.", ""]
     if errors:
         md += ["Failed runs:", ""] + ["- " + e for e in errors] + [""]
     if aborted:

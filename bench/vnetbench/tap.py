@@ -6,6 +6,11 @@ Sides (same addresses, same iperf3/ping commands, same CPU placement):
   dpdk-tap  dpdk-testpmd io fwd between two net_tap PMDs whose interfaces are moved
             into A and B after start-up
   vnet-base with --baseline DIR: vnet with the vnetd of another build (an A/B)
+  floor     vnet-tapfloor: one busy-polling thread that read()s a frame from one TAP and
+            write()s it to the other, nothing else (ping only: it has no offloads).  Not a
+            peer but the least any process between two TAPs can do: the RTT floor of a
+            userspace switch on this machine, which vnet's RTT is judged against beside
+            the bridge's
 The switch process (vnetd, testpmd) is pinned to the switch core; iperf3 client and
 server and ping to the other core.  The bridge has no process: the kernel forwards
 in the softirq of the sending CPU (the traffic core).
@@ -23,9 +28,9 @@ import time
 from .common import (BenchNetns, CpuMeter, HarnessError, cpus, delete_root_link_later,
                      hugepages, log, new_session, taskset, unique, use_baseline, wait_until)
 from vnet_harness.testpmd import TestPmd  # noqa: E402
-from vnet_harness.vnetd import TapSpec, Vnetd  # noqa: E402
+from vnet_harness.vnetd import TapSpec, Vnetd, find_program  # noqa: E402
 
-SIDES = ("vnet", "bridge", "dpdk-tap")
+SIDES = ("vnet", "bridge", "dpdk-tap", "floor")
 IP_A, IP_B = "10.91.0.1", "10.91.0.2"
 
 
@@ -116,6 +121,25 @@ def setup_dpdk_tap(s, nsa, nsb, sw_cpu):
     return pa, pb, pmd.proc.pid
 
 
+def setup_floor(s, nsa, nsb, sw_cpu, build_dir):
+    fa, fb = unique("fa"), unique("fb")
+    for dev in (fa, fb):
+        delete_root_link_later(s, dev)
+    nsa.own_link(fa)
+    nsb.own_link(fb)
+    prog = find_program(build_dir, "vnet-tapfloor")
+    if prog is None:
+        raise HarnessError("vnet-tapfloor not found in %s" % build_dir)
+    p = s.spawn("tapfloor", [prog, "--tap", fa, "--tap", fb, "--cpu", str(sw_cpu)])
+    p.wait_for_log(r"^ready$", 10)
+    for dev, ns in ((fa, nsa), (fb, nsb)):
+        r = subprocess.run(["ip", "link", "set", dev, "netns", ns.name], capture_output=True,
+                           text=True)
+        if r.returncode != 0:
+            raise HarnessError("ip link set %s netns %s: %s" % (dev, ns.name, r.stderr))
+    return fa, fb, p
+
+
 def run_one(args, side):
     sw_cpu, cpu = cpus()
     seconds = 3 if args.quick else 10
@@ -127,6 +151,9 @@ def run_one(args, side):
                                      args.baseline if side == "vnet-base" else None)
         elif side == "bridge":
             ia, ib, pid = setup_bridge(s, nsa, nsb)
+        elif side == "floor":
+            ia, ib, floor = setup_floor(s, nsa, nsb, sw_cpu, args.build_dir)
+            pid = floor.pid
         else:
             ia, ib, pid = setup_dpdk_tap(s, nsa, nsb, sw_cpu)
         nsa.wait_link(ia)
@@ -140,6 +167,19 @@ def run_one(args, side):
         # sleeps when idle is never found asleep; what is left is the forwarding and, through
         # a switch process, the wake-up of ping on the traffic core (README: wake_ns).
         res.update(ping_stats(nsa, IP_B, pings * 4, cpu, interval="0", prefix="rtt_b2b"))
+        if side == "floor":
+            floor.stop()
+            m = re.search(r"^(\{.*\})$", floor.read_log(), re.MULTILINE)
+            if not m:
+                raise HarnessError("vnet-tapfloor printed no totals:\n%s" % floor.read_log()[-2000:])
+            tot = json.loads(m.group(1))
+            res["floor_frames"] = tot["a_to_b"]["frames"] + tot["b_to_a"]["frames"]
+            res["floor_write_errors"] = (tot["a_to_b"]["write_errors"]
+                                         + tot["b_to_a"]["write_errors"])
+            log("tap floor: RTT avg %.1f us p99 %.1f us, back to back avg %.1f us p99 %.1f us"
+                % (res["rtt_avg_us"], res["rtt_p99_us"], res["rtt_b2b_avg_us"],
+                   res["rtt_b2b_p99_us"]))
+            return res
         meter = CpuMeter(pid) if pid else None
         res["tcp1_gbps"], res["tcp1_retransmits"] = iperf(s, nsb, nsa, IP_B, seconds, 1, cpu, "1")
         if meter:
