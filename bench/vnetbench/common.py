@@ -139,5 +139,18 @@ def taskset(cpu):
     return ["taskset", "-c", str(cpu)]
 
 
+def pair_traffic(session, build_dir, sock_a, sock_b, mac_a, mac_b, size, cpu, seconds):
+    """One vnet-traffic thread driving both ports (--pair-socket): each keeps its TX ring
+    of 256 full of SIZE-byte frames to the other's MAC and its RX ring refilled, counting
+    what it receives without reading it (--rx-count-only), for SECONDS."""
+    prog = find_program(build_dir, "vnet-traffic")
+    if prog is None:
+        raise HarnessError("vnet-traffic not found in %s" % build_dir)
+    return session.spawn("vnet-traffic", [
+        prog, "--socket", sock_a, "--pair-socket", sock_b, "--mac", mac_a, "--pair-mac", mac_b,
+        "--size", str(size), "--queue-size", "256", "--rx-count-only", "--cpu", str(cpu),
+        "--duration", str(seconds), "--log-level", "warn"])
+
+
 def new_session(name, args):
     return Session("bench-" + name, args.build_dir, keep_logs=args.keep_logs)

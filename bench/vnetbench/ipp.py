@@ -26,8 +26,8 @@ import glob
 import os
 import re
 
-from .common import HarnessError, cpus, log, new_session, taskset
-from vnet_harness.vnetd import PortSpec, Vnetd, find_program  # noqa: E402
+from .common import HarnessError, cpus, log, new_session, pair_traffic
+from vnet_harness.vnetd import PortSpec, Vnetd  # noqa: E402
 
 MAC_A, MAC_B = "52:54:00:4e:43:01", "52:54:00:4e:43:02"
 SIDES = ("vnet",)
@@ -61,15 +61,11 @@ def worker_instructions(out_dir):
 def measure(args, seconds):
     sw_cpu, cpu = cpus()
     with new_session("ipp-%d" % seconds, args) as s:
-        prog = find_program(s.build_dir, "vnet-traffic")
         a, b = s.path("a.sock"), s.path("b.sock")
         d = CallgrindVnetd(s, [PortSpec(a), PortSpec(b)], s.tmp, log_level="warn",
                            extra_args=["--cpu", str(sw_cpu)] + args.vnetd_arg)
         d.start(timeout=120)
-        gen = s.spawn("gen", [prog, "--socket", a, "--pair-socket", b, "--mac", MAC_A,
-                              "--pair-mac", MAC_B, "--size", "64", "--queue-size", "256",
-                              "--rx-count-only", "--cpu", str(cpu), "--duration",
-                              str(seconds), "--log-level", "warn"])
+        gen = pair_traffic(s, args.build_dir, a, b, MAC_A, MAC_B, 64, cpu, seconds)
         if gen.wait(seconds + 120) is None:
             raise HarnessError("vnet-traffic still running:\n%s" % gen.log_tail())
         if gen.returncode != 0:

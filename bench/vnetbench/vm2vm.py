@@ -25,11 +25,11 @@ Measured over a window after 1 s of warm-up:
 import re
 import time
 
-from .common import (cpus, hugepages, line_latency_ns, log, new_session, use_baseline, CpuMeter,
-                     HarnessError)
+from .common import (cpus, hugepages, line_latency_ns, log, new_session, pair_traffic,
+                     use_baseline, CpuMeter, HarnessError)
 from vnet_harness.testpmd import TestPmd, virtio_user_vdev, vhost_vdev  # noqa: E402
 from vnet_harness.traffic import result_of  # noqa: E402
-from vnet_harness.vnetd import Vnetd, PortSpec, find_program  # noqa: E402
+from vnet_harness.vnetd import Vnetd, PortSpec  # noqa: E402
 
 MAC0, MAC1 = "52:54:00:4e:42:01", "52:54:00:4e:42:02"
 TX_FIRST_BURSTS = 8
@@ -205,11 +205,7 @@ def run_pair(args, side, size):
         hugepages.ensure_hugepages()
         sw = start_switch(s, args, side, sw_cpu, a, b)
         sw_pid = sw.proc.pid
-        gen = s.spawn("vnet-traffic", [
-            find_program(args.build_dir, "vnet-traffic"), "--socket", a, "--pair-socket", b,
-            "--mac", MAC0, "--pair-mac", MAC1, "--size", str(size), "--queue-size", "256",
-            "--rx-count-only", "--cpu", str(gen_cpu), "--duration", str(seconds + 2.0),
-            "--log-level", "warn"])
+        gen = pair_traffic(s, args.build_dir, a, b, MAC0, MAC1, size, gen_cpu, seconds + 2.0)
         time.sleep(1.0)
 
         def switch_reading():
