@@ -31,19 +31,12 @@ constexpr auto kAcceptRetry = std::chrono::milliseconds(100);
 
 RateLimit g_accept_log;
 RateLimit g_client_log;
+RateLimit g_request_log;
+RateLimit g_evict_log;
+RateLimit g_timeout_log;
 
 json error_reply(const std::string& why) {
   return json{{"ok", false}, {"error", why}};
-}
-
-// nlohmann's messages start with "[json.exception.parse_error.101] "; keep the rest.
-std::string json_error_text(const char* what) {
-  std::string_view s(what);
-  if (!s.empty() && s.front() == '[') {
-    size_t end = s.find("] ");
-    if (end != std::string_view::npos) s.remove_prefix(end + 2);
-  }
-  return std::string(s);
 }
 
 Result<sockaddr_un> unix_address(const std::string& path) {
@@ -125,7 +118,7 @@ ControlServer::ControlServer(EventLoop& loop, std::string path, Handler handler,
 
 ControlServer::~ControlServer() {
   if (accept_retry_timer_) loop_.cancel_timer(*accept_retry_timer_);
-  if (stall_timer_) loop_.cancel_timer(*stall_timer_);
+  if (sweep_timer_) loop_.cancel_timer(*sweep_timer_);
   for (auto& [fd, c] : clients_) loop_.remove(fd);
   clients_.clear();
   if (bound_) {
@@ -193,6 +186,7 @@ void ControlServer::on_listen(uint32_t) {
       }
       return;
     }
+    if (clients_.size() >= limits_.max_clients && limits_.max_clients > 0) evict_one();
     if (clients_.size() >= limits_.max_clients) {
       counters_.rejected.add();
       VNET_LOG_RL(g_accept_log, spdlog::level::warn,
@@ -207,6 +201,7 @@ void ControlServer::on_listen(uint32_t) {
     auto c = std::make_unique<Client>();
     c->fd = std::move(fd);
     c->events = EPOLLIN;
+    c->active = c->seen = std::chrono::steady_clock::now();
     Status st = loop_.add(raw, EPOLLIN, [this, raw](uint32_t ev) { on_client(raw, ev); });
     if (!st) {
       VNET_LOG_RL(g_accept_log, spdlog::level::warn, "control: {}", st.message());
@@ -214,6 +209,7 @@ void ControlServer::on_listen(uint32_t) {
     }
     clients_.emplace(raw, std::move(c));
     counters_.accepted.add();
+    arm_sweep();
     spdlog::debug("control: client fd {} connected ({} now)", raw, clients_.size());
   }
 }
@@ -242,7 +238,11 @@ bool ControlServer::read_client(Client& c) {
   c.in.resize(old + limits_.read_chunk);
   ssize_t n = recv(c.fd.get(), c.in.data() + old, limits_.read_chunk, MSG_DONTWAIT);
   c.in.resize(old + (n > 0 ? size_t(n) : 0));
-  if (n > 0) return true;
+  if (n > 0) {
+    c.seen = std::chrono::steady_clock::now();
+    if (old == 0) c.started = c.seen;  // a new partial line
+    return true;
+  }
   if (n == 0) {
     c.eof = true;  // answer what is complete, then close
     return true;
@@ -282,6 +282,8 @@ bool ControlServer::process_lines(Client& c) {
   }
   // Drop handled bytes once per batch (not per line: many small lines stay linear).
   if (c.in_off > 0) {
+    // What is left is a partial line that came with the lines just handled.
+    if (c.in_off < c.in.size()) c.started = std::chrono::steady_clock::now();
     c.in.erase(0, c.in_off);
     c.scanned = c.scanned > c.in_off ? c.scanned - c.in_off : 0;
     c.in_off = 0;
@@ -297,21 +299,34 @@ bool ControlServer::process_lines(Client& c) {
 
 json ControlServer::handle_line(std::string_view line) {
   counters_.requests.add();
-  json req;
-  try {
-    req = json::parse(line);
-  } catch (const json::parse_error& e) {
-    counters_.bad_json.add();
-    return error_reply("bad JSON: " + json_error_text(e.what()));
+  ParsedRequest req = parse_request(line, limits_.max_depth);
+  if (!req.ok()) {
+    (req.error == ParsedRequest::Error::kTooDeep ? counters_.too_deep : counters_.bad_json).add();
+    VNET_LOG_RL(g_request_log, spdlog::level::warn, "control: refused a request of {} bytes: {}",
+                line.size(), req.message);
+    return error_reply(req.message);
   }
+  // Whatever a handler throws becomes an error reply on this connection.
+  const char* what = nullptr;
+  std::string why;
   try {
-    return handler_(req);
+    return handler_(req.value);
+  } catch (const json::exception& e) {  // a field of the wrong type (type_error, ...)
+    counters_.bad_requests.add();
+    why = "bad request: " + json_error_text(e.what());
+    what = "refused";
   } catch (const std::exception& e) {
     counters_.handler_failures.add();
-    VNET_LOG_RL(g_client_log, spdlog::level::warn, "control: request {} failed: {}",
-                req.dump(-1, ' ', false, json::error_handler_t::replace), e.what());
-    return error_reply(std::string("internal error: ") + json_error_text(e.what()));
+    why = "internal error: " + json_error_text(e.what());
+    what = "failed";
+  } catch (...) {
+    counters_.handler_failures.add();
+    why = "internal error";
+    what = "failed";
   }
+  VNET_LOG_RL(g_request_log, spdlog::level::warn, "control: request {} {}: {}",
+              short_form(req.value), what, why);
+  return error_reply(why);
 }
 
 void ControlServer::queue_reply(Client& c, const json& reply) {
@@ -330,6 +345,7 @@ void ControlServer::queue_reply(Client& c, const json& reply) {
     c.out_off = 0;
     c.progress = std::chrono::steady_clock::now();
   }
+  c.active = c.progress;
   c.out += s;
   c.out += '\n';
 }
@@ -340,14 +356,11 @@ bool ControlServer::flush_client(Client& c) {
                      MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n > 0) {
       c.out_off += size_t(n);
-      c.progress = std::chrono::steady_clock::now();
+      c.progress = c.seen = std::chrono::steady_clock::now();
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {  // wait for EPOLLOUT
-      arm_stall_check();
-      return true;
-    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;  // wait for EPOLLOUT
     counters_.write_errors.add();
     spdlog::debug("control: client fd {} gone with {} reply bytes unsent: {}", c.fd.get(),
                   c.out.size() - c.out_off, n < 0 ? strerror(errno) : "short send");
@@ -387,47 +400,98 @@ void ControlServer::close_client(int fd) {
   spdlog::debug("control: client fd {} closed ({} left)", fd, clients_.size());
 }
 
-void ControlServer::arm_stall_check() {
-  if (stall_timer_) return;
-  auto period = std::max(limits_.write_stall_timeout / 4, std::chrono::milliseconds(1));
-  stall_timer_ = loop_.add_timer(period, [this] {
-    stall_timer_.reset();
-    check_stalls();
+void ControlServer::evict_one() {
+  // Idle (nothing half-read, no reply pending) before busy; then the longest silent.
+  Client* victim = nullptr;
+  auto key = [](const Client& c) { return std::pair(!c.in.empty() || c.reply_pending(), c.seen); };
+  for (auto& [fd, c] : clients_)
+    if (!victim || key(*c) < key(*victim)) victim = c.get();
+  if (!victim) return;
+  counters_.evicted.add();
+  const auto silent = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - victim->seen);
+  VNET_LOG_RL(g_evict_log, spdlog::level::warn,
+              "control: {} clients connected: closing client fd {} (silent for {} ms) to make "
+              "room for a new one",
+              clients_.size(), victim->fd.get(), silent.count());
+  if (!victim->reply_pending()) {  // never in the middle of a reply
+    static const std::string evicted =
+        error_reply("closed to make room for a new control client (too many clients)").dump() +
+        "\n";
+    (void)!send(victim->fd.get(), evicted.data(), evicted.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  }
+  close_client(victim->fd.get());
+}
+
+void ControlServer::arm_sweep() {
+  if (sweep_timer_ || clients_.empty()) return;
+  auto shortest =
+      std::min({limits_.write_stall_timeout, limits_.idle_timeout, limits_.request_timeout});
+  auto period = std::max(shortest / 4, std::chrono::milliseconds(1));
+  sweep_timer_ = loop_.add_timer(period, [this] {
+    sweep_timer_.reset();
+    sweep();
   });
 }
 
-void ControlServer::check_stalls() {
-  auto now = std::chrono::steady_clock::now();
-  std::vector<int> stuck;
-  bool pending = false;
+void ControlServer::sweep() {
+  const auto now = std::chrono::steady_clock::now();
+  enum class Why { kStall, kIdle, kSlow };
+  std::vector<std::pair<int, Why>> expired;
   for (auto& [fd, c] : clients_) {
-    if (!c->reply_pending()) continue;
-    if (now - c->progress >= limits_.write_stall_timeout)
-      stuck.push_back(fd);
-    else
-      pending = true;
+    if (c->reply_pending()) {
+      if (now - c->progress >= limits_.write_stall_timeout) expired.emplace_back(fd, Why::kStall);
+    } else if (c->closing || c->eof) {
+      continue;  // being closed anyway
+    } else if (!c->in.empty()) {
+      if (now - c->started >= limits_.request_timeout) expired.emplace_back(fd, Why::kSlow);
+    } else if (now - c->active >= limits_.idle_timeout) {
+      expired.emplace_back(fd, Why::kIdle);
+    }
   }
-  for (int fd : stuck) {
-    counters_.write_stalls.add();
-    VNET_LOG_RL(g_client_log, spdlog::level::warn,
-                "control: client fd {} has not read its reply for {} ms, closing it", fd,
-                limits_.write_stall_timeout.count());
-    close_client(fd);
+  for (auto [fd, why] : expired) {
+    auto it = clients_.find(fd);
+    if (it == clients_.end()) continue;
+    if (why != Why::kSlow) {
+      const bool stall = why == Why::kStall;
+      (stall ? counters_.write_stalls : counters_.idle_timeouts).add();
+      VNET_LOG_RL(g_timeout_log, spdlog::level::warn,
+                  "control: client fd {} {} for {} ms, closing it", fd,
+                  stall ? "has not read its reply" : "sent no request",
+                  (stall ? limits_.write_stall_timeout : limits_.idle_timeout).count());
+      close_client(fd);
+      continue;
+    }
+    Client& c = *it->second;
+    counters_.request_timeouts.add();
+    VNET_LOG_RL(g_timeout_log, spdlog::level::warn,
+                "control: client fd {} has not finished its request line ({} bytes) in {} ms, "
+                "closing it",
+                fd, c.in.size(), limits_.request_timeout.count());
+    c.in.clear();
+    c.closing = true;
+    queue_reply(c, error_reply("request timed out"));
+    if (flush_client(c)) update_events(c);  // closes it once written
   }
-  if (pending) arm_stall_check();
+  arm_sweep();
 }
 
 json ControlServer::counters_json() const {
   return json{{"clients", clients_.size()},
               {"accepted", counters_.accepted.get()},
               {"rejected", counters_.rejected.get()},
+              {"evicted", counters_.evicted.get()},
               {"requests", counters_.requests.get()},
               {"error_replies", counters_.error_replies.get()},
               {"bad_json", counters_.bad_json.get()},
+              {"too_deep", counters_.too_deep.get()},
               {"too_long", counters_.too_long.get()},
+              {"bad_requests", counters_.bad_requests.get()},
               {"handler_failures", counters_.handler_failures.get()},
               {"write_errors", counters_.write_errors.get()},
-              {"write_stalls", counters_.write_stalls.get()}};
+              {"write_stalls", counters_.write_stalls.get()},
+              {"idle_timeouts", counters_.idle_timeouts.get()},
+              {"request_timeouts", counters_.request_timeouts.get()}};
 }
 
 }  // namespace vnet::control

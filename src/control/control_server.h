@@ -1,8 +1,11 @@
 // ControlServer: vnetd's control socket. A Unix stream socket on the control EventLoop
 // that reads one JSON request per line from each client, hands it to the daemon's
 // handler and writes one JSON reply line back. Protects the daemon from its clients:
-// bounded number of clients, bounded request lines, bounded replies, nonblocking I/O,
-// one reply in flight per client (a client that does not read stalls only itself).
+// bounded number of clients (when full, the least recently active one makes room for
+// a new one), bounded request lines and nesting (checked before parsing), every
+// malformed request answered with an error, idle and slow clients timed out, bounded
+// replies, nonblocking I/O, one reply in flight per client (a client that does not read
+// stalls only itself, and only until write_stall_timeout).
 #pragma once
 
 #include <sys/types.h>
@@ -23,30 +26,43 @@
 #include "common/result.h"
 #include "common/socket_perms.h"
 #include "common/unique_fd.h"
+#include "control/request.h"
 
 namespace vnet::control {
 
 struct ControlServerLimits {
-  size_t max_clients = 64;               // more are closed at once (with an error line)
+  // When this many are connected, a new client evicts the least recently active one
+  // (an idle one first) instead of being turned away: a new operator is always served.
+  size_t max_clients = 64;
   size_t max_request = size_t(1) << 20;  // bytes per request line, newline excluded
+  size_t max_depth = kMaxRequestDepth;   // nesting of arrays and objects in a request
   size_t max_reply = size_t(64) << 20;   // a larger reply is replaced by an error
   size_t read_chunk = size_t(64) << 10;  // bytes read per readiness event
   // A client whose pending reply makes no progress for this long is closed.
   std::chrono::milliseconds write_stall_timeout{30000};
+  // A client that completes no request for this long (and has none in progress) is closed.
+  std::chrono::milliseconds idle_timeout{60000};
+  // A request line must be complete this long after its first byte came (slow clients).
+  std::chrono::milliseconds request_timeout{10000};
   // Who may connect (mode 0660 by default; owner and group vnetd's unless set).
   SocketPerms perms;
 };
 
 struct ControlServerCounters {
   Counter accepted;          // connections accepted
-  Counter rejected;          // connections closed at once: too many clients
+  Counter rejected;          // connections closed at once: too many clients (max_clients 0)
+  Counter evicted;           // clients closed to make room for a new one
   Counter requests;          // request lines handed to the handler
   Counter error_replies;     // replies with "ok": false (any cause)
-  Counter bad_json;          // request lines that were not JSON
+  Counter bad_json;          // request lines that were not JSON (or numbers out of range)
+  Counter too_deep;          // request lines nested deeper than max_depth
   Counter too_long;          // clients closed for an over-long request line
-  Counter handler_failures;  // handler threw; answered with an error
+  Counter bad_requests;      // handler threw a JSON error (a field of the wrong type)
+  Counter handler_failures;  // handler threw anything else; answered with an error
   Counter write_errors;      // clients that went away with a reply unsent
   Counter write_stalls;      // clients closed for not reading their reply
+  Counter idle_timeouts;     // clients closed for sending no request for idle_timeout
+  Counter request_timeouts;  // clients closed for not finishing a line in request_timeout
 };
 
 class ControlServer {
@@ -54,8 +70,8 @@ class ControlServer {
   using Handler = std::function<nlohmann::json(const nlohmann::json&)>;
 
   // Listens on `path` (creating its parent directory, mode 0755, if missing) with
-  // socket mode, owner and group limits.perms. Refuses a path that exists unless it is a stale socket (nobody
-  // listening), which is replaced. `handler` runs on the loop thread.
+  // socket mode, owner and group limits.perms. Refuses a path that exists unless it is a stale
+  // socket (nobody listening), which is replaced. `handler` runs on the loop thread.
   static Result<std::unique_ptr<ControlServer>> create(EventLoop& loop, const std::string& path,
                                                        Handler handler,
                                                        ControlServerLimits limits = {});
@@ -82,6 +98,9 @@ class ControlServer {
     bool closing = false;  // close once `out` is written; handle nothing more
     uint32_t events = 0;   // what the loop watches for now
     std::chrono::steady_clock::time_point progress;  // last reply bytes queued or written
+    std::chrono::steady_clock::time_point active;    // connected or last request handled
+    std::chrono::steady_clock::time_point seen;      // last bytes read or written
+    std::chrono::steady_clock::time_point started;   // first byte of the partial line in `in`
     bool reply_pending() const { return out_off < out.size(); }
   };
 
@@ -100,10 +119,12 @@ class ControlServer {
   // Watches for input when idle, for output when a reply is pending.
   void update_events(Client& c);
   void close_client(int fd);
-  // Closes clients whose reply has been stuck for write_stall_timeout; re-arms itself
-  // while any reply is pending.
-  void arm_stall_check();
-  void check_stalls();
+  // Makes room for a new client: closes the least recently active one, idle ones first.
+  void evict_one();
+  // Closes clients whose reply has been stuck for write_stall_timeout, idle clients and
+  // slow requests; re-arms itself while any client is connected.
+  void arm_sweep();
+  void sweep();
 
   EventLoop& loop_;
   std::string path_;
@@ -112,7 +133,7 @@ class ControlServer {
   UniqueFd listen_fd_;
   bool listening_registered_ = false;
   std::optional<EventLoop::TimerId> accept_retry_timer_;
-  std::optional<EventLoop::TimerId> stall_timer_;
+  std::optional<EventLoop::TimerId> sweep_timer_;
   dev_t sock_dev_ = 0;  // identity of the socket file we bound, to remove only ours
   ino_t sock_ino_ = 0;
   bool bound_ = false;

@@ -13,6 +13,7 @@
 
 #include "common/log.h"
 #include "control/control_server.h"
+#include "control/request.h"
 #include "control/version.h"
 #include "ports/tap_port.h"
 
@@ -154,7 +155,7 @@ Status Daemon::add_port(const PortSpec& spec) {
 Status Daemon::remove_port(const std::string& name) {
   auto it =
       std::find_if(ports_.begin(), ports_.end(), [&](const auto& p) { return p->name() == name; });
-  if (it == ports_.end()) return Status::errorf("no port named {}", name);
+  if (it == ports_.end()) return Status::errorf("no port named {}", short_string(name));
   const ports::Port* gone = it->get();
   pool_.detach(it->get());
   ports_.erase(it);  // ends its session / closes its device
@@ -306,10 +307,12 @@ json Daemon::handle(const json& req) {
   }
   if (cmd == "counters") {
     json out = json::object();
+    if (req.contains("port") && !req["port"].is_string())
+      return fail("counters: field 'port' must be a string");
     std::string only = req.value("port", "");
     for (auto& p : ports_)
       if (only.empty() || p->name() == only) out[p->name()] = counters_json(*p);
-    if (!only.empty() && out.empty()) return fail("no port named " + only);
+    if (!only.empty() && out.empty()) return fail("no port named " + short_string(only));
     json w = worker_totals_json();
     return {{"ok", true}, {"counters", out}, {"worker", w}, {"control", control_->counters_json()}};
   }
@@ -328,12 +331,12 @@ json Daemon::handle(const json& req) {
       return fail("set-port: missing \"name\" string");
     const std::string name = req["name"];
     ports::Port* p = find_port(name);
-    if (!p) return fail("no port named " + name);
+    if (!p) return fail("no port named " + short_string(name));
     for (const auto& [k, v] : req.items()) {
       (void)v;
       if (k != "cmd" && k != "name" && k != "vlan" && k != "trunk" && k != "native" && k != "mtu" &&
           k != "allowed_macs" && k != "worker")
-        return fail("set-port: unknown field '" + k +
+        return fail("set-port: unknown field '" + short_string(k) +
                     "' (known: name, vlan, trunk, native, mtu, allowed_macs, worker)");
     }
     if (req.contains("worker")) {
@@ -408,7 +411,7 @@ json Daemon::handle(const json& req) {
     pool_.fdb().flush();
     return {{"ok", true}};
   }
-  return fail("unknown command '" + cmd + "'");
+  return fail("unknown command '" + short_string(cmd) + "'");
 }
 
 }  // namespace vnet::control

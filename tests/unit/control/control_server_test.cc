@@ -8,9 +8,12 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "control/control_test_util.h"
 
@@ -25,8 +28,12 @@ using testing::TempDir;
 using testing::unix_socket_at;
 
 // Replies {"ok":true,"echo":REQ}; {"cmd":"big","n":N} gets an N-byte string back;
-// {"cmd":"throw"} throws.
+// {"cmd":"throw"} throws, {"cmd":"throw_int"} throws an int, {"cmd":"typed","n":N}
+// reads N as an integer (nlohmann throws type_error for anything else).
 json echo_handler(const json& req) {
+  if (req.is_object() && req.value("cmd", "") == "throw_int") throw 42;
+  if (req.is_object() && req.value("cmd", "") == "typed")
+    return {{"ok", true}, {"n", req.at("n").get<int>()}};
   if (req.is_object() && req.value("cmd", "") == "big")
     return {{"ok", true}, {"data", std::string(req.value("n", size_t(0)), 'x')}};
   if (req.is_object() && req.value("cmd", "") == "throw") throw std::runtime_error("boom");
@@ -40,6 +47,21 @@ class ControlServerTest : public ::testing::Test {
     auto s = ControlServer::create(loop_, path_, echo_handler, limits);
     EXPECT_TRUE(s) << s.message();
     return s ? std::move(*s) : nullptr;
+  }
+  std::unique_ptr<ControlServer> start_with_max_clients(size_t max_clients) {
+    ControlServerLimits limits;
+    limits.max_clients = max_clients;
+    return start(limits);
+  }
+  std::unique_ptr<ControlServer> start_with_timeouts(int idle_ms, int request_ms) {
+    ControlServerLimits limits;
+    limits.idle_timeout = std::chrono::milliseconds(idle_ms);
+    limits.request_timeout = std::chrono::milliseconds(request_ms);
+    return start(limits);
+  }
+  // Pumps until the server has `n` clients.
+  bool clients_become(ControlServer& server, size_t n) {
+    return pump_until(loop_, [&] { return server.client_count() == n; });
   }
   json reply(RawClient& c) {
     auto line = c.read_line();
@@ -216,28 +238,153 @@ TEST_F(ControlServerTest, HalfClosedClientIsAnsweredThenClosed) {
   EXPECT_TRUE(pump_until(loop_, [&] { return server->client_count() == 0; }));
 }
 
-TEST_F(ControlServerTest, TooManyClientsAreTurnedAway) {
-  ControlServerLimits limits;
-  limits.max_clients = 2;
-  auto server = start(limits);
-  RawClient a(loop_, path_), b(loop_, path_);
-  ASSERT_TRUE(pump_until(loop_, [&] { return server->client_count() == 2; }));
-  RawClient extra(loop_, path_);
-  auto line = extra.read_line();
+TEST_F(ControlServerTest, FullServerEvictsTheLeastRecentlyActiveClient) {
+  auto server = start_with_max_clients(2);
+  RawClient a(loop_, path_);
+  ASSERT_TRUE(clients_become(*server, 1));
+  RawClient b(loop_, path_);
+  ASSERT_TRUE(clients_become(*server, 2));
+  ASSERT_TRUE(a.send_all("{\"cmd\":\"v\"}\n"));  // a is now more recent than b
+  EXPECT_EQ(reply(a)["ok"], true);
+  RawClient c(loop_, path_);
+  // b goes, with a line saying why; the newcomer is served.
+  auto line = b.read_line();
   ASSERT_TRUE(line.has_value());
   json r = json::parse(*line);
   EXPECT_EQ(r["ok"], false);
   EXPECT_NE(r["error"].get<std::string>().find("too many"), std::string::npos);
-  EXPECT_TRUE(extra.wait_eof());
-  EXPECT_EQ(server->counters().rejected.get(), 1u);
-  EXPECT_EQ(server->client_count(), 2u);
+  EXPECT_TRUE(b.wait_eof());
+  ASSERT_TRUE(c.send_all("{\"cmd\":\"v\"}\n"));
+  EXPECT_EQ(reply(c)["ok"], true);
   ASSERT_TRUE(a.send_all("{\"cmd\":\"v\"}\n"));
   EXPECT_EQ(reply(a)["ok"], true);
-  a.close();  // a slot frees up
-  ASSERT_TRUE(pump_until(loop_, [&] { return server->client_count() == 1; }));
-  RawClient d(loop_, path_);
-  ASSERT_TRUE(d.send_all("{\"cmd\":\"v\"}\n"));
-  EXPECT_EQ(reply(d)["ok"], true);
+  EXPECT_EQ(server->counters().evicted.get(), 1u);
+  EXPECT_EQ(server->counters().rejected.get(), 0u);
+  EXPECT_EQ(server->client_count(), 2u);
+}
+
+TEST_F(ControlServerTest, IdleClientsBeforeBusyOnesAreEvicted) {
+  auto server = start_with_max_clients(2);
+  RawClient busy(loop_, path_);
+  ASSERT_TRUE(clients_become(*server, 1));
+  ASSERT_TRUE(busy.send_all("{\"cmd\":"));  // half a request: older but not idle
+  for (int i = 0; i < 5; ++i) loop_.run_once(0);
+  RawClient idle(loop_, path_);
+  ASSERT_TRUE(clients_become(*server, 2));
+  RawClient c(loop_, path_);
+  EXPECT_TRUE(idle.wait_eof());
+  ASSERT_TRUE(busy.send_all("\"v\"}\n"));
+  EXPECT_EQ(reply(busy)["ok"], true);
+}
+
+TEST_F(ControlServerTest, ManyConnectionsNeverLockANewClientOut) {
+  auto server = start();  // 64 clients at most
+  std::vector<std::unique_ptr<RawClient>> idle;
+  for (int i = 0; i < 200; ++i) {
+    idle.push_back(std::make_unique<RawClient>(loop_, path_));
+    loop_.run_once(0);
+  }
+  ASSERT_TRUE(pump_until(loop_, [&] { return server->counters().accepted.get() == 200; }));
+  EXPECT_EQ(server->client_count(), 64u);
+  RawClient op(loop_, path_);
+  ASSERT_TRUE(op.send_all("{\"cmd\":\"v\"}\n"));
+  EXPECT_EQ(reply(op)["ok"], true);
+  EXPECT_EQ(server->counters().evicted.get(), 137u);
+  EXPECT_EQ(server->client_count(), 64u);
+}
+
+TEST_F(ControlServerTest, MaxClientsZeroTurnsEveryoneAway) {
+  auto server = start_with_max_clients(0);
+  RawClient extra(loop_, path_);
+  auto line = extra.read_line();
+  ASSERT_TRUE(line.has_value());
+  EXPECT_NE(json::parse(*line)["error"].get<std::string>().find("too many"), std::string::npos);
+  EXPECT_TRUE(extra.wait_eof());
+  EXPECT_EQ(server->counters().rejected.get(), 1u);
+}
+
+TEST_F(ControlServerTest, IdleClientIsTimedOut) {
+  auto server = start_with_timeouts(100, 10000);
+  RawClient c(loop_, path_);
+  ASSERT_TRUE(c.send_all("{\"cmd\":\"v\"}\n"));
+  EXPECT_EQ(reply(c)["ok"], true);
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(c.wait_eof(5000));
+  auto waited = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(waited, std::chrono::milliseconds(90));
+  EXPECT_EQ(server->counters().idle_timeouts.get(), 1u);
+  EXPECT_EQ(server->client_count(), 0u);
+}
+
+TEST_F(ControlServerTest, BlankLinesDoNotKeepAClientAlive) {
+  auto server = start_with_timeouts(100, 10000);
+  RawClient c(loop_, path_);
+  auto t0 = std::chrono::steady_clock::now();
+  bool closed = false;
+  while (!closed && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5)) {
+    closed = !c.send_all("\n") || c.wait_eof(20);
+  }
+  EXPECT_TRUE(closed);
+  EXPECT_EQ(server->counters().idle_timeouts.get(), 1u);
+}
+
+TEST_F(ControlServerTest, SlowClientIsTimedOutWithAnError) {
+  auto server = start_with_timeouts(60000, 200);
+  RawClient c(loop_, path_);
+  RawClient other(loop_, path_);
+  // One byte every 20 ms, never a newline.
+  auto t0 = std::chrono::steady_clock::now();
+  std::optional<std::string> line;
+  while (!line && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5)) {
+    if (!c.send_all("[")) break;
+    line = c.read_line(20);
+  }
+  if (!line) line = c.read_line();
+  ASSERT_TRUE(line.has_value());
+  EXPECT_EQ(json::parse(*line), json({{"ok", false}, {"error", "request timed out"}}));
+  EXPECT_TRUE(c.wait_eof());
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(190));
+  EXPECT_EQ(server->counters().request_timeouts.get(), 1u);
+  ASSERT_TRUE(other.send_all("{\"cmd\":\"v\"}\n"));
+  EXPECT_EQ(reply(other)["ok"], true);
+}
+
+TEST_F(ControlServerTest, HostileRequestsGetErrorsAndTheConnectionGoesOn) {
+  auto server = start();
+  RawClient c(loop_, path_);
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  struct Case {
+    std::string line;
+    std::string error_prefix;
+  } cases[] = {
+      {R"({"cmd":"x","n":1e400})", "bad JSON: "},
+      {R"({"cmd":"x","n":-1e400})", "bad JSON: "},
+      {"{\"cmd\":\"set-port\",\"trunk\":" + deep + "}", "request nested deeper than 32"},
+      {"{\"cmd\":" + std::string(100000, '{'), "request nested deeper than 32"},
+      {"{\"cmd\":\"\xff\xfe\"}", "bad JSON: "},
+      {R"({"cmd":"typed","n":"seven"})", "bad request: "},
+      {R"({"cmd":"typed"})", "bad request: "},
+      {R"({"cmd":"throw_int"})", "internal error"},
+  };
+  for (const auto& k : cases) {
+    ASSERT_TRUE(c.send_all(k.line + "\n"));
+    json r = reply(c);
+    EXPECT_EQ(r["ok"], false) << k.line.substr(0, 60);
+    EXPECT_EQ(r["error"].get<std::string>().rfind(k.error_prefix, 0), 0u) << r.dump();
+    EXPECT_LE(r["error"].get<std::string>().size(), 300u);
+  }
+  ASSERT_TRUE(c.send_all(R"({"cmd":"typed","n":[123456789012345678901234567890]})"
+                         "\n"));
+  EXPECT_EQ(reply(c)["ok"], false);  // type_error, not a crash
+  ASSERT_TRUE(c.send_all(R"({"cmd":"typed","n":7})"
+                         "\n"));
+  EXPECT_EQ(reply(c)["n"], 7);
+  const auto& k = server->counters();
+  EXPECT_EQ(k.bad_json.get(), 3u);
+  EXPECT_EQ(k.too_deep.get(), 2u);
+  EXPECT_EQ(k.bad_requests.get(), 3u);
+  EXPECT_EQ(k.handler_failures.get(), 1u);
+  EXPECT_EQ(server->client_count(), 1u);
 }
 
 TEST_F(ControlServerTest, StaleSocketIsReplaced) {
@@ -389,6 +536,8 @@ TEST_F(ControlServerTest, CountersJson) {
   EXPECT_EQ(j["clients"], 1);
   EXPECT_EQ(j["requests"], 1);
   EXPECT_EQ(j["bad_json"], 1);
+  for (const char* k : {"evicted", "too_deep", "bad_requests", "idle_timeouts", "request_timeouts"})
+    EXPECT_EQ(j[k], 0) << k;
 }
 
 }  // namespace
