@@ -11,6 +11,8 @@
 #include <sstream>
 #include <tuple>
 
+#include "control/request.h"
+#include "control/toml_check.h"
 #include "ports/tap_port.h"
 #include "switch/mac.h"
 
@@ -58,7 +60,7 @@ Status check_keys(const json& j, const std::string& where,
     if (std::none_of(known.begin(), known.end(), [&](const char* n) { return k == n; })) {
       std::string list;
       for (const char* n : known) list += std::string(list.empty() ? "" : ", ") + n;
-      return Status::errorf("{}: unknown field '{}' (known: {})", where, k, list);
+      return Status::errorf("{}: unknown field '{}' (known: {})", where, short_string(k), list);
     }
   }
   return Status::ok();
@@ -128,7 +130,7 @@ Result<VlanSpec> parse_vlan(const json& j, const std::string& where) {
     for (const auto& e : t) {
       if (!e.is_number_integer() || e.get<int64_t>() < 1 || e.get<int64_t>() > 4094)
         return Status::errorf("{}: field 'trunk': {} is not a VLAN id in [1, 4094]", where,
-                              e.dump());
+                              short_form(e));
       ids.insert(uint16_t(e.get<int64_t>()));
     }
     v.trunks.assign(ids.begin(), ids.end());
@@ -152,7 +154,7 @@ Status parse_socket_perms(const json& j, const std::string& where, int* mode, in
   if (j.contains("socket_mode")) {
     const json& m = j["socket_mode"];
     Result<mode_t> r = Status::error("");
-    if (m.is_string())
+    if (m.is_string() && m.get<std::string>().size() <= 8)
       r = parse_socket_mode(m.get<std::string>());
     else if (m.is_number_integer() && m.get<int64_t>() >= 0 && m.get<int64_t>() <= 07777)
       r = parse_socket_mode(fmt::format("{:o}", m.get<int64_t>()));
@@ -166,6 +168,10 @@ Status parse_socket_perms(const json& j, const std::string& where, int* mode, in
     auto name = get_string(j, where, key, false);
     if (!name) return name.status();
     if (name->empty()) continue;
+    if (name->size() > kEchoMax || std::any_of(name->begin(), name->end(),
+                                               [](char c) { return uint8_t(c) < ' ' || c == 127; }))
+      return Status::errorf("{}: field '{}': \"{}\" is not a {} name", where, key,
+                            short_string(*name), is_user ? "user" : "group");
     Result<int> id = is_user ? lookup_user(*name) : lookup_group(*name);
     if (!id) return Status::errorf("{}: field '{}': {}", where, key, id.message());
     *out = *id;
@@ -186,7 +192,7 @@ Result<std::vector<int>> parse_cpu_list(const json& j, const std::string& where,
   std::vector<int> cpus;
   for (const json& c : j) {
     if (!c.is_number_integer())
-      return Status::errorf("{}: CPU '{}' is not an integer", where, c.dump());
+      return Status::errorf("{}: CPU '{}' is not an integer", where, short_form(c));
     int64_t v = c.get<int64_t>();
     if (v < 0 || v > max)
       return Status::errorf("{}: CPU {} is out of range [0, {}] (this machine has {} CPUs)", where,
@@ -218,7 +224,8 @@ Result<PortSpec> parse_port(const json& j, const std::string& where_in) {
   if (!name) return name.status();
   p.name = *name;
   if (!valid_port_name(p.name))
-    return Status::errorf("{}: port name '{}' must be 1-32 of [A-Za-z0-9._-]", where_in, p.name);
+    return Status::errorf("{}: port name '{}' must be 1-32 of [A-Za-z0-9._-]", where_in,
+                          short_string(p.name));
   const std::string where = where_in + " (" + p.name + ")";
   auto type = get_string(j, where, "type", true);
   if (!type) return type.status();
@@ -240,7 +247,7 @@ Result<PortSpec> parse_port(const json& j, const std::string& where_in) {
       p.client = true;
     else if (!mode->empty() && *mode != "server")
       return Status::errorf("{}: field 'mode' must be \"server\" or \"client\", not \"{}\"", where,
-                            *mode);
+                            short_string(*mode));
     st = parse_socket_perms(j, where, &p.socket_mode, &p.socket_uid, &p.socket_gid);
     if (!st) return st;
   } else if (p.type == "tap") {
@@ -254,7 +261,7 @@ Result<PortSpec> parse_port(const json& j, const std::string& where_in) {
     if (!valid_ifname(p.ifname))
       return Status::errorf(
           "{}: '{}' is not a valid interface name (1-15 bytes, no '/', ':' or spaces)", where,
-          p.ifname);
+          short_string(p.ifname));
     auto ns = get_string(j, where, "netns", false);
     if (!ns) return ns.status();
     p.netns = *ns;
@@ -271,11 +278,12 @@ Result<PortSpec> parse_port(const json& j, const std::string& where_in) {
     if (!io) return io.status();
     if (!io->empty() && !ports::parse_tap_io(*io))
       return Status::errorf(
-          "{}: field 'io' must be \"uring\", \"syscalls\" or \"auto\", not \"{}\"", where, *io);
+          "{}: field 'io' must be \"uring\", \"syscalls\" or \"auto\", not \"{}\"", where,
+          short_string(*io));
     p.io = *io;
   } else {
     return Status::errorf("{}: field 'type' must be \"vhost-user\" or \"tap\", not \"{}\"", where,
-                          p.type);
+                          short_string(p.type));
   }
   auto mtu = get_int(j, where, "mtu", 68, 65535, 0);
   if (!mtu) return mtu.status();
@@ -307,7 +315,7 @@ Result<std::vector<uint64_t>> parse_allowed_macs(const json& j, const std::strin
       return Status::errorf(
           "{}: allowed_macs[{}] must be a unicast MAC like \"52:54:00:12:34:56\", "
           "not {}",
-          where, i, a[i].dump());
+          where, i, short_form(a[i]));
     if (std::find(out.begin(), out.end(), m->raw()) == out.end()) out.push_back(m->raw());
   }
   return out;
@@ -320,6 +328,10 @@ json allowed_macs_json(const std::vector<uint64_t>& macs) {
 }
 
 Result<FileConfig> parse_config_toml(const std::string& text, const std::string& source) {
+  if (text.size() > kMaxConfigBytes)
+    return Status::errorf("{}: larger than {} bytes", source, kMaxConfigBytes);
+  // cpptoml recurses over nesting: bounded (and the syntax checked) before it runs.
+  if (Status st = check_toml_text(text, source); !st) return st;
   json root;
   try {
     std::istringstream in(text);
@@ -327,6 +339,8 @@ Result<FileConfig> parse_config_toml(const std::string& text, const std::string&
     root = table_to_json(*parser.parse());
   } catch (const std::exception& e) {
     return Status::errorf("{}: {}", source, e.what());
+  } catch (...) {
+    return Status::errorf("{}: not a valid TOML file", source);
   }
   FileConfig cfg;
   Status st = check_keys(root, source, {"vnetd", "worker", "fdb", "port"});
@@ -434,11 +448,14 @@ Result<FileConfig> parse_config_toml(const std::string& text, const std::string&
 }
 
 Result<FileConfig> load_config_file(const std::string& path) {
-  std::ifstream f(path);
+  std::ifstream f(path, std::ios::binary);
   if (!f) return Status::errorf("cannot read config file {}: {}", path, strerror(errno));
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return parse_config_toml(ss.str(), path);
+  // At most one byte more than the limit, whatever the file is (/dev/zero included).
+  std::string text(kMaxConfigBytes + 1, '\0');
+  f.read(text.data(), std::streamsize(text.size()));
+  if (f.bad()) return Status::errorf("cannot read config file {}: {}", path, strerror(errno));
+  text.resize(size_t(f.gcount()));
+  return parse_config_toml(text, path);
 }
 
 }  // namespace vnet::control
