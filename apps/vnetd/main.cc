@@ -112,6 +112,15 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "uring", "syscalls"}));
   app.add_option("--control", control_path, "Control socket for vnetctl")->capture_default_str();
+  double control_idle = 60, control_request = 10;
+  app.add_option("--control-idle-timeout", control_idle,
+                 "Seconds after which a control client that sent no request is closed")
+      ->capture_default_str()
+      ->check(CLI::Range(0.01, 86400.0));
+  app.add_option("--control-request-timeout", control_request,
+                 "Seconds a control client has to finish a request line once it started it")
+      ->capture_default_str()
+      ->check(CLI::Range(0.01, 86400.0));
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
@@ -163,6 +172,10 @@ int main(int argc, char** argv) {
     }
     if (!app.count("--control") && !fc->control_path.empty()) control_path = fc->control_path;
     if (!app.count("--log-level") && !fc->log_level.empty()) log_level = fc->log_level;
+    if (!app.count("--control-idle-timeout") && fc->control_idle_timeout)
+      control_idle = fc->control_idle_timeout;
+    if (!app.count("--control-request-timeout") && fc->control_request_timeout)
+      control_request = fc->control_request_timeout;
     cfg.workers.cpus = fc->worker.cpus;
     if (!app.count("--idle-poll-us")) cfg.workers.idle_poll_us = fc->worker.idle_poll_us;
     if (!app.count("--idle-poll-max-us"))
@@ -242,6 +255,8 @@ int main(int argc, char** argv) {
   cfg.tap_io = *vnet::ports::parse_tap_io(tap_io);
   vnet::init_logging(log_level);
   cfg.control_path = control_path;
+  cfg.control_idle_timeout = std::chrono::milliseconds(int64_t(control_idle * 1000));
+  cfg.control_request_timeout = std::chrono::milliseconds(int64_t(control_request * 1000));
   vnet::control::Daemon daemon(std::move(cfg));
   vnet::Status st = daemon.start();
   if (!st) {

@@ -55,8 +55,8 @@ json to_json(const std::shared_ptr<cpptoml::base>& b) {
 
 Status check_keys(const json& j, const std::string& where,
                   std::initializer_list<const char*> known) {
-  for (const auto& [k, v] : j.items()) {
-    (void)v;
+  for (const auto& item : j.items()) {
+    const std::string& k = item.key();  // (clang 14 cannot capture a structured binding)
     if (std::none_of(known.begin(), known.end(), [&](const char* n) { return k == n; })) {
       std::string list;
       for (const char* n : known) list += std::string(list.empty() ? "" : ", ") + n;
@@ -349,10 +349,16 @@ Result<FileConfig> parse_config_toml(const std::string& text, const std::string&
     const json& v = root["vnetd"];
     std::string w = source + ": [vnetd]";
     if (!v.is_object()) return Status::errorf("{} must be a table", w);
-    if (!(st = check_keys(
-              v, w,
-              {"control", "log_level", "tap_io", "socket_mode", "socket_owner", "socket_group"})))
+    if (!(st = check_keys(v, w,
+                          {"control", "log_level", "tap_io", "socket_mode", "socket_owner",
+                           "socket_group", "control_idle_timeout", "control_request_timeout"})))
       return st;
+    auto idle = get_int(v, w, "control_idle_timeout", 1, 86400, 0);
+    if (!idle) return idle.status();
+    cfg.control_idle_timeout = uint32_t(*idle);
+    auto request = get_int(v, w, "control_request_timeout", 1, 86400, 0);
+    if (!request) return request.status();
+    cfg.control_request_timeout = uint32_t(*request);
     int mode = -1, uid = -1, gid = -1;
     if (!(st = parse_socket_perms(v, w, &mode, &uid, &gid))) return st;
     if (mode >= 0) cfg.socket_perms.mode = mode_t(mode);

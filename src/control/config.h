@@ -62,6 +62,9 @@ struct FileConfig {
   std::string control_path;  // empty: keep the default
   std::string log_level;     // empty: keep the default
   std::string tap_io;        // [vnetd] tap_io, default data path of TAP ports; empty: auto
+  // [vnetd] control_idle_timeout, control_request_timeout (seconds); 0: keep the default
+  uint32_t control_idle_timeout = 0;
+  uint32_t control_request_timeout = 0;
   WorkerSpec worker;
   uint32_t fdb_size = 8192;
   uint32_t fdb_age = 300;

@@ -55,6 +55,8 @@ Status Daemon::start() {
 
   ControlServerLimits limits;
   limits.perms = cfg_.socket_perms;
+  limits.idle_timeout = cfg_.control_idle_timeout;
+  limits.request_timeout = cfg_.control_request_timeout;
   auto server = ControlServer::create(
       loop_, cfg_.control_path, [this](const json& req) { return handle(req); }, limits);
   if (!server) return server.status();

@@ -2,6 +2,7 @@
 // ports and the control socket, and answers vnetctl's requests.
 #pragma once
 
+#include <chrono>
 #include <map>
 #include <memory>
 #include <string>
@@ -30,6 +31,10 @@ struct DaemonConfig {
   // The control socket's and (unless a port says otherwise) every vhost-user server
   // socket's mode, owner and group.
   SocketPerms socket_perms;
+  // Control clients that send no request for this long are closed, and so are request
+  // lines not finished this long after their first byte (ControlServerLimits).
+  std::chrono::milliseconds control_idle_timeout{60000};
+  std::chrono::milliseconds control_request_timeout{10000};
 };
 
 class Daemon {

@@ -1,7 +1,7 @@
 // Tests for the pre-parse check of TOML configuration files (control/toml_check.h):
 // valid TOML passes untouched; nesting by arrays, inline tables, dotted keys and table
 // headers is refused past the limit, before cpptoml (recursive) runs; syntax errors
-// name the line; and the whole config loader on hostile files.
+// name the line; the whole config loader on hostile files; [vnetd] control timeouts.
 #include "control/toml_check.h"
 
 #include <gtest/gtest.h>
@@ -139,6 +139,24 @@ TEST(ConfigFile, HostileFilesAreRefusedWithTheLineOrField) {
     EXPECT_EQ(cfg.message().rfind("bad.toml", 0), 0u) << cfg.message();
     EXPECT_LE(cfg.message().size(), 400u) << cfg.message().substr(0, 400);
   }
+}
+
+TEST(ConfigFile, ControlTimeouts) {
+  auto cfg = parse_config_toml("[vnetd]\ncontrol_idle_timeout = 5\ncontrol_request_timeout = 2\n",
+                               "t.toml");
+  ASSERT_TRUE(cfg) << cfg.message();
+  EXPECT_EQ(cfg->control_idle_timeout, 5u);
+  EXPECT_EQ(cfg->control_request_timeout, 2u);
+  auto dflt = parse_config_toml("[vnetd]\n", "t.toml");
+  ASSERT_TRUE(dflt);
+  EXPECT_EQ(dflt->control_idle_timeout, 0u);  // vnetd's default
+  auto zero = parse_config_toml("[vnetd]\ncontrol_idle_timeout = 0\n", "t.toml");
+  ASSERT_FALSE(zero);
+  EXPECT_NE(zero.message().find("'control_idle_timeout' = 0 is out of range"), std::string::npos)
+      << zero.message();
+  auto text = parse_config_toml("[vnetd]\ncontrol_request_timeout = \"10s\"\n", "t.toml");
+  ASSERT_FALSE(text);
+  EXPECT_NE(text.message().find("'control_request_timeout' must be an integer"), std::string::npos);
 }
 
 TEST(ConfigFile, ReadIsBounded) {
