@@ -2,6 +2,7 @@
 """Writes the seed corpora of fuzz/corpus/<target>/: a few valid inputs per target, in the
 input formats described at the top of fuzz/<target>.cc. Deterministic; run it again after
 changing a format (scripts/fuzz does not run it: the seeds are checked in)."""
+import json
 import os
 import struct
 
@@ -270,7 +271,104 @@ def gen_packet():
                                         34, 6))
 
 
+# ---------------------------------------------------------------- control_request
+def gen_control_request():
+    """A cut byte (0: one write) and request lines, as fuzz/control_request.cc reads them."""
+    t = "control_request"
+    reqs = [
+        {"cmd": "version"}, {"cmd": "ports"}, {"cmd": "counters"},
+        {"cmd": "counters", "port": "p0"}, {"cmd": "fdb"}, {"cmd": "workers"},
+        {"cmd": "fdb-flush"},
+        {"cmd": "set-port", "name": "p0", "vlan": 10},
+        {"cmd": "set-port", "name": "p0", "trunk": [10, 20], "native": 1},
+        {"cmd": "set-port", "name": "p0", "allowed_macs": ["52:54:00:00:00:01"]},
+        {"cmd": "set-port", "name": "p0", "allowed_macs": []},
+        {"cmd": "set-port", "name": "p0", "mtu": 9000},
+        {"cmd": "set-port", "name": "p0", "worker": 0},
+        {"cmd": "add-port", "port": {"name": "v1", "type": "vhost-user", "socket": "/x/v1.sock",
+                                     "mode": "client", "socket_mode": "0660"}},
+        {"cmd": "add-port", "port": {"name": "t1", "type": "tap", "netns": "n", "io": "uring",
+                                     "trunk": [5], "mtu": 1500}},
+        {"cmd": "del-port", "name": "p0"},
+    ]
+    lines = b"".join(json.dumps(r).encode() + b"\n" for r in reqs)
+    write(t, "all_commands", b"\0" + lines)
+    write(t, "all_commands_chunked", b"\x07" + lines)
+    write(t, "hostile", b"\0" + b"\n".join([
+        b'{"cmd":"counters","port":1e400}',
+        b'{"cmd":"set-port","name":"p0","vlan":123456789012345678901234567890}',
+        b'{"cmd":"set-port","name":"p0","trunk":[' + b"[" * 40 + b"]" * 40 + b"]}",
+        b'{"cmd":"set-port","name":"p0","trunk":[' + b"[" * 30 + b"1" + b"]" * 30 + b"]}",
+        b'{"cmd":"\xff\xfe"}',
+        b'{"cmd":"set-port","name":"p0","bogus":{"a":[1,{"b":null}]}}',
+        b'{"cmd":"counters","port":[1]}',
+        b"[1,2,3]",
+        b'{"cmd":"set-port","name":"p0"',  # no newline, then the end: answered at EOF
+    ]))
+    write(t, "oversized", b"\x31" + b'{"cmd":"' + b"x" * 1100 + b'"}\n{"cmd":"version"}\n')
+
+
+# ---------------------------------------------------------------- config_file
+CONFIG_FULL = b"""# every section
+[vnetd]
+control = "/run/vnet/vnetd.sock"
+log_level = "info"
+tap_io = "auto"
+socket_mode = "0660"
+control_idle_timeout = 60
+control_request_timeout = 10
+[worker]
+cpus = [0]
+poll_mode = "adaptive"
+idle_poll_us = 200
+idle_poll_max_us = 2000
+[fdb]
+size = 8192
+age = 300
+per_port_limit = 1024
+[[port]]
+name = "vm1"
+type = "vhost-user"
+socket = "/run/vnet/vm1.sock"
+vlan = 10
+allowed_macs = ["52:54:00:00:00:01"]
+socket_mode = 0o640
+[[port]]
+name = "uplink"
+type = "tap"
+ifname = "vnet0"
+netns = "host1"
+mtu = 9000
+trunk = [
+  10, # comment
+  20,
+]
+native = 10
+io = "uring"
+worker = 0
+"""
+
+CONFIG_SYNTAX = (b"a = { b.c = [1, 2], d = 'lit[eral' }\n"
+                 b'm = """\nmulti [[ line \\\n  continued"""\n'
+                 b"l = '''[[ raw '''\n"
+                 b"[x . \"y\" . 'z']\n"
+                 b"[[p.q]]\n"
+                 b"f = [1.5, -2e3, inf]\n"
+                 b"t = 1979-05-27T07:32:00Z\n")
+
+
+def gen_config_file():
+    """TOML files as fuzz/config_file.cc reads them (the bytes of the file)."""
+    t = "config_file"
+    write(t, "full", CONFIG_FULL)
+    write(t, "syntax", CONFIG_SYNTAX)
+    write(t, "deep", b"a = " + b"[" * 40 + b"]" * 40 + b"\n")
+    write(t, "bad_types", b"[vnetd]\ncontrol = 5\n[[port]]\nname = [1]\n")
+
+
 if __name__ == "__main__":
     gen_session()
     gen_virtqueue()
     gen_packet()
+    gen_control_request()
+    gen_config_file()

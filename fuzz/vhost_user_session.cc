@@ -55,16 +55,6 @@ using vnet::fuzz::FuzzInput;
 constexpr size_t kMaxFdsSent = 10;
 constexpr const char* kMemfdName = "vnet-fuzz-guest";
 
-size_t count_fds() {
-  size_t n = 0;
-  DIR* d = opendir("/proc/self/fd");
-  if (!d) std::abort();
-  while (dirent* e = readdir(d))
-    if (e->d_name[0] != '.') ++n;
-  closedir(d);
-  return n - 1;  // the directory's own fd
-}
-
 // Mappings of our memfds still in the address space.
 size_t count_memfd_maps() {
   std::ifstream f("/proc/self/maps");
@@ -316,12 +306,12 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  const size_t fds_before = count_fds();
+  const size_t fds_before = vnet::fuzz::count_open_fds();
   {
     FuzzInput in(data, size);
     run(in);
   }
-  const size_t fds_after = count_fds();
+  const size_t fds_after = vnet::fuzz::count_open_fds();
   if (fds_after != fds_before) {
     std::fprintf(stderr, "fd leak: %zu fds before the input, %zu after\n", fds_before, fds_after);
     FUZZ_CHECK(fds_after == fds_before);
