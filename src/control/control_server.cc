@@ -119,6 +119,7 @@ ControlServer::ControlServer(EventLoop& loop, std::string path, Handler handler,
 ControlServer::~ControlServer() {
   if (accept_retry_timer_) loop_.cancel_timer(*accept_retry_timer_);
   if (sweep_timer_) loop_.cancel_timer(*sweep_timer_);
+  if (more_timer_) loop_.cancel_timer(*more_timer_);
   for (auto& [fd, c] : clients_) loop_.remove(fd);
   clients_.clear();
   if (bound_) {
@@ -224,12 +225,15 @@ void ControlServer::on_client(int fd, uint32_t events) {
     update_events(c);
     return;
   }
-  // Lines that arrived while a reply was pending come before new input.
+  // Lines that arrived while a reply was pending (or in an earlier turn) come before new
+  // input.
   if (!process_lines(c)) return;
-  if (!c.reply_pending() && !c.eof && !c.closing && (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
+  if (!c.reply_pending() && !c.more && !c.eof && !c.closing &&
+      (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
     if (!read_client(c)) return;
     if (!process_lines(c)) return;
   }
+  if (c.more && !c.reply_pending()) schedule_more(fd);
   update_events(c);
 }
 
@@ -254,7 +258,13 @@ bool ControlServer::read_client(Client& c) {
 }
 
 bool ControlServer::process_lines(Client& c) {
+  c.more = false;
+  size_t handled = 0;
   while (!c.closing && !c.reply_pending()) {
+    if (handled == limits_.lines_per_turn) {
+      c.more = true;  // the rest in a later turn
+      break;
+    }
     size_t from = std::max(c.scanned, c.in_off);
     size_t nl = c.in.find('\n', from);
     size_t end = nl == std::string::npos ? c.in.size() : nl;
@@ -275,6 +285,7 @@ bool ControlServer::process_lines(Client& c) {
     }
     std::string_view line(c.in.data() + c.in_off, end - c.in_off);
     c.in_off = nl == std::string::npos ? end : nl + 1;
+    ++handled;
     if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;  // blank line
     queue_reply(c, handle_line(line));
     // Usually written at once, and the next line follows; if not, it waits for EPOLLOUT.
@@ -382,7 +393,7 @@ void ControlServer::update_events(Client& c) {
   uint32_t want = 0;
   if (c.reply_pending())
     want = EPOLLOUT;
-  else if (!c.eof && !c.closing)
+  else if (!c.eof && !c.closing && !c.more)
     want = EPOLLIN;
   if (want == c.events) return;
   Status st = loop_.modify(c.fd.get(), want);
@@ -421,6 +432,24 @@ void ControlServer::evict_one() {
     (void)!send(victim->fd.get(), evicted.data(), evicted.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
   }
   close_client(victim->fd.get());
+}
+
+void ControlServer::schedule_more(int fd) {
+  more_.push_back(fd);
+  if (more_timer_) return;
+  more_timer_ = loop_.add_timer(std::chrono::milliseconds(0), [this] {
+    more_timer_.reset();
+    run_more();
+  });
+}
+
+void ControlServer::run_more() {
+  std::vector<int> fds;
+  fds.swap(more_);
+  // (A client closed meanwhile is gone from clients_; one that reused its fd number
+  // has nothing waiting and only gets an empty turn.)
+  for (int fd : fds)
+    if (clients_.count(fd)) on_client(fd, 0);
 }
 
 void ControlServer::arm_sweep() {

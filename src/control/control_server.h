@@ -18,6 +18,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -38,6 +39,9 @@ struct ControlServerLimits {
   size_t max_depth = kMaxRequestDepth;   // nesting of arrays and objects in a request
   size_t max_reply = size_t(64) << 20;   // a larger reply is replaced by an error
   size_t read_chunk = size_t(64) << 10;  // bytes read per readiness event
+  // Request lines handled per client per turn; a client that pipelines more waits for
+  // its next turn, after the other clients' (no client starves the others).
+  size_t lines_per_turn = 16;
   // A client whose pending reply makes no progress for this long is closed.
   std::chrono::milliseconds write_stall_timeout{30000};
   // A client that completes no request for this long (and has none in progress) is closed.
@@ -95,6 +99,7 @@ class ControlServer {
     std::string out;     // reply bytes; out[0, out_off) is written
     size_t out_off = 0;
     bool eof = false;      // the client sent all it will send: answer, then close
+    bool more = false;     // its turn ended with lines maybe left: continue next round
     bool closing = false;  // close once `out` is written; handle nothing more
     uint32_t events = 0;   // what the loop watches for now
     std::chrono::steady_clock::time_point progress;  // last reply bytes queued or written
@@ -124,6 +129,10 @@ class ControlServer {
   // Closes clients whose reply has been stuck for write_stall_timeout, idle clients and
   // slow requests; re-arms itself while any client is connected.
   void arm_sweep();
+  // Gives clients whose turn ended with lines left (Client::more) another turn, after
+  // the events that are already waiting.
+  void schedule_more(int fd);
+  void run_more();
   void sweep();
 
   EventLoop& loop_;
@@ -134,7 +143,9 @@ class ControlServer {
   bool listening_registered_ = false;
   std::optional<EventLoop::TimerId> accept_retry_timer_;
   std::optional<EventLoop::TimerId> sweep_timer_;
-  dev_t sock_dev_ = 0;  // identity of the socket file we bound, to remove only ours
+  std::optional<EventLoop::TimerId> more_timer_;
+  std::vector<int> more_;  // clients waiting for another turn
+  dev_t sock_dev_ = 0;     // identity of the socket file we bound, to remove only ours
   ino_t sock_ino_ = 0;
   bool bound_ = false;
   std::unordered_map<int, std::unique_ptr<Client>> clients_;

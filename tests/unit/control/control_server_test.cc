@@ -349,6 +349,38 @@ TEST_F(ControlServerTest, SlowClientIsTimedOutWithAnError) {
   EXPECT_EQ(reply(other)["ok"], true);
 }
 
+TEST_F(ControlServerTest, PipelinedRequestsDoNotStarveOthers) {
+  auto server = start();  // 16 lines per turn
+  RawClient a(loop_, path_), b(loop_, path_);
+  ASSERT_TRUE(clients_become(*server, 2));
+  std::string many;
+  for (int i = 0; i < 1000; ++i) many += "{\"cmd\":\"a\"}\n";
+  ASSERT_TRUE(a.send_all(many));
+  loop_.run_once(0);  // a's first turn
+  ASSERT_TRUE(b.send_all("{\"cmd\":\"b\"}\n"));
+  EXPECT_EQ(reply(b)["echo"]["cmd"], "b");
+  // b was served after a few of a's turns, not after all of a's requests.
+  EXPECT_LE(server->counters().requests.get(), 16u * 4 + 1);
+  for (int i = 0; i < 1000; ++i) ASSERT_EQ(reply(a)["echo"]["cmd"], "a") << i;
+  EXPECT_EQ(server->counters().requests.get(), 1001u);
+  // a is read again once its backlog is done.
+  ASSERT_TRUE(a.send_all("{\"cmd\":\"again\"}\n"));
+  EXPECT_EQ(reply(a)["echo"]["cmd"], "again");
+}
+
+TEST_F(ControlServerTest, PipelinedRequestsBeforeAHalfCloseAreAllAnswered) {
+  auto server = start();
+  RawClient a(loop_, path_);
+  std::string many;
+  for (int i = 0; i < 100; ++i) many += "{\"cmd\":\"a\"}\n";
+  ASSERT_TRUE(a.send_all(many + "{\"cmd\":\"last\"}"));  // no newline, then EOF
+  shutdown(a.fd(), SHUT_WR);
+  for (int i = 0; i < 100; ++i) ASSERT_EQ(reply(a)["echo"]["cmd"], "a") << i;
+  EXPECT_EQ(reply(a)["echo"]["cmd"], "last");
+  EXPECT_TRUE(a.wait_eof());
+  EXPECT_TRUE(clients_become(*server, 0));
+}
+
 TEST_F(ControlServerTest, HostileRequestsGetErrorsAndTheConnectionGoesOn) {
   auto server = start();
   RawClient c(loop_, path_);
