@@ -223,6 +223,12 @@ class Vnetd:
         log("vnetd stopped with status %s in %.1f s" % (rc, time.monotonic() - t0))
         return rc
 
+    def stop_ok(self, timeout=10.0):
+        """stop(), and a HarnessError unless vnetd exited with status 0."""
+        rc = self.stop(timeout)
+        if rc != 0:
+            raise HarnessError("vnetd exited with status %s" % rc)
+
     def connect_control(self):
         """A persistent ControlConnection, closed at cleanup."""
         c = ControlConnection(self.control)
