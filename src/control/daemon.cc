@@ -220,12 +220,14 @@ double per_packet(uint64_t cycles, uint64_t packets) {
 json worker_counters(dataplane::Worker& wk) {
   const auto& wc = wk.counters();
   const auto& fc = wk.forwarder().counters();
+  // clang-format off
   return {{"packets", wc.packets.get()},
           {"busy_cycles", wc.busy_cycles.get()},
           {"idle_cycles", wc.idle_cycles.get()},
           {"loops", wc.loops.get()},
           {"busy_loops", wc.busy_loops.get()},
           {"wakeups", wc.wakeups.get()},
+          {"hangups", wc.hangups.get()},
           {"sleeps", wc.sleeps.get()},
           {"flooded", fc.flooded.get()},
           {"unicast", fc.unicast.get()},
@@ -233,6 +235,7 @@ json worker_counters(dataplane::Worker& wk) {
           {"src_multicast", fc.src_multicast.get()},
           {"src_zero", fc.src_zero.get()},
           {"stale_port", fc.stale_port.get()}};
+  // clang-format on
 }
 }  // namespace
 
