@@ -55,6 +55,37 @@ def proc_status(pid):
     return fds, rss
 
 
+def start_b_to_c(s, vnetd, traffic, socks):
+    """vnet-traffic on ports b (20,000 frames/s to c) and c (a sink), running until the
+    session ends; returns once b's frames reach c."""
+    cpu = cpu_plan()[1]
+    common = ["--notify", "--cpu", cpu, "--log-level", "warn", "--duration", 900]
+    s.spawn("c", [traffic, "--socket", socks["c"], "--mode", "rx", "--mac", MAC_C,
+                  "--queue-size", 4096] + common)
+    wait_until(lambda: vnetd.counters()["c"]["rx_packets"] >= 1, 20, what="c's announcement")
+    s.spawn("b", [traffic, "--socket", socks["b"], "--mode", "tx", "--mac", MAC_B, "--dst-mac",
+                  MAC_C, "--rate", 20000] + common)
+    wait_until(lambda: vnetd.counters()["c"]["tx_packets"] > 100, 20,
+               what="b's frames reaching c")
+
+
+def check_flat(pid, baseline, name, check_rss):
+    """vnetd's fd count back at `baseline` (fds, rss) within 5 s and its RSS within
+    RSS_SLACK_KB of it (when check_rss); returns the (fds, rss) seen."""
+    fds, rss = proc_status(pid)
+    deadline = time.monotonic() + 5
+    while fds != baseline[0] and time.monotonic() < deadline:
+        time.sleep(0.02)
+        fds, rss = proc_status(pid)
+    if fds != baseline[0]:
+        raise HarnessError("case '%s': vnetd has %d fds open, %d before"
+                           % (name, fds, baseline[0]))
+    if check_rss and rss > baseline[1] + RSS_SLACK_KB:
+        raise HarnessError("case '%s': vnetd's RSS %d KiB, %d KiB at the baseline"
+                           % (name, rss, baseline[1]))
+    return fds, rss
+
+
 # ---- protocol cases: vnetd must close the session ------------------------------------
 
 def truncated_header(c, g):
@@ -329,15 +360,7 @@ def body(s, args):
     global REPEAT
     REPEAT = int(REPEAT_ENV) if REPEAT_ENV else (100000 if check_rss else 10000)
     log("repeated messages: %d each" % REPEAT)
-    cpu = cpu_plan()[1]
-    common = ["--notify", "--cpu", cpu, "--log-level", "warn", "--duration", 900]
-    s.spawn("c", [traffic, "--socket", socks["c"], "--mode", "rx", "--mac", MAC_C,
-                  "--queue-size", 4096] + common)
-    wait_until(lambda: vnetd.counters()["c"]["rx_packets"] >= 1, 20, what="c's announcement")
-    s.spawn("b", [traffic, "--socket", socks["b"], "--mode", "tx", "--mac", MAC_B, "--dst-mac",
-                  MAC_C, "--rate", 20000] + common)
-    wait_until(lambda: vnetd.counters()["c"]["tx_packets"] > 100, 20,
-               what="b's frames reaching c")
+    start_b_to_c(s, vnetd, traffic, socks)
 
     def h_state():
         info = vnetd.ports_info()["h"]
@@ -401,16 +424,7 @@ def body(s, args):
         if baseline is None and i >= 2:
             baseline = (fds, rss)  # after the first sessions warmed the allocator up
         if baseline:
-            deadline = time.monotonic() + 5
-            while fds != baseline[0] and time.monotonic() < deadline:
-                time.sleep(0.02)
-                fds, rss = proc_status(pid)
-            if fds != baseline[0]:
-                raise HarnessError("case '%s': vnetd has %d fds open, %d before"
-                                   % (name, fds, baseline[0]))
-            if check_rss and rss > baseline[1] + RSS_SLACK_KB:
-                raise HarnessError("case '%s': vnetd's RSS %d KiB, %d KiB at the baseline"
-                                   % (name, rss, baseline[1]))
+            fds, rss = check_flat(pid, baseline, name, check_rss)
         results.append((name, expect, warned, delivered_to_c() - c0, fds, rss))
 
     for name, expect, warned, fwd, fds, rss in results:
