@@ -29,8 +29,9 @@ void on_sigbus(int sig, siginfo_t* info, void* uctx) {
     if (addr - base >= len) continue;
     // Zero pages over the whole mapping: every later access to it succeeds, so one
     // truncation costs one signal. (A raw system call: no interceptor, no lock.)
-    long r = syscall(SYS_mmap, reinterpret_cast<void*>(base), len, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+    // (Every argument as a long: syscall() is variadic.)
+    long r = syscall(SYS_mmap, long(base), long(len), long(PROT_READ | PROT_WRITE),
+                     long(MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE), -1L, 0L);
     if (r == -1) break;  // cannot repair: let the previous handler decide
     s.lost.store(true, std::memory_order_release);
     g_faults.fetch_add(1, std::memory_order_relaxed);
