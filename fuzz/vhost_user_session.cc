@@ -45,6 +45,7 @@
 #include "common/log.h"
 #include "common/unique_fd.h"
 #include "fuzz_input.h"
+#include "memory/fault_guard.h"
 #include "vhost_user/backend.h"
 #include "vhost_user/message.h"
 #include "vhost_user/session.h"
@@ -354,6 +355,9 @@ void run(FuzzInput& in) {
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   spdlog::set_level(spdlog::level::off);
+  // The guard's notification eventfd lives as long as the process: made before any
+  // input counts fds.
+  memory::FaultGuard::install();
   return 0;
 }
 
