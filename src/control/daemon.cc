@@ -12,7 +12,9 @@
 #include <optional>
 
 #include "common/log.h"
+#include "common/tsc.h"
 #include "control/control_server.h"
+#include "control/policing_config.h"
 #include "control/version.h"
 #include "ports/tap_port.h"
 
@@ -77,6 +79,13 @@ void Daemon::run() {
 }
 
 namespace {
+// Sets a port's policer (on its owner worker, or before any worker has the port). The
+// buckets start full. The TSC's rate is measured on the first use (about 20 ms).
+void configure_policer(ports::Port& p, const sw::PolicerConfig& cfg) {
+  const uint64_t hz = cfg.on() ? tsc_hz() : 1;
+  p.policer().configure(cfg, hz, read_tsc());
+}
+
 net::VlanConfig to_vlan_config(const VlanSpec& v) {
   net::VlanConfig c;
   c.trunk = v.mode == VlanSpec::Mode::kTrunk;
@@ -143,6 +152,7 @@ Status Daemon::add_port(const PortSpec& spec) {
   port->set_id(next_port_id_++);
   port->set_vlan(to_vlan_config(spec.vlan));  // not attached yet: no worker reads it
   port->set_allowed_macs(spec.allowed_macs);
+  configure_policer(*port, spec.policing);
   pool_.attach(port.get(), w, ex.get());
   if (pool_.size() > 1) spdlog::info("port {}: on worker {}", spec.name, w);
   executors_[port.get()] = std::move(ex);
@@ -192,6 +202,7 @@ json Daemon::port_json(ports::Port& p) {
     j["vlan"] = vlan_json(s.vlan);
     if (!s.allowed_macs.empty()) j["allowed_macs"] = allowed_macs_json(s.allowed_macs);
     j["mtu"] = s.mtu ? s.mtu : 1500;
+    j["policing"] = policing_json(s.policing);
   }
   for (const auto& [k, v] : i.extra) j["extra"][k] = v;
   j["worker"] = pool_.owner(&p);
@@ -335,9 +346,11 @@ json Daemon::handle(const json& req) {
     for (const auto& [k, v] : req.items()) {
       (void)v;
       if (k != "cmd" && k != "name" && k != "vlan" && k != "trunk" && k != "native" && k != "mtu" &&
-          k != "allowed_macs" && k != "worker")
+          k != "allowed_macs" && k != "worker" && k != "ingress_rate" && k != "ingress_burst" &&
+          k != "storm")
         return fail("set-port: unknown field '" + k +
-                    "' (known: name, vlan, trunk, native, mtu, allowed_macs, worker)");
+                    "' (known: name, vlan, trunk, native, mtu, allowed_macs, worker, "
+                    "ingress_rate, ingress_burst, storm)");
     }
     if (req.contains("worker")) {
       // Checked before anything changes.
@@ -359,6 +372,13 @@ json Daemon::handle(const json& req) {
       auto m = parse_allowed_macs(req, "set-port " + name);
       if (!m) return fail(m.message());
       macs = std::move(*m);
+    }
+    std::optional<sw::PolicerConfig> policing;
+    if (has_policing(req)) {
+      auto pc =
+          parse_policing(req, "set-port " + name, spec ? spec->policing : sw::PolicerConfig{});
+      if (!pc) return fail(pc.message());
+      policing = *pc;
     }
     std::optional<VlanSpec> vlan;
     if (vlan_change) {
@@ -387,6 +407,12 @@ json Daemon::handle(const json& req) {
       });
       if (spec) spec->allowed_macs = *macs;
       spdlog::info("port {}: allowed_macs {}", name, allowed_macs_json(*macs).dump());
+    }
+    if (policing) {
+      tsc_hz();  // measured here, not on the worker
+      executors_[p]->run_sync([&] { configure_policer(*p, *policing); });
+      if (spec) spec->policing = *policing;
+      spdlog::info("port {}: policing {}", name, policing_json(*policing).dump());
     }
     if (req.contains("worker")) {
       Status st = move_port(p, size_t(req["worker"].get<int64_t>()));

@@ -21,6 +21,7 @@
 #include "net/drops.h"
 #include "net/packet.h"
 #include "net/vlan.h"
+#include "switch/policer.h"
 
 namespace vnet::ports {
 
@@ -86,6 +87,10 @@ class Port {
       if (m == mac) return true;
     return false;
   }
+  // Ingress policing and storm control of the frames this port sends into the switch.
+  // Used by the owner worker only; configure it through Worker::run_sync on the owner.
+  sw::PortPolicer& policer() { return policer_; }
+  const sw::PortPolicer& policer() const { return policer_; }
 
   // --- worker thread ---
   // Frames from the port into the switch: fills pkts[0..ret).
@@ -144,6 +149,7 @@ class Port {
   std::unique_ptr<net::VlanConfig> retired_vlan_;
   std::atomic<const net::VlanConfig*> vlan_{vlan_owned_.get()};
   std::vector<uint64_t> allowed_macs_;
+  sw::PortPolicer policer_;
   alignas(64) SpinLock tx_lock_;
 };
 
