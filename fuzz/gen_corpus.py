@@ -28,17 +28,28 @@ P_MQ, P_REPLY_ACK, P_MTU, P_MEM_SLOTS, P_STATUS = 1, 8, 16, 1 << 15, 1 << 16
 UVA = 0x7F0000000000
 
 
+# Kinds of non-memfd fds (make_other_fd in fuzz/vhost_user_session.cc).
+EVENTFD, EVENTFD_BLOCKING, EVENTFD_SATURATED, PIPE_READ, PIPE_WRITE, SOCKET, DEV_NULL, FILE = \
+    range(8)
+
+
 def rec(req, payload=b"", nfds=0, eventfd=False, memfd_log2=4, content=b"", need_reply=False,
-        split=None):
-    """One record: ctl, [fd spec + content], compact header, [split], payload."""
+        split=None, kind=EVENTFD, shrink=False):
+    """One record: ctl, [fd spec + content], compact header, [split], payload. Non-memfd
+    fds (eventfd=True) are of `kind`; memfds are truncated after the message with
+    shrink=True."""
     ctl = nfds | (0x80 if eventfd else 0) | (0x40 if need_reply else 0)
     if split is not None:
         ctl |= 0x10
     out = bytes([ctl])
     if nfds:
-        units = (len(content) + 15) // 16
-        assert units < 32
-        out += bytes([memfd_log2 | units << 3]) + content.ljust(units * 16, b"\0")
+        if eventfd:
+            out += bytes([kind << 3])
+        else:
+            units = (len(content) + 15) // 16
+            assert units < 16
+            out += bytes([memfd_log2 | units << 3 | (0x80 if shrink else 0)])
+            out += content.ljust(units * 16, b"\0")
     out += struct.pack("<BBH", req, 1, len(payload))
     if split is not None:
         out += bytes([split])
@@ -65,7 +76,7 @@ def mem_table(regions):
 def ring_content():
     """Queue of 4 at offset 0 of the memfd: desc table (64), avail (64..), used (128..);
     one chain available: a 60-byte device-readable buffer at 0x100."""
-    mem = bytearray(256)
+    mem = bytearray(240)
     struct.pack_into("<QIHH", mem, 0, 0x100, 60, 0, 0)      # desc 0
     struct.pack_into("<HHH", mem, 64, 0, 1, 0)              # avail flags, idx 1, ring[0]=0
     return bytes(mem)
@@ -76,14 +87,14 @@ def negotiate(features=F_VERSION_1 | F_EVENT_IDX | F_PROTO, proto=P_MQ | P_REPLY
             + rec(SET_PROTOCOL_FEATURES, u64(proto)) + rec(SET_OWNER) + rec(GET_QUEUE_NUM))
 
 
-def ring_setup(idx, num, size=0x10000, content=b""):
+def ring_setup(idx, num, size=0x10000, content=b"", shrink=False, kick=EVENTFD, call=EVENTFD):
     region = (0, size, UVA, 0)
-    return (rec(SET_MEM_TABLE, mem_table([region]), nfds=1, content=content)
+    return (rec(SET_MEM_TABLE, mem_table([region]), nfds=1, content=content, shrink=shrink)
             + rec(SET_VRING_NUM, state(idx, num))
             + rec(SET_VRING_ADDR, vring_addr(idx, UVA, UVA + 128, UVA + 64))
             + rec(SET_VRING_BASE, state(idx, 0))
-            + rec(SET_VRING_KICK, u64(idx), nfds=1, eventfd=True)
-            + rec(SET_VRING_CALL, u64(idx), nfds=1, eventfd=True)
+            + rec(SET_VRING_KICK, u64(idx), nfds=1, eventfd=True, kind=kick)
+            + rec(SET_VRING_CALL, u64(idx), nfds=1, eventfd=True, kind=call)
             + rec(SET_VRING_ENABLE, state(idx, 1), need_reply=True))
 
 
@@ -108,6 +119,17 @@ def gen_session():
           + rec(NET_SET_MTU, u64(1500), need_reply=True)
           + rec(SET_VRING_ERR, u64(0), nfds=1, eventfd=True)
           + rec(SET_VRING_CALL, u64(0x100)))
+    write(t, "shrunk_memory", b"\x01" + negotiate()
+          + ring_setup(0, 4, content=ring_content(), shrink=True)
+          + rec(GET_VRING_BASE, state(0, 0)) + rec(SET_VRING_KICK, u64(0), nfds=1, eventfd=True))
+    write(t, "saturated_call", b"\x00" + negotiate()
+          + ring_setup(0, 4, content=ring_content(), kick=EVENTFD_BLOCKING,
+                       call=EVENTFD_SATURATED))
+    for name, kind in (("pipe_kick", PIPE_READ), ("socket_kick", SOCKET), ("file_kick", FILE)):
+        write(t, name, b"\x00" + negotiate() + ring_setup(0, 4, content=ring_content(), kick=kind))
+    write(t, "pipe_as_memory", b"\x00" + negotiate()
+          + rec(SET_MEM_TABLE, mem_table([(0, 0x1000, UVA, 0)]), nfds=1, eventfd=True,
+                kind=PIPE_WRITE))
     write(t, "too_many_fds", b"\x00" + negotiate()
           + rec(SET_MEM_TABLE, mem_table([(0, 0x1000, UVA, 0)]), nfds=9, memfd_log2=0))
     write(t, "truncated", b"\x00" + rec(GET_FEATURES) + struct.pack("<BBBH", 0, SET_FEATURES, 1, 8)

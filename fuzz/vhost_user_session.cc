@@ -1,17 +1,21 @@
 // Fuzz target "vhost_user_session": a hostile vhost-user front end. The input is a
 // sequence of messages (header + payload) sent over a socketpair to a Session
-// (src/vhost_user/session) that drives a fake Backend; file descriptors are simulated:
-// each message may carry 0..10 memfds or eventfds (more than kMaxFds tests truncated
-// ancillary data), and a message may arrive in two parts. When the session ends (error
-// or close), a new connection is made for the rest of the input, as vnetd would accept.
+// (src/vhost_user/session) that drives a fake Backend; file descriptors are real: each
+// message may carry 0..10 memfds or fds of any other kind (eventfds non-blocking,
+// blocking or saturated, pipe ends, sockets, a regular file, /dev/null; more than
+// kMaxFds tests truncated ancillary data), memfds may be truncated to nothing after the
+// message (guest memory shrinking under the session), and a message may arrive in two
+// parts. When the session ends (error or close), a new connection is made for the rest
+// of the input, as vnetd would accept.
 //
 // Input: one byte of device configuration (queue pairs, whether the back end refuses to
 // start rings), then records:
 //   ctl (u8): bits 0-3 fd count (0..15, capped at 10), bit 4 split the message in two,
 //             bit 5 raw 12-byte header (else a compact one), bit 6 set NEED_REPLY,
-//             bit 7 eventfds (else memfds)
-//   [fds]    (u8, when fds > 0): memfd size 4 KiB << (bits 0-2), bits 3-7: 16-byte
-//             units of input written at the start of each memfd
+//             bit 7 other fds (else memfds)
+//   [fds]    (u8, when fds > 0): memfds: size 4 KiB << (bits 0-2), bits 3-6: 16-byte
+//             units of input written at the start of each, bit 7: truncated to 0 once
+//             the message was handled; other fds: bits 3-5 the kind (FdMaker)
 //   header:   raw {u32 request, u32 flags, u32 size} or compact {u8 request, u8 flags,
 //             u16 size}
 //   [split]  (u8, when bit 4): where to split
@@ -41,6 +45,7 @@
 #include "common/log.h"
 #include "common/unique_fd.h"
 #include "fuzz_input.h"
+#include "memory/fault_guard.h"
 #include "vhost_user/backend.h"
 #include "vhost_user/message.h"
 #include "vhost_user/session.h"
@@ -53,6 +58,36 @@ using namespace vnet::vhost_user;
 using vnet::fuzz::FuzzInput;
 
 constexpr size_t kMaxFdsSent = 10;
+
+// An fd of one of the kinds a hostile front end may send where an eventfd belongs.
+UniqueFd make_other_fd(unsigned kind) {
+  int p[2];
+  switch (kind & 7) {
+    case 0:
+      return UniqueFd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    case 1:
+      return UniqueFd(eventfd(0, EFD_CLOEXEC));  // blocking
+    case 2: {
+      UniqueFd fd(eventfd(0, EFD_CLOEXEC));  // blocking and at its maximum
+      uint64_t max = 0xfffffffffffffffeULL;
+      if (write(fd.get(), &max, sizeof(max)) != sizeof(max)) std::abort();
+      return fd;
+    }
+    case 3:
+    case 4:
+      if (pipe2(p, O_CLOEXEC) != 0) std::abort();
+      close(p[kind & 1 ? 0 : 1]);  // 3: the read end (writer gone), 4: the write end
+      return UniqueFd(p[kind & 1 ? 1 : 0]);
+    case 5:
+      if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p) != 0) std::abort();
+      close(p[1]);
+      return UniqueFd(p[0]);  // hung up
+    case 6:
+      return UniqueFd(open("/dev/null", O_RDWR | O_CLOEXEC));
+    default:
+      return UniqueFd(open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+  }
+}
 constexpr const char* kMemfdName = "vnet-fuzz-guest";
 
 // Mappings of our memfds still in the address space.
@@ -98,7 +133,7 @@ class FuzzBackend : public Backend {
     }
     mem_ = std::move(mem);
   }
-  Status start_queue(uint32_t index, const virtio::QueueConfig& cfg, UniqueFd kick) override {
+  Status start_queue(uint32_t index, const virtio::QueueConfig& cfg, FrontendFd kick) override {
     FUZZ_CHECK(index < rings_.size());
     FUZZ_CHECK(cfg.size != 0 && (cfg.size & (cfg.size - 1)) == 0);
     FUZZ_CHECK(mem_ != nullptr);
@@ -123,9 +158,10 @@ class FuzzBackend : public Backend {
     r.kick.reset();
     return at;
   }
-  void set_call(uint32_t index, UniqueFd call) override {
+  Status set_call(uint32_t index, FrontendFd call) override {
     FUZZ_CHECK(index < rings_.size());
     rings_[index]->call = std::move(call);
+    return Status::ok();
   }
   void set_enabled(uint32_t index, bool) override { FUZZ_CHECK(index < rings_.size()); }
   Status set_mtu(uint32_t mtu) override {
@@ -145,7 +181,7 @@ class FuzzBackend : public Backend {
   struct Ring {
     virtio::DeviceQueue q;
     virtio::QueueConfig cfg;
-    UniqueFd kick, call;
+    FrontendFd kick, call;
   };
   uint32_t pairs_;
   bool refuse_start_;
@@ -235,14 +271,16 @@ void run(FuzzInput& in) {
     const uint8_t ctl = in.u8();
     size_t nfds = std::min<size_t>(ctl & 0xf, kMaxFdsSent);
     std::vector<UniqueFd> fds;
+    bool shrink = false;
     if (nfds) {
       const uint8_t spec = in.u8();
       const off_t mem_size = off_t(4096) << (spec & 7);
-      std::vector<uint8_t> content(16u * (spec >> 3));
+      std::vector<uint8_t> content(16u * ((spec >> 3) & 15));
+      shrink = !(ctl & 0x80) && (spec & 0x80);
       in.bytes(content.data(), content.size());
       for (size_t i = 0; i < nfds; ++i) {
         if (ctl & 0x80) {
-          fds.emplace_back(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+          fds.push_back(make_other_fd(spec >> 3));
         } else {
           fds.emplace_back(memfd_create(kMemfdName, MFD_CLOEXEC));
           if (fds.back().valid()) {
@@ -277,8 +315,13 @@ void run(FuzzInput& in) {
     size_t cut = (ctl & 0x10) ? split % msg.size() : msg.size();
     if (cut == 0) cut = msg.size();
     bool ok = send_part(c.front.get(), msg.data(), cut, raw.data(), raw.size());
-    fds.clear();  // in flight now (or refused): our copies go
     if (ok) pump(c);
+    // The front end shrinks the memory it just sent: the next access of the session's
+    // rings (start, a new table) meets lost pages, which the FaultGuard absorbs.
+    if (shrink)
+      for (auto& f : fds)
+        if (ftruncate(f.get(), 0) != 0) std::abort();
+    fds.clear();  // in flight now (or refused): our copies go
     if (ok && !c.dead && cut < msg.size()) {
       send_part(c.front.get(), msg.data() + cut, msg.size() - cut, nullptr, 0);
       pump(c);
@@ -302,6 +345,9 @@ void run(FuzzInput& in) {
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   spdlog::set_level(spdlog::level::off);
+  // The guard's notification eventfd lives as long as the process: made before any
+  // input counts fds.
+  memory::FaultGuard::install();
   return 0;
 }
 

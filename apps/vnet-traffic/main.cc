@@ -17,6 +17,9 @@
 // With --rx-count-only the sink counts what the back end delivers without reading it.
 // With --rx-no-refill the RX ring is filled once and never again: a guest whose
 // driver stopped taking frames (fault tests: the back end must drop, not spin).
+// With --gso-size every tx frame is one TCP over IPv4 TSO frame of --size bytes with that
+// gso_size (CSUM and HOST_TSO4 negotiated): a guest handing the switch large frames that
+// become many segments (policing tests).
 // Before the run it sends one broadcast frame from its MAC so the switch learns it.
 // At the end it prints one JSON object (packets, bytes, seconds, Mpps, Gbit/s, its own
 // CPU time from getrusage) on stdout.
@@ -75,6 +78,43 @@ bool parse_mac(const std::string& s, uint8_t out[6]) {
   return true;
 }
 
+// A TCP over IPv4 TSO frame in place of the frame build_frame() wrote at f (size bytes,
+// Ethernet header kept), and its virtio_net_hdr at h: NEEDS_CSUM with the TCP checksum
+// offsets, GSO_TCPV4 with gso_size (virtio 1.2 section 5.1.6.2). The TCP checksum field
+// is left zero (the back end only checks where it is).
+void make_tso(uint8_t* h, uint8_t* f, uint32_t size, uint16_t gso_size) {
+  constexpr uint32_t kIp = kEthHdr, kTcp = kIp + 20;
+  f[12] = 0x08;
+  f[13] = 0x00;
+  uint8_t* ip = f + kIp;
+  std::memset(ip, 0, 40);
+  ip[0] = 0x45;  // IPv4, 20-byte header
+  const uint16_t total = uint16_t(size - kIp);
+  ip[2] = uint8_t(total >> 8);
+  ip[3] = uint8_t(total);
+  ip[6] = 0x40;  // DF
+  ip[8] = 64;    // TTL
+  ip[9] = 6;     // TCP
+  const uint8_t addrs[8] = {10, 0, 0, 1, 10, 0, 0, 2};
+  std::memcpy(ip + 12, addrs, 8);
+  uint8_t* tcp = f + kTcp;
+  tcp[0] = 0x9c;  // ports 40000 -> 5001
+  tcp[1] = 0x40;
+  tcp[2] = 0x13;
+  tcp[3] = 0x89;
+  tcp[12] = 5 << 4;          // data offset: 20 bytes
+  tcp[13] = 0x18;            // PSH, ACK
+  tcp[14] = tcp[15] = 0xff;  // window
+  virtio_net_hdr_v1 vh{};
+  vh.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+  vh.gso_type = VIRTIO_NET_HDR_GSO_TCPV4;
+  vh.hdr_len = kTcp + 20;
+  vh.gso_size = gso_size;
+  vh.csum_start = kTcp;
+  vh.csum_offset = 16;
+  std::memcpy(h, &vh, sizeof(vh) - sizeof(vh.num_buffers));
+}
+
 // Frame: dst, src, ethertype, magic, then a byte pattern (checked by --check).
 void build_frame(uint8_t* f, uint32_t size, const uint8_t dst[6], const uint8_t src[6],
                  const uint8_t magic[4]) {
@@ -123,6 +163,7 @@ struct Options {
   bool listen = false;
   std::string mode = "tx";
   uint32_t size = 64;
+  uint16_t gso_size = 0;
   uint64_t count = 0;
   double duration = 0;
   double timeout = 60;
@@ -244,6 +285,7 @@ bool Traffic::setup() {
       }
       std::memset(m->host, 0, hdr_len_);  // virtio_net_hdr: no offloads, num_buffers 0
       build_frame(m->host + hdr_len_, o_.size, dst_, mac_, kMagic);
+      if (o_.gso_size) make_tso(m->host, m->host + hdr_len_, o_.size, o_.gso_size);
       tx_fresh_.push_back(m->gpa);
     }
   }
@@ -586,9 +628,15 @@ int main(int argc, char** argv) {
   app.add_option("--mode,-m", o.mode, "tx, rx or txrx")
       ->check(CLI::IsMember({"tx", "rx", "txrx"}))
       ->capture_default_str();
-  app.add_option("--size", o.size, "Frame size in bytes (Ethernet header included, no FCS)")
-      ->check(CLI::Range(kMinFrame, 9000u))
+  app.add_option("--size", o.size,
+                 "Frame size in bytes (Ethernet header included, no FCS; above 9000 only with "
+                 "--gso-size)")
+      ->check(CLI::Range(kMinFrame, 65535u))
       ->capture_default_str();
+  app.add_option("--gso-size", o.gso_size,
+                 "tx: send TCP/IPv4 TSO frames of --size bytes with this gso_size (negotiates "
+                 "CSUM and HOST_TSO4)")
+      ->check(CLI::Range(1, 65535));
   auto* count =
       app.add_option("--count,-n", o.count, "tx: frames to send; rx: frames to receive, then stop");
   auto* duration = app.add_option("--duration,-d", o.duration, "Run this many seconds");
@@ -640,6 +688,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "vnet-traffic: --queue-size must be a power of 2\n");
     return 2;
   }
+  if (o.size > 9000 && !o.gso_size) {
+    std::fprintf(stderr, "vnet-traffic: --size above 9000 needs --gso-size\n");
+    return 2;
+  }
+  if (o.gso_size && o.size < kEthHdr + 40) {
+    std::fprintf(stderr, "vnet-traffic: --gso-size needs --size of at least 54 (headers)\n");
+    return 2;
+  }
   if (o.count == 0 && o.duration <= 0) o.duration = 10;
   if (*pair) {
     if (o.notify || o.listen || o.rx_no_refill || !parse_mac(o.pair_mac, mac)) {
@@ -671,6 +727,11 @@ int main(int argc, char** argv) {
                  (o.no_event_idx ? 0 : 1ULL << VIRTIO_RING_F_EVENT_IDX) |
                  (o.mrg_rxbuf ? 1ULL << VIRTIO_NET_F_MRG_RXBUF : 0);
   if (o.mrg_rxbuf) cfg.required_features |= 1ULL << VIRTIO_NET_F_MRG_RXBUF;
+  if (o.gso_size) {
+    const uint64_t tso = (1ULL << VIRTIO_NET_F_CSUM) | (1ULL << VIRTIO_NET_F_HOST_TSO4);
+    cfg.features |= tso;
+    cfg.required_features |= tso;
+  }
   cfg.timeout_ms = 10000;
   const uint64_t per_ring = vnet::virtio::DriverQueue::ring_bytes(uint16_t(o.queue_size)) + 4096 +
                             uint64_t(o.queue_size) * (std::max<uint64_t>(2048, 12 + o.size) + 64);

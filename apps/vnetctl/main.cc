@@ -66,7 +66,7 @@ int main(int argc, char** argv) {
   // Port changes. Values are passed through as given; vnetd checks them and names the
   // field it rejects (nothing changes on an error).
   struct PortArgs {
-    std::string type, name, socket, ifname, netns, io;
+    std::string type, name, socket, ifname, netns, io, ingress_rate, ingress_burst, storm;
     bool client = false, attach = false, no_offloads = false;
     int64_t mtu = -1, vlan = -1, native = -1, worker = -1;
     std::vector<int64_t> trunk;
@@ -85,6 +85,17 @@ int main(int argc, char** argv) {
     sub->add_option("--worker", pa.worker,
                     "The data-plane worker that polls the port (vnetctl workers); set-port "
                     "moves it there");
+    sub->add_option("--ingress-rate", pa.ingress_rate,
+                    "Ingress policing: RATE[,RATE], bits/s (100M, 1.5G, 500kbit) and/or "
+                    "packets/s (20kpps); 0 or off lifts it. Frames over it are dropped "
+                    "(counted as policed); a TSO frame counts as its segments");
+    sub->add_option("--ingress-burst", pa.ingress_burst,
+                    "Ingress policing bucket: BURST[,BURST], bits (2M) and/or packets (256pkt); "
+                    "default 10 ms of the rate, at least 1M bits / 64 packets");
+    sub->add_option("--storm", pa.storm,
+                    "Storm control of flooded frames: CLASS=RATE[,CLASS=RATE...], CLASS "
+                    "broadcast, multicast or unknown-unicast, RATE packets/s (1000, 5k) or "
+                    "bits/s with bit (10Mbit); CLASS=off or off lifts it");
   };
   auto* add_port = app.add_subcommand(
       "add-port",
@@ -105,7 +116,8 @@ int main(int argc, char** argv) {
       app.add_subcommand("del-port", "Remove a port (ends its session, removes its socket/TAP)");
   del_port->add_option("NAME", pa.name, "Port name")->required();
   auto* set_port = app.add_subcommand(
-      "set-port", "Change a port's VLAN mode or MTU, or move it to another worker");
+      "set-port",
+      "Change a port's VLAN mode, MTU, port security or policing, or move it to another worker");
   set_port->add_option("NAME", pa.name, "Port name")->required();
   vlan_options(set_port);
   try {
@@ -135,6 +147,9 @@ int main(int argc, char** argv) {
       j["allowed_macs"] = a;
     }
     if (pa.worker >= 0) j["worker"] = pa.worker;
+    if (!pa.ingress_rate.empty()) j["ingress_rate"] = pa.ingress_rate;
+    if (!pa.ingress_burst.empty()) j["ingress_burst"] = pa.ingress_burst;
+    if (!pa.storm.empty()) j["storm"] = pa.storm;
   };
   if (*add_port) {
     json port{{"type", pa.type}, {"name", pa.name}};
@@ -156,7 +171,8 @@ int main(int argc, char** argv) {
     put_common(req);
     if (req.size() == 2)
       return fail(as_json,
-                  "set-port: nothing to change (--vlan, --trunk, --mtu, --allowed-macs, --worker)");
+                  "set-port: nothing to change (--vlan, --trunk, --mtu, --allowed-macs, --worker, "
+                  "--ingress-rate, --ingress-burst, --storm)");
     what = What::kDone;
   } else if (*version) {
     req = {{"cmd", "version"}};

@@ -98,7 +98,9 @@ int main(int argc, char** argv) {
       "--vhost-user", vhost_user,
       "A vhost-user port: PATH[,client][,name=NAME][,mtu=N][,vlan=N][,worker=K]. vnetd listens "
       "on PATH (server, the default) or connects to a front end listening there "
-      "(client, retried every second). Repeatable.");
+      "(client, retried every second). This and --tap also take ingress_rate=R, ingress_burst=B "
+      "and storm=CLASS=R, one value each (vnetctl set-port or [[port]] for more). "
+      "Repeatable.");
   app.add_option(
       "--tap", taps,
       "A TAP port: NAME[,ifname=IF][,netns=NS][,attach][,no-offloads][,io=MODE][,mtu=N]"

@@ -23,6 +23,7 @@ bool RateLimit::allow(uint64_t* suppressed) {
     return true;
   }
   suppressed_.fetch_add(1, std::memory_order_relaxed);
+  total_.fetch_add(1, std::memory_order_relaxed);
   return false;
 }
 

@@ -11,6 +11,7 @@
 #include <sstream>
 #include <tuple>
 
+#include "control/policing_config.h"
 #include "control/request.h"
 #include "control/toml_check.h"
 #include "ports/tap_port.h"
@@ -234,7 +235,8 @@ Result<PortSpec> parse_port(const json& j, const std::string& where_in) {
   if (p.type == "vhost-user") {
     st = check_keys(j, where,
                     {"name", "type", "socket", "mode", "mtu", "vlan", "trunk", "native",
-                     "allowed_macs", "worker", "socket_mode", "socket_owner", "socket_group"});
+                     "allowed_macs", "worker", "socket_mode", "socket_owner", "socket_group",
+                     "ingress_rate", "ingress_burst", "storm"});
     if (!st) return st;
     auto sock = get_string(j, where, "socket", true);
     if (!sock) return sock.status();
@@ -251,9 +253,10 @@ Result<PortSpec> parse_port(const json& j, const std::string& where_in) {
     st = parse_socket_perms(j, where, &p.socket_mode, &p.socket_uid, &p.socket_gid);
     if (!st) return st;
   } else if (p.type == "tap") {
-    st = check_keys(j, where,
-                    {"name", "type", "ifname", "netns", "attach", "offloads", "io", "mtu", "vlan",
-                     "trunk", "native", "allowed_macs", "worker"});
+    st = check_keys(
+        j, where,
+        {"name", "type", "ifname", "netns", "attach", "offloads", "io", "mtu", "vlan", "trunk",
+         "native", "allowed_macs", "worker", "ingress_rate", "ingress_burst", "storm"});
     if (!st) return st;
     auto ifname = get_string(j, where, "ifname", false);
     if (!ifname) return ifname.status();
@@ -297,6 +300,9 @@ Result<PortSpec> parse_port(const json& j, const std::string& where_in) {
   auto macs = parse_allowed_macs(j, where);
   if (!macs) return macs.status();
   p.allowed_macs = std::move(*macs);
+  auto policing = parse_policing(j, where, sw::PolicerConfig{});
+  if (!policing) return policing.status();
+  p.policing = *policing;
   return p;
 }
 

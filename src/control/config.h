@@ -12,6 +12,7 @@
 
 #include "common/result.h"
 #include "common/socket_perms.h"
+#include "switch/policer.h"
 
 namespace vnet::control {
 
@@ -47,6 +48,7 @@ struct PortSpec {
   // vhost-user server socket: mode, owner, group; -1: vnetd's default ([vnetd] socket_*)
   int socket_mode = -1, socket_uid = -1, socket_gid = -1;
   int worker = -1;  // the worker that polls it; -1: the one with the fewest ports
+  sw::PolicerConfig policing;  // ingress_rate, ingress_burst, storm (policing_config.h)
 };
 
 // [worker]: `cpus = [0, 1]` runs one data-plane worker per listed CPU, pinned to it;

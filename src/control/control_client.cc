@@ -248,6 +248,47 @@ std::string vlan_cell(const json& v) {
   return out;
 }
 
+namespace {
+
+// 20000 -> "20k", 1500000 -> "1.5M".
+std::string si(const json& v) {
+  if (!v.is_number_unsigned()) return v.dump();
+  const uint64_t n = v.get<uint64_t>();
+  static const char* const kSuffix[] = {"", "k", "M", "G", "T"};
+  size_t k = 0;
+  double x = double(n);
+  while (x >= 1000 && k < 4) {
+    x /= 1000;
+    ++k;
+  }
+  std::string s = fmt::format("{:.3f}", x);
+  s.erase(s.find_last_not_of('0') + 1);
+  if (s.back() == '.') s.pop_back();
+  return s + kSuffix[k];
+}
+
+// {"bps": 1e8, "pps": 2e4, ...} -> "100Mbit,20kpps".
+std::string limits_text(const json& l) {
+  std::string s;
+  if (l.contains("bps")) s += si(l["bps"]) + "bit";
+  if (l.contains("pps")) s += (s.empty() ? "" : ",") + si(l["pps"]) + "pps";
+  return s;
+}
+
+}  // namespace
+
+// "in:100Mbit,20kpps broadcast:1kpps", or "-".
+std::string policing_cell(const json& p) {
+  std::string out;
+  const json& in = member(p, "ingress");
+  if (in.is_object() && !in.empty()) out = "in:" + limits_text(in);
+  const json& storm = member(p, "storm");
+  if (storm.is_object())
+    for (const auto& [cls, l] : storm.items())
+      if (l.is_object() && !l.empty()) out += (out.empty() ? "" : " ") + cls + ":" + limits_text(l);
+  return out.empty() ? "-" : out;
+}
+
 std::string format_ports(const json& reply) {
   std::vector<std::vector<std::string>> rows;
   const json& ports = member(reply, "ports");
@@ -255,10 +296,10 @@ std::string format_ports(const json& reply) {
     for (const auto& p : ports)
       rows.push_back({cell(p, "name"), cell(p, "type"), cell(p, "mode"), cell(p, "connected"),
                       cell(p, "socket"), vlan_cell(member(p, "vlan")), cell(p, "mtu"),
-                      join_features(member(p, "features"))});
+                      policing_cell(member(p, "policing")), join_features(member(p, "features"))});
   }
-  return format_table({"NAME", "TYPE", "MODE", "CONNECTED", "SOCKET", "VLAN", "MTU", "FEATURES"},
-                      rows);
+  return format_table(
+      {"NAME", "TYPE", "MODE", "CONNECTED", "SOCKET", "VLAN", "MTU", "POLICING", "FEATURES"}, rows);
 }
 
 std::string format_counters(const json& reply) {

@@ -46,8 +46,10 @@ std::string format_table(const std::vector<std::string>& header,
 // A reply's value as a cell: strings as they are, booleans as yes/no, missing as "-".
 std::string cell(const nlohmann::json& obj, const char* key);
 
-// NAME TYPE MODE CONNECTED SOCKET FEATURES, from a "ports" reply.
+// NAME TYPE MODE CONNECTED SOCKET VLAN MTU POLICING FEATURES, from a "ports" reply.
 std::string format_ports(const nlohmann::json& reply);
+// A port's "policing" object as one cell: "in:100Mbit,20kpps broadcast:1kpps", or "-".
+std::string policing_cell(const nlohmann::json& policing);
 // Per port RX/TX packets and bytes and the non-zero drops, then the worker counters,
 // from a "counters" reply.
 std::string format_counters(const nlohmann::json& reply);

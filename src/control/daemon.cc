@@ -12,7 +12,9 @@
 #include <optional>
 
 #include "common/log.h"
+#include "common/tsc.h"
 #include "control/control_server.h"
+#include "control/policing_config.h"
 #include "control/request.h"
 #include "control/version.h"
 #include "ports/tap_port.h"
@@ -80,6 +82,13 @@ void Daemon::run() {
 }
 
 namespace {
+// Sets a port's policer (on its owner worker, or before any worker has the port). The
+// buckets start full. The TSC's rate is measured on the first use (about 20 ms).
+void configure_policer(ports::Port& p, const sw::PolicerConfig& cfg) {
+  const uint64_t hz = cfg.on() ? tsc_hz() : 1;
+  p.policer().configure(cfg, hz, read_tsc());
+}
+
 net::VlanConfig to_vlan_config(const VlanSpec& v) {
   net::VlanConfig c;
   c.trunk = v.mode == VlanSpec::Mode::kTrunk;
@@ -146,6 +155,7 @@ Status Daemon::add_port(const PortSpec& spec) {
   port->set_id(next_port_id_++);
   port->set_vlan(to_vlan_config(spec.vlan));  // not attached yet: no worker reads it
   port->set_allowed_macs(spec.allowed_macs);
+  configure_policer(*port, spec.policing);
   pool_.attach(port.get(), w, ex.get());
   if (pool_.size() > 1) spdlog::info("port {}: on worker {}", spec.name, w);
   executors_[port.get()] = std::move(ex);
@@ -195,6 +205,7 @@ json Daemon::port_json(ports::Port& p) {
     j["vlan"] = vlan_json(s.vlan);
     if (!s.allowed_macs.empty()) j["allowed_macs"] = allowed_macs_json(s.allowed_macs);
     j["mtu"] = s.mtu ? s.mtu : 1500;
+    j["policing"] = policing_json(s.policing);
   }
   for (const auto& [k, v] : i.extra) j["extra"][k] = v;
   j["worker"] = pool_.owner(&p);
@@ -223,12 +234,14 @@ double per_packet(uint64_t cycles, uint64_t packets) {
 json worker_counters(dataplane::Worker& wk) {
   const auto& wc = wk.counters();
   const auto& fc = wk.forwarder().counters();
+  // clang-format off
   return {{"packets", wc.packets.get()},
           {"busy_cycles", wc.busy_cycles.get()},
           {"idle_cycles", wc.idle_cycles.get()},
           {"loops", wc.loops.get()},
           {"busy_loops", wc.busy_loops.get()},
           {"wakeups", wc.wakeups.get()},
+          {"hangups", wc.hangups.get()},
           {"sleeps", wc.sleeps.get()},
           {"flooded", fc.flooded.get()},
           {"unicast", fc.unicast.get()},
@@ -236,6 +249,7 @@ json worker_counters(dataplane::Worker& wk) {
           {"src_multicast", fc.src_multicast.get()},
           {"src_zero", fc.src_zero.get()},
           {"stale_port", fc.stale_port.get()}};
+  // clang-format on
 }
 }  // namespace
 
@@ -337,9 +351,11 @@ json Daemon::handle(const json& req) {
     for (const auto& [k, v] : req.items()) {
       (void)v;
       if (k != "cmd" && k != "name" && k != "vlan" && k != "trunk" && k != "native" && k != "mtu" &&
-          k != "allowed_macs" && k != "worker")
+          k != "allowed_macs" && k != "worker" && k != "ingress_rate" && k != "ingress_burst" &&
+          k != "storm")
         return fail("set-port: unknown field '" + short_string(k) +
-                    "' (known: name, vlan, trunk, native, mtu, allowed_macs, worker)");
+                    "' (known: name, vlan, trunk, native, mtu, allowed_macs, worker, "
+                    "ingress_rate, ingress_burst, storm)");
     }
     if (req.contains("worker")) {
       // Checked before anything changes.
@@ -361,6 +377,13 @@ json Daemon::handle(const json& req) {
       auto m = parse_allowed_macs(req, "set-port " + name);
       if (!m) return fail(m.message());
       macs = std::move(*m);
+    }
+    std::optional<sw::PolicerConfig> policing;
+    if (has_policing(req)) {
+      auto pc =
+          parse_policing(req, "set-port " + name, spec ? spec->policing : sw::PolicerConfig{});
+      if (!pc) return fail(pc.message());
+      policing = *pc;
     }
     std::optional<VlanSpec> vlan;
     if (vlan_change) {
@@ -389,6 +412,12 @@ json Daemon::handle(const json& req) {
       });
       if (spec) spec->allowed_macs = *macs;
       spdlog::info("port {}: allowed_macs {}", name, allowed_macs_json(*macs).dump());
+    }
+    if (policing) {
+      tsc_hz();  // measured here, not on the worker
+      executors_[p]->run_sync([&] { configure_policer(*p, *policing); });
+      if (spec) spec->policing = *policing;
+      spdlog::info("port {}: policing {}", name, policing_json(*policing).dump());
     }
     if (req.contains("worker")) {
       Status st = move_port(p, size_t(req["worker"].get<int64_t>()));

@@ -10,6 +10,7 @@
 #include <tuple>
 
 #include "common/log.h"
+#include "net/wire_cost.h"
 #include "virtio/net_uapi.h"
 
 namespace vnet::dataplane {
@@ -72,6 +73,17 @@ inline bool classify(const net::VlanConfig& v, net::Packet& p, net::Drop* why) {
   return true;
 }
 
+// The storm-control class of a frame the switch floods, and its drop reason.
+inline sw::StormClass storm_class(const sw::Mac& dst) {
+  if (!dst.is_multicast()) return sw::StormClass::kUnknownUnicast;
+  return dst.is_broadcast() ? sw::StormClass::kBroadcast : sw::StormClass::kMulticast;
+}
+inline net::Drop storm_drop(sw::StormClass c) {
+  static_assert(size_t(net::Drop::kStormMulticast) == size_t(net::Drop::kStormBroadcast) + 1 &&
+                size_t(net::Drop::kStormUnknownUnicast) == size_t(net::Drop::kStormBroadcast) + 2);
+  return net::Drop(size_t(net::Drop::kStormBroadcast) + size_t(c));
+}
+
 }  // namespace
 
 uint64_t Forwarder::monotonic_ns() {
@@ -98,12 +110,37 @@ void Forwarder::set_ports(const std::vector<ports::Port*>& ports) {
   out_.assign(ports.size(), OutList{});
 }
 
+uint32_t Forwarder::police(ports::Port& in, net::Packet* const* pkts, uint32_t n,
+                           net::Packet** kept) {
+  sw::PortPolicer& pol = in.policer();
+  uint32_t k = 0;
+  for (uint32_t i = 0; i < n; ++i) {
+    const net::WireCost c = net::wire_cost(*pkts[i]);
+    if (pol.admit_ingress(c.packets, c.bytes)) kept[k++] = pkts[i];
+  }
+  if (k != n) in.counters().drops.add(net::Drop::kPoliced, n - k);
+  return k;
+}
+
 void Forwarder::forward(ports::Port& in, net::Packet* const* pkts, uint32_t n,
                         const std::vector<ports::Port*>& ports, uint64_t now_ns) {
   // The worker calls set_ports() whenever its list changes; this only guards callers
   // that did not (it allocates, but never in the steady state).
   if (out_.size() != ports.size()) set_ports(ports);
   n = std::min(n, net::kBurst);
+  net::Packet* const* const received = pkts;
+  const uint32_t n_received = n;
+  // Policing: one test per burst when the port has none.
+  net::Packet* kept[net::kBurst];
+  bool storm = false;
+  if (in.policer().on()) [[unlikely]] {
+    in.policer().refill(policer_clock_());
+    storm = in.policer().storm_on();
+    if (in.policer().ingress_on()) {
+      n = police(in, pkts, n, kept);
+      pkts = kept;
+    }
+  }
   const uint16_t in_id = in.id();
   const uint32_t nports = uint32_t(ports.size());
   const net::VlanConfig& in_vlan = in.vlan();
@@ -193,6 +230,14 @@ void Forwarder::forward(ports::Port& in, net::Packet* const* pkts, uint32_t n,
         ++stale;
       }
     }
+    if (storm) [[unlikely]] {
+      const sw::StormClass c = storm_class(dst);
+      const net::WireCost cost = net::wire_cost(*p);
+      if (!in.policer().admit_storm(c, cost.packets, cost.bytes)) {
+        in.counters().drops.add(storm_drop(c));
+        continue;
+      }
+    }
     ++flooded;
     for (uint32_t j = 0; j < nports; ++j) {
       if (ports[j] == &in || !ports[j]->vlan().member(vlan)) continue;
@@ -218,7 +263,7 @@ void Forwarder::forward(ports::Port& in, net::Packet* const* pkts, uint32_t n,
     o.n = 0;
   }
   // The source takes its buffers back after this (Port::receive_done).
-  for (uint32_t i = 0; i < n; ++i) pkts[i]->tail_n = 0;
+  for (uint32_t i = 0; i < n_received; ++i) received[i]->tail_n = 0;
 
   if (flooded) counters_.flooded.add(flooded);
   if (unicast) counters_.unicast.add(unicast);

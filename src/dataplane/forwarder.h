@@ -6,6 +6,8 @@
 // output port per burst). With several workers each has its own Forwarder over the
 // list of all ports, they share one FDB (lock-free lookups, sw::Fdb), and each
 // send_burst runs under the destination's send lock (set_locked_send(true)).
+// A port with policing on (Port::policer()) has its burst policed first and its floods
+// held to its storm-control limits; with it off that costs one test per burst.
 #pragma once
 
 #include <cstdint>
@@ -14,6 +16,7 @@
 #include <vector>
 
 #include "common/counter.h"
+#include "common/tsc.h"
 #include "net/packet.h"
 #include "ports/port.h"
 #include "switch/fdb.h"
@@ -56,6 +59,10 @@ class Forwarder {
   // Hold each destination's send lock around its send_burst (several workers).
   void set_locked_send(bool on) { locked_send_ = on; }
   bool locked_send() const { return locked_send_; }
+  // The clock of the ports' policers (read once per policed burst): the TSC, whose rate
+  // (tsc_hz()) the policers are configured with. Tests give a clock of their own.
+  using Clock = uint64_t (*)();
+  void set_policer_clock(Clock c) { policer_clock_ = c; }
 
   // Worker thread only.
   // The list of destination ports changed: remember where each port id sits in it.
@@ -81,8 +88,13 @@ class Forwarder {
     net::Packet* pkts[net::kBurst];
   };
 
+  // Ingress policing of a burst: the frames that pass, in order, into kept[]; returns
+  // how many. The others are counted as Drop::kPoliced on `in`.
+  static uint32_t police(ports::Port& in, net::Packet* const* pkts, uint32_t n, net::Packet** kept);
+
   std::shared_ptr<sw::Fdb> fdb_;
   bool locked_send_ = false;
+  Clock policer_clock_ = &read_tsc;
   std::vector<uint32_t> pos_by_id_;  // port id -> position in the worker's port list
   // Per output port (by position in the worker's port list): frames of this burst.
   std::vector<OutList> out_;

@@ -142,17 +142,24 @@ void Worker::rebuild_epoll() {
     spdlog::error("worker: epoll_create1: {}", strerror(errno));
     return;
   }
-  auto watch = [&](int fd, bool is_eventfd) {
+  using WaitFd = ports::Port::WaitFd;
+  auto watch = [&](int fd, WaitFd::Kind kind) {
     epoll_event ev{};
+    // A front end's eventfd is never read (its owner can drain it between our wake-up
+    // and a read, which would block): edge-triggered, every kick is one event and a
+    // counter left non-zero is not reported again (common/frontend_fd.h).
     ev.events = EPOLLIN;
-    ev.data.u64 = uint64_t(uint32_t(fd)) | (uint64_t(is_eventfd) << 32);
-    if (epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, fd, &ev) != 0 && errno != EEXIST)
-      spdlog::warn("worker: cannot watch fd {}: {}", fd, strerror(errno));
+    if (kind == WaitFd::kFrontendEventFd) ev.events |= EPOLLET;
+    ev.data.u64 = uint64_t(uint32_t(fd)) | (uint64_t(kind) << 32);
+    if (epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, fd, &ev) != 0 && errno != EEXIST) {
+      static RateLimit rl;
+      VNET_LOG_RL(rl, spdlog::level::warn, "worker: cannot watch fd {}: {}", fd, strerror(errno));
+    }
   };
-  watch(wake_fd_.get(), true);
-  std::vector<ports::Port::WaitFd> fds;
+  watch(wake_fd_.get(), WaitFd::kOwnEventFd);
+  std::vector<WaitFd> fds;
   for (auto* p : ports_) p->wait_fds(fds);
-  for (auto& w : fds) watch(w.fd, w.is_eventfd);
+  for (auto& w : fds) watch(w.fd, w.kind);
   forwarder_.set_ports(dests_);
   fds_dirty_ = false;
 }
@@ -166,11 +173,23 @@ bool Worker::sleep() {
     epoll_event evs[64];
     int n = epoll_wait(epfd_.get(), evs, 64, 1000);
     for (int i = 0; i < n; ++i) {
-      traffic |= int(uint32_t(evs[i].data.u64)) != wake_fd_.get();
-      // Reset kick eventfds and the wake eventfd; a TAP fd keeps its frames.
-      if (!(evs[i].data.u64 >> 32)) continue;
+      const int fd = int(uint32_t(evs[i].data.u64));
+      traffic |= fd != wake_fd_.get();
+      if (evs[i].events & (EPOLLHUP | EPOLLERR)) {
+        // Hung up (or failed): it will never bring work again and, level-triggered,
+        // would wake us at once forever. Not watched until the port's fds change.
+        epoll_ctl(epfd_.get(), EPOLL_CTL_DEL, fd, nullptr);
+        counters_.hangups.add();
+        static RateLimit rl;
+        VNET_LOG_RL(rl, spdlog::level::warn, "worker {}: fd {} hung up; no longer watched",
+                    cfg_.index, fd);
+        continue;
+      }
+      // Only our own eventfds are read (to reset them): a TAP fd keeps its frames and
+      // a front end's kick fd is edge-triggered.
+      if ((evs[i].data.u64 >> 32) != ports::Port::WaitFd::kOwnEventFd) continue;
       uint64_t v;
-      [[maybe_unused]] ssize_t r = read(int(uint32_t(evs[i].data.u64)), &v, sizeof(v));
+      [[maybe_unused]] ssize_t r = read(fd, &v, sizeof(v));
     }
     if (n > 0) counters_.wakeups.add();
   }

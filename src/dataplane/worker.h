@@ -44,6 +44,7 @@ struct WorkerConfig {
 
 struct WorkerCounters {
   Counter loops, busy_loops, sleeps, wakeups;
+  Counter hangups;      // watched fds that hung up or failed (no longer watched)
   Counter packets;      // frames received from ports and switched
   Counter busy_cycles;  // TSC cycles spent in poll rounds that moved frames
   Counter idle_cycles;  // TSC cycles spent in poll rounds that found nothing (not asleep)

@@ -38,16 +38,30 @@ Result<std::shared_ptr<MappedRegion>> MappedRegion::map(const RegionDesc& d, int
   void* base = mmap(nullptr, map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
   if (base == MAP_FAILED) return Status::errorf("mmap of memory region: {}", strerror(errno));
   madvise(base, map_len, MADV_DONTDUMP);
+  // From here on a truncated file costs the session, not the process.
+  FaultGuard::Slot* guard = FaultGuard::protect(base, map_len);
+  if (!guard) {
+    munmap(base, map_len);
+    return Status::errorf("more than {} guest memory mappings in vnetd", FaultGuard::kSlots);
+  }
   auto* host = static_cast<uint8_t*>(base) + d.mmap_offset;
-  return std::shared_ptr<MappedRegion>(new MappedRegion(d, host, base, map_len));
+  return std::shared_ptr<MappedRegion>(new MappedRegion(d, host, base, map_len, guard));
 }
 
 std::shared_ptr<MappedRegion> MappedRegion::borrow(const RegionDesc& d, void* host) {
-  return std::shared_ptr<MappedRegion>(new MappedRegion(d, static_cast<uint8_t*>(host), nullptr, 0));
+  return std::shared_ptr<MappedRegion>(
+      new MappedRegion(d, static_cast<uint8_t*>(host), nullptr, 0, nullptr));
 }
 
 MappedRegion::~MappedRegion() {
+  FaultGuard::unprotect(guard_);
   if (map_base_) munmap(map_base_, map_len_);
+}
+
+const MappedRegion* GuestMemory::lost_region() const {
+  for (auto& r : regions_)
+    if (r->lost()) return r.get();
+  return nullptr;
 }
 
 Result<std::shared_ptr<const GuestMemory>> GuestMemory::create(RegionList regions) {
@@ -71,9 +85,8 @@ Result<std::shared_ptr<const GuestMemory>> GuestMemory::create(RegionList region
     return Status::error("memory regions overlap in guest physical addresses");
   if (overlap([](const RegionDesc& d) { return d.userspace_addr; }))
     return Status::error("memory regions overlap in front-end virtual addresses");
-  std::sort(regions.begin(), regions.end(), [](auto& a, auto& b) {
-    return a->desc().guest_phys_addr < b->desc().guest_phys_addr;
-  });
+  std::sort(regions.begin(), regions.end(),
+            [](auto& a, auto& b) { return a->desc().guest_phys_addr < b->desc().guest_phys_addr; });
   return std::shared_ptr<const GuestMemory>(new GuestMemory(std::move(regions)));
 }
 

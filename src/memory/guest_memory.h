@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "memory/fault_guard.h"
 
 namespace vnet::memory {
 
@@ -41,14 +42,19 @@ class MappedRegion {
   const RegionDesc& desc() const { return desc_; }
   // Host address of desc().guest_phys_addr.
   uint8_t* host() const { return host_; }
+  // The file lost pages under the mapping (truncated): the FaultGuard replaced them with
+  // zero pages and the session that owns the region must end.
+  bool lost() const { return guard_ && guard_->lost.load(std::memory_order_acquire); }
 
  private:
-  MappedRegion(const RegionDesc& d, uint8_t* host, void* map_base, size_t map_len)
-      : desc_(d), host_(host), map_base_(map_base), map_len_(map_len) {}
+  MappedRegion(const RegionDesc& d, uint8_t* host, void* map_base, size_t map_len,
+               FaultGuard::Slot* guard)
+      : desc_(d), host_(host), map_base_(map_base), map_len_(map_len), guard_(guard) {}
   RegionDesc desc_;
   uint8_t* host_;
   void* map_base_;  // nullptr when borrowed
   size_t map_len_;
+  FaultGuard::Slot* guard_;  // nullptr when borrowed
 };
 
 class GuestMemory {
@@ -77,6 +83,8 @@ class GuestMemory {
 
   const RegionList& regions() const { return regions_; }
   size_t size() const { return regions_.size(); }
+  // The first region whose file lost pages under vnetd (FaultGuard), or nullptr.
+  const MappedRegion* lost_region() const;
 
  private:
   // The lookup table of the data path: plain values in one array (no pointer chase

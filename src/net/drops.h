@@ -19,6 +19,12 @@ enum class Drop : uint8_t {
   kVlanDenied,    // a frame of a VLAN the port does not carry (or untagged, no native VLAN)
   kTapBusy,       // the kernel's TAP queue was full (write EAGAIN/ENOBUFS)
   kPortSecurity,  // source MAC not in the port's allowed_macs
+  kPoliced,       // over the port's ingress policing rate (sw::PortPolicer)
+  // Storm control: a flooded frame over the port's limit for its class (sw::StormClass
+  // order).
+  kStormBroadcast,
+  kStormMulticast,
+  kStormUnknownUnicast,
   kCount
 };
 
@@ -34,6 +40,10 @@ inline const char* drop_name(Drop d) {
     case Drop::kVlanDenied: return "vlan_not_allowed";
     case Drop::kTapBusy: return "tap_busy";
     case Drop::kPortSecurity: return "port_security";
+    case Drop::kPoliced: return "policed";
+    case Drop::kStormBroadcast: return "storm_broadcast";
+    case Drop::kStormMulticast: return "storm_multicast";
+    case Drop::kStormUnknownUnicast: return "storm_unknown_unicast";
     case Drop::kCount: break;
   }
   return "?";

@@ -98,10 +98,15 @@ namespace {
 // The frame of one TX chain, whose device-readable pieces are segs[0, n_out) with
 // `total` bytes, into p. False when it is dropped (counted). Inlined into both paths of
 // tx_dequeue(): with one piece known, most of it folds away.
+[[gnu::noinline, gnu::cold]] void log_bad_header(const virtio::DeviceQueue& q, OffloadError e) {
+  VNET_LOG_RL(q.log_limit(), spdlog::level::warn, "{}: bad offload header dropped: {}",
+              q.log_label(), offload_error_name(e));
+}
+
 [[gnu::always_inline]] inline bool tx_frame(Packet& p, const iovec* segs, uint32_t n_out,
                                             uint64_t total, uint32_t hdr_len,
                                             const OffloadCaps& src, DropCounters& drops,
-                                            TxDeferred* deferred) {
+                                            TxDeferred* deferred, const virtio::DeviceQueue& q) {
   // 5.1.6.2: the driver puts the header and the frame in device-readable buffers.
   if (total < uint64_t(hdr_len) + kEthHdrLen) {
     drops.add(Drop::kTxTooShort);
@@ -135,9 +140,7 @@ namespace {
   OffloadError e = validate(p, src);  // without GSO it reads only the header fields
   if (e != OffloadError::kOk) {
     drops.add(Drop::kTxBadHeader);
-    static RateLimit rl;
-    VNET_LOG_RL(rl, spdlog::level::warn, "virtio-net TX: bad offload header dropped: {}",
-                offload_error_name(e));
+    log_bad_header(q, e);
     p.tail_n = 0;
     return false;
   }
@@ -163,12 +166,12 @@ uint32_t tx_dequeue(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len,
         ok = false;
       } else {
         const iovec seg{d.host, d.len};
-        ok = tx_frame(*pkts[n], &seg, 1, d.len, hdr_len, src, drops, deferred);
+        ok = tx_frame(*pkts[n], &seg, 1, d.len, hdr_len, src, drops, deferred, q);
       }
     } else {
       if (q.pop(c) != virtio::PopStatus::kOk) break;
       head = c.head;
-      ok = tx_frame(*pkts[n], c.segs, c.n_out, c.out_len, hdr_len, src, drops, deferred);
+      ok = tx_frame(*pkts[n], c.segs, c.n_out, c.out_len, hdr_len, src, drops, deferred, q);
     }
     ++popped;
     n += ok;

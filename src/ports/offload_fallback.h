@@ -22,7 +22,8 @@ class OffloadFallback {
   // enqueue(Packet* const* pkts, uint32_t n) -> frames delivered.
   template <typename Enqueue>
   uint32_t deliver(net::Packet* const* pkts, uint32_t n, const net::OffloadCaps& caps,
-                   PortCounters& counters, const std::string& port, Enqueue&& enqueue) {
+                   PortCounters& counters, const std::string& port, RateLimit& log_limit,
+                   Enqueue&& enqueue) {
     bool plain = true;
     for (uint32_t i = 0; i < n && plain; ++i)
       plain = net::decide(*pkts[i], caps) == net::OffloadAction::kPass;
@@ -47,7 +48,7 @@ class OffloadFallback {
       }
       if (run) sent += enqueue(pkts + i - run, run);
       run = 0;
-      sent += segment(p, caps, counters, port, enqueue);
+      sent += segment(p, caps, counters, port, log_limit, enqueue);
     }
     if (run) sent += enqueue(pkts + n - run, run);
     return sent;
@@ -56,15 +57,14 @@ class OffloadFallback {
  private:
   template <typename Enqueue>
   uint32_t segment(const net::Packet& p, const net::OffloadCaps& caps, PortCounters& counters,
-                   const std::string& port, Enqueue& enqueue) {
+                   const std::string& port, RateLimit& log_limit, Enqueue& enqueue) {
     if (!seg_) seg_ = std::make_unique<net::PacketBatch>();
     uint32_t sent = 0, first = 0, total = 1;
     while (first < total) {
       net::SegmentResult r = net::segment(p, caps, first, seg_->ptrs(), net::kBurst);
       if (r.error != net::OffloadError::kOk || r.produced == 0) {
         counters.send_drops.add(net::Drop::kTxBadHeader);
-        static RateLimit rl;
-        VNET_LOG_RL(rl, spdlog::level::warn, "port {}: cannot segment a frame: {}", port,
+        VNET_LOG_RL(log_limit, spdlog::level::warn, "port {}: cannot segment a frame: {}", port,
                     net::offload_error_name(r.error));
         break;
       }

@@ -16,10 +16,12 @@
 #include <vector>
 
 #include "common/counter.h"
+#include "common/log.h"
 #include "common/spinlock.h"
 #include "net/drops.h"
 #include "net/packet.h"
 #include "net/vlan.h"
+#include "switch/policer.h"
 
 namespace vnet::ports {
 
@@ -58,6 +60,9 @@ class Port {
   uint16_t id() const { return id_; }
   void set_id(uint16_t id) { id_ = id; }
   PortCounters& counters() { return counters_; }
+  // The port's log budget: every line its guest or front end can trigger (any thread).
+  PortLogLimits& log_limits() { return log_limits_; }
+  const PortLogLimits& log_limits() const { return log_limits_; }
   // VLAN handling, read by every worker that forwards from or to the port. set_vlan
   // publishes a new setting (control thread); the previous one stays readable until the
   // next set_vlan, so the caller must let every worker finish its current burst (an
@@ -82,6 +87,10 @@ class Port {
       if (m == mac) return true;
     return false;
   }
+  // Ingress policing and storm control of the frames this port sends into the switch.
+  // Used by the owner worker only; configure it through Worker::run_sync on the owner.
+  sw::PortPolicer& policer() { return policer_; }
+  const sw::PortPolicer& policer() const { return policer_; }
 
   // --- worker thread ---
   // Frames from the port into the switch: fills pkts[0..ret).
@@ -100,10 +109,15 @@ class Port {
   // only when no other worker may be sending to the port at the same time.
   virtual void prefetch(bool send_side) { (void)send_side; }
   // File descriptors that become readable when the port has work (kick eventfds,
-  // a TAP fd); the worker sleeps on them when idle and resets the eventfds on wake-up.
+  // a TAP fd); the worker sleeps on them when idle.
   struct WaitFd {
+    enum Kind : uint8_t {
+      kLevel,            // readable while work waits (a TAP fd): watched, never read
+      kOwnEventFd,       // an eventfd of vnetd's own: read on wake-up to reset it
+      kFrontendEventFd,  // a front end's kick eventfd: edge-triggered, never read
+    };
     int fd;
-    bool is_eventfd;
+    Kind kind;
   };
   virtual void wait_fds(std::vector<WaitFd>& out) const = 0;
   // Before the worker sleeps: ask to be woken. True if work arrived meanwhile.
@@ -130,10 +144,12 @@ class Port {
   uint16_t id_ = 0;
   std::vector<Port*>* notify_list_ = nullptr;
   PortCounters counters_;
+  PortLogLimits log_limits_;
   std::unique_ptr<net::VlanConfig> vlan_owned_ = std::make_unique<net::VlanConfig>();
   std::unique_ptr<net::VlanConfig> retired_vlan_;
   std::atomic<const net::VlanConfig*> vlan_{vlan_owned_.get()};
   std::vector<uint64_t> allowed_macs_;
+  sw::PortPolicer policer_;
   alignas(64) SpinLock tx_lock_;
 };
 

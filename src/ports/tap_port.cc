@@ -297,9 +297,8 @@ void TapPort::read_error(int e) {
   } else if (e != EAGAIN && e != EINTR && e != ECANCELED && e != ENOBUFS) {
     // ENOBUFS: the armed read ran out of buffers and ended; it is re-armed.
     read_errors_.add();
-    static RateLimit rl;
-    VNET_LOG_RL(rl, spdlog::level::warn, "TAP port {} ({}): read: {}", name(), ifname_,
-                std::strerror(e));
+    VNET_LOG_RL(log_limits().bad_input, spdlog::level::warn, "TAP port {} ({}): read: {}", name(),
+                ifname_, std::strerror(e));
   }
 }
 
@@ -406,7 +405,7 @@ void TapPort::receive_done() {
 }
 
 uint32_t TapPort::send_burst(net::Packet* const* pkts, uint32_t n) {
-  return fallback_.deliver(pkts, n, send_caps_, counters(), name(),
+  return fallback_.deliver(pkts, n, send_caps_, counters(), name(), log_limits().bad_input,
                            [this](net::Packet* const* p, uint32_t k) { return write_burst(p, k); });
 }
 
@@ -482,7 +481,7 @@ uint32_t TapPort::write_chunk(net::Packet* const* pkts, uint32_t n) {
       for (unsigned k = 1; k < tx_[i].iovcnt; ++k) bytes += tx_[i].iov[k].iov_len;
       continue;
     }
-    static RateLimit rl;
+    RateLimit& rl = log_limits().bad_input;
     if (e == EAGAIN || e == ENOBUFS) {
       // The kernel's queue is full.
       write_busy_.add();
@@ -513,9 +512,9 @@ uint32_t TapPort::write_chunk(net::Packet* const* pkts, uint32_t n) {
 
 void TapPort::wait_fds(std::vector<WaitFd>& out) const {
   if (uring_) {
-    out.push_back({uring_->event_fd(), true});
+    out.push_back({uring_->event_fd(), WaitFd::kOwnEventFd});
   } else {
-    out.push_back({fd_.get(), false});
+    out.push_back({fd_.get(), WaitFd::kLevel});
   }
 }
 

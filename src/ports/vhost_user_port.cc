@@ -31,7 +31,11 @@ constexpr uint64_t kOffloadFeatures =
 }  // namespace
 
 VhostUserPort::VhostUserPort(std::string name, const VhostUserPortConfig& cfg, Executor& worker)
-    : Port(std::move(name)), cfg_(cfg), worker_(worker) {}
+    : Port(std::move(name)), cfg_(cfg), worker_(worker) {
+  for (uint32_t i = 0; i < kNumQueues; ++i)
+    queues_[i].vq.set_log(&log_limits().bad_input,
+                          fmt::format("port {} queue {}", this->name(), i));
+}
 
 VhostUserPort::~VhostUserPort() {
   endpoint_.reset();  // ends the session (which resets us) before members go
@@ -43,6 +47,7 @@ Status VhostUserPort::open(EventLoop& loop) {
   ec.client = cfg_.client;
   ec.perms = cfg_.perms;
   ec.name = name();
+  ec.logs = &log_limits();
   auto ep = vhost_user::Endpoint::create(loop, ec, *this);
   if (!ep) return ep.status();
   endpoint_ = std::move(*ep);
@@ -69,7 +74,8 @@ Status VhostUserPort::set_features(uint64_t features) {
     rx_caps_ = net::guest_rx_caps(features);
   });
   features_.store(features, std::memory_order_relaxed);
-  spdlog::info("port {}: features {}", name(), join_feature_names(features));
+  VNET_LOG_RL(log_limits().session, spdlog::level::info, "port {}: features {}", name(),
+              join_feature_names(features));
   return Status::ok();
 }
 
@@ -77,7 +83,8 @@ Status VhostUserPort::set_mtu(uint32_t mtu) {
   // 5.1.4.1: the MTU the driver may use; 68 is the IPv4 minimum.
   if (mtu < 68 || mtu > 65535) return Status::errorf("MTU {} out of range [68, 65535]", mtu);
   mtu_.store(mtu, std::memory_order_relaxed);
-  spdlog::info("port {}: front end set MTU {}", name(), mtu);
+  VNET_LOG_RL(log_limits().session, spdlog::level::info, "port {}: front end set MTU {}", name(),
+              mtu);
   return Status::ok();
 }
 
@@ -93,8 +100,9 @@ void VhostUserPort::set_memory(std::shared_ptr<const memory::GuestMemory> mem) {
       q.vq.stop();
       Status st = q.vq.start(mem_, q.cfg);
       if (!st) {
-        spdlog::warn("port {}: queue {} cannot move to the new memory table: {}", name(), i,
-                     st.message());
+        VNET_LOG_RL(log_limits().bad_input, spdlog::level::warn,
+                    "port {}: queue {} cannot move to the new memory table: {}", name(), i,
+                    st.message());
         q.started = false;
         worker_.wait_fds_changed();
       }
@@ -102,7 +110,7 @@ void VhostUserPort::set_memory(std::shared_ptr<const memory::GuestMemory> mem) {
   });
 }
 
-Status VhostUserPort::start_queue(uint32_t index, const virtio::QueueConfig& cfg, UniqueFd kick) {
+Status VhostUserPort::start_queue(uint32_t index, const virtio::QueueConfig& cfg, FrontendFd kick) {
   if (index >= kNumQueues) return Status::errorf("queue {} out of range", index);
   Status st;
   worker_.run_sync([&] {
@@ -128,10 +136,12 @@ Status VhostUserPort::start_queue(uint32_t index, const virtio::QueueConfig& cfg
     worker_.wait_fds_changed();
   });
   if (st)
-    spdlog::info("port {}: queue {} started (size {}, base {})", name(), index, cfg.size,
-                 cfg.avail_base);
+    VNET_LOG_RL(log_limits().session, spdlog::level::info,
+                "port {}: queue {} started (size {}, base {})", name(), index, cfg.size,
+                cfg.avail_base);
   else
-    spdlog::warn("port {}: queue {} not started: {}", name(), index, st.message());
+    VNET_LOG_RL(log_limits().bad_input, spdlog::level::warn, "port {}: queue {} not started: {}",
+                name(), index, st.message());
   return st;
 }
 
@@ -151,13 +161,16 @@ uint16_t VhostUserPort::stop_queue(uint32_t index) {
       idx = q.cfg.avail_base;
     }
   });
-  spdlog::info("port {}: queue {} stopped at {}", name(), index, idx);
+  VNET_LOG_RL(log_limits().session, spdlog::level::info, "port {}: queue {} stopped at {}", name(),
+              index, idx);
   return idx;
 }
 
-void VhostUserPort::set_call(uint32_t index, UniqueFd call) {
-  if (index >= kNumQueues) return;
-  worker_.run_sync([&] { queues_[index].call = std::move(call); });
+Status VhostUserPort::set_call(uint32_t index, FrontendFd call) {
+  if (index >= kNumQueues) return Status::errorf("queue {} out of range", index);
+  Status st;
+  worker_.run_sync([&] { st = queues_[index].call.set(std::move(call)); });
+  return st;
 }
 
 void VhostUserPort::set_enabled(uint32_t index, bool enabled) {
@@ -175,7 +188,7 @@ void VhostUserPort::reset() {
       q.started = false;
       q.enabled = false;
       q.kick.reset();
-      q.call.reset();
+      (void)q.call.set(FrontendFd());
       q.cfg = {};
     }
     mem_.reset();
@@ -196,14 +209,14 @@ void VhostUserPort::notify(Queue& q) {
     q.notify_due = true;
     return;
   }
-  if (q.call && q.vq.should_notify()) eventfd_write(q.call.get(), 1);
+  if (q.call.armed() && q.vq.should_notify()) q.call.signal();
 }
 
 void VhostUserPort::flush_notify() {
   for (Queue& q : queues_) {
     if (!q.notify_due) continue;
     q.notify_due = false;
-    if (q.call && q.vq.should_notify_fenced()) eventfd_write(q.call.get(), 1);
+    if (q.call.armed() && q.vq.should_notify_fenced()) q.call.signal();
   }
 }
 
@@ -212,9 +225,9 @@ void VhostUserPort::check_broken(Queue& q, uint32_t index) {
   q.broken_reported = true;
   // Each queue's side counts its own (kTxQ: the owner; kRxQ: the send lock holder).
   (index == kTxQ ? counters().drops : counters().send_drops).add(net::Drop::kQueueBroken);
-  static RateLimit rl;
-  VNET_LOG_RL(rl, spdlog::level::warn, "port {}: queue {} stopped, guest broke the ring: {}",
-              name(), index, q.vq.broken_reason());
+  VNET_LOG_RL(log_limits().bad_input, spdlog::level::warn,
+              "port {}: queue {} stopped, guest broke the ring: {}", name(), index,
+              q.vq.broken_reason());
 }
 
 uint32_t VhostUserPort::receive_burst(net::Packet* const* pkts, uint32_t max) {
@@ -270,7 +283,7 @@ uint32_t VhostUserPort::send_burst(net::Packet* const* pkts, uint32_t n) {
     return 0;
   }
   uint32_t sent =
-      fallback_.deliver(pkts, n, rx_caps_, counters(), name(),
+      fallback_.deliver(pkts, n, rx_caps_, counters(), name(), log_limits().bad_input,
                         [this](net::Packet* const* p, uint32_t k) { return enqueue(p, k); });
   if (sent) notify(q);
   check_broken(q, kRxQ);
@@ -279,7 +292,8 @@ uint32_t VhostUserPort::send_burst(net::Packet* const* pkts, uint32_t n) {
 
 void VhostUserPort::wait_fds(std::vector<WaitFd>& out) const {
   const Queue& q = queues_[kTxQ];
-  if (q.started && q.enabled && q.kick) out.push_back({q.kick.get(), true});
+  if (q.started && q.enabled && q.kick)
+    out.push_back({q.kick.watch_fd(), WaitFd::kFrontendEventFd});
 }
 
 bool VhostUserPort::enable_notifications() {
@@ -310,7 +324,14 @@ PortInfo VhostUserPort::info() const {
     i.extra.emplace_back("rejected_connections", ec.rejected.get());
     i.extra.emplace_back("bad_messages", ec.bad_messages.get());
     i.extra.emplace_back("protocol_errors", ec.protocol_errors.get());
+    i.extra.emplace_back("bad_fds", ec.bad_fds.get());
+    i.extra.emplace_back("memory_lost", ec.memory_lost.get());
   }
+  // Log lines of this port withheld by its rate limits (common/log.h).
+  i.extra.emplace_back("log_suppressed", log_limits().suppressed_total());
+  // Signals to the front end's call eventfds that the kernel refused.
+  i.extra.emplace_back("call_failures",
+                       queues_[kRxQ].call.failures() + queues_[kTxQ].call.failures());
   // Chains the guest got back empty because a descriptor was bad (the queue goes on),
   // and times a queue was stopped for a bad ring. (Counters: readable from any thread.)
   i.extra.emplace_back("rx_bad_chains", queues_[kRxQ].vq.counters().bad_chains.get());

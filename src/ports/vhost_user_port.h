@@ -41,9 +41,9 @@ class VhostUserPort : public Port, public vhost_user::Backend {
   uint32_t max_queue_pairs() const override { return 1; }
   Status set_features(uint64_t features) override;
   void set_memory(std::shared_ptr<const memory::GuestMemory> mem) override;
-  Status start_queue(uint32_t index, const virtio::QueueConfig& cfg, UniqueFd kick) override;
+  Status start_queue(uint32_t index, const virtio::QueueConfig& cfg, FrontendFd kick) override;
   uint16_t stop_queue(uint32_t index) override;
-  void set_call(uint32_t index, UniqueFd call) override;
+  Status set_call(uint32_t index, FrontendFd call) override;
   void set_enabled(uint32_t index, bool enabled) override;
   void reset() override;
   Status set_mtu(uint32_t mtu) override;
@@ -67,7 +67,8 @@ class VhostUserPort : public Port, public vhost_user::Backend {
   struct Queue {
     virtio::DeviceQueue vq;
     virtio::QueueConfig cfg;
-    UniqueFd kick, call;
+    FrontendFd kick;  // watched edge-triggered by the worker, never read
+    Notifier call;    // the front end's call eventfd, signalled without blocking
     bool enabled = false;
     bool started = false;
     bool broken_reported = false;

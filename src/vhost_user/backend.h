@@ -9,8 +9,8 @@
 #include <memory>
 #include <string>
 
+#include "common/frontend_fd.h"
 #include "common/result.h"
-#include "common/unique_fd.h"
 #include "memory/guest_memory.h"
 #include "virtio/device_queue.h"
 
@@ -31,13 +31,15 @@ class Backend {
   // A new memory table (SET_MEM_TABLE, ADD_MEM_REG, REM_MEM_REG). The back end must
   // make running queues switch to it safely (stop, swap, restart at the same index).
   virtual void set_memory(std::shared_ptr<const memory::GuestMemory> mem) = 0;
-  // Ring `index` has its size, addresses, base and kick fd (invalid fd: the front
+  // Ring `index` has its size, addresses, base and kick eventfd (invalid: the front
   // end polls and never kicks). Called again if any of them changes while started.
-  virtual Status start_queue(uint32_t index, const virtio::QueueConfig& cfg, UniqueFd kick) = 0;
+  // The kick fd is watched edge-triggered and never read (common/frontend_fd.h).
+  virtual Status start_queue(uint32_t index, const virtio::QueueConfig& cfg, FrontendFd kick) = 0;
   // GET_VRING_BASE (and reset/disconnect): stop ring `index`, return its last avail index.
   virtual uint16_t stop_queue(uint32_t index) = 0;
-  // SET_VRING_CALL: the eventfd to signal used buffers on (invalid: do not signal).
-  virtual void set_call(uint32_t index, UniqueFd call) = 0;
+  // SET_VRING_CALL: the eventfd to signal used buffers on (invalid: do not signal),
+  // signalled only through a Notifier (common/frontend_fd.h).
+  virtual Status set_call(uint32_t index, FrontendFd call) = 0;
   // SET_VRING_ENABLE (rings start enabled when PROTOCOL_FEATURES is not negotiated).
   virtual void set_enabled(uint32_t index, bool enabled) = 0;
   // NET_SET_MTU (only when the MTU protocol feature was offered).

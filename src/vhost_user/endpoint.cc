@@ -8,16 +8,18 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <mutex>
+#include <vector>
 
 #include "common/log.h"
+#include "memory/fault_guard.h"
 
 namespace vnet::vhost_user {
 
 namespace {
-
-RateLimit g_endpoint_rl;
 
 Result<sockaddr_un> make_addr(const std::string& path) {
   sockaddr_un a{};
@@ -34,16 +36,73 @@ int connect_to(int fd, const sockaddr_un& a) {
   return ::connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof(a));
 }
 
+// The endpoints of each event loop that watches memory::FaultGuard::notify_fd(): one
+// watch per loop (an fd can be added to an epoll set once), every endpoint asked.
+struct FaultWatch {
+  EventLoop* loop;
+  std::vector<Endpoint*> endpoints;
+};
+std::mutex g_watch_mu;
+std::vector<FaultWatch> g_watches;
+
+void on_memory_fault(EventLoop* loop) {
+  uint64_t v;
+  [[maybe_unused]] ssize_t r = ::read(memory::FaultGuard::notify_fd(), &v, sizeof(v));
+  std::vector<Endpoint*> eps;
+  {
+    std::lock_guard<std::mutex> lock(g_watch_mu);
+    for (auto& w : g_watches)
+      if (w.loop == loop) eps = w.endpoints;
+  }
+  for (Endpoint* ep : eps) ep->check_memory();
+}
+
 }  // namespace
 
 Endpoint::Endpoint(EventLoop& loop, const EndpointConfig& cfg, Backend& backend)
-    : loop_(loop), cfg_(cfg), backend_(backend) {}
+    : loop_(loop), cfg_(cfg), backend_(backend), logs_(cfg.logs ? *cfg.logs : own_logs_) {}
+
+void Endpoint::watch_faults(bool on) {
+  std::lock_guard<std::mutex> lock(g_watch_mu);
+  auto it = std::find_if(g_watches.begin(), g_watches.end(),
+                         [&](const FaultWatch& w) { return w.loop == &loop_; });
+  if (on) {
+    if (it == g_watches.end()) {
+      EventLoop* loop = &loop_;
+      if (!loop_.add(memory::FaultGuard::notify_fd(), EPOLLIN,
+                     [loop](uint32_t) { on_memory_fault(loop); }))
+        spdlog::error("vhost-user {}: cannot watch for lost guest memory", cfg_.name);
+      it = g_watches.insert(g_watches.end(), FaultWatch{&loop_, {}});
+    }
+    it->endpoints.push_back(this);
+    return;
+  }
+  if (it == g_watches.end()) return;
+  std::erase(it->endpoints, this);
+  if (it->endpoints.empty()) {
+    loop_.remove(memory::FaultGuard::notify_fd());
+    g_watches.erase(it);
+  }
+}
+
+void Endpoint::check_memory() {
+  if (!session_) return;
+  auto mem = session_->memory();
+  const memory::MappedRegion* lost = mem ? mem->lost_region() : nullptr;
+  if (!lost) return;
+  counters_.memory_lost.add();
+  end_session(Status::errorf(
+      "guest memory at gpa {:#x} (size {:#x}) lost its pages under vnetd: the front end shrank "
+      "its memory file; the region reads as zeros until the session is gone",
+      lost->desc().guest_phys_addr, lost->desc().memory_size));
+}
 
 Result<std::unique_ptr<Endpoint>> Endpoint::create(EventLoop& loop, const EndpointConfig& cfg,
                                                    Backend& backend) {
   auto addr = make_addr(cfg.path);
   if (!addr) return addr.status();
   std::unique_ptr<Endpoint> ep(new Endpoint(loop, cfg, backend));
+  ep->watch_faults(true);
   if (cfg.client) {
     ep->start_connect();
   } else {
@@ -54,6 +113,7 @@ Result<std::unique_ptr<Endpoint>> Endpoint::create(EventLoop& loop, const Endpoi
 }
 
 Endpoint::~Endpoint() {
+  watch_faults(false);
   if (timer_) loop_.cancel_timer(*timer_);
   if (connecting_fd_) loop_.remove(connecting_fd_.get());
   if (session_) {
@@ -119,34 +179,35 @@ void Endpoint::on_accept() {
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
       if (errno != EAGAIN && errno != EWOULDBLOCK)
-        VNET_LOG_RL(g_endpoint_rl, spdlog::level::warn, "vhost-user {}: accept on {}: {}",
-                    cfg_.name, cfg_.path, strerror(errno));
+        VNET_LOG_RL(logs_.ended, spdlog::level::warn, "vhost-user {}: accept on {}: {}", cfg_.name,
+                    cfg_.path, strerror(errno));
       return;
     }
     UniqueFd sock(fd);
     if (session_) {
       // One front end at a time: the second one is closed at once.
       counters_.rejected.add();
-      VNET_LOG_RL(g_endpoint_rl, spdlog::level::warn,
+      VNET_LOG_RL(logs_.ended, spdlog::level::warn,
                   "vhost-user {}: refused a second front end on {} (one is connected)", cfg_.name,
                   cfg_.path);
       continue;
     }
     Status st = start_session(std::move(sock));
     if (!st)
-      VNET_LOG_RL(g_endpoint_rl, spdlog::level::warn, "vhost-user {}: cannot start session: {}",
+      VNET_LOG_RL(logs_.ended, spdlog::level::warn, "vhost-user {}: cannot start session: {}",
                   cfg_.name, st.message());
   }
 }
 
 Status Endpoint::start_session(UniqueFd sock) {
   int fd = sock.get();
-  auto s = std::make_unique<Session>(std::move(sock), backend_, cfg_.name);
+  auto s = std::make_unique<Session>(std::move(sock), backend_, cfg_.name, &logs_);
   if (Status st = loop_.add(fd, EPOLLIN, [this](uint32_t) { on_session_event(); }); !st)
     return st;  // `s` goes: the socket is closed and the backend reset
   session_ = std::move(s);
   counters_.connections.add();
-  spdlog::info("vhost-user {}: front end connected on {}", cfg_.name, cfg_.path);
+  VNET_LOG_RL(logs_.session, spdlog::level::info, "vhost-user {}: front end connected on {}",
+              cfg_.name, cfg_.path);
   return Status::ok();
 }
 
@@ -160,13 +221,15 @@ void Endpoint::end_session(const Status& why) {
   loop_.remove(session_->fd());
   bool closed = session_->peer_closed();
   counters_.bad_messages.add(session_->counters().bad_messages.get());
+  counters_.bad_fds.add(session_->counters().bad_fds.get());
   session_.reset();  // ~Session: backend.reset(), socket closed
   counters_.disconnects.add();
   if (!closed) counters_.protocol_errors.add();
   if (closed)
-    spdlog::info("vhost-user {}: front end disconnected", cfg_.name);
+    VNET_LOG_RL(logs_.session, spdlog::level::info, "vhost-user {}: front end disconnected",
+                cfg_.name);
   else
-    VNET_LOG_RL(g_endpoint_rl, spdlog::level::warn, "vhost-user {}: session ended: {}", cfg_.name,
+    VNET_LOG_RL(logs_.ended, spdlog::level::warn, "vhost-user {}: session ended: {}", cfg_.name,
                 why.message());
   if (cfg_.client) schedule_reconnect();
 }

@@ -13,6 +13,7 @@
 
 #include "common/counter.h"
 #include "common/event_loop.h"
+#include "common/log.h"
 #include "common/result.h"
 #include "common/socket_perms.h"
 #include "common/unique_fd.h"
@@ -27,6 +28,8 @@ struct EndpointConfig {
   std::string name;     // for logs
   std::chrono::milliseconds reconnect_interval{1000};
   SocketPerms perms;  // server: who may connect (mode 0660 by default)
+  // The port's log budget (common/log.h); nullptr: the endpoint keeps its own.
+  PortLogLimits* logs = nullptr;
 };
 
 struct EndpointCounters {
@@ -36,6 +39,8 @@ struct EndpointCounters {
   Counter connect_failures;  // client: connection attempts that failed
   Counter bad_messages;      // messages refused, over all sessions
   Counter protocol_errors;   // sessions vnetd ended because of what the front end sent
+  Counter bad_fds;           // fds of the wrong kind refused (each ended its session)
+  Counter memory_lost;       // sessions ended because the front end shrank guest memory
 };
 
 class Endpoint {
@@ -55,6 +60,10 @@ class Endpoint {
   const EndpointCounters& counters() const { return counters_; }
   // The active session (nullptr when not connected), for diagnostics and tests.
   const Session* session() const { return session_.get(); }
+  // Ends the session if the FaultGuard took pages of its guest memory away (called on
+  // the loop thread when memory::FaultGuard::notify_fd() fires; every endpoint of a
+  // loop is asked, see watch_faults()).
+  void check_memory();
 
  private:
   Endpoint(EventLoop& loop, const EndpointConfig& cfg, Backend& backend);
@@ -67,6 +76,8 @@ class Endpoint {
   Status start_session(UniqueFd sock);
   void on_session_event();
   void end_session(const Status& why);
+  // Registers (or removes) this endpoint for FaultGuard notifications on its loop.
+  void watch_faults(bool on);
 
   EventLoop& loop_;
   EndpointConfig cfg_;
@@ -79,6 +90,8 @@ class Endpoint {
   std::optional<EventLoop::TimerId> timer_;
   bool failure_logged_ = false;
   EndpointCounters counters_;
+  PortLogLimits own_logs_;
+  PortLogLimits& logs_;
 };
 
 }  // namespace vnet::vhost_user

@@ -17,11 +17,14 @@ namespace {
 // virtio 1.2 section 2.7 (Split Virtqueues): "Queue Size ... a power of 2 ... The
 // maximum Queue Size value is 32768".
 constexpr uint32_t kMaxRingSize = 32768;
-RateLimit g_error_rl;
 }  // namespace
 
-Session::Session(UniqueFd sock, Backend& backend, std::string name)
-    : sock_(std::move(sock)), backend_(backend), name_(std::move(name)) {
+Session::Session(UniqueFd sock, Backend& backend, std::string name, PortLogLimits* logs)
+    : sock_(std::move(sock)),
+      backend_(backend),
+      name_(std::move(name)),
+      own_logs_(logs ? nullptr : std::make_unique<PortLogLimits>()),
+      logs_(logs ? *logs : *own_logs_) {
   int fl = fcntl(sock_.get(), F_GETFL);
   if (fl >= 0) fcntl(sock_.get(), F_SETFL, fl | O_NONBLOCK);
   uint64_t rings = 2 * uint64_t(backend_.max_queue_pairs());
@@ -30,7 +33,7 @@ Session::Session(UniqueFd sock, Backend& backend, std::string name)
 
 Session::~Session() {
   backend_.reset();
-  spdlog::info("vhost-user {}: session ended", name_);
+  VNET_LOG_RL(logs_.session, spdlog::level::info, "vhost-user {}: session ended", name_);
 }
 
 Status Session::on_readable() {
@@ -39,7 +42,7 @@ Status Session::on_readable() {
   if (!r) {
     counters_.messages.add();
     counters_.bad_messages.add();
-    VNET_LOG_RL(g_error_rl, spdlog::level::warn, "vhost-user {}: bad message: {}", name_,
+    VNET_LOG_RL(logs_.bad_input, spdlog::level::warn, "vhost-user {}: bad message: {}", name_,
                 r.message());
     return r.status();
   }
@@ -48,7 +51,8 @@ Status Session::on_readable() {
       return Status::ok();
     case MessageReader::Outcome::kClosed:
       peer_closed_ = true;
-      spdlog::info("vhost-user {}: front end closed the connection", name_);
+      VNET_LOG_RL(logs_.session, spdlog::level::info,
+                  "vhost-user {}: front end closed the connection", name_);
       return Status::error("peer closed the connection");
     case MessageReader::Outcome::kMessage:
       break;
@@ -69,11 +73,14 @@ Status Session::dispatch(Message& m) {
   bool ack = !info->has_reply && m.need_reply() && reply_ack();
   if (!st) {
     counters_.bad_messages.add();
-    VNET_LOG_RL(g_error_rl, spdlog::level::warn, "vhost-user {}: {} refused: {}", name_, info->name,
-                st.message());
+    VNET_LOG_RL(logs_.bad_input, spdlog::level::warn, "vhost-user {}: {} refused: {}", name_,
+                info->name, st.message());
     if (!ack) return st;
     uint64_t failure = 1;
-    return send_reply(sock_.get(), m.hdr.request, &failure, sizeof(failure));
+    Status sent = send_reply(sock_.get(), m.hdr.request, &failure, sizeof(failure));
+    // An fd of the wrong kind ends the session even when the front end asked for an ack.
+    if (fatal_) return Status::errorf("{} refused: {}", info->name, st.message());
+    return sent;
   }
   if (info->has_reply) return send_reply(sock_.get(), m.hdr.request, reply.data, reply.size);
   if (ack) {
@@ -100,7 +107,8 @@ Status Session::handle(Message& m, Reply& reply) {
       return Status::ok();
     case Request::RESET_OWNER:
     case Request::RESET_DEVICE:
-      spdlog::info("vhost-user {}: {}", name_, request_name(m.hdr.request));
+      VNET_LOG_RL(logs_.session, spdlog::level::info, "vhost-user {}: {}", name_,
+                  request_name(m.hdr.request));
       reset_device_state();
       if (m.request() == Request::RESET_OWNER) owner_ = false;
       return Status::ok();
@@ -173,7 +181,8 @@ Status Session::on_set_features(uint64_t f) {
   Status st = backend_.set_features(f);
   if (!st) return st;
   acked_features_ = f;
-  spdlog::info("vhost-user {}: negotiated features {:#x}", name_, f);
+  VNET_LOG_RL(logs_.session, spdlog::level::info, "vhost-user {}: negotiated features {:#x}", name_,
+              f);
   return Status::ok();
 }
 
@@ -183,7 +192,8 @@ Status Session::on_set_protocol_features(uint64_t f) {
     return Status::errorf("protocol features {:#x} include bits {:#x} that were not offered", f,
                           f & ~offered);
   protocol_features_ = f;
-  spdlog::info("vhost-user {}: negotiated protocol features {:#x}", name_, f);
+  VNET_LOG_RL(logs_.session, spdlog::level::info,
+              "vhost-user {}: negotiated protocol features {:#x}", name_, f);
   return Status::ok();
 }
 
@@ -195,24 +205,48 @@ Status Session::install_memory(memory::GuestMemory::RegionList regions) {
   // unless the new table shares them.
   mem_ = std::move(*gm);
   backend_.set_memory(mem_);
-  spdlog::info("vhost-user {}: memory table of {} regions", name_, n);
+  VNET_LOG_RL(logs_.session, spdlog::level::info,
+              "vhost-user {}: memory table of {} regions ({} sealed against shrinking)", name_, n,
+              sealed_regions_);
   for (uint32_t i = 0; i < rings_.size(); ++i) {
     if (rings_[i].started || !rings_[i].kick_set) continue;
     Status st = try_start(i);
-    if (!st) VNET_LOG_RL(g_error_rl, spdlog::level::warn, "vhost-user {}: {}", name_, st.message());
+    if (!st)
+      VNET_LOG_RL(logs_.bad_input, spdlog::level::warn, "vhost-user {}: {}", name_, st.message());
   }
   return Status::ok();
+}
+
+Result<FrontendFd> Session::adopt_fd(Message& m, size_t i, FdKind kind) {
+  // Every fd of a message passes here once: the kind checked, or the session ends.
+  UniqueFd fd = i < m.fds.size() ? std::move(m.fds[i]) : UniqueFd();
+  auto f = FrontendFd::adopt(std::move(fd), kind);
+  if (!f) {
+    fatal_ = true;
+    counters_.bad_fds.add();
+  }
+  return f;
+}
+
+Result<std::shared_ptr<memory::MappedRegion>> Session::map_region(Message& m, size_t i,
+                                                                  const MemoryRegion& r) {
+  auto fd = adopt_fd(m, i, FdKind::kMemory);
+  if (!fd) return fd.status();
+  auto mr = memory::MappedRegion::map(
+      {r.guest_phys_addr, r.memory_size, r.userspace_addr, r.mmap_offset}, fd->map_fd());
+  if (mr && fd->sealed_against_shrink()) ++sealed_regions_;
+  return mr;
 }
 
 Status Session::on_set_mem_table(Message& m) {
   auto th = m.as<MemoryTableHeader>();  // count, size and fds checked by validate()
   memory::GuestMemory::RegionList list;
+  sealed_regions_ = 0;
   for (uint32_t i = 0; i < th.nregions; ++i) {
     MemoryRegion r;
     std::memcpy(&r, m.payload.data() + sizeof(MemoryTableHeader) + i * sizeof(MemoryRegion),
                 sizeof(r));
-    auto mr = memory::MappedRegion::map(
-        {r.guest_phys_addr, r.memory_size, r.userspace_addr, r.mmap_offset}, m.fds[i].get());
+    auto mr = map_region(m, i, r);
     if (!mr) return Status::errorf("region {}: {}", i, mr.message());
     list.push_back(std::move(*mr));
   }
@@ -225,8 +259,7 @@ Status Session::on_add_mem_reg(Message& m) {
   if (mem_) list = mem_->regions();
   if (list.size() >= kMaxMemSlots)
     return Status::errorf("already {} regions, the maximum", list.size());
-  auto mr = memory::MappedRegion::map(
-      {r.guest_phys_addr, r.memory_size, r.userspace_addr, r.mmap_offset}, m.fds[0].get());
+  auto mr = map_region(m, 0, r);
   if (!mr) return mr.status();
   list.push_back(std::move(*mr));
   return install_memory(std::move(list));
@@ -311,7 +344,8 @@ Result<uint16_t> Session::on_get_vring_base(const VringState& s) {
   r.base = idx;
   r.kick.reset();
   r.kick_set = false;
-  spdlog::info("vhost-user {}: ring {} stopped at {}", name_, s.index, idx);
+  VNET_LOG_RL(logs_.session, spdlog::level::info, "vhost-user {}: ring {} stopped at {}", name_,
+              s.index, idx);
   return idx;
 }
 
@@ -323,7 +357,9 @@ Status Session::on_set_vring_kick(Message& m) {
     r.base = backend_.stop_queue(index);
     r.started = false;
   }
-  r.kick = m.take_fd();  // invalid with the invalid-FD flag: the front end polls
+  auto kick = adopt_fd(m, 0, FdKind::kEventFd);  // none with the invalid-FD flag: polling
+  if (!kick) return Status::errorf("ring {} kick: {}", index, kick.message());
+  r.kick = std::move(*kick);
   r.kick_set = true;
   return try_start(index);
 }
@@ -331,14 +367,17 @@ Status Session::on_set_vring_kick(Message& m) {
 Status Session::on_set_vring_call(Message& m) {
   uint32_t index = uint32_t(m.u64() & kVringIndexMask);
   if (Status st = check_ring(index); !st) return st;
-  backend_.set_call(index, m.take_fd());
-  return Status::ok();
+  auto call = adopt_fd(m, 0, FdKind::kEventFd);
+  if (!call) return Status::errorf("ring {} call: {}", index, call.message());
+  return backend_.set_call(index, std::move(*call));
 }
 
 Status Session::on_set_vring_err(Message& m) {
   uint32_t index = uint32_t(m.u64() & kVringIndexMask);
   if (Status st = check_ring(index); !st) return st;
-  rings_[index].err = m.take_fd();  // kept (never signalled); the old one is closed
+  auto err = adopt_fd(m, 0, FdKind::kEventFd);
+  if (!err) return Status::errorf("ring {} err: {}", index, err.message());
+  rings_[index].err = std::move(*err);  // kept (never signalled); the old one is closed
   return Status::ok();
 }
 
@@ -347,7 +386,8 @@ Status Session::on_set_vring_enable(const VringState& s) {
   if (s.num > 1) return Status::errorf("ring {} enable value {} is not 0 or 1", s.index, s.num);
   rings_[s.index].enabled = s.num;
   backend_.set_enabled(s.index, s.num);
-  spdlog::info("vhost-user {}: ring {} {}", name_, s.index, s.num ? "enabled" : "disabled");
+  VNET_LOG_RL(logs_.session, spdlog::level::info, "vhost-user {}: ring {} {}", name_, s.index,
+              s.num ? "enabled" : "disabled");
   return Status::ok();
 }
 
@@ -355,10 +395,11 @@ Status Session::try_start(uint32_t index) {
   Ring& r = rings_[index];
   if (r.started || !r.kick_set) return Status::ok();
   if (!r.has_num || !r.has_addr || !mem_) {
-    spdlog::info("vhost-user {}: ring {} kicked before its {} known; it starts then", name_, index,
-                 !mem_        ? "memory table is"
-                 : !r.has_num ? "size is"
-                              : "addresses are");
+    VNET_LOG_RL(logs_.session, spdlog::level::info,
+                "vhost-user {}: ring {} kicked before its {} known; it starts then", name_, index,
+                !mem_        ? "memory table is"
+                : !r.has_num ? "size is"
+                             : "addresses are");
     return Status::ok();
   }
   virtio::QueueConfig cfg;
@@ -369,12 +410,9 @@ Status Session::try_start(uint32_t index) {
   cfg.avail_base = r.base;
   cfg.event_idx = acked_features_ & (1ULL << VIRTIO_RING_F_EVENT_IDX);
   cfg.indirect = acked_features_ & (1ULL << VIRTIO_RING_F_INDIRECT_DESC);
-  UniqueFd kick;
-  if (r.kick) {
-    kick.reset(fcntl(r.kick.get(), F_DUPFD_CLOEXEC, 0));
-    if (!kick) return Status::errorf("ring {}: dup of the kick fd: {}", index, strerror(errno));
-  }
-  Status st = backend_.start_queue(index, cfg, std::move(kick));
+  auto kick = r.kick.dup();
+  if (!kick) return Status::errorf("ring {}: the kick fd: {}", index, kick.message());
+  Status st = backend_.start_queue(index, cfg, std::move(*kick));
   if (!st) return Status::errorf("ring {} not started: {}", index, st.message());
   r.started = true;
   // "Ring states": without VHOST_USER_F_PROTOCOL_FEATURES a ring starts enabled;
@@ -383,8 +421,9 @@ Status Session::try_start(uint32_t index) {
     r.enabled = true;
     backend_.set_enabled(index, true);
   }
-  spdlog::info("vhost-user {}: ring {} started (size {}, base {}, {})", name_, index, cfg.size,
-               cfg.avail_base, r.kick ? "kick fd" : "polling");
+  VNET_LOG_RL(logs_.session, spdlog::level::info,
+              "vhost-user {}: ring {} started (size {}, base {}, {})", name_, index, cfg.size,
+              cfg.avail_base, r.kick ? "kick fd" : "polling");
   return Status::ok();
 }
 

@@ -11,6 +11,8 @@
 #include <vector>
 
 #include "common/counter.h"
+#include "common/frontend_fd.h"
+#include "common/log.h"
 #include "common/result.h"
 #include "common/unique_fd.h"
 #include "memory/guest_memory.h"
@@ -22,6 +24,7 @@ namespace vnet::vhost_user {
 struct SessionCounters {
   Counter messages;      // messages received (valid or not)
   Counter bad_messages;  // messages refused (framing, validation or handler error)
+  Counter bad_fds;       // fds of the wrong kind (the session was closed for each)
 };
 
 class Session {
@@ -32,7 +35,8 @@ class Session {
   static constexpr uint32_t kMaxRings = 256;
 
   // `sock` is a connected stream socket (made non-blocking here).
-  Session(UniqueFd sock, Backend& backend, std::string name);
+  // `logs`: the port's log budget (common/log.h); nullptr: the session keeps its own.
+  Session(UniqueFd sock, Backend& backend, std::string name, PortLogLimits* logs = nullptr);
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
   ~Session();  // calls backend.reset()
@@ -59,9 +63,9 @@ class Session {
     VringAddr addr;
     bool has_addr = false;
     uint16_t base = 0;
-    UniqueFd kick;          // our copy; the backend gets a dup
+    FrontendFd kick;        // our copy; the backend gets a dup
     bool kick_set = false;  // SET_VRING_KICK seen (fd or polling) since the last stop
-    UniqueFd err;
+    FrontendFd err;
     bool enabled = false;  // SET_VRING_ENABLE state
     bool started = false;
   };
@@ -82,6 +86,11 @@ class Session {
   Status dispatch(Message& m);
   Status handle(Message& m, Reply& reply);
   Status check_ring(uint32_t index) const;
+  // Fd `i` of `m` through the door (common/frontend_fd.h); a wrong kind makes the
+  // message's failure end the session.
+  Result<FrontendFd> adopt_fd(Message& m, size_t i, FdKind kind);
+  Result<std::shared_ptr<memory::MappedRegion>> map_region(Message& m, size_t i,
+                                                           const MemoryRegion& r);
   Status install_memory(memory::GuestMemory::RegionList regions);
   Status try_start(uint32_t index);
   // Stops a started ring (keeping the position it reached) and starts it again with
@@ -109,7 +118,11 @@ class Session {
   std::string name_;
   MessageReader reader_;
   SessionCounters counters_;
+  std::unique_ptr<PortLogLimits> own_logs_;
+  PortLogLimits& logs_;
   bool peer_closed_ = false;
+  bool fatal_ = false;           // an fd of the wrong kind came: the session ends
+  uint32_t sealed_regions_ = 0;  // of the last memory table, for its log line
 
   uint64_t acked_features_ = 0;
   uint64_t protocol_features_ = 0;

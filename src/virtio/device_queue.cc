@@ -223,12 +223,17 @@ inline bool DeviceQueue::walk_direct(uint16_t head, Chain& c) {
   return true;
 }
 
+RateLimit& DeviceQueue::log_limit() const {
+  static RateLimit shared;
+  return log_limit_ ? *log_limit_ : shared;
+}
+
 // Give it back empty and go on: the driver gets its buffer back; nothing was read or
 // written outside guest memory.
 [[gnu::noinline, gnu::cold]] void DeviceQueue::bad_chain(uint16_t head, const char* why) {
   counters_.bad_chains.add();
-  static RateLimit rl;
-  VNET_LOG_RL(rl, spdlog::level::warn, "virtqueue: bad descriptor chain at head {}: {}", head, why);
+  VNET_LOG_RL(log_limit(), spdlog::level::warn, "{}: bad descriptor chain at head {}: {}",
+              log_label_, head, why);
   push(head, 0);
 }
 

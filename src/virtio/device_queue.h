@@ -12,8 +12,10 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "common/counter.h"
+#include "common/log.h"
 #include "common/result.h"
 #include "memory/guest_memory.h"
 
@@ -60,6 +62,14 @@ class DeviceQueue {
   bool started() const { return started_; }
   bool broken() const { return broken_; }
   const char* broken_reason() const { return broken_reason_; }
+  // Where bad chains are logged: the owner's limiter (its port's budget) and a label
+  // naming the queue ("port vm1 queue 1"). Without one, a limiter shared by all queues.
+  void set_log(RateLimit* limit, std::string label) {
+    log_limit_ = limit;
+    log_label_ = std::move(label);
+  }
+  RateLimit& log_limit() const;
+  const std::string& log_label() const { return log_label_; }
   uint16_t last_avail_idx() const { return last_avail_; }
   uint16_t size() const { return size_; }
 
@@ -219,6 +229,8 @@ class DeviceQueue {
   bool broken_ = false;
   const char* broken_reason_ = "";
   QueueCounters counters_;
+  RateLimit* log_limit_ = nullptr;  // (cold: bad chains only)
+  std::string log_label_ = "virtqueue";
 };
 
 }  // namespace vnet::virtio

@@ -26,20 +26,64 @@ session is gone vnetd's open fd count is back to the baseline and its RSS within
 import os
 import struct
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from vnet_harness import HarnessError, log, require_root, run_test  # noqa: E402
 from vnet_harness import vhost_user as vu  # noqa: E402
-from vnet_harness.procs import check_flat, fds_and_rss as proc_status, wait_until  # noqa: E402
-from vnet_harness.traffic import paced_flow, require_traffic  # noqa: E402
-from vnet_harness.vnetd import PortSpec, Vnetd, require_vnetd, sanitizer_of  # noqa: E402
+from vnet_harness.procs import wait_until  # noqa: E402
+from vnet_harness.testpmd import cpu_plan  # noqa: E402
+from vnet_harness.traffic import require_traffic  # noqa: E402
+from vnet_harness.vnetd import (PortSpec, Vnetd, find_program, require_vnetd,  # noqa: E402
+                                sanitizer_of)
 
 MAC_B, MAC_C = "02:00:00:00:0b:01", "02:00:00:00:0c:01"
 # 100,000 by default; under a sanitizer (the sanitize stage) 10,000 unless set.
 REPEAT_ENV = os.environ.get("VNET_HOSTILE_REPEAT")
 REPEAT = 100000
 RSS_SLACK_KB = 4096
+
+
+def proc_status(pid):
+    fds = len(os.listdir("/proc/%d/fd" % pid))
+    rss = 0
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+    return fds, rss
+
+
+def start_b_to_c(s, vnetd, traffic, socks):
+    """vnet-traffic on ports b (20,000 frames/s to c) and c (a sink), running until the
+    session ends; returns once b's frames reach c."""
+    cpu = cpu_plan()[1]
+    common = ["--notify", "--cpu", cpu, "--log-level", "warn", "--duration", 900]
+    s.spawn("c", [traffic, "--socket", socks["c"], "--mode", "rx", "--mac", MAC_C,
+                  "--queue-size", 4096] + common)
+    wait_until(lambda: vnetd.counters()["c"]["rx_packets"] >= 1, 20, what="c's announcement")
+    s.spawn("b", [traffic, "--socket", socks["b"], "--mode", "tx", "--mac", MAC_B, "--dst-mac",
+                  MAC_C, "--rate", 20000] + common)
+    wait_until(lambda: vnetd.counters()["c"]["tx_packets"] > 100, 20,
+               what="b's frames reaching c")
+
+
+def check_flat(pid, baseline, name, check_rss):
+    """vnetd's fd count back at `baseline` (fds, rss) within 5 s and its RSS within
+    RSS_SLACK_KB of it (when check_rss); returns the (fds, rss) seen."""
+    fds, rss = proc_status(pid)
+    deadline = time.monotonic() + 5
+    while fds != baseline[0] and time.monotonic() < deadline:
+        time.sleep(0.02)
+        fds, rss = proc_status(pid)
+    if fds != baseline[0]:
+        raise HarnessError("case '%s': vnetd has %d fds open, %d before"
+                           % (name, fds, baseline[0]))
+    if check_rss and rss > baseline[1] + RSS_SLACK_KB:
+        raise HarnessError("case '%s': vnetd's RSS %d KiB, %d KiB at the baseline"
+                           % (name, rss, baseline[1]))
+    return fds, rss
 
 
 # ---- protocol cases: vnetd must close the session ------------------------------------
@@ -306,6 +350,7 @@ def cases():
 
 
 def body(s, args):
+    traffic = find_program(s.build_dir, "vnet-traffic")
     socks = {p: s.path("%s.sock" % p) for p in "hbc"}
     vnetd = Vnetd(s, [PortSpec(socks[p], name=p) for p in "hbc"], log_level="info")
     vnetd.start()
@@ -315,7 +360,7 @@ def body(s, args):
     global REPEAT
     REPEAT = int(REPEAT_ENV) if REPEAT_ENV else (100000 if check_rss else 10000)
     log("repeated messages: %d each" % REPEAT)
-    paced_flow(s, vnetd, socks, macs=(MAC_B, MAC_C))
+    start_b_to_c(s, vnetd, traffic, socks)
 
     def h_state():
         info = vnetd.ports_info()["h"]
@@ -379,8 +424,7 @@ def body(s, args):
         if baseline is None and i >= 2:
             baseline = (fds, rss)  # after the first sessions warmed the allocator up
         if baseline:
-            fds, rss = check_flat(pid, baseline, "case '%s': vnetd" % name,
-                                  RSS_SLACK_KB if check_rss else None)
+            fds, rss = check_flat(pid, baseline, name, check_rss)
         results.append((name, expect, warned, delivered_to_c() - c0, fds, rss))
 
     for name, expect, warned, fwd, fds, rss in results:
@@ -391,7 +435,9 @@ def body(s, args):
         % (len(results), baseline[0], results[-1][4], baseline[1], results[-1][5], lines_total))
     if lines_total < 10:
         raise HarnessError("only %d cases produced a warning line" % lines_total)
-    vnetd.stop_ok()
+    rc = vnetd.stop()
+    if rc != 0:
+        raise HarnessError("vnetd exited with status %s" % rc)
 
 
 if __name__ == "__main__":

@@ -188,34 +188,6 @@ class Process:
             self._log_file.close()
 
 
-def fds_and_rss(pid):
-    """(open fd count, VmRSS in KiB) of a process."""
-    fds = len(os.listdir("/proc/%d/fd" % pid))
-    rss = 0
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1])
-    return fds, rss
-
-
-def check_flat(pid, baseline, what, rss_slack_kb=None, settle=5.0):
-    """Waits up to `settle` s for the process's fd count to come back to baseline[0] and
-    fails (HarnessError naming `what`) if it does not, or if its RSS exceeds baseline[1]
-    by more than rss_slack_kb (None: RSS not checked, e.g. under a sanitizer).
-    Returns (fds, rss)."""
-    deadline = time.monotonic() + settle
-    fds, rss = fds_and_rss(pid)
-    while fds != baseline[0] and time.monotonic() < deadline:
-        time.sleep(0.02)
-        fds, rss = fds_and_rss(pid)
-    if fds != baseline[0]:
-        raise HarnessError("%s: %d fds open, %d at the baseline" % (what, fds, baseline[0]))
-    if rss_slack_kb is not None and rss > baseline[1] + rss_slack_kb:
-        raise HarnessError("%s: RSS %d KiB, %d KiB at the baseline" % (what, rss, baseline[1]))
-    return fds, rss
-
-
 def wait_until(predicate, timeout, interval=0.1, what="condition"):
     """Poll `predicate()` until it returns a true value (returned) or fail after timeout."""
     deadline = time.monotonic() + timeout

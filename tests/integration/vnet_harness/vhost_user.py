@@ -35,12 +35,15 @@ class Closed(Exception):
 
 
 class GuestMemory:
-    """One memfd of MEM_SIZE bytes, guest physical 0 .. MEM_SIZE."""
+    """One memfd of MEM_SIZE bytes, guest physical 0 .. MEM_SIZE; or `fd`, a file the
+    caller made (at least `file_size` bytes: a hugetlbfs file is mapped whole)."""
 
-    def __init__(self):
-        self.fd = os.memfd_create("vnet-hostile", 0)
-        os.ftruncate(self.fd, MEM_SIZE)
-        self.mem = mmap.mmap(self.fd, MEM_SIZE)
+    def __init__(self, fd=None, file_size=MEM_SIZE):
+        if fd is None:
+            fd = os.memfd_create("vnet-hostile", 0)
+            os.ftruncate(fd, MEM_SIZE)
+        self.fd = fd
+        self.mem = mmap.mmap(self.fd, file_size)
 
     def put(self, gpa, data):
         self.mem[gpa:gpa + len(data)] = data
@@ -127,8 +130,8 @@ class Conn:
     def addr(self, index, desc, used, avail, flags=0):
         self.send(SET_VRING_ADDR, struct.pack("<IIQQQQ", index, flags, desc, used, avail, 0))
 
-    def eventfd(self):
-        fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+    def eventfd(self, nonblock=True):
+        fd = os.eventfd(0, (os.EFD_NONBLOCK if nonblock else 0) | os.EFD_CLOEXEC)
         self.fds.append(fd)
         return fd
 
@@ -151,10 +154,12 @@ class Conn:
                 return False
         return False
 
-    def setup(self, guest, size=256, features=F_VERSION_1 | F_INDIRECT, rings=(0, 1)):
+    def setup(self, guest, size=256, features=F_VERSION_1 | F_INDIRECT, rings=(0, 1),
+              nonblock=True):
         """GET/SET_FEATURES, SET_OWNER, the memory table, and each ring started (size,
-        base 0, addresses in `guest`, kick and call eventfds): the rings are enabled at
-        their kick without VHOST_USER_F_PROTOCOL_FEATURES."""
+        base 0, addresses in `guest`, kick and call eventfds, blocking ones with
+        nonblock=False): the rings are enabled at their kick without
+        VHOST_USER_F_PROTOCOL_FEATURES."""
         offered = struct.unpack("<Q", self.call(GET_FEATURES))[0]
         self.u64(SET_FEATURES, offered & features)
         self.send(SET_OWNER)
@@ -164,11 +169,17 @@ class Conn:
             self.state(SET_VRING_NUM, i, size)
             self.state(SET_VRING_BASE, i, 0)
             self.addr(i, UVA + base + DESC, UVA + base + USED, UVA + base + AVAIL)
-            self.u64(SET_VRING_CALL, i, [self.eventfd()])
-            self.u64(SET_VRING_KICK, i, [self.eventfd()])
+            self.u64(SET_VRING_CALL, i, [self.eventfd(nonblock)])
+            self.u64(SET_VRING_KICK, i, [self.eventfd(nonblock)])
         # A round trip: every message above has been handled.
         self.call(GET_FEATURES)
 
     def kick(self, ring=1):
         """The kick eventfd of `ring` as set by setup() (2 eventfds per ring: call, kick)."""
         os.eventfd_write(self.fds[2 * ring + 1], 1)
+
+    def kick_fd(self, ring=1):
+        return self.fds[2 * ring + 1]
+
+    def call_fd(self, ring=1):
+        return self.fds[2 * ring]

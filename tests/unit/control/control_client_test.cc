@@ -194,19 +194,29 @@ TEST(FormatPorts, Table) {
      "features":[],"counters":{},"vlan":{"mode":"trunk","trunk":[10,20],"native":1},"mtu":9000}
     ]})");
   EXPECT_EQ(format_ports(reply),
-            "NAME  TYPE        MODE    CONNECTED  SOCKET       VLAN                  MTU   FEATURES\n"
-            "vhu0  vhost-user  server  yes        /s/vm0.sock  access 0              1500  VERSION_1,MRG_RXBUF\n"
-            "vhu1  vhost-user  client  no         /s/vm1.sock  trunk 10,20 native 1  9000  -\n");
+            "NAME  TYPE        MODE    CONNECTED  SOCKET       VLAN                  MTU   POLICING  FEATURES\n"
+            "vhu0  vhost-user  server  yes        /s/vm0.sock  access 0              1500  -         VERSION_1,MRG_RXBUF\n"
+            "vhu1  vhost-user  client  no         /s/vm1.sock  trunk 10,20 native 1  9000  -         -\n");
 }
 
 TEST(FormatPorts, MissingFieldsDoNotThrow) {
   json reply =
       json::parse(R"({"ok":true,"ports":[{"name":"p","connected":"maybe","features":7}]})");
   EXPECT_EQ(format_ports(reply),
-            "NAME  TYPE  MODE  CONNECTED  SOCKET  VLAN  MTU  FEATURES\n"
-            "p     -     -     maybe      -       -     -    -\n");
+            "NAME  TYPE  MODE  CONNECTED  SOCKET  VLAN  MTU  POLICING  FEATURES\n"
+            "p     -     -     maybe      -       -     -    -         -\n");
   EXPECT_EQ(format_ports(json::object()),
-            "NAME  TYPE  MODE  CONNECTED  SOCKET  VLAN  MTU  FEATURES\n");
+            "NAME  TYPE  MODE  CONNECTED  SOCKET  VLAN  MTU  POLICING  FEATURES\n");
+}
+
+TEST(FormatPorts, PolicingCell) {
+  EXPECT_EQ(policing_cell(json::parse(R"({"ingress": {}, "storm": {}})")), "-");
+  EXPECT_EQ(policing_cell(json::parse(R"({
+      "ingress": {"bps": 100000000, "bps_burst": 1000000, "pps": 20000, "pps_burst": 200},
+      "storm": {"broadcast": {"pps": 1000, "pps_burst": 64},
+                "unknown_unicast": {"bps": 1500000, "bps_burst": 1000000}}})")),
+            "in:100Mbit,20kpps broadcast:1kpps unknown_unicast:1.5Mbit");
+  EXPECT_EQ(policing_cell(json()), "-");
 }
 
 TEST(FormatCounters, PortsThenWorker) {

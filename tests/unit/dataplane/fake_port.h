@@ -1,9 +1,14 @@
-// FakePort: a Port for forwarder tests that records every send_burst it gets.
+// FakePort: a Port for forwarder tests that records every send_burst it gets, and
+// FakePortsTest, a fixture of ports 1..n and a forwarder over them.
 #pragma once
 
+#include <gtest/gtest.h>
+
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "dataplane/forwarder.h"
 #include "ports/port.h"
 
 namespace vnet::dataplane {
@@ -28,6 +33,28 @@ class FakePort : public ports::Port {
     return all;
   }
   std::vector<std::vector<net::Packet*>> bursts;
+};
+
+class FakePortsTest : public ::testing::Test {
+ protected:
+  explicit FakePortsTest(uint16_t n) : fwd_(Forwarder::Config{}) {
+    for (uint16_t id = 1; id <= n; ++id) {
+      owned_.push_back(std::make_unique<FakePort>("p" + std::to_string(id), id));
+      ports_.push_back(owned_.back().get());
+    }
+    fwd_.set_ports(ports_);
+  }
+
+  FakePort& port(uint16_t id) { return *owned_[id - 1]; }
+  // Forgets what every port received.
+  void clear() {
+    for (auto& p : owned_) p->bursts.clear();
+  }
+
+  Forwarder fwd_;
+  net::PacketBatch batch_;
+  std::vector<std::unique_ptr<FakePort>> owned_;
+  std::vector<ports::Port*> ports_;
 };
 
 }  // namespace vnet::dataplane

@@ -26,17 +26,9 @@ const char* const kC = "52:54:00:00:00:0c";
 const char* const kD = "52:54:00:00:00:0d";
 const char* const kBcast = "ff:ff:ff:ff:ff:ff";
 
-class ForwarderTest : public ::testing::Test {
+class ForwarderTest : public FakePortsTest {
  protected:
-  ForwarderTest() : fwd_(Forwarder::Config{}) {
-    for (uint16_t id = 1; id <= 4; ++id) {
-      owned_.push_back(std::make_unique<FakePort>("p" + std::to_string(id), id));
-      ports_.push_back(owned_.back().get());
-    }
-    fwd_.set_ports(ports_);
-  }
-
-  FakePort& port(uint16_t id) { return *owned_[id - 1]; }
+  ForwarderTest() : FakePortsTest(4) {}
 
   // Fills frame i of the batch with an Ethernet header dst/src.
   net::Packet* frame(uint32_t i, const char* dst, const char* src) {
@@ -55,15 +47,6 @@ class ForwarderTest : public ::testing::Test {
     net::Packet* p = frame(31, dst, src);
     fwd_.forward(port(from), &p, 1, ports_, now);
   }
-
-  void clear() {
-    for (auto& p : owned_) p->bursts.clear();
-  }
-
-  Forwarder fwd_;
-  net::PacketBatch batch_;
-  std::vector<std::unique_ptr<FakePort>> owned_;
-  std::vector<ports::Port*> ports_;
 };
 
 TEST_F(ForwarderTest, BroadcastFloodsToAllButInput) {

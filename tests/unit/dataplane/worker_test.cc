@@ -222,7 +222,9 @@ class KickPort : public SourcePort {
  public:
   KickPort(std::string name, uint8_t mac_last)
       : SourcePort(std::move(name), mac_last, 0), kick_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
-  void wait_fds(std::vector<WaitFd>& out) const override { out.push_back({kick_.get(), true}); }
+  void wait_fds(std::vector<WaitFd>& out) const override {
+    out.push_back({kick_.get(), WaitFd::kOwnEventFd});
+  }
   void send_one() {
     add_quota(1);
     uint64_t one = 1;

@@ -142,10 +142,10 @@ TEST_P(TapPortTest, CreatedInNamespaceUpWithMtu) {
   if (port->uses_uring()) {
     // The worker sleeps on the ring's eventfd, not on the TAP.
     EXPECT_NE(fds[0].fd, port->fd());
-    EXPECT_TRUE(fds[0].is_eventfd);
+    EXPECT_EQ(fds[0].kind, Port::WaitFd::kOwnEventFd);
   } else {
     EXPECT_EQ(fds[0].fd, port->fd());
-    EXPECT_FALSE(fds[0].is_eventfd);
+    EXPECT_EQ(fds[0].kind, Port::WaitFd::kLevel);
   }
   EXPECT_FALSE(port->enable_notifications());
   port->disable_notifications();

@@ -431,7 +431,8 @@ class Pump {
       if (::poll(pfds.data(), pfds.size(), timeout_ms) > 0) {
         for (size_t i = 0; i < fds.size(); ++i) {
           uint64_t v;
-          if (fds[i].is_eventfd && (pfds[i].revents & POLLIN)) (void)!::read(fds[i].fd, &v, 8);
+          if (fds[i].kind == Port::WaitFd::kOwnEventFd && (pfds[i].revents & POLLIN))
+            (void)!::read(fds[i].fd, &v, 8);
         }
       }
     }

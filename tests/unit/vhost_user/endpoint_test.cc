@@ -2,17 +2,18 @@
 // paths, socket file removed on destruction) and client mode (retry and reconnect),
 // driven by EventLoop::run_once in bounded loops.
 #include <fcntl.h>
-#include <sys/wait.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 
 #include <cstdlib>
 #include <functional>
 
 #include "common/event_loop.h"
-#include "vhost_user/endpoint.h"
 #include "common/socket_perms.h"
+#include "memory/fault_guard.h"
+#include "vhost_user/endpoint.h"
 #include "vhu_test_util.h"
 
 namespace vnet::vhost_user {
@@ -65,6 +66,9 @@ bool at_eof(int fd) {
 class EndpointTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    // The fault guard's notification eventfd lives as long as the process: made before
+    // any test counts fds.
+    memory::FaultGuard::install();
     std::string tmpl = ::testing::TempDir() + "vnet-vhu-XXXXXX";
     ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
     dir_ = tmpl;

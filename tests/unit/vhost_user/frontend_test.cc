@@ -35,7 +35,7 @@ class DeviceBackend : public Backend {
   std::mutex mu;
   std::shared_ptr<const memory::GuestMemory> mem;
   virtio::DeviceQueue vq[kRings];
-  UniqueFd kick[kRings], call[kRings];
+  FrontendFd kick[kRings], call[kRings];
   bool enabled[kRings] = {};
   uint64_t acked = 0;
   std::atomic<int> resets{0};
@@ -57,7 +57,7 @@ class DeviceBackend : public Backend {
     std::lock_guard lk(mu);
     mem = std::move(m);
   }
-  Status start_queue(uint32_t i, const virtio::QueueConfig& cfg, UniqueFd k) override {
+  Status start_queue(uint32_t i, const virtio::QueueConfig& cfg, FrontendFd k) override {
     std::lock_guard lk(mu);
     if (i >= kRings) return Status::error("ring out of range");
     vq[i].stop();
@@ -73,9 +73,10 @@ class DeviceBackend : public Backend {
     kick[i].reset();
     return vq[i].last_avail_idx();
   }
-  void set_call(uint32_t i, UniqueFd c) override {
+  Status set_call(uint32_t i, FrontendFd c) override {
     std::lock_guard lk(mu);
     if (i < kRings) call[i] = std::move(c);
+    return Status::ok();
   }
   void set_enabled(uint32_t i, bool e) override {
     std::lock_guard lk(mu);
@@ -164,7 +165,7 @@ void device_round(DeviceBackend& b, uint32_t q,
   int kick_fd;
   {
     std::lock_guard lk(b.mu);
-    kick_fd = b.kick[q].get();
+    kick_fd = b.kick[q].watch_fd();
   }
   ASSERT_GE(kick_fd, 0);
   ASSERT_TRUE(readable(kick_fd, 2000)) << "no kick on ring " << q;
@@ -178,7 +179,7 @@ void device_round(DeviceBackend& b, uint32_t q,
   b.vq[q].push(chain->head, written);
   b.vq[q].publish();
   ASSERT_TRUE(b.vq[q].should_notify());
-  ASSERT_EQ(eventfd_write(b.call[q].get(), 1), 0);
+  ASSERT_EQ(eventfd_write(b.call[q].watch_fd(), 1), 0);
 }
 
 TEST_F(FrontendTest, NegotiatesAndRoundTripsBothRings) {

@@ -1,5 +1,6 @@
 // Session: a front end over a socketpair drives the session with real memfd-backed
 // memory regions and eventfds; a fake Backend records what the session asked of it.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 
 #include "vhost_user/session.h"
@@ -121,7 +122,7 @@ TEST_F(SessionTest, QemuLikeNegotiationStartsQueues) {
     // The backend's kick fd is the same eventfd.
     uint64_t one = 1, v = 0;
     ASSERT_EQ(write(kick.get(), &one, 8), 8);
-    ASSERT_EQ(read(backend.kicks.at(i).get(), &v, 8), 8);
+    ASSERT_EQ(read(backend.kicks.at(i).watch_fd(), &v, 8), 8);
     EXPECT_EQ(v, 1u);
     // PROTOCOL_FEATURES negotiated: the ring waits for SET_VRING_ENABLE.
     EXPECT_EQ(backend.enabled.count(i), 0u);
@@ -332,9 +333,9 @@ TEST_F(SessionTest, BadMemoryTablesAreRejectedAndTheOldOneKept) {
   ASSERT_TRUE(fe.send_mem_table({{0, kMiB, kUva0, 0}, {0x80000, kMiB, kUva1, 0}},
                                 {m.get(), m2.get()}, kFlagNeedReply));
   EXPECT_EQ(ack(Request::SET_MEM_TABLE), 1u);
-  // An fd that cannot be mapped (an eventfd).
+  // An fd that is no memory file (an eventfd): refused, and the session ends.
   UniqueFd e = make_eventfd();
-  ASSERT_TRUE(fe.send_mem_table({{0, 4096, kUva0, 0}}, {e.get()}, kFlagNeedReply));
+  EXPECT_FALSE(fe.send_mem_table({{0, 4096, kUva0, 0}}, {e.get()}, kFlagNeedReply));
   EXPECT_EQ(ack(Request::SET_MEM_TABLE), 1u);
   EXPECT_EQ(backend.memory, old);
   EXPECT_EQ(backend.set_memory_calls, 1);
@@ -487,6 +488,80 @@ TEST_F(SessionTest, RepeatedMessagesLeakNeitherFdsNorMappings) {
   EXPECT_TRUE(backend.memory);
   EXPECT_EQ(backend.memory->size(), 1u);
   EXPECT_EQ(backend.started.count(0), 1u);
+}
+
+TEST_F(SessionTest, FdsOfTheWrongKindEndTheSession) {
+  // Where an eventfd belongs: a pipe, a socket, a memfd. Where a memory file belongs: an
+  // eventfd. Each ends the session (also when the front end asked for an ack, which it
+  // gets first) and is counted; the fd is closed.
+  size_t fds0 = count_fds();
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  UniqueFd pr(p[0]), pw(p[1]);
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  UniqueFd s0(sv[0]), s1(sv[1]);
+  UniqueFd mem = make_memfd(4096);
+  struct Case {
+    Request r;
+    int fd;
+  } cases[] = {{Request::SET_VRING_KICK, pr.get()},
+               {Request::SET_VRING_CALL, pw.get()},
+               {Request::SET_VRING_ERR, s0.get()},
+               {Request::SET_VRING_KICK, mem.get()}};
+  for (const Case& c : cases) {
+    for (bool with_ack : {false, true}) {
+      FakeBackend b;
+      FrontEnd f(b);
+      if (with_ack) {
+        ASSERT_TRUE(f.send_u64(Request::SET_FEATURES, kFeatureProtocolFeatures));
+        ASSERT_TRUE(f.send_u64(Request::SET_PROTOCOL_FEATURES, protocol::kReplyAck));
+      }
+      Status st = f.send_u64(c.r, 0, {c.fd}, with_ack ? kFlagNeedReply : 0);
+      EXPECT_FALSE(st) << request_name(uint32_t(c.r));
+      EXPECT_NE(st.message().find("not an eventfd"), std::string::npos) << st.message();
+      if (with_ack) {
+        EXPECT_EQ(f.reply_u64(c.r), 1u);
+      }
+      EXPECT_EQ(f.session->counters().bad_fds.get(), 1u);
+      EXPECT_TRUE(b.calls.empty());
+      EXPECT_TRUE(b.started.empty());
+    }
+  }
+  {
+    FakeBackend b;
+    FrontEnd f(b);
+    UniqueFd ev = make_eventfd();
+    Status st = f.send_mem_table({{0, kMiB, kUva0, 0}}, {ev.get()});
+    EXPECT_FALSE(st);
+    EXPECT_NE(st.message().find("not a memory file"), std::string::npos) << st.message();
+    EXPECT_FALSE(b.memory);
+  }
+  pr.reset();
+  pw.reset();
+  s0.reset();
+  s1.reset();
+  mem.reset();
+  EXPECT_EQ(count_fds(), fds0);
+}
+
+TEST_F(SessionTest, LogBudgetPerPort) {
+  // A front end that misbehaves in a loop spends its own port's budget, not another's.
+  PortLogLimits noisy, quiet;
+  for (int i = 0; i < 200; ++i) {
+    FakeBackend b;
+    FrontEnd f(b, &noisy);
+    ASSERT_TRUE(f.send_u64(Request::SET_FEATURES, bit(VIRTIO_F_VERSION_1)));  // a line
+    EXPECT_FALSE(f.send_u64(Request::SET_FEATURES, bit(60)));                 // refused
+  }
+  EXPECT_GT(noisy.session.suppressed_total(), 100u);
+  EXPECT_GT(noisy.bad_input.suppressed_total(), 150u);
+  FakeBackend b;
+  FrontEnd f(b, &quiet);
+  ASSERT_TRUE(f.send_u64(Request::SET_FEATURES, bit(VIRTIO_F_VERSION_1)));
+  uint64_t suppressed = 0;
+  EXPECT_TRUE(quiet.bad_input.allow(&suppressed));
+  EXPECT_EQ(quiet.suppressed_total(), 0u);
 }
 
 }  // namespace

@@ -53,7 +53,7 @@ class FakeBackend : public Backend {
   uint32_t mtu = 0;
   std::shared_ptr<const memory::GuestMemory> memory;
   std::map<uint32_t, Started> started;
-  std::map<uint32_t, UniqueFd> kicks, calls;
+  std::map<uint32_t, FrontendFd> kicks, calls;
   std::map<uint32_t, bool> enabled;
 
   uint64_t device_features() const override { return features; }
@@ -68,7 +68,7 @@ class FakeBackend : public Backend {
     ++set_memory_calls;
     memory = std::move(mem);
   }
-  Status start_queue(uint32_t index, const virtio::QueueConfig& cfg, UniqueFd kick) override {
+  Status start_queue(uint32_t index, const virtio::QueueConfig& cfg, FrontendFd kick) override {
     ++start_calls;
     if (fail_start) return Status::error("fake start failure");
     started[index] = {cfg, kick.valid()};
@@ -81,9 +81,10 @@ class FakeBackend : public Backend {
     kicks.erase(index);
     return stop_index;
   }
-  void set_call(uint32_t index, UniqueFd call) override {
+  Status set_call(uint32_t index, FrontendFd call) override {
     ++set_call_calls;
     calls[index] = std::move(call);
+    return Status::ok();
   }
   void set_enabled(uint32_t index, bool e) override { enabled[index] = e; }
   Status set_mtu(uint32_t m) override {
@@ -152,11 +153,11 @@ inline std::vector<uint8_t> mem_table_payload(const std::vector<MemoryRegion>& r
 // A front end on one end of a socketpair, a Session on the other.
 class FrontEnd {
  public:
-  explicit FrontEnd(FakeBackend& backend) {
+  explicit FrontEnd(FakeBackend& backend, PortLogLimits* logs = nullptr) {
     int sv[2];
     EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     fe_.reset(sv[0]);
-    session = std::make_unique<Session>(UniqueFd(sv[1]), backend, "test");
+    session = std::make_unique<Session>(UniqueFd(sv[1]), backend, "test", logs);
   }
 
   int fd() const { return fe_.get(); }
