@@ -8,6 +8,8 @@
 #include <string_view>
 #include <vector>
 
+#include "control/request.h"
+
 namespace vnet::control {
 
 using nlohmann::json;
@@ -142,7 +144,7 @@ Result<std::vector<Quantity>> parse_list(const std::string& text, const std::str
       return Status::errorf(
           "{}: field '{}': '{}' is not a {} (a number, an optional k/M/G/T and {}; e.g. {}; "
           "or off)",
-          where, key, std::string(item), rate ? "rate" : "burst",
+          where, key, short_string(item), rate ? "rate" : "burst",
           rate ? "bit/bps or pps" : "bit or pkt", example);
     for (const Quantity& o : out)
       if (o.unit == q->unit)
@@ -193,7 +195,7 @@ Status parse_storm(const json& v, const std::string& where, sw::PolicerConfig* c
         return Status::errorf(
             "{}: field 'storm': '{}' is not CLASS=RATE (classes: broadcast, multicast, "
             "unknown-unicast; e.g. broadcast=1000,multicast=5k; or off)",
-            where, std::string(item));
+            where, short_string(item));
       entries.emplace_back(std::string(trim(item.substr(0, eq))),
                            std::string(trim(item.substr(eq + 1))));
     }
@@ -214,14 +216,14 @@ Status parse_storm(const json& v, const std::string& where, sw::PolicerConfig* c
     if (!c)
       return Status::errorf(
           "{}: field 'storm': unknown class '{}' (broadcast, multicast, unknown-unicast)", where,
-          name);
+          short_string(name));
     const std::string what = std::string("storm ") + sw::storm_class_name(*c);
     auto q = parse_quantity(text, true, Unit::kPackets);
     if (!q)
       return Status::errorf(
           "{}: field 'storm': {}: '{}' is not a rate (packets per second, or bits with "
           "bit/bps: 1000, 5k, 10Mbit; or off)",
-          where, sw::storm_class_name(*c), text);
+          where, sw::storm_class_name(*c), short_string(text));
     Status st = check_rate(q->value, q->unit, where, what);
     if (!st) return st;
     sw::RateLimits& l = cfg->storm[size_t(*c)];

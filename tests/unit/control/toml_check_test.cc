@@ -127,6 +127,16 @@ TEST(ConfigFile, HostileFilesAreRefusedWithTheLineOrField) {
       {"[[port]]\nname = \"" + std::string(5000, 'n') + "\"\ntype = \"tap\"\n", "must be 1-32 of"},
       {"[vnetd]\nsocket_owner = \"" + std::string(5000, 'u') + "\"\n", "is not a user name"},
       {"[vnetd]\nsocket_mode = \"" + std::string(5000, '0') + "\"\n", "must be an octal mode"},
+      {"[[port]]\nname = \"a\"\ntype = \"tap\"\ningress_rate = \"" + std::string(5000, '9') +
+           "x\"\n",
+       "is not a rate"},
+      {"[[port]]\nname = \"a\"\ntype = \"tap\"\nstorm = \"" + std::string(5000, 's') + "\"\n",
+       "is not CLASS=RATE"},
+      {"[[port]]\nname = \"a\"\ntype = \"tap\"\nstorm = \"" + std::string(5000, 'c') + "=1\"\n",
+       "unknown class"},
+      {"[[port]]\nname = \"a\"\ntype = \"tap\"\nstorm = \"broadcast=" + std::string(5000, 'r') +
+           "\"\n",
+       "is not a rate"},
       {"a = " + std::string(100000, '[') + "\n", "nested deeper than 32 levels"},
       {std::string(kMaxConfigBytes + 1, '#'), "larger than 1048576 bytes"},
   };
