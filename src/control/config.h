@@ -47,7 +47,7 @@ struct PortSpec {
   std::vector<uint64_t> allowed_macs;  // port security (raw sw::Mac); empty: any source
   // vhost-user server socket: mode, owner, group; -1: vnetd's default ([vnetd] socket_*)
   int socket_mode = -1, socket_uid = -1, socket_gid = -1;
-  int worker = -1;  // the worker that polls it; -1: the one with the fewest ports
+  int worker = -1;             // the worker that polls it; -1: the one with the fewest ports
   sw::PolicerConfig policing;  // ingress_rate, ingress_burst, storm (policing_config.h)
 };
 

@@ -30,21 +30,36 @@ enum class Drop : uint8_t {
 
 inline const char* drop_name(Drop d) {
   switch (d) {
-    case Drop::kTxTooShort: return "tx_too_short";
-    case Drop::kTxTooBig: return "tx_too_big";
-    case Drop::kTxBadHeader: return "tx_bad_header";
-    case Drop::kRxNoBuffers: return "rx_no_buffers";
-    case Drop::kRxNotReady: return "rx_not_ready";
-    case Drop::kQueueBroken: return "queue_broken";
-    case Drop::kVlanTagged: return "vlan_tagged_on_access";
-    case Drop::kVlanDenied: return "vlan_not_allowed";
-    case Drop::kTapBusy: return "tap_busy";
-    case Drop::kPortSecurity: return "port_security";
-    case Drop::kPoliced: return "policed";
-    case Drop::kStormBroadcast: return "storm_broadcast";
-    case Drop::kStormMulticast: return "storm_multicast";
-    case Drop::kStormUnknownUnicast: return "storm_unknown_unicast";
-    case Drop::kCount: break;
+    case Drop::kTxTooShort:
+      return "tx_too_short";
+    case Drop::kTxTooBig:
+      return "tx_too_big";
+    case Drop::kTxBadHeader:
+      return "tx_bad_header";
+    case Drop::kRxNoBuffers:
+      return "rx_no_buffers";
+    case Drop::kRxNotReady:
+      return "rx_not_ready";
+    case Drop::kQueueBroken:
+      return "queue_broken";
+    case Drop::kVlanTagged:
+      return "vlan_tagged_on_access";
+    case Drop::kVlanDenied:
+      return "vlan_not_allowed";
+    case Drop::kTapBusy:
+      return "tap_busy";
+    case Drop::kPortSecurity:
+      return "port_security";
+    case Drop::kPoliced:
+      return "policed";
+    case Drop::kStormBroadcast:
+      return "storm_broadcast";
+    case Drop::kStormMulticast:
+      return "storm_multicast";
+    case Drop::kStormUnknownUnicast:
+      return "storm_unknown_unicast";
+    case Drop::kCount:
+      break;
   }
   return "?";
 }

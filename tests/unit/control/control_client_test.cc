@@ -194,9 +194,12 @@ TEST(FormatPorts, Table) {
      "features":[],"counters":{},"vlan":{"mode":"trunk","trunk":[10,20],"native":1},"mtu":9000}
     ]})");
   EXPECT_EQ(format_ports(reply),
-            "NAME  TYPE        MODE    CONNECTED  SOCKET       VLAN                  MTU   POLICING  FEATURES\n"
-            "vhu0  vhost-user  server  yes        /s/vm0.sock  access 0              1500  -         VERSION_1,MRG_RXBUF\n"
-            "vhu1  vhost-user  client  no         /s/vm1.sock  trunk 10,20 native 1  9000  -         -\n");
+            "NAME  TYPE        MODE    CONNECTED  SOCKET       VLAN                  MTU   "
+            "POLICING  FEATURES\n"
+            "vhu0  vhost-user  server  yes        /s/vm0.sock  access 0              1500  -       "
+            "  VERSION_1,MRG_RXBUF\n"
+            "vhu1  vhost-user  client  no         /s/vm1.sock  trunk 10,20 native 1  9000  -       "
+            "  -\n");
 }
 
 TEST(FormatPorts, MissingFieldsDoNotThrow) {
