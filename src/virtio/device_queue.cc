@@ -6,6 +6,7 @@
 
 #include "common/cpu.h"
 #include "common/log.h"
+#include "virtio/chain_append.h"
 
 namespace vnet::virtio {
 
@@ -270,27 +271,9 @@ const char* DeviceQueue::walk(uint16_t head, Chain& c) {
       in_indirect = true;
       continue;
     }
-    const bool writable = d.flags & VRING_DESC_F_WRITE;
-    // 2.7.4.2: device-readable descriptors come before device-writable ones.
-    if (!writable && c.n_in) return "device-readable descriptor after a writable one";
-    if (d.len) {
-      if (nsegs == Chain::kMaxSegs) return "chain has too many pieces";
-      size_t k = 1;
-      if (uint8_t* h = mem_->gpa_to_host(d.addr, d.len)) {  // the usual case: one region
-        c.segs[nsegs] = iovec{h, d.len};
-      } else {
-        k = mem_->gpa_to_iov(d.addr, d.len, c.segs + nsegs, Chain::kMaxSegs - nsegs);
-        if (k == 0) return "buffer outside guest memory";
-      }
-      nsegs += uint32_t(k);
-      if (writable) {
-        c.n_in += uint32_t(k);
-        c.in_len += d.len;
-      } else {
-        c.n_out += uint32_t(k);
-        c.out_len += d.len;
-      }
-    }
+    if (const char* why =
+            append_buffer(*mem_, d.addr, d.len, d.flags & VRING_DESC_F_WRITE, c, nsegs))
+      return why;
     if (!(d.flags & VRING_DESC_F_NEXT)) break;
     if (d.next >= table_size) return "next descriptor index out of range";
     idx = d.next;

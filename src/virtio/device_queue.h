@@ -27,9 +27,14 @@ struct QueueConfig {
   uint64_t desc_addr = 0;  // front-end virtual addresses of the three rings
   uint64_t avail_addr = 0;
   uint64_t used_addr = 0;
-  uint16_t avail_base = 0;  // first available index to process
-  bool event_idx = false;   // VIRTIO_RING_F_EVENT_IDX negotiated
-  bool indirect = false;    // VIRTIO_RING_F_INDIRECT_DESC negotiated
+  // First available index to process. Packed rings (VIRTIO_F_RING_PACKED): bits 0-14
+  // the descriptor ring position, bit 15 the driver ring wrap counter, as vhost-user's
+  // SET_VRING_BASE / GET_VRING_BASE carry them; desc/avail/used are then the descriptor
+  // ring, the driver and the device event suppression areas (virtio 1.2 section 2.8).
+  uint16_t avail_base = 0;
+  bool event_idx = false;  // VIRTIO_RING_F_EVENT_IDX negotiated
+  bool indirect = false;   // VIRTIO_RING_F_INDIRECT_DESC negotiated
+  bool packed = false;     // VIRTIO_F_RING_PACKED negotiated: a PackedDeviceQueue
 };
 
 // One descriptor chain, as host memory pieces. Device-readable pieces come first
@@ -151,6 +156,9 @@ class DeviceQueue {
     uint16_t last_avail, used_idx;
   };
   Mark mark() const { return {last_avail_, used_idx_}; }
+  // The mark from just before the last pop (after the bad chains that pop completed):
+  // rewind() to it gives back that one chain.
+  Mark mark_last_pop() const { return {uint16_t(last_avail_ - 1), used_idx_}; }
   void rewind(const Mark& m) {
     last_avail_ = m.last_avail;
     used_idx_ = m.used_idx;

@@ -18,6 +18,8 @@
 
 #include "memory/guest_memory.h"
 #include "virtio/driver_queue.h"
+#include "virtio/packed_device_queue.h"
+#include "virtio/packed_driver_queue.h"
 
 namespace vnet::testing {
 
@@ -108,11 +110,12 @@ class FakeGuest {
     return virtio::Buf{gpa, len};
   }
 
-  // Lays out the rings of `q` in region `ri` (16-byte aligned) and returns the config
-  // a front end would send for them.
-  virtio::QueueConfig place_queue(virtio::DriverQueue& q, uint16_t size, bool event_idx,
-                                  bool indirect = true, size_t ri = 0) {
-    size_t bytes = virtio::DriverQueue::ring_bytes(size);
+  // Lays out the rings of `q` (a DriverQueue or a PackedDriverQueue) in region `ri`
+  // (page-aligned) and returns the config a front end would send for them.
+  template <class Driver>
+  virtio::QueueConfig place_queue(Driver& q, uint16_t size, bool event_idx, bool indirect = true,
+                                  size_t ri = 0) {
+    size_t bytes = Driver::ring_bytes(size);
     uint64_t gpa = alloc(bytes, 4096, ri);
     q.init(size, host(gpa, bytes), gpa, uva(gpa), event_idx);
     virtio::QueueConfig cfg = q.config();
@@ -126,10 +129,12 @@ class FakeGuest {
   std::shared_ptr<const memory::GuestMemory> mem_;
 };
 
-// A driver and a device on the same split queue in a FakeGuest.
-struct QueuePair {
-  virtio::DriverQueue drv;
-  virtio::DeviceQueue dev;
+// A driver and a device on the same queue in a FakeGuest: the split ring by default,
+// BasicQueuePair<PackedDriverQueue, PackedDeviceQueue> for the packed one.
+template <class Driver, class Device>
+struct BasicQueuePair {
+  Driver drv;
+  Device dev;
   virtio::QueueConfig cfg;
 
   // Lays the rings out in region `ri` of `g` and starts the device side on them.
@@ -141,6 +146,8 @@ struct QueuePair {
     return ::testing::AssertionSuccess();
   }
 };
+using QueuePair = BasicQueuePair<virtio::DriverQueue, virtio::DeviceQueue>;
+using PackedQueuePair = BasicQueuePair<virtio::PackedDriverQueue, virtio::PackedDeviceQueue>;
 
 // Makes the whole pages inside [p, p + len) read-only: for tests, run in a death-test
 // child, that the device leaves some guest memory unwritten (a write there kills the
