@@ -1,4 +1,4 @@
-// virtio-net TX and RX over a DeviceQueue.
+// virtio-net TX and RX over a device queue of either ring layout.
 #include "net/virtio_net_queue.h"
 
 #include <linux/virtio_config.h>
@@ -87,7 +87,8 @@ uint32_t iov_slice(const iovec* iov, uint32_t n, uint64_t skip, iovec* out, uint
 
 }  // namespace
 
-void complete_deferred(virtio::DeviceQueue& q, TxDeferred& deferred) {
+template <class Q>
+void complete_deferred(Q& q, TxDeferred& deferred) {
   if (deferred.n == 0) return;
   deferred.n = 0;
   q.publish();
@@ -98,15 +99,17 @@ namespace {
 // The frame of one TX chain, whose device-readable pieces are segs[0, n_out) with
 // `total` bytes, into p. False when it is dropped (counted). Inlined into both paths of
 // tx_dequeue(): with one piece known, most of it folds away.
-[[gnu::noinline, gnu::cold]] void log_bad_header(const virtio::DeviceQueue& q, OffloadError e) {
-  VNET_LOG_RL(q.log_limit(), spdlog::level::warn, "{}: bad offload header dropped: {}",
-              q.log_label(), offload_error_name(e));
+[[gnu::noinline, gnu::cold]] void log_bad_header(RateLimit& limit, const std::string& label,
+                                                 OffloadError e) {
+  VNET_LOG_RL(limit, spdlog::level::warn, "{}: bad offload header dropped: {}", label,
+              offload_error_name(e));
 }
 
+template <class Q>
 [[gnu::always_inline]] inline bool tx_frame(Packet& p, const iovec* segs, uint32_t n_out,
                                             uint64_t total, uint32_t hdr_len,
                                             const OffloadCaps& src, DropCounters& drops,
-                                            TxDeferred* deferred, const virtio::DeviceQueue& q) {
+                                            TxDeferred* deferred, const Q& q) {
   // 5.1.6.2: the driver puts the header and the frame in device-readable buffers.
   if (total < uint64_t(hdr_len) + kEthHdrLen) {
     drops.add(Drop::kTxTooShort);
@@ -140,7 +143,7 @@ namespace {
   OffloadError e = validate(p, src);  // without GSO it reads only the header fields
   if (e != OffloadError::kOk) {
     drops.add(Drop::kTxBadHeader);
-    log_bad_header(q, e);
+    log_bad_header(q.log_limit(), q.log_label(), e);
     p.tail_n = 0;
     return false;
   }
@@ -150,13 +153,13 @@ namespace {
 
 }  // namespace
 
-uint32_t tx_dequeue(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len,
-                    const OffloadCaps& src, Packet* const* pkts, uint32_t max, DropCounters& drops,
-                    TxDeferred* deferred) {
+template <class Q>
+uint32_t tx_dequeue(Q& q, virtio::Chain& c, uint32_t hdr_len, const OffloadCaps& src,
+                    Packet* const* pkts, uint32_t max, DropCounters& drops, TxDeferred* deferred) {
   uint32_t n = 0, popped = 0;
   const uint16_t used_start = q.mark().used_idx;
   while (n < max && popped < max * 2) {
-    virtio::DeviceQueue::Direct d;
+    typename Q::Direct d;
     uint16_t head;
     bool ok;
     if (q.pop_direct(d)) [[likely]] {
@@ -264,15 +267,14 @@ struct FrameView {
 // The usual case of rx_one() and rx_mergeable(): a frame in one piece into the next
 // chain, when the look-ahead found it to be one writable buffer that holds the header
 // and the frame. False, with nothing taken, otherwise.
-inline bool rx_direct(virtio::DeviceQueue& q, uint32_t hdr_len, const FrameView& p) {
+template <class Q>
+inline bool rx_direct(Q& q, uint32_t hdr_len, const FrameView& p) {
   if (p.n != 1) return false;
-  virtio::DeviceQueue::Direct d;
+  typename Q::Direct d;
   if (!q.pop_direct(d)) return false;
   const uint64_t need = uint64_t(hdr_len) + p.len;
   if (!d.writable || d.len < need) [[unlikely]] {
-    auto m = q.mark();  // give it back: the general path decides
-    --m.last_avail;
-    q.rewind(m);
+    q.rewind(q.mark_last_pop());  // give it back: the general path decides
     return false;
   }
   put_net_hdr(d.host, &p.hdr, hdr_len);
@@ -282,16 +284,15 @@ inline bool rx_direct(virtio::DeviceQueue& q, uint32_t hdr_len, const FrameView&
 }
 
 // One frame into one chain (no mergeable buffers). False if no buffer fits.
-bool rx_one(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len, const FrameView& p,
-            DropCounters& drops) {
+template <class Q>
+bool rx_one(Q& q, virtio::Chain& c, uint32_t hdr_len, const FrameView& p, DropCounters& drops) {
   if (rx_direct(q, hdr_len, p)) [[likely]]
     return true;
   if (q.pop(c) != virtio::PopStatus::kOk) {
     drops.add(q.broken() ? Drop::kQueueBroken : Drop::kRxNoBuffers);
     return false;
   }
-  auto mark = q.mark();  // after the bad chains pop completed, before this one
-  --mark.last_avail;
+  const auto mark = q.mark_last_pop();  // after the bad chains pop completed, before this one
   if (c.in_len < uint64_t(hdr_len) + p.len) {
     q.rewind(mark);  // keep the buffer for a frame that fits
     drops.add(Drop::kRxNoBuffers);
@@ -310,11 +311,12 @@ bool rx_one(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len, const Fr
 }
 
 // One frame across as many chains as it needs (5.1.6.3.2, VIRTIO_NET_F_MRG_RXBUF).
-bool rx_mergeable(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len, const FrameView& p,
+template <class Q>
+bool rx_mergeable(Q& q, virtio::Chain& c, uint32_t hdr_len, const FrameView& p,
                   DropCounters& drops) {
   if (rx_direct(q, hdr_len, p)) [[likely]]
     return true;
-  virtio::DeviceQueue::Mark mark{};
+  typename Q::Mark mark{};
   const uint64_t need = uint64_t(hdr_len) + p.len;
   uint64_t done = 0;
   uint16_t num_buffers = 0;
@@ -330,8 +332,7 @@ bool rx_mergeable(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len, co
     }
     uint64_t skip = 0;
     if (num_buffers == 0) {
-      mark = q.mark();  // after the bad chains pop completed, before this one
-      --mark.last_avail;
+      mark = q.mark_last_pop();  // after the bad chains pop completed, before this one
       if (c.in_len < hdr_len) {  // 5.1.6.3.1: the first buffer must hold the header
         q.rewind(mark);
         drops.add(Drop::kRxNoBuffers);
@@ -367,7 +368,8 @@ bool rx_mergeable(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len, co
 
 }  // namespace
 
-uint32_t rx_enqueue(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len, bool mergeable,
+template <class Q>
+uint32_t rx_enqueue(Q& q, virtio::Chain& c, uint32_t hdr_len, bool mergeable,
                     const OffloadCaps& dst, const VlanConfig& vlan, Packet* const* pkts, uint32_t n,
                     DropCounters& drops, uint64_t* bytes) {
   uint32_t sent = 0;
@@ -386,5 +388,20 @@ uint32_t rx_enqueue(virtio::DeviceQueue& q, virtio::Chain& c, uint32_t hdr_len, 
   if (q.mark().used_idx != used_start) q.publish();
   return sent;
 }
+
+// The two ring layouts (DESIGN.md: variants are templates, chosen once per queue).
+template void complete_deferred(virtio::DeviceQueue&, TxDeferred&);
+template void complete_deferred(virtio::PackedDeviceQueue&, TxDeferred&);
+template uint32_t tx_dequeue(virtio::DeviceQueue&, virtio::Chain&, uint32_t, const OffloadCaps&,
+                             Packet* const*, uint32_t, DropCounters&, TxDeferred*);
+template uint32_t tx_dequeue(virtio::PackedDeviceQueue&, virtio::Chain&, uint32_t,
+                             const OffloadCaps&, Packet* const*, uint32_t, DropCounters&,
+                             TxDeferred*);
+template uint32_t rx_enqueue(virtio::DeviceQueue&, virtio::Chain&, uint32_t, bool,
+                             const OffloadCaps&, const VlanConfig&, Packet* const*, uint32_t,
+                             DropCounters&, uint64_t*);
+template uint32_t rx_enqueue(virtio::PackedDeviceQueue&, virtio::Chain&, uint32_t, bool,
+                             const OffloadCaps&, const VlanConfig&, Packet* const*, uint32_t,
+                             DropCounters&, uint64_t*);
 
 }  // namespace vnet::net

@@ -2,6 +2,12 @@
 // guest TX chains -> Packets, Packets -> guest RX buffers (with and without
 // VIRTIO_NET_F_MRG_RXBUF). Each call handles one burst: one publish of the used
 // index, and the caller notifies once afterwards if should_notify() says so.
+// Templates over the queue type, virtio::DeviceQueue (split ring) or
+// virtio::PackedDeviceQueue (packed ring), both instantiated in the .cc: the layout is
+// chosen once per queue, never tested per descriptor. Every chain is pushed in the
+// order it was popped, also across mark()/rewind() (a rewind forgets only chains popped
+// after the mark, with their pushes): the packed ring relies on it to write each used
+// descriptor where its chain began (virtio 1.2 section 2.8.6).
 #pragma once
 
 #include <cstdint>
@@ -11,6 +17,7 @@
 #include "net/packet.h"
 #include "net/vlan.h"
 #include "virtio/device_queue.h"
+#include "virtio/packed_device_queue.h"
 
 namespace vnet::net {
 
@@ -34,12 +41,14 @@ uint32_t net_hdr_len(uint64_t features);
 struct TxDeferred {
   uint32_t n = 0;  // external packets of the burst not yet completed
 };
-uint32_t tx_dequeue(virtio::DeviceQueue& q, virtio::Chain& scratch, uint32_t hdr_len,
-                    const OffloadCaps& src, Packet* const* pkts, uint32_t max, DropCounters& drops,
+template <class Q>
+uint32_t tx_dequeue(Q& q, virtio::Chain& scratch, uint32_t hdr_len, const OffloadCaps& src,
+                    Packet* const* pkts, uint32_t max, DropCounters& drops,
                     TxDeferred* deferred = nullptr);
 // Publishes the burst whose external packets were delivered (one used-index store).
 // The packets that referred to the guest's buffers must not be used afterwards.
-void complete_deferred(virtio::DeviceQueue& q, TxDeferred& deferred);
+template <class Q>
+void complete_deferred(Q& q, TxDeferred& deferred);
 
 // Copies pkts[0..n) into the guest's RX buffers. Without mergeable buffers a frame
 // needs one chain large enough for header + frame; with them it may use several
@@ -50,8 +59,9 @@ void complete_deferred(virtio::DeviceQueue& q, TxDeferred& deferred);
 // The guest's header gets the frame's offload metadata (NEEDS_CSUM/DATA_VALID, GSO)
 // only as far as `dst` (its GUEST_* features) allows; the caller has already finished
 // checksums and segmented what the guest cannot take (decide()).
-uint32_t rx_enqueue(virtio::DeviceQueue& q, virtio::Chain& scratch, uint32_t hdr_len,
-                    bool mergeable, const OffloadCaps& dst, const VlanConfig& vlan,
-                    Packet* const* pkts, uint32_t n, DropCounters& drops, uint64_t* bytes);
+template <class Q>
+uint32_t rx_enqueue(Q& q, virtio::Chain& scratch, uint32_t hdr_len, bool mergeable,
+                    const OffloadCaps& dst, const VlanConfig& vlan, Packet* const* pkts, uint32_t n,
+                    DropCounters& drops, uint64_t* bytes);
 
 }  // namespace vnet::net

@@ -32,9 +32,11 @@ constexpr uint64_t kOffloadFeatures =
 
 VhostUserPort::VhostUserPort(std::string name, const VhostUserPortConfig& cfg, Executor& worker)
     : Port(std::move(name)), cfg_(cfg), worker_(worker) {
-  for (uint32_t i = 0; i < kNumQueues; ++i)
-    queues_[i].vq.set_log(&log_limits().bad_input,
-                          fmt::format("port {} queue {}", this->name(), i));
+  for (uint32_t i = 0; i < kNumQueues; ++i) {
+    const std::string label = fmt::format("port {} queue {}", this->name(), i);
+    queues_[i].vq.set_log(&log_limits().bad_input, label);
+    queues_[i].pvq.set_log(&log_limits().bad_input, label);
+  }
 }
 
 VhostUserPort::~VhostUserPort() {
@@ -57,9 +59,10 @@ Status VhostUserPort::open(EventLoop& loop) {
 uint64_t VhostUserPort::device_features() const {
   // VIRTIO_F_IN_ORDER: every queue uses its buffers in the order they were made
   // available (tx_dequeue, rx_enqueue), which lets drivers take their in-order paths.
+  // VIRTIO_F_RING_PACKED: each queue then runs a PackedDeviceQueue (virtio 1.2 2.8).
   return bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_MRG_RXBUF) | bit(VIRTIO_RING_F_EVENT_IDX) |
          bit(VIRTIO_RING_F_INDIRECT_DESC) | bit(VIRTIO_F_IN_ORDER) | bit(VIRTIO_NET_F_MTU) |
-         kOffloadFeatures | kProtocolFeaturesBit;
+         bit(VIRTIO_F_RING_PACKED) | kOffloadFeatures | kProtocolFeaturesBit;
 }
 
 uint64_t VhostUserPort::protocol_features() const {
@@ -96,9 +99,11 @@ void VhostUserPort::set_memory(std::shared_ptr<const memory::GuestMemory> mem) {
     for (uint32_t i = 0; i < kNumQueues; ++i) {
       Queue& q = queues_[i];
       if (!q.started) continue;
-      q.cfg.avail_base = q.vq.last_avail_idx();
-      q.vq.stop();
-      Status st = q.vq.start(mem_, q.cfg);
+      Status st = q.visit([&](auto& vq) {
+        q.cfg.avail_base = vq.last_avail_idx();
+        vq.stop();
+        return vq.start(mem_, q.cfg);
+      });
       if (!st) {
         VNET_LOG_RL(log_limits().bad_input, spdlog::level::warn,
                     "port {}: queue {} cannot move to the new memory table: {}", name(), i,
@@ -115,7 +120,7 @@ Status VhostUserPort::start_queue(uint32_t index, const virtio::QueueConfig& cfg
   Status st;
   worker_.run_sync([&] {
     Queue& q = queues_[index];
-    if (q.started) q.vq.stop();
+    if (q.started) q.visit([](auto& vq) { vq.stop(); });
     q.started = false;
     q.broken_reported = false;
     if (!mem_) {
@@ -126,11 +131,15 @@ Status VhostUserPort::start_queue(uint32_t index, const virtio::QueueConfig& cfg
     uint64_t f = features_.load(std::memory_order_relaxed);
     q.cfg.event_idx = f & bit(VIRTIO_RING_F_EVENT_IDX);
     q.cfg.indirect = f & bit(VIRTIO_RING_F_INDIRECT_DESC);
-    st = q.vq.start(mem_, q.cfg);
+    q.cfg.packed = f & bit(VIRTIO_F_RING_PACKED);
+    q.packed = q.cfg.packed;
+    st = q.visit([&](auto& vq) { return vq.start(mem_, q.cfg); });
     if (!st) return;
-    // RX buffers: the virtio-net header is written only where it changed.
-    q.vq.set_write_kept(index == kRxQ ? hdr_len_ : 0);
-    q.vq.disable_notifications();  // the worker is polling; it asks for kicks before sleeping
+    q.visit([&](auto& vq) {
+      // RX buffers: the virtio-net header is written only where it changed.
+      vq.set_write_kept(index == kRxQ ? hdr_len_ : 0);
+      vq.disable_notifications();  // the worker is polling; it asks for kicks before sleeping
+    });
     q.kick = std::move(kick);
     q.started = true;
     worker_.wait_fds_changed();
@@ -152,11 +161,15 @@ uint16_t VhostUserPort::stop_queue(uint32_t index) {
     Queue& q = queues_[index];
     if (index == kTxQ) deferred_.n = 0;  // (receive_done runs in the same loop pass)
     if (q.started) {
-      q.vq.stop();
+      // A packed queue's index carries the driver wrap counter in bit 15 (vhost-user
+      // GET_VRING_BASE); between bursts every popped chain was completed.
+      idx = q.visit([](auto& vq) {
+        vq.stop();
+        return vq.last_avail_idx();
+      });
       q.started = false;
       q.kick.reset();
       worker_.wait_fds_changed();
-      idx = q.vq.last_avail_idx();
     } else {
       idx = q.cfg.avail_base;
     }
@@ -184,7 +197,7 @@ void VhostUserPort::set_enabled(uint32_t index, bool enabled) {
 void VhostUserPort::reset() {
   worker_.run_sync([&] {
     for (auto& q : queues_) {
-      if (q.started) q.vq.stop();
+      if (q.started) q.visit([](auto& vq) { vq.stop(); });
       q.started = false;
       q.enabled = false;
       q.kick.reset();
@@ -209,35 +222,41 @@ void VhostUserPort::notify(Queue& q) {
     q.notify_due = true;
     return;
   }
-  if (q.call.armed() && q.vq.should_notify()) q.call.signal();
+  if (q.call.armed() && q.visit([](auto& vq) { return vq.should_notify(); })) q.call.signal();
 }
 
 void VhostUserPort::flush_notify() {
   for (Queue& q : queues_) {
     if (!q.notify_due) continue;
     q.notify_due = false;
-    if (q.call.armed() && q.vq.should_notify_fenced()) q.call.signal();
+    if (q.call.armed() && q.visit([](auto& vq) { return vq.should_notify_fenced(); }))
+      q.call.signal();
   }
 }
 
 void VhostUserPort::check_broken(Queue& q, uint32_t index) {
-  if (!q.vq.broken() || q.broken_reported) return;
+  if (!q.broken() || q.broken_reported) return;
   q.broken_reported = true;
   // Each queue's side counts its own (kTxQ: the owner; kRxQ: the send lock holder).
   (index == kTxQ ? counters().drops : counters().send_drops).add(net::Drop::kQueueBroken);
   VNET_LOG_RL(log_limits().bad_input, spdlog::level::warn,
               "port {}: queue {} stopped, guest broke the ring: {}", name(), index,
-              q.vq.broken_reason());
+              q.visit([](auto& vq) { return vq.broken_reason(); }));
 }
 
 uint32_t VhostUserPort::receive_burst(net::Packet* const* pkts, uint32_t max) {
   Queue& q = queues_[kTxQ];
   if (!q.active()) return 0;
-  uint16_t before = q.vq.last_avail_idx();
-  uint32_t n =
-      net::tx_dequeue(q.vq, tx_chain_, hdr_len_, tx_caps_, pkts, max, counters().drops, &deferred_);
+  bool popped = false;
+  uint32_t n = q.visit([&](auto& vq) {
+    const uint16_t before = vq.last_avail_idx();
+    uint32_t k =
+        net::tx_dequeue(vq, tx_chain_, hdr_len_, tx_caps_, pkts, max, counters().drops, &deferred_);
+    popped = vq.last_avail_idx() != before;
+    return k;
+  });
   // With external packets in the burst, receive_done() publishes and notifies.
-  if (q.vq.last_avail_idx() != before && deferred_.n == 0) notify(q);
+  if (popped && deferred_.n == 0) notify(q);
   check_broken(q, kTxQ);
   if (n) {
     uint64_t bytes = 0;
@@ -249,8 +268,9 @@ uint32_t VhostUserPort::receive_burst(net::Packet* const* pkts, uint32_t max) {
 }
 
 void VhostUserPort::prefetch(bool send_side) {
-  if (queues_[kTxQ].active()) queues_[kTxQ].vq.prefetch_head();
-  if (send_side && queues_[kRxQ].active()) queues_[kRxQ].vq.prefetch_head();
+  auto prefetch_head = [](auto& vq) { vq.prefetch_head(); };
+  if (queues_[kTxQ].active()) queues_[kTxQ].visit(prefetch_head);
+  if (send_side && queues_[kRxQ].active()) queues_[kRxQ].visit(prefetch_head);
 }
 
 void VhostUserPort::receive_done() {
@@ -260,15 +280,17 @@ void VhostUserPort::receive_done() {
     deferred_.n = 0;
     return;
   }
-  net::complete_deferred(q.vq, deferred_);
+  q.visit([&](auto& vq) { net::complete_deferred(vq, deferred_); });
   notify(q);
 }
 
 uint32_t VhostUserPort::enqueue(net::Packet* const* pkts, uint32_t n) {
   Queue& q = queues_[kRxQ];
   uint64_t bytes = 0;
-  uint32_t sent = net::rx_enqueue(q.vq, rx_chain_, hdr_len_, mergeable_, rx_caps_, vlan(), pkts, n,
-                                  counters().send_drops, &bytes);
+  uint32_t sent = q.visit([&](auto& vq) {
+    return net::rx_enqueue(vq, rx_chain_, hdr_len_, mergeable_, rx_caps_, vlan(), pkts, n,
+                           counters().send_drops, &bytes);
+  });
   if (sent) {
     counters().tx_packets.add(sent);
     counters().tx_bytes.add(bytes);
@@ -300,12 +322,12 @@ bool VhostUserPort::enable_notifications() {
   Queue& q = queues_[kTxQ];
   if (!q.active()) return false;
   if (!q.kick) return true;  // the front end never kicks: keep polling
-  return q.vq.enable_notifications();
+  return q.visit([](auto& vq) { return vq.enable_notifications(); });
 }
 
 void VhostUserPort::disable_notifications() {
   Queue& q = queues_[kTxQ];
-  if (q.active()) q.vq.disable_notifications();
+  if (q.active()) q.visit([](auto& vq) { vq.disable_notifications(); });
 }
 
 PortInfo VhostUserPort::info() const {
@@ -334,8 +356,11 @@ PortInfo VhostUserPort::info() const {
                        queues_[kRxQ].call.failures() + queues_[kTxQ].call.failures());
   // Chains the guest got back empty because a descriptor was bad (the queue goes on),
   // and times a queue was stopped for a bad ring. (Counters: readable from any thread.)
-  i.extra.emplace_back("rx_bad_chains", queues_[kRxQ].vq.counters().bad_chains.get());
-  i.extra.emplace_back("tx_bad_chains", queues_[kTxQ].vq.counters().bad_chains.get());
+  auto bad_chains = [](const Queue& q) {
+    return q.vq.counters().bad_chains.get() + q.pvq.counters().bad_chains.get();
+  };
+  i.extra.emplace_back("rx_bad_chains", bad_chains(queues_[kRxQ]));
+  i.extra.emplace_back("tx_bad_chains", bad_chains(queues_[kTxQ]));
   return i;
 }
 

@@ -18,6 +18,7 @@
 #include "vhost_user/backend.h"
 #include "vhost_user/endpoint.h"
 #include "virtio/device_queue.h"
+#include "virtio/packed_device_queue.h"
 
 namespace vnet::ports {
 
@@ -65,7 +66,9 @@ class VhostUserPort : public Port, public vhost_user::Backend {
  private:
   static constexpr uint32_t kRxQ = 0, kTxQ = 1, kNumQueues = 2;
   struct Queue {
-    virtio::DeviceQueue vq;
+    virtio::DeviceQueue vq;         // the split ring...
+    virtio::PackedDeviceQueue pvq;  // ...or the packed one (VIRTIO_F_RING_PACKED)
+    bool packed = false;            // which of the two this queue runs (set at start)
     virtio::QueueConfig cfg;
     FrontendFd kick;  // watched edge-triggered by the worker, never read
     Notifier call;    // the front end's call eventfd, signalled without blocking
@@ -73,7 +76,20 @@ class VhostUserPort : public Port, public vhost_user::Backend {
     bool started = false;
     bool broken_reported = false;
     bool notify_due = false;  // a notification waits for flush_notify()
-    bool active() const { return started && enabled && !vq.broken(); }
+    bool active() const { return started && enabled && !broken(); }
+    bool broken() const { return packed ? pvq.broken() : vq.broken(); }
+    // Calls f with the queue object of the negotiated layout: one branch per call, so
+    // per burst on the data path; f is instantiated for both layouts.
+    template <class F>
+    auto visit(F&& f) {
+      if (packed) return f(pvq);
+      return f(vq);
+    }
+    template <class F>
+    auto visit(F&& f) const {
+      if (packed) return f(pvq);
+      return f(vq);
+    }
   };
   void notify(Queue& q);
   uint32_t enqueue(net::Packet* const* pkts, uint32_t n);

@@ -3,6 +3,7 @@
 #include "vhost_user/session.h"
 
 #include <fcntl.h>
+#include <linux/virtio_config.h>
 #include <linux/virtio_ring.h>
 
 #include <algorithm>
@@ -321,7 +322,9 @@ Status Session::on_set_vring_addr(const VringAddr& a) {
 
 Status Session::on_set_vring_base(const VringState& s) {
   if (Status st = check_ring(s.index); !st) return st;
-  // Split rings: the base is a 16-bit avail index (packed rings are not offered).
+  // "SET_VRING_BASE": split rings, a 16-bit avail index; packed rings
+  // (VIRTIO_F_RING_PACKED), bits 0-14 the next descriptor position and bit 15 the
+  // driver wrap counter (the queue checks the position against its size at start).
   if (s.num > 0xffff)
     return Status::errorf("ring {} base {:#x} is not a 16-bit index", s.index, s.num);
   Ring& r = rings_[s.index];
@@ -410,6 +413,7 @@ Status Session::try_start(uint32_t index) {
   cfg.avail_base = r.base;
   cfg.event_idx = acked_features_ & (1ULL << VIRTIO_RING_F_EVENT_IDX);
   cfg.indirect = acked_features_ & (1ULL << VIRTIO_RING_F_INDIRECT_DESC);
+  cfg.packed = acked_features_ & (1ULL << VIRTIO_F_RING_PACKED);
   auto kick = r.kick.dup();
   if (!kick) return Status::errorf("ring {}: the kick fd: {}", index, kick.message());
   Status st = backend_.start_queue(index, cfg, std::move(*kick));
