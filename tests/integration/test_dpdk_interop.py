@@ -58,16 +58,21 @@ def wait_counter(vnetd, before, port, key, expected, timeout=5.0):
         time.sleep(0.1)
 
 
-def run_variant(s, mrg, in_order=None, size=64):
+def run_variant(s, mrg, in_order=None, size=64, packed=None, queue_size=None, rounds=ROUNDS):
+    """One exact-count run of `rounds` rounds; `packed` and `queue_size` are virtio-user
+    devargs (packed_vq, queue_size) that test_dpdk_packed.py varies."""
     tag = "mrg%d-%s-%d" % (mrg, "inorder" if in_order is None else "io%d" % in_order, size)
+    if packed:
+        tag += "-packed"
+    if queue_size:
+        tag += "-q%d" % queue_size
     sock0, sock1 = s.path("%s-0.sock" % tag), s.path("%s-1.sock" % tag)
     vnetd = Vnetd(s, [PortSpec(sock0), PortSpec(sock1)], log_level="info", name="vnetd-" + tag)
     vnetd.start()
-    receiver = TestPmd(s, "recv-" + tag, [virtio_user_vdev(0, sock1, mac=RECEIVER_MAC,
-                                                           mrg_rxbuf=mrg, in_order=in_order)],
+    devargs = dict(mrg_rxbuf=mrg, in_order=in_order, packed_vq=packed, queue_size=queue_size)
+    receiver = TestPmd(s, "recv-" + tag, [virtio_user_vdev(0, sock1, mac=RECEIVER_MAC, **devargs)],
                        fwd_mode="rxonly").start()
-    sender = TestPmd(s, "send-" + tag, [virtio_user_vdev(0, sock0, mac=SENDER_MAC,
-                                                         mrg_rxbuf=mrg, in_order=in_order)],
+    sender = TestPmd(s, "send-" + tag, [virtio_user_vdev(0, sock0, mac=SENDER_MAC, **devargs)],
                      fwd_mode="rxonly", eth_peers={0: RECEIVER_MAC}).start()
     if size != 64:
         sender.cmd("set txpkts %d" % size)
@@ -94,6 +99,11 @@ def run_variant(s, mrg, in_order=None, size=64):
     if in_order_negotiated != [want_in_order] * 2:
         raise HarnessError("%s: IN_ORDER negotiated on (vhu0, vhu1) = %s, expected %s"
                            % (tag, in_order_negotiated, [want_in_order] * 2))
+    packed_negotiated = [any(f.endswith("RING_PACKED") for f in info[n].get("features", []))
+                         for n in ("vhu0", "vhu1")]
+    if packed_negotiated != [bool(packed)] * 2:
+        raise HarnessError("%s: RING_PACKED negotiated on (vhu0, vhu1) = %s, expected %s"
+                           % (tag, packed_negotiated, [bool(packed)] * 2))
     receiver.start_fwd()
 
     # Readiness: "connected" may precede the rings being enabled; one burst that
@@ -115,7 +125,7 @@ def run_variant(s, mrg, in_order=None, size=64):
     before = vnetd.counters()
 
     prev_sent = 0
-    for rnd in range(ROUNDS):
+    for rnd in range(rounds):
         sender.start_fwd(tx_first=BURSTS)
         sender.stop_fwd()
         t = sender.port_stats()[0]
