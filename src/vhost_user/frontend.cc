@@ -301,18 +301,26 @@ Status Frontend::setup_queue(uint32_t q) {
   Queue& qu = queues_[q];
   const uint16_t size = cfg_.queue_size;
   if (!qu.laid_out) {
-    auto ring = alloc(virtio::DriverQueue::ring_bytes(size), 4096);
+    auto ring = alloc(std::max(virtio::DriverQueue::ring_bytes(size),
+                               virtio::PackedDriverQueue::ring_bytes(size)),
+                      4096);
     if (!ring) return Status::errorf("ring {}: {}", q, ring.message());
     qu.ring = *ring;
     qu.laid_out = true;
   }
-  // A fresh ring each time: the back end starts it at base 0.
-  qu.dq.init(size, qu.ring.host, qu.ring.gpa, uva() + qu.ring.gpa,
-             features_ & (1ULL << VIRTIO_RING_F_EVENT_IDX));
-  const virtio::QueueConfig c = qu.dq.config();
+  // A fresh ring each time: the back end starts it at the ring's base.
+  const bool event_idx = features_ & (1ULL << VIRTIO_RING_F_EVENT_IDX);
+  virtio::QueueConfig c;
+  if (packed()) {
+    qu.pdq.init(size, qu.ring.host, qu.ring.gpa, uva() + qu.ring.gpa, event_idx);
+    c = qu.pdq.config();
+  } else {
+    qu.dq.init(size, qu.ring.host, qu.ring.gpa, uva() + qu.ring.gpa, event_idx);
+    c = qu.dq.config();
+  }
   VringState num{q, size};
   if (auto r = request(Request::SET_VRING_NUM, &num, sizeof(num)); !r) return r.status();
-  VringState base{q, 0};
+  VringState base{q, c.avail_base};
   if (auto r = request(Request::SET_VRING_BASE, &base, sizeof(base)); !r) return r.status();
   VringAddr addr{q, 0, c.desc_addr, c.used_addr, c.avail_addr, 0};
   if (auto r = request(Request::SET_VRING_ADDR, &addr, sizeof(addr)); !r) return r.status();

@@ -13,6 +13,8 @@
 // arbitrary bytes, so hostile tests can put malformed messages on the wire.
 #pragma once
 
+#include <linux/virtio_config.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -24,6 +26,7 @@
 #include "common/unique_fd.h"
 #include "vhost_user/message.h"
 #include "virtio/driver_queue.h"
+#include "virtio/packed_driver_queue.h"
 
 namespace vnet::vhost_user {
 
@@ -73,7 +76,9 @@ class Frontend {
   // SET_MEM_TABLE: the one region (gpa 0, uva = our mapping address, offset 0).
   Status send_mem_table();
   // Lays out ring `q` in guest memory (first time only), then SET_VRING_NUM,
-  // SET_VRING_BASE (0), SET_VRING_ADDR, SET_VRING_CALL, SET_VRING_KICK.
+  // SET_VRING_BASE (0), SET_VRING_ADDR, SET_VRING_CALL, SET_VRING_KICK. With
+  // VIRTIO_F_RING_PACKED negotiated the ring is a packed one (packed_queue(q)), started
+  // at base 0x8000 (position 0, wrap counter 1) as DPDK and QEMU start one.
   Status setup_queue(uint32_t q);
   // SET_VRING_ENABLE (only meaningful with PROTOCOL_FEATURES negotiated).
   Status enable_queue(uint32_t q, bool enable);
@@ -93,6 +98,8 @@ class Frontend {
   // ---- data path ----
   uint32_t num_queues() const { return uint32_t(queues_.size()); }
   virtio::DriverQueue& queue(uint32_t q) { return queues_[q].dq; }
+  virtio::PackedDriverQueue& packed_queue(uint32_t q) { return queues_[q].pdq; }
+  bool packed() const { return has_feature(VIRTIO_F_RING_PACKED); }
   // Kicks ring `q` (eventfd write; a no-op without a kick fd).
   void kick(uint32_t q);
   // The call eventfd of ring `q` (non-blocking; -1 without call fds), for poll().
@@ -131,6 +138,7 @@ class Frontend {
  private:
   struct Queue {
     virtio::DriverQueue dq;
+    virtio::PackedDriverQueue pdq;  // used instead with VIRTIO_F_RING_PACKED
     bool laid_out = false;
     Mem ring;
     UniqueFd kick;  // our end of SET_VRING_KICK

@@ -13,13 +13,16 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 
 #include "common/event_loop.h"
 #include "vhost_user/endpoint.h"
 #include "vhu_test_util.h"
+#include "virtio/packed_device_queue.h"
 
 namespace vnet::vhost_user {
 namespace {
@@ -35,6 +38,8 @@ class DeviceBackend : public Backend {
   std::mutex mu;
   std::shared_ptr<const memory::GuestMemory> mem;
   virtio::DeviceQueue vq[kRings];
+  virtio::PackedDeviceQueue pvq[kRings];  // the ring of index i when it is packed
+  bool packed[kRings] = {};
   FrontendFd kick[kRings], call[kRings];
   bool enabled[kRings] = {};
   uint64_t acked = 0;
@@ -42,7 +47,7 @@ class DeviceBackend : public Backend {
 
   uint64_t device_features() const override {
     return bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_RING_F_EVENT_IDX) |
-           bit(VIRTIO_RING_F_INDIRECT_DESC) | kFeatureProtocolFeatures;
+           bit(VIRTIO_RING_F_INDIRECT_DESC) | bit(VIRTIO_F_RING_PACKED) | kFeatureProtocolFeatures;
   }
   uint64_t protocol_features() const override {
     return protocol::kMq | protocol::kReplyAck | protocol::kConfigureMemSlots;
@@ -61,7 +66,9 @@ class DeviceBackend : public Backend {
     std::lock_guard lk(mu);
     if (i >= kRings) return Status::error("ring out of range");
     vq[i].stop();
-    Status st = vq[i].start(mem, cfg);
+    pvq[i].stop();
+    packed[i] = cfg.packed;
+    Status st = cfg.packed ? pvq[i].start(mem, cfg) : vq[i].start(mem, cfg);
     if (!st) return st;
     kick[i] = std::move(k);
     return Status::ok();
@@ -70,8 +77,9 @@ class DeviceBackend : public Backend {
     std::lock_guard lk(mu);
     if (i >= kRings) return 0;
     vq[i].stop();
+    pvq[i].stop();
     kick[i].reset();
-    return vq[i].last_avail_idx();
+    return packed[i] ? pvq[i].last_avail_idx() : vq[i].last_avail_idx();
   }
   Status set_call(uint32_t i, FrontendFd c) override {
     std::lock_guard lk(mu);
@@ -287,6 +295,56 @@ TEST_F(FrontendTest, NegotiatesAndRoundTripsBothRings) {
   int resets = backend_.resets;
   fe->reset();
   EXPECT_TRUE(eventually([&] { return backend_.resets > resets; }));
+}
+
+// VIRTIO_F_RING_PACKED: the front end lays out packed rings and starts them at base
+// 0x8000 (position 0, wrap counter 1); a chain goes through the device's packed queue
+// and back; GET_VRING_BASE reports the position with the wrap counter in bit 15.
+TEST_F(FrontendTest, PackedRingRoundTripAndBase) {
+  start_endpoint(false);
+  FrontendConfig c = config();
+  c.features |= bit(VIRTIO_F_RING_PACKED);
+  auto fe = Frontend::connect_and_start(c);
+  ASSERT_TRUE(fe) << fe.message();
+  Frontend& f = **fe;
+  ASSERT_TRUE(f.packed());
+  {
+    std::lock_guard lk(backend_.mu);
+    ASSERT_TRUE(backend_.packed[1]);
+    EXPECT_TRUE(backend_.pvq[1].started());
+    EXPECT_EQ(backend_.pvq[1].last_avail_idx(), 0x8000u);
+  }
+  auto out = f.alloc(100);
+  ASSERT_TRUE(out);
+  std::memset(out->host, 0x3c, 100);
+  virtio::Buf ob{out->gpa, 100};
+  int id = f.packed_queue(1).add(&ob, 1, nullptr, 0);
+  ASSERT_GE(id, 0);
+  f.packed_queue(1).publish();
+  ASSERT_TRUE(f.packed_queue(1).should_kick());
+  f.kick(1);
+  {
+    int kick_fd;
+    {
+      std::lock_guard lk(backend_.mu);
+      kick_fd = backend_.kick[1].watch_fd();
+    }
+    ASSERT_TRUE(readable(kick_fd, 2000));
+    std::lock_guard lk(backend_.mu);
+    auto chain = std::make_unique<virtio::Chain>();
+    ASSERT_EQ(backend_.pvq[1].pop(*chain), virtio::PopStatus::kOk);
+    EXPECT_EQ(chain->head, uint16_t(id));
+    EXPECT_EQ(chain->out_len, 100u);
+    EXPECT_EQ(static_cast<const uint8_t*>(chain->segs[0].iov_base)[99], 0x3c);
+    backend_.pvq[1].push(chain->head, 0);
+    backend_.pvq[1].publish();
+  }
+  virtio::Used u;
+  ASSERT_TRUE(f.packed_queue(1).reap(u));
+  EXPECT_EQ(u.id, uint16_t(id));
+  auto base = f.get_vring_base(1);
+  ASSERT_TRUE(base) << base.message();
+  EXPECT_EQ(*base, 0x8001u);
 }
 
 TEST_F(FrontendTest, RawMalformedMessageIsRefusedAndSessionGoesOn) {
