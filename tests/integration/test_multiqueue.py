@@ -106,7 +106,7 @@ def reconfigure_queues(pmd, n):
     pmd.start_fwd()
 
 
-def body(s):
+def body(s, args):
     hugepages.ensure_hugepages()
     sock0, sock1 = s.path("mq0.sock"), s.path("mq1.sock")
     vnetd = Vnetd(s, [PortSpec(sock0, queues=QUEUES), PortSpec(sock1, queues=QUEUES)],
@@ -123,7 +123,7 @@ def body(s):
     sender.wait_link_up()
     for name in ("vhu0", "vhu1"):
         info = vnetd.ports_info()[name]
-        if "VIRTIO_NET_F_MQ" not in info.get("features", []):
+        if not any(f.endswith("MQ") for f in info.get("features", [])):
             raise HarnessError("%s: MQ not negotiated: %s" % (name, info.get("features")))
         states = [q.get("state") for q in info["queues"]]
         log("%s: queue states %s, workers %s" % (name, states,
