@@ -68,7 +68,7 @@ int main(int argc, char** argv) {
   struct PortArgs {
     std::string type, name, socket, ifname, netns, io, ingress_rate, ingress_burst, storm;
     bool client = false, attach = false, no_offloads = false;
-    int64_t mtu = -1, vlan = -1, native = -1, worker = -1;
+    int64_t mtu = -1, vlan = -1, native = -1, worker = -1, queue = -1, queues = -1;
     std::vector<int64_t> trunk;
     std::vector<std::string> allowed_macs;
   } pa;
@@ -109,6 +109,8 @@ int main(int argc, char** argv) {
   add_port->add_option("--netns", pa.netns, "tap: network namespace (ip netns) to create it in");
   add_port->add_flag("--attach", pa.attach, "tap: use an existing TAP device");
   add_port->add_flag("--no-offloads", pa.no_offloads, "tap: no checksum/TSO offloads");
+  add_port->add_option("--queues", pa.queues,
+                       "vhost-user: queue pairs offered (VIRTIO_NET_F_MQ), 1..128, default 8");
   add_port->add_option("--io", pa.io,
                        "tap: data path, uring (batched io_uring), syscalls (readv/writev) or auto");
   vlan_options(add_port);
@@ -120,6 +122,8 @@ int main(int argc, char** argv) {
       "Change a port's VLAN mode, MTU, port security or policing, or move it to another worker");
   set_port->add_option("NAME", pa.name, "Port name")->required();
   vlan_options(set_port);
+  set_port->add_option("--queue", pa.queue,
+                       "With --worker: move only this receive queue (pair) of the port");
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -160,6 +164,7 @@ int main(int argc, char** argv) {
     if (pa.attach) port["attach"] = true;
     if (pa.no_offloads) port["offloads"] = false;
     if (!pa.io.empty()) port["io"] = pa.io;
+    if (pa.queues >= 0) port["queues"] = pa.queues;
     put_common(port);
     req = {{"cmd", "add-port"}, {"port", port}};
     what = What::kDone;
@@ -169,6 +174,7 @@ int main(int argc, char** argv) {
   } else if (*set_port) {
     req = {{"cmd", "set-port"}, {"name", pa.name}};
     put_common(req);
+    if (pa.queue >= 0) req["queue"] = pa.queue;
     if (req.size() == 2)
       return fail(as_json,
                   "set-port: nothing to change (--vlan, --trunk, --mtu, --allowed-macs, --worker, "

@@ -50,7 +50,7 @@ json parse_port_arg(const std::string& arg, const char* first_key) {
   return j;
 }
 
-// --vhost-user PATH[,client|server][,name=NAME][,mtu=N][,vlan=N][,worker=K]
+// --vhost-user PATH[,client|server][,name=NAME][,mtu=N][,vlan=N][,worker=K][,queues=N]
 vnet::Result<vnet::control::PortSpec> vhost_user_spec(const std::string& arg, size_t index) {
   json j = parse_port_arg(arg, "socket");
   if (j.contains("client")) {
@@ -96,7 +96,8 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   app.add_option(
       "--vhost-user", vhost_user,
-      "A vhost-user port: PATH[,client][,name=NAME][,mtu=N][,vlan=N][,worker=K]. vnetd listens "
+      "A vhost-user port: PATH[,client][,name=NAME][,mtu=N][,vlan=N][,worker=K][,queues=N] "
+      "(queue pairs offered, 1..128, default 8). vnetd listens "
       "on PATH (server, the default) or connects to a front end listening there "
       "(client, retried every second). This and --tap also take ingress_rate=R, ingress_burst=B "
       "and storm=CLASS=R, one value each (vnetctl set-port or [[port]] for more). "

@@ -95,7 +95,12 @@ bool FrontendFd::sealed_against_shrink() const {
   return seals >= 0 && (seals & F_SEAL_SHRINK);
 }
 
-Notifier::Notifier() {
+Notifier::Notifier() = default;
+
+// The ring is made when the first eventfd comes: a multiqueue port holds a Notifier for
+// each of its (up to 256) rings, most of which a front end never uses.
+void Notifier::init_ring() {
+  ring_tried_ = true;
   auto ring = std::make_unique<io_uring>();
   int r = io_uring_queue_init(2, ring.get(), 0);
   if (r == 0) {
@@ -119,6 +124,7 @@ Status Notifier::set(FrontendFd fd) {
   if (ring_ && fd_) io_uring_unregister_eventfd(ring_.get());
   fd_ = std::move(fd);
   if (!fd_) return Status::ok();
+  if (!ring_tried_) init_ring();
   if (ring_) {
     int r = io_uring_register_eventfd(ring_.get(), fd_.fd_.get());
     if (r < 0) {

@@ -83,11 +83,14 @@ class Notifier {
   // Signals the eventfd once. Never blocks; failures are counted.
   void signal();
   uint64_t failures() const { return failures_.get(); }
-  // Whether signals go through io_uring (false: the write() fallback).
+  // Whether signals go through io_uring (false: the write() fallback, or no eventfd
+  // was ever set).
   bool uses_uring() const { return ring_ != nullptr; }
 
  private:
+  void init_ring();
   std::unique_ptr<io_uring> ring_;
+  bool ring_tried_ = false;
   FrontendFd fd_;
   Counter failures_;  // written by the owner, read by anyone
 };

@@ -236,7 +236,7 @@ Result<PortSpec> parse_port(const json& j, const std::string& where_in) {
     st = check_keys(j, where,
                     {"name", "type", "socket", "mode", "mtu", "vlan", "trunk", "native",
                      "allowed_macs", "worker", "socket_mode", "socket_owner", "socket_group",
-                     "ingress_rate", "ingress_burst", "storm"});
+                     "ingress_rate", "ingress_burst", "storm", "queues"});
     if (!st) return st;
     auto sock = get_string(j, where, "socket", true);
     if (!sock) return sock.status();
@@ -252,6 +252,11 @@ Result<PortSpec> parse_port(const json& j, const std::string& where_in) {
                             short_string(*mode));
     st = parse_socket_perms(j, where, &p.socket_mode, &p.socket_uid, &p.socket_gid);
     if (!st) return st;
+    // Queue pairs (virtio 1.2 5.1.4: max_virtqueue_pairs 1..0x8000; vnet offers up to
+    // 128, what one byte of steering state per flow holds).
+    auto queues = get_int(j, where, "queues", 1, kMaxQueuePairs, kDefaultQueuePairs);
+    if (!queues) return queues.status();
+    p.queues = uint32_t(*queues);
   } else if (p.type == "tap") {
     st = check_keys(
         j, where,

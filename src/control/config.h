@@ -20,6 +20,8 @@ namespace vnet::control {
 // (0: the port is not in any VLAN, frames untagged); trunk ports carry the listed
 // VLANs tagged, and untagged frames in `native` (0: dropped).
 constexpr int kMaxWorkers = 64;
+constexpr uint32_t kDefaultQueuePairs = 8;
+constexpr uint32_t kMaxQueuePairs = 128;
 
 struct VlanSpec {
   enum class Mode { kAccess, kTrunk };
@@ -47,7 +49,11 @@ struct PortSpec {
   std::vector<uint64_t> allowed_macs;  // port security (raw sw::Mac); empty: any source
   // vhost-user server socket: mode, owner, group; -1: vnetd's default ([vnetd] socket_*)
   int socket_mode = -1, socket_uid = -1, socket_gid = -1;
-  int worker = -1;             // the worker that polls it; -1: the one with the fewest ports
+  // The worker that polls it (every queue); -1: its queues spread over the workers,
+  // starting from the one with the fewest queues.
+  int worker = -1;
+  // vhost-user: queue pairs offered (VIRTIO_NET_F_MQ above 1), 1..128; 0: default (8).
+  uint32_t queues = 0;
   sw::PolicerConfig policing;  // ingress_rate, ingress_burst, storm (policing_config.h)
 };
 

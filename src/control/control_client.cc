@@ -343,9 +343,25 @@ std::string format_workers(const json& reply) {
                       cell(w, "wakeups"), cell(w, "sleeps"), cell(w, "idle_window_us")});
     }
   }
-  return format_table({"WORKER", "CPU", "PORTS", "PACKETS", "BUSY_CYCLES", "IDLE_CYCLES",
-                       "CYCLES/PKT", "WAKEUPS", "SLEEPS", "IDLE_WINDOW_US"},
-                      rows, {0, 1, 3, 4, 5, 6, 7, 8, 9});
+  std::string out = format_table({"WORKER", "CPU", "PORTS", "PACKETS", "BUSY_CYCLES", "IDLE_CYCLES",
+                                  "CYCLES/PKT", "WAKEUPS", "SLEEPS", "IDLE_WINDOW_US"},
+                                 rows, {0, 1, 3, 4, 5, 6, 7, 8, 9});
+  // The (port, queue) units each worker polls.
+  std::vector<std::vector<std::string>> qrows;
+  if (workers.is_array())
+    for (const auto& w : workers) {
+      const json& qs = member(w, "queues");
+      if (!qs.is_array()) continue;
+      for (const auto& q : qs)
+        qrows.push_back({cell(w, "worker"), cell(q, "port"), cell(q, "queue"), cell(q, "packets"),
+                         cell(q, "drops"), cell(q, "busy_cycles")});
+    }
+  if (!qrows.empty()) {
+    out += '\n';
+    out += format_table({"WORKER", "PORT", "QUEUE", "PACKETS", "DROPS", "BUSY_CYCLES"}, qrows,
+                        {0, 2, 3, 4, 5});
+  }
+  return out;
 }
 
 std::string format_fdb(const json& reply) {

@@ -119,6 +119,7 @@ Status Daemon::add_port(const PortSpec& spec) {
     return Status::errorf("port {}: field 'worker' = {}: vnetd has {} worker(s) (0..{})", spec.name,
                           spec.worker, pool_.size(), pool_.size() - 1);
   const size_t w = spec.worker >= 0 ? size_t(spec.worker) : pool_.least_loaded();
+  const bool spread = spec.worker < 0;
   auto ex = pool_.make_executor(w);
   std::unique_ptr<ports::Port> port;
   if (spec.type == "vhost-user") {
@@ -129,12 +130,13 @@ Status Daemon::add_port(const PortSpec& spec) {
     if (spec.socket_mode >= 0) vc.perms.mode = mode_t(spec.socket_mode);
     if (spec.socket_uid >= 0) vc.perms.uid = spec.socket_uid;
     if (spec.socket_gid >= 0) vc.perms.gid = spec.socket_gid;
+    vc.queue_pairs = spec.queues ? spec.queues : kDefaultQueuePairs;
     auto vp = std::make_unique<ports::VhostUserPort>(spec.name, vc, *ex);
     Status st = vp->open(loop_);
     if (!st) return Status::errorf("port {}: {}", spec.name, st.message());
     port = std::move(vp);
-    spdlog::info("port {}: vhost-user {} {}", spec.name, spec.client ? "client" : "server",
-                 spec.socket);
+    spdlog::info("port {}: vhost-user {} {}, {} queue pair(s)", spec.name,
+                 spec.client ? "client" : "server", spec.socket, vc.queue_pairs);
   } else if (spec.type == "tap") {
     ports::TapPortConfig tc;
     tc.ifname = spec.ifname;
@@ -156,8 +158,8 @@ Status Daemon::add_port(const PortSpec& spec) {
   port->set_vlan(to_vlan_config(spec.vlan));  // not attached yet: no worker reads it
   port->set_allowed_macs(spec.allowed_macs);
   configure_policer(*port, spec.policing);
-  pool_.attach(port.get(), w, ex.get());
-  if (pool_.size() > 1) spdlog::info("port {}: on worker {}", spec.name, w);
+  pool_.attach(port.get(), w, ex.get(), spread);
+  if (pool_.size() > 1) spdlog::info("port {}: queue 0 on worker {}", spec.name, w);
   executors_[port.get()] = std::move(ex);
   ports_.push_back(std::move(port));
   specs_.emplace_back(spec.name, spec);
@@ -179,13 +181,19 @@ Status Daemon::remove_port(const std::string& name) {
   return Status::ok();
 }
 
+namespace {
+double per_packet(uint64_t cycles, uint64_t packets) {
+  return packets ? double(cycles) / double(packets) : 0.0;
+}
+}  // namespace
+
 json Daemon::counters_json(ports::Port& p) {
   auto& c = p.counters();
   json drops = json::object();
   for (size_t i = 0; i < size_t(net::Drop::kCount); ++i)
-    drops[net::drop_name(net::Drop(i))] = c.dropped(net::Drop(i));
-  return json{{"rx_packets", c.rx_packets.get()},
-              {"rx_bytes", c.rx_bytes.get()},
+    drops[net::drop_name(net::Drop(i))] = p.dropped_total(net::Drop(i));
+  return json{{"rx_packets", p.rx_packets_total()},
+              {"rx_bytes", p.rx_bytes_total()},
               {"tx_packets", c.tx_packets.get()},
               {"tx_bytes", c.tx_bytes.get()},
               {"drops", drops}};
@@ -209,7 +217,31 @@ json Daemon::port_json(ports::Port& p) {
   }
   for (const auto& [k, v] : i.extra) j["extra"][k] = v;
   j["worker"] = pool_.owner(&p);
+  j["queues"] = queues_json(p, i);
   return j;
+}
+
+// Per receive queue (pair) of a port: who polls it, what it moved, what it cost.
+json Daemon::queues_json(ports::Port& p, const ports::PortInfo& info) {
+  json list = json::array();
+  const std::vector<size_t> owners = pool_.queue_owners(&p);
+  for (uint32_t q = 0; q < p.rx_queues(); ++q) {
+    const ports::QueueCounters& c = p.queue_counters(q);
+    uint64_t drops = 0;
+    for (size_t d = 0; d < size_t(net::Drop::kCount); ++d) drops += c.drops.get(net::Drop(d));
+    json one{{"queue", q},
+             {"worker", q < owners.size() ? json(owners[q]) : json(nullptr)},
+             {"rx_packets", c.rx_packets.get()},
+             {"rx_bytes", c.rx_bytes.get()},
+             {"rx_drops", drops},
+             {"tx_packets", c.tx_packets.get()},
+             {"tx_drops", c.tx_drops.get()},
+             {"busy_cycles", c.busy_cycles.get()},
+             {"busy_cycles_per_packet", per_packet(c.busy_cycles.get(), c.rx_packets.get())}};
+    if (q < info.queue_states.size()) one["state"] = info.queue_states[q];
+    list.push_back(std::move(one));
+  }
+  return list;
 }
 
 json Daemon::fdb_json() {
@@ -225,9 +257,6 @@ json Daemon::fdb_json() {
 }
 
 namespace {
-double per_packet(uint64_t cycles, uint64_t packets) {
-  return packets ? double(cycles) / double(packets) : 0.0;
-}
 
 // The counters a worker keeps, by the names vnetctl shows; `workers` lists them per
 // worker and `counters` sums them.
@@ -260,13 +289,30 @@ json Daemon::workers_json() {
     auto& wk = pool_.worker(i);
     const auto& wc = wk.counters();
     json names = json::array();
-    for (auto& p : ports_)
-      if (pool_.owner(p.get()) == i) names.push_back(p->name());
+    json queues = json::array();
+    for (auto& p : ports_) {
+      const std::vector<size_t> owners = pool_.queue_owners(p.get());
+      bool listed = false;
+      for (uint32_t q = 0; q < owners.size(); ++q) {
+        if (owners[q] != i) continue;
+        if (!listed) names.push_back(p->name());
+        listed = true;
+        const ports::QueueCounters& c = p->queue_counters(q);
+        uint64_t drops = 0;
+        for (size_t d = 0; d < size_t(net::Drop::kCount); ++d) drops += c.drops.get(net::Drop(d));
+        queues.push_back({{"port", p->name()},
+                          {"queue", q},
+                          {"packets", c.rx_packets.get()},
+                          {"drops", drops},
+                          {"busy_cycles", c.busy_cycles.get()}});
+      }
+    }
     const int cpu = pool_.cpus()[i];
     json w = worker_counters(wk);
     w["worker"] = i;
     w["cpu"] = cpu < 0 ? json(nullptr) : json(cpu);
     w["ports"] = names;
+    w["queues"] = queues;
     w["busy_cycles_per_packet"] = per_packet(wc.busy_cycles.get(), wc.packets.get());
     w["idle_window_us"] = wc.idle_window_us.load(std::memory_order_relaxed);
     w["window_grows"] = wc.window_grows.get();
@@ -352,10 +398,19 @@ json Daemon::handle(const json& req) {
       (void)v;
       if (k != "cmd" && k != "name" && k != "vlan" && k != "trunk" && k != "native" && k != "mtu" &&
           k != "allowed_macs" && k != "worker" && k != "ingress_rate" && k != "ingress_burst" &&
-          k != "storm")
+          k != "storm" && k != "queue")
         return fail("set-port: unknown field '" + short_string(k) +
-                    "' (known: name, vlan, trunk, native, mtu, allowed_macs, worker, "
+                    "' (known: name, vlan, trunk, native, mtu, allowed_macs, worker, queue, "
                     "ingress_rate, ingress_burst, storm)");
+    }
+    if (req.contains("queue")) {
+      const json& qj = req["queue"];
+      if (!req.contains("worker"))
+        return fail("set-port " + name + ": field 'queue' needs 'worker' (the queue's new worker)");
+      if (!qj.is_number_integer() || qj.get<int64_t>() < 0 ||
+          qj.get<int64_t>() >= int64_t(p->rx_queues()))
+        return fail(fmt::format("set-port {}: field 'queue' must be an integer in [0, {}]", name,
+                                p->rx_queues() - 1));
     }
     if (req.contains("worker")) {
       // Checked before anything changes.
@@ -419,7 +474,11 @@ json Daemon::handle(const json& req) {
       if (spec) spec->policing = *policing;
       spdlog::info("port {}: policing {}", name, policing_json(*policing).dump());
     }
-    if (req.contains("worker")) {
+    if (req.contains("worker") && req.contains("queue")) {
+      Status st = pool_.move_queue(p, uint32_t(req["queue"].get<int64_t>()),
+                                   size_t(req["worker"].get<int64_t>()));
+      if (!st) return fail(st.message());
+    } else if (req.contains("worker")) {
       Status st = move_port(p, size_t(req["worker"].get<int64_t>()));
       if (!st) return fail(st.message());
     }

@@ -63,6 +63,7 @@ class Daemon {
   static nlohmann::json counters_json(ports::Port& p);
   nlohmann::json fdb_json();
   nlohmann::json workers_json();
+  nlohmann::json queues_json(ports::Port& p, const ports::PortInfo& info);
   nlohmann::json worker_totals_json();
   // set-port NAME worker=K.
   Status move_port(ports::Port* p, size_t worker);

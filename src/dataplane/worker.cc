@@ -75,6 +75,43 @@ void Worker::run_sync(const std::function<void()>& fn) {
   cv_.wait(lk, [&] { return cmd.done; });
 }
 
+std::unique_ptr<Worker::Parked> Worker::park() {
+  std::unique_ptr<Parked> pk(new Parked());
+  if (!running_ || std::this_thread::get_id() == thread_.get_id()) return pk;
+  Parked* raw = pk.get();
+  raw->worker_ = this;
+  raw->fn_ = [raw] {
+    std::unique_lock lk(raw->mu_);
+    raw->parked_ = true;
+    raw->cv_.notify_all();
+    raw->cv_.wait(lk, [raw] { return raw->released_; });
+  };
+  raw->cmd_ = Command{&raw->fn_, false};
+  {
+    std::lock_guard lk(mu_);
+    commands_.push_back(&raw->cmd_);
+    pending_.store(true, std::memory_order_release);
+  }
+  uint64_t one = 1;
+  [[maybe_unused]] ssize_t r = write(wake_fd_.get(), &one, sizeof(one));
+  std::unique_lock lk(raw->mu_);
+  raw->cv_.wait(lk, [raw] { return raw->parked_; });
+  return pk;
+}
+
+Worker::Parked::~Parked() {
+  if (!worker_) return;
+  {
+    std::lock_guard lk(mu_);
+    released_ = true;
+  }
+  cv_.notify_all();
+  // The worker marks the command done under its own lock; this object (and the
+  // command in it) must outlive that.
+  std::unique_lock lk(worker_->mu_);
+  worker_->cv_.wait(lk, [this] { return cmd_.done; });
+}
+
 void Worker::run_commands() {
   std::vector<Command*> cmds;
   {
@@ -99,17 +136,28 @@ void insert_port(std::vector<ports::Port*>& v, ports::Port* p) {
 }
 }  // namespace
 
+void Worker::units_changed() {
+  std::vector<ports::Port*> distinct;
+  for (const PollUnit& u : units_) insert_port(distinct, u.port);
+  counters_.ports.store(uint32_t(distinct.size()), std::memory_order_relaxed);
+  counters_.queues.store(uint32_t(units_.size()), std::memory_order_relaxed);
+  live_.reserve(units_.size());  // (no allocation on the data path)
+  fds_dirty_ = true;
+}
+
 void Worker::add_port(ports::Port* p, bool poll) {
   run_sync([&] {
     insert_port(dests_, p);
-    if (poll) insert_port(ports_, p);
+    if (poll)
+      for (uint32_t q = 0; q < p->rx_queues(); ++q)
+        if (std::find(units_.begin(), units_.end(), PollUnit{p, q}) == units_.end())
+          units_.push_back({p, q});
     // Notifications batched per round: only where no other worker touches the port.
     if (!forwarder_.locked_send()) {
       p->set_notify_list(&notify_);
       notify_.reserve(dests_.size());  // (no allocation on the data path)
     }
-    counters_.ports.store(uint32_t(ports_.size()), std::memory_order_relaxed);
-    fds_dirty_ = true;
+    units_changed();
   });
 }
 
@@ -117,22 +165,40 @@ void Worker::start_polling(ports::Port* p) {
   add_port(p, true);
 }
 
+void Worker::start_polling(ports::Port* p, uint32_t q) {
+  run_sync([&] {
+    insert_port(dests_, p);
+    if (std::find(units_.begin(), units_.end(), PollUnit{p, q}) == units_.end())
+      units_.push_back({p, q});
+    units_changed();
+  });
+}
+
 void Worker::stop_polling(ports::Port* p) {
   run_sync([&] {
-    erase_port(ports_, p);
-    counters_.ports.store(uint32_t(ports_.size()), std::memory_order_relaxed);
-    fds_dirty_ = true;
+    units_.erase(std::remove_if(units_.begin(), units_.end(),
+                                [&](const PollUnit& u) { return u.port == p; }),
+                 units_.end());
+    units_changed();
+  });
+}
+
+void Worker::stop_polling(ports::Port* p, uint32_t q) {
+  run_sync([&] {
+    units_.erase(std::remove(units_.begin(), units_.end(), PollUnit{p, q}), units_.end());
+    units_changed();
   });
 }
 
 void Worker::remove_port(ports::Port* p) {
   run_sync([&] {
-    erase_port(ports_, p);
+    units_.erase(std::remove_if(units_.begin(), units_.end(),
+                                [&](const PollUnit& u) { return u.port == p; }),
+                 units_.end());
     erase_port(dests_, p);
     p->set_notify_list(nullptr);  // (the list is empty between rounds)
-    counters_.ports.store(uint32_t(ports_.size()), std::memory_order_relaxed);
+    units_changed();
     forwarder_.port_removed(*p);
-    fds_dirty_ = true;
   });
 }
 
@@ -157,17 +223,25 @@ void Worker::rebuild_epoll() {
     }
   };
   watch(wake_fd_.get(), WaitFd::kOwnEventFd);
+  fds_dirty_.store(false, std::memory_order_relaxed);
+  // Only live queues are polled and watched: a port that offers more queue pairs than
+  // its guest uses costs nothing for the others. Their state changes come with
+  // wait_fds_changed().
+  live_.clear();
   std::vector<WaitFd> fds;
-  for (auto* p : ports_) p->wait_fds(fds);
+  for (const PollUnit& u : units_) {
+    if (!u.port->rx_queue_live(u.queue)) continue;
+    live_.push_back(u);
+    u.port->wait_fds(fds, u.queue);
+  }
   for (auto& w : fds) watch(w.fd, w.kind);
   forwarder_.set_ports(dests_);
-  fds_dirty_ = false;
 }
 
 bool Worker::sleep() {
   bool traffic = false;
   bool pending = false;
-  for (auto* p : ports_) pending |= p->enable_notifications();
+  for (const PollUnit& u : live_) pending |= u.port->enable_notifications(u.queue);
   if (!pending && !pending_.load(std::memory_order_acquire) && !stop_) {
     counters_.sleeps.add();
     epoll_event evs[64];
@@ -193,7 +267,7 @@ bool Worker::sleep() {
     }
     if (n > 0) counters_.wakeups.add();
   }
-  for (auto* p : ports_) p->disable_notifications();
+  for (const PollUnit& u : live_) u.port->disable_notifications(u.queue);
   return traffic;
 }
 
@@ -252,19 +326,27 @@ void Worker::loop() {
       publish();
       run_commands();
     }
-    if (fds_dirty_) rebuild_epoll();
+    if (fds_dirty_.load(std::memory_order_relaxed)) rebuild_epoll();
     counters_.loops.add();
     const uint64_t t0 = tsc();
+    uint64_t t_unit = t0;  // where the next busy unit's cycles start
     uint32_t work = 0;
-    for (size_t i = 0; i < ports_.size(); ++i) {
-      ports::Port* p = ports_[i];
-      // The next port's rings: their misses overlap with this port's work.
-      ports_[i + 1 < ports_.size() ? i + 1 : 0]->prefetch(!forwarder_.locked_send());
-      uint32_t n = p->receive_burst(batch.ptrs(), net::kBurst);
+    const size_t n_units = live_.size();
+    for (size_t i = 0; i < n_units; ++i) {
+      const PollUnit u = live_[i];
+      // The next unit's rings: their misses overlap with this unit's work.
+      const PollUnit& next = live_[i + 1 < n_units ? i + 1 : 0];
+      next.port->prefetch(!forwarder_.locked_send(), next.queue);
+      uint32_t n = u.port->receive_burst(batch.ptrs(), net::kBurst, u.queue);
       if (n) {
-        forwarder_.forward(*p, batch.ptrs(), n, dests_, now);
-        p->receive_done();
+        forwarder_.forward(*u.port, batch.ptrs(), n, dests_, now);
+        u.port->receive_done(u.queue);
         work += n;
+        // Per-queue busy cycles: one TSC read per burst that moved frames (idle units
+        // before it are counted with it).
+        const uint64_t t = tsc();
+        u.port->queue_counters(u.queue).busy_cycles.add(t - t_unit);
+        t_unit = t;
       }
     }
     if (!notify_.empty()) {

@@ -1,4 +1,5 @@
-// Worker: a data-plane thread. It owns (polls) some ports and forwards their frames to
+// Worker: a data-plane thread. It owns (polls) some (port, queue) units and forwards
+// their frames to
 // its list of destination ports: with one worker both lists are the same; with several
 // (WorkerPool) every worker sends to every port, under the port's send lock. The control
 // thread reaches it only through run_sync(), which runs a function on the worker
@@ -11,6 +12,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -48,7 +50,8 @@ struct WorkerCounters {
   Counter packets;      // frames received from ports and switched
   Counter busy_cycles;  // TSC cycles spent in poll rounds that moved frames
   Counter idle_cycles;  // TSC cycles spent in poll rounds that found nothing (not asleep)
-  std::atomic<uint32_t> ports{0};           // ports it polls
+  std::atomic<uint32_t> ports{0};           // ports it polls (at least one queue of)
+  std::atomic<uint32_t> queues{0};          // (port, queue) units it polls
   Counter window_grows, window_shrinks;     // adaptive idle window changes
   std::atomic<uint32_t> idle_window_us{0};  // the adaptive idle window now
 };
@@ -70,17 +73,52 @@ class Worker : public Executor {
   // thread is not running or when called from the worker itself.
   void run_sync(const std::function<void()>& fn) override;
   // Call (inside run_sync) after a port's wait fds changed.
-  void wait_fds_changed() override { fds_dirty_ = true; }
+  void wait_fds_changed() override { fds_dirty_.store(true, std::memory_order_relaxed); }
 
-  // All through run_sync. add_port: a destination, and polled if `poll`.
+  // Holds the worker between two bursts (it runs nothing else) until destroyed: while
+  // a port whose queues several workers poll is changed on one of them, the others
+  // are parked. A no-op when the thread is not running or is the caller.
+  class Parked {
+   public:
+    ~Parked();
+    Parked(const Parked&) = delete;
+    Parked& operator=(const Parked&) = delete;
+
+   private:
+    friend class Worker;
+    Parked() = default;
+    Worker* worker_ = nullptr;
+    std::function<void()> fn_;
+    std::mutex mu_;
+    std::condition_variable cv_;
+    bool parked_ = false, released_ = false;
+    struct Cmd {
+      const std::function<void()>* fn;
+      bool done;
+    } cmd_{nullptr, false};
+  };
+  std::unique_ptr<Parked> park();
+
+  // All through run_sync. add_port: a destination, and every queue of it polled if
+  // `poll`.
   void add_port(ports::Port* p, bool poll = true);
-  void start_polling(ports::Port* p);  // p must be a destination already
-  void stop_polling(ports::Port* p);
+  // p must be a destination already: polls queue q of it (every queue without q).
+  void start_polling(ports::Port* p);
+  void start_polling(ports::Port* p, uint32_t q);
+  void stop_polling(ports::Port* p);  // every queue of p
+  void stop_polling(ports::Port* p, uint32_t q);
   void remove_port(ports::Port* p);  // neither polled nor a destination any more
+
+  // One receive queue of one port: what a worker polls (DESIGN.md "Queues").
+  struct PollUnit {
+    ports::Port* port;
+    uint32_t queue;
+    bool operator==(const PollUnit&) const = default;
+  };
 
   // Worker thread only (inside run_sync).
   Forwarder& forwarder() { return forwarder_; }
-  const std::vector<ports::Port*>& ports() const { return ports_; }  // polled
+  const std::vector<PollUnit>& units() const { return units_; }  // polled
   const std::vector<ports::Port*>& destinations() const { return dests_; }
   WorkerCounters& counters() { return counters_; }
 
@@ -96,7 +134,9 @@ class Worker : public Executor {
 
   WorkerConfig cfg_;
   Forwarder forwarder_;
-  std::vector<ports::Port*> ports_;  // polled
+  void units_changed();              // counters and a rebuild of what is polled
+  std::vector<PollUnit> units_;      // assigned to this worker
+  std::vector<PollUnit> live_;       // polled now: units_ whose queue is live (rebuild_epoll)
   std::vector<ports::Port*> dests_;  // forwarded to
   // Ports owing their guest a notification this round (Port::set_notify_list; one
   // worker only): one fence, then each flushed, at the end of the round.
@@ -107,16 +147,15 @@ class Worker : public Executor {
 
   std::mutex mu_;
   std::condition_variable cv_;
-  struct Command {
-    const std::function<void()>* fn;
-    bool done;
-  };
+  using Command = Parked::Cmd;
   std::vector<Command*> commands_;
   std::atomic<bool> pending_{false};
 
   UniqueFd wake_fd_;  // eventfd: a command is pending
   UniqueFd epfd_;
-  bool fds_dirty_ = true;
+  // Set by the control side (inside run_sync, or while this worker is parked by
+  // WorkerPool for a port it shares); read each round.
+  std::atomic<bool> fds_dirty_{true};
   WorkerCounters counters_;
 };
 

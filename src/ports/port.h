@@ -1,5 +1,8 @@
 // Port: one attachment of the switch (a VM's vhost-user socket, later TAP, VXLAN).
-// receive_burst runs only on the worker that polls the port (its owner). send_burst runs
+// A port has rx_queues() receive queues (a multiqueue guest's TX queues, a multiqueue
+// TAP's fds); each is polled by exactly one worker (its owner), and different queues of
+// one port may be polled by different workers at the same time, so per-queue receive
+// state is the queue's own. receive_burst(q) runs only on queue q's owner. send_burst runs
 // on whichever worker forwards to the port: with one worker that is the owner; with
 // several, every sender holds the port's send lock (tx_lock(), once per burst) around
 // it, and control changes applied on the owner hold it too. So a port's receive side
@@ -38,6 +41,16 @@ struct PortCounters {
   uint64_t dropped(net::Drop d) const { return drops.get(d) + send_drops.get(d); }
 };
 
+// Per queue (pair) q of a port: the receive side is written by the worker polling
+// queue q; the send side (frames steered to q) by the holder of the send lock.
+struct QueueCounters {
+  Counter rx_packets, rx_bytes;
+  Counter busy_cycles;  // TSC cycles of the owner's bursts that moved frames from q
+  net::DropCounters drops;
+  alignas(64) Counter tx_packets;
+  Counter tx_drops;
+};
+
 // What vnetctl shows about a port.
 struct PortInfo {
   std::string type;  // "vhost-user"
@@ -46,11 +59,18 @@ struct PortInfo {
   bool connected = false;
   std::vector<std::string> features;                    // negotiated feature names
   std::vector<std::pair<std::string, uint64_t>> extra;  // type-specific counters
+  // Per receive queue (pair): "active", "rx-only", "tx-only" or "off" (empty: the port
+  // does not say).
+  std::vector<std::string> queue_states;
 };
 
 class Port {
  public:
-  explicit Port(std::string name) : name_(std::move(name)) {}
+  // `rx_queues`: receive queues (queue pairs), fixed for the port's life, >= 1.
+  explicit Port(std::string name, uint32_t rx_queues = 1)
+      : name_(std::move(name)),
+        rx_queues_(rx_queues ? rx_queues : 1),
+        queue_counters_(new QueueCounters[rx_queues_]) {}
   virtual ~Port() = default;
   Port(const Port&) = delete;
   Port& operator=(const Port&) = delete;
@@ -60,6 +80,25 @@ class Port {
   uint16_t id() const { return id_; }
   void set_id(uint16_t id) { id_ = id; }
   PortCounters& counters() { return counters_; }
+  uint32_t rx_queues() const { return rx_queues_; }
+  QueueCounters& queue_counters(uint32_t q) { return queue_counters_[q]; }
+  const QueueCounters& queue_counters(uint32_t q) const { return queue_counters_[q]; }
+  // Port-wide totals: the port's counters plus every queue's receive side.
+  uint64_t rx_packets_total() const {
+    uint64_t n = counters_.rx_packets.get();
+    for (uint32_t q = 0; q < rx_queues_; ++q) n += queue_counters_[q].rx_packets.get();
+    return n;
+  }
+  uint64_t rx_bytes_total() const {
+    uint64_t n = counters_.rx_bytes.get();
+    for (uint32_t q = 0; q < rx_queues_; ++q) n += queue_counters_[q].rx_bytes.get();
+    return n;
+  }
+  uint64_t dropped_total(net::Drop d) const {
+    uint64_t n = counters_.dropped(d);
+    for (uint32_t q = 0; q < rx_queues_; ++q) n += queue_counters_[q].drops.get(d);
+    return n;
+  }
   // The port's log budget: every line its guest or front end can trigger (any thread).
   PortLogLimits& log_limits() { return log_limits_; }
   const PortLogLimits& log_limits() const { return log_limits_; }
@@ -93,21 +132,30 @@ class Port {
   const sw::PortPolicer& policer() const { return policer_; }
 
   // --- worker thread ---
-  // Frames from the port into the switch: fills pkts[0..ret).
-  virtual uint32_t receive_burst(net::Packet* const* pkts, uint32_t max) = 0;
+  // Frames from receive queue q (< rx_queues()) into the switch: fills pkts[0..ret).
+  virtual uint32_t receive_burst(net::Packet* const* pkts, uint32_t max, uint32_t q = 0) = 0;
+  // Whether queue q can bring frames now (started, enabled): the worker polls and
+  // watches only live queues, and looks again after wait_fds_changed().
+  virtual bool rx_queue_live(uint32_t q) const {
+    (void)q;
+    return true;
+  }
   // Frames from the switch out of the port. Returns frames delivered; the rest are
   // dropped and counted by the port.
   virtual uint32_t send_burst(net::Packet* const* pkts, uint32_t n) = 0;
-  // After the frames of the last receive_burst() have been delivered (or dropped):
+  // After the frames of the last receive_burst(q) have been delivered (or dropped):
   // a port that lent external packets (net::Packet::tail) takes its buffers back.
-  virtual void receive_done() {}
+  virtual void receive_done(uint32_t q = 0) { (void)q; }
   // Whether send_burst() takes external packets; the forwarder materializes them for
   // ports that do not.
   virtual bool takes_external() const { return false; }
-  // A hint before the worker comes to this port: start fetching what receive_burst()
+  // A hint before the worker comes to queue q: start fetching what receive_burst(q)
   // (and, with `send_side`, send_burst()) will read first. Nothing else; `send_side`
   // only when no other worker may be sending to the port at the same time.
-  virtual void prefetch(bool send_side) { (void)send_side; }
+  virtual void prefetch(bool send_side, uint32_t q = 0) {
+    (void)send_side;
+    (void)q;
+  }
   // File descriptors that become readable when the port has work (kick eventfds,
   // a TAP fd); the worker sleeps on them when idle.
   struct WaitFd {
@@ -119,10 +167,11 @@ class Port {
     int fd;
     Kind kind;
   };
-  virtual void wait_fds(std::vector<WaitFd>& out) const = 0;
-  // Before the worker sleeps: ask to be woken. True if work arrived meanwhile.
-  virtual bool enable_notifications() = 0;
-  virtual void disable_notifications() = 0;
+  // Those of queue q.
+  virtual void wait_fds(std::vector<WaitFd>& out, uint32_t q = 0) const = 0;
+  // Before the worker sleeps: ask queue q to wake it. True if work arrived meanwhile.
+  virtual bool enable_notifications(uint32_t q = 0) = 0;
+  virtual void disable_notifications(uint32_t q = 0) = 0;
 
   // Notifications batched per poll round (one worker only, set by it): with a list, a
   // port that owes its guest a notification adds itself to it (once) instead of
@@ -142,6 +191,8 @@ class Port {
  private:
   std::string name_;
   uint16_t id_ = 0;
+  uint32_t rx_queues_;
+  std::unique_ptr<QueueCounters[]> queue_counters_;
   std::vector<Port*>* notify_list_ = nullptr;
   PortCounters counters_;
   PortLogLimits log_limits_;

@@ -317,7 +317,7 @@ bool TapPort::accept_frame(net::Packet& p, size_t got) {
   return true;
 }
 
-uint32_t TapPort::receive_burst(net::Packet* const* pkts, uint32_t max) {
+uint32_t TapPort::receive_burst(net::Packet* const* pkts, uint32_t max, uint32_t /*q*/) {
   if (gone()) return 0;
   uint32_t n = uring_ ? receive_uring(pkts, max) : receive_syscalls(pkts, max);
   if (n) {
@@ -398,7 +398,7 @@ uint32_t TapPort::receive_uring(net::Packet* const* pkts, uint32_t max) {
   return n;
 }
 
-void TapPort::receive_done() {
+void TapPort::receive_done(uint32_t /*q*/) {
   if (lent_n_ == 0) return;
   uring_->recycle(lent_, lent_n_);
   lent_n_ = 0;
@@ -510,7 +510,7 @@ uint32_t TapPort::write_chunk(net::Packet* const* pkts, uint32_t n) {
   return sent;
 }
 
-void TapPort::wait_fds(std::vector<WaitFd>& out) const {
+void TapPort::wait_fds(std::vector<WaitFd>& out, uint32_t /*q*/) const {
   if (uring_) {
     out.push_back({uring_->event_fd(), WaitFd::kOwnEventFd});
   } else {
@@ -518,7 +518,7 @@ void TapPort::wait_fds(std::vector<WaitFd>& out) const {
   }
 }
 
-bool TapPort::enable_notifications() {
+bool TapPort::enable_notifications(uint32_t /*q*/) {
   // Level-triggered epoll on the TAP fd: nothing to arm. With io_uring, completions posted
   // from now on signal the eventfd; one already there means work.
   if (!uring_) return false;
@@ -526,7 +526,7 @@ bool TapPort::enable_notifications() {
   return uring_->reads_pending();
 }
 
-void TapPort::disable_notifications() {
+void TapPort::disable_notifications(uint32_t /*q*/) {
   if (uring_) uring_->set_wakeups(false);
 }
 

@@ -93,14 +93,14 @@ class TapPort : public Port {
   // comes first. send_burst writes a burst in one submission, external packets straight
   // from their pieces. With system calls: one readv per frame, plus one that finds the fd
   // empty (EAGAIN), and one writev per frame. A frame the kernel refuses is dropped.
-  uint32_t receive_burst(net::Packet* const* pkts, uint32_t max) override;
+  uint32_t receive_burst(net::Packet* const* pkts, uint32_t max, uint32_t q = 0) override;
   uint32_t send_burst(net::Packet* const* pkts, uint32_t n) override;
-  void receive_done() override;
+  void receive_done(uint32_t q = 0) override;
   bool takes_external() const override { return true; }
   // The ring's eventfd with io_uring, the TAP fd (level-triggered) without.
-  void wait_fds(std::vector<WaitFd>& out) const override;
-  bool enable_notifications() override;
-  void disable_notifications() override;
+  void wait_fds(std::vector<WaitFd>& out, uint32_t q = 0) const override;
+  bool enable_notifications(uint32_t q = 0) override;
+  void disable_notifications(uint32_t q = 0) override;
 
   // Control thread: changes the device's MTU (netlink, in the TAP's namespace).
   Status set_mtu(uint32_t mtu);

@@ -1,5 +1,5 @@
 // VhostUserPort: control-thread Backend calls applied on the worker, and the
-// per-burst data path over the guest's queue pair.
+// per-burst data path over the guest's queue pairs.
 #include "ports/vhost_user_port.h"
 
 #include <linux/virtio_config.h>
@@ -8,6 +8,9 @@
 #include <unistd.h>
 #include "virtio/net_uapi.h"
 
+#include <algorithm>
+
+#include "net/flow_hash.h"
 #include "net/virtio_net_queue.h"
 #include "ports/feature_names.h"
 
@@ -30,13 +33,27 @@ constexpr uint64_t kOffloadFeatures =
     bit(VIRTIO_NET_F_GUEST_USO4) | bit(VIRTIO_NET_F_GUEST_USO6);
 }  // namespace
 
+namespace {
+uint32_t clamp_pairs(uint32_t n) {
+  return std::clamp<uint32_t>(n, 1, VhostUserPortConfig::kMaxQueuePairs);
+}
+}  // namespace
+
 VhostUserPort::VhostUserPort(std::string name, const VhostUserPortConfig& cfg, Executor& worker)
-    : Port(std::move(name)), cfg_(cfg), worker_(worker) {
-  for (uint32_t i = 0; i < kNumQueues; ++i) {
+    : Port(std::move(name), clamp_pairs(cfg.queue_pairs)),
+      cfg_(cfg),
+      worker_(worker),
+      pairs_(clamp_pairs(cfg.queue_pairs)),
+      num_queues_(2 * pairs_),
+      queues_(new Queue[num_queues_]),
+      tx_scratch_(new TxScratch[pairs_]),
+      pair_state_(new std::atomic<uint8_t>[pairs_]) {
+  for (uint32_t i = 0; i < num_queues_; ++i) {
     const std::string label = fmt::format("port {} queue {}", this->name(), i);
     queues_[i].vq.set_log(&log_limits().bad_input, label);
     queues_[i].pvq.set_log(&log_limits().bad_input, label);
   }
+  for (uint32_t p = 0; p < pairs_; ++p) pair_state_[p].store(0, std::memory_order_relaxed);
 }
 
 VhostUserPort::~VhostUserPort() {
@@ -59,10 +76,14 @@ Status VhostUserPort::open(EventLoop& loop) {
 uint64_t VhostUserPort::device_features() const {
   // VIRTIO_F_IN_ORDER: every queue uses its buffers in the order they were made
   // available (tx_dequeue, rx_enqueue), which lets drivers take their in-order paths.
+  // VIRTIO_NET_F_MQ (5.1.3) with more than one pair: the front end learns how many from
+  // GET_QUEUE_NUM and turns pairs on and off with SET_VRING_ENABLE (its control queue,
+  // VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, never reaches the back end).
   // VIRTIO_F_RING_PACKED: each queue then runs a PackedDeviceQueue (virtio 1.2 2.8).
   return bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_MRG_RXBUF) | bit(VIRTIO_RING_F_EVENT_IDX) |
          bit(VIRTIO_RING_F_INDIRECT_DESC) | bit(VIRTIO_F_IN_ORDER) | bit(VIRTIO_NET_F_MTU) |
-         bit(VIRTIO_F_RING_PACKED) | kOffloadFeatures | kProtocolFeaturesBit;
+         bit(VIRTIO_F_RING_PACKED) | (pairs_ > 1 ? bit(VIRTIO_NET_F_MQ) : 0) | kOffloadFeatures |
+         kProtocolFeaturesBit;
 }
 
 uint64_t VhostUserPort::protocol_features() const {
@@ -96,7 +117,7 @@ void VhostUserPort::set_memory(std::shared_ptr<const memory::GuestMemory> mem) {
     mem_ = std::move(mem);
     // Running queues move to the new table at the index they reached. Between bursts
     // every popped chain is completed, so the used index equals last_avail_idx.
-    for (uint32_t i = 0; i < kNumQueues; ++i) {
+    for (uint32_t i = 0; i < num_queues_; ++i) {
       Queue& q = queues_[i];
       if (!q.started) continue;
       Status st = q.visit([&](auto& vq) {
@@ -112,11 +133,12 @@ void VhostUserPort::set_memory(std::shared_ptr<const memory::GuestMemory> mem) {
         worker_.wait_fds_changed();
       }
     }
+    update_queue_state();
   });
 }
 
 Status VhostUserPort::start_queue(uint32_t index, const virtio::QueueConfig& cfg, FrontendFd kick) {
-  if (index >= kNumQueues) return Status::errorf("queue {} out of range", index);
+  if (index >= num_queues_) return Status::errorf("queue {} out of range", index);
   Status st;
   worker_.run_sync([&] {
     Queue& q = queues_[index];
@@ -125,6 +147,7 @@ Status VhostUserPort::start_queue(uint32_t index, const virtio::QueueConfig& cfg
     q.broken_reported = false;
     if (!mem_) {
       st = Status::error("no memory table");
+      update_queue_state();
       return;
     }
     q.cfg = cfg;
@@ -134,14 +157,18 @@ Status VhostUserPort::start_queue(uint32_t index, const virtio::QueueConfig& cfg
     q.cfg.packed = f & bit(VIRTIO_F_RING_PACKED);
     q.packed = q.cfg.packed;
     st = q.visit([&](auto& vq) { return vq.start(mem_, q.cfg); });
-    if (!st) return;
+    if (!st) {
+      update_queue_state();
+      return;
+    }
     q.visit([&](auto& vq) {
       // RX buffers: the virtio-net header is written only where it changed.
-      vq.set_write_kept(index == kRxQ ? hdr_len_ : 0);
+      vq.set_write_kept(is_guest_rx(index) ? hdr_len_ : 0);
       vq.disable_notifications();  // the worker is polling; it asks for kicks before sleeping
     });
     q.kick = std::move(kick);
     q.started = true;
+    update_queue_state();
     worker_.wait_fds_changed();
   });
   if (st)
@@ -155,11 +182,12 @@ Status VhostUserPort::start_queue(uint32_t index, const virtio::QueueConfig& cfg
 }
 
 uint16_t VhostUserPort::stop_queue(uint32_t index) {
-  if (index >= kNumQueues) return 0;
+  if (index >= num_queues_) return 0;
   uint16_t idx = 0;
   worker_.run_sync([&] {
     Queue& q = queues_[index];
-    if (index == kTxQ) deferred_.n = 0;  // (receive_done runs in the same loop pass)
+    // (receive_done runs in the same loop pass)
+    if (!is_guest_rx(index)) tx_scratch_[index / 2].deferred.n = 0;
     if (q.started) {
       // A packed queue's index carries the driver wrap counter in bit 15 (vhost-user
       // GET_VRING_BASE); between bursts every popped chain was completed.
@@ -173,6 +201,7 @@ uint16_t VhostUserPort::stop_queue(uint32_t index) {
     } else {
       idx = q.cfg.avail_base;
     }
+    update_queue_state();
   });
   VNET_LOG_RL(log_limits().session, spdlog::level::info, "port {}: queue {} stopped at {}", name(),
               index, idx);
@@ -180,23 +209,37 @@ uint16_t VhostUserPort::stop_queue(uint32_t index) {
 }
 
 Status VhostUserPort::set_call(uint32_t index, FrontendFd call) {
-  if (index >= kNumQueues) return Status::errorf("queue {} out of range", index);
+  if (index >= num_queues_) return Status::errorf("queue {} out of range", index);
   Status st;
   worker_.run_sync([&] { st = queues_[index].call.set(std::move(call)); });
   return st;
 }
 
 void VhostUserPort::set_enabled(uint32_t index, bool enabled) {
-  if (index >= kNumQueues) return;
+  if (index >= num_queues_) return;
   worker_.run_sync([&] {
     queues_[index].enabled = enabled;
+    update_queue_state();
     worker_.wait_fds_changed();
   });
 }
 
+void VhostUserPort::update_queue_state() {
+  uint32_t rx[net::RxSteering::kMaxQueues];
+  uint32_t n = 0;
+  for (uint32_t p = 0; p < pairs_; ++p) {
+    const bool rx_on = queues_[2 * p].active(), tx_on = queues_[2 * p + 1].active();
+    if (rx_on) rx[n++] = p;
+    pair_state_[p].store(uint8_t((rx_on ? 1 : 0) | (tx_on ? 2 : 0)), std::memory_order_relaxed);
+  }
+  steering_.set_enabled(rx, n);
+  single_rx_ = n ? rx[0] : 0;
+}
+
 void VhostUserPort::reset() {
   worker_.run_sync([&] {
-    for (auto& q : queues_) {
+    for (uint32_t i = 0; i < num_queues_; ++i) {
+      Queue& q = queues_[i];
       if (q.started) q.visit([](auto& vq) { vq.stop(); });
       q.started = false;
       q.enabled = false;
@@ -205,7 +248,9 @@ void VhostUserPort::reset() {
       q.cfg = {};
     }
     mem_.reset();
-    deferred_.n = 0;
+    for (uint32_t p = 0; p < pairs_; ++p) tx_scratch_[p].deferred.n = 0;
+    steering_.clear();
+    update_queue_state();
     hdr_len_ = 12;
     mergeable_ = false;
     tx_caps_ = rx_caps_ = {};
@@ -218,7 +263,10 @@ void VhostUserPort::reset() {
 
 void VhostUserPort::notify(Queue& q) {
   if (std::vector<Port*>* list = notify_list()) {
-    if (!queues_[kRxQ].notify_due && !queues_[kTxQ].notify_due) list->push_back(this);
+    if (!notify_listed_) {
+      list->push_back(this);
+      notify_listed_ = true;
+    }
     q.notify_due = true;
     return;
   }
@@ -226,7 +274,9 @@ void VhostUserPort::notify(Queue& q) {
 }
 
 void VhostUserPort::flush_notify() {
-  for (Queue& q : queues_) {
+  notify_listed_ = false;
+  for (uint32_t i = 0; i < num_queues_; ++i) {
+    Queue& q = queues_[i];
     if (!q.notify_due) continue;
     q.notify_due = false;
     if (q.call.armed() && q.visit([](auto& vq) { return vq.should_notify_fenced(); }))
@@ -237,55 +287,69 @@ void VhostUserPort::flush_notify() {
 void VhostUserPort::check_broken(Queue& q, uint32_t index) {
   if (!q.broken() || q.broken_reported) return;
   q.broken_reported = true;
-  // Each queue's side counts its own (kTxQ: the owner; kRxQ: the send lock holder).
-  (index == kTxQ ? counters().drops : counters().send_drops).add(net::Drop::kQueueBroken);
+  // Each ring's side counts its own (a transmitq: its pair's owner; a receiveq: the send
+  // lock holder).
+  if (is_guest_rx(index))
+    counters().send_drops.add(net::Drop::kQueueBroken);
+  else
+    queue_counters(index / 2).drops.add(net::Drop::kQueueBroken);
   VNET_LOG_RL(log_limits().bad_input, spdlog::level::warn,
               "port {}: queue {} stopped, guest broke the ring: {}", name(), index,
               q.visit([](auto& vq) { return vq.broken_reason(); }));
 }
 
-uint32_t VhostUserPort::receive_burst(net::Packet* const* pkts, uint32_t max) {
-  Queue& q = queues_[kTxQ];
+uint32_t VhostUserPort::receive_burst(net::Packet* const* pkts, uint32_t max, uint32_t pair) {
+  Queue& q = queues_[2 * pair + 1];
   if (!q.active()) return 0;
+  TxScratch& s = tx_scratch_[pair];
+  QueueCounters& qc = queue_counters(pair);
   bool popped = false;
   uint32_t n = q.visit([&](auto& vq) {
     const uint16_t before = vq.last_avail_idx();
-    uint32_t k =
-        net::tx_dequeue(vq, tx_chain_, hdr_len_, tx_caps_, pkts, max, counters().drops, &deferred_);
+    uint32_t k = net::tx_dequeue(vq, s.chain, hdr_len_, tx_caps_, pkts, max, qc.drops, &s.deferred);
     popped = vq.last_avail_idx() != before;
     return k;
   });
   // With external packets in the burst, receive_done() publishes and notifies.
-  if (popped && deferred_.n == 0) notify(q);
-  check_broken(q, kTxQ);
+  if (popped && s.deferred.n == 0) notify(q);
+  check_broken(q, 2 * pair + 1);
   if (n) {
     uint64_t bytes = 0;
     for (uint32_t i = 0; i < n; ++i) bytes += pkts[i]->len;
-    counters().rx_packets.add(n);
-    counters().rx_bytes.add(bytes);
+    qc.rx_packets.add(n);
+    qc.rx_bytes.add(bytes);
+    // The flows of this transmitq come back on the receiveq of the same pair.
+    if (steering_.enabled_count() > 1) [[unlikely]]
+      for (uint32_t i = 0; i < n; ++i)
+        steering_.learn(net::flow_hash(pkts[i]->data, pkts[i]->head_len()), pair);
   }
   return n;
 }
 
-void VhostUserPort::prefetch(bool send_side) {
-  auto prefetch_head = [](auto& vq) { vq.prefetch_head(); };
-  if (queues_[kTxQ].active()) queues_[kTxQ].visit(prefetch_head);
-  if (send_side && queues_[kRxQ].active()) queues_[kRxQ].visit(prefetch_head);
+bool VhostUserPort::rx_queue_live(uint32_t pair) const {
+  const Queue& q = queues_[2 * pair + 1];
+  return q.started && q.enabled;
 }
 
-void VhostUserPort::receive_done() {
-  if (deferred_.n == 0) return;
-  Queue& q = queues_[kTxQ];
+void VhostUserPort::prefetch(bool send_side, uint32_t pair) {
+  auto prefetch_head = [](auto& vq) { vq.prefetch_head(); };
+  if (queues_[2 * pair + 1].active()) queues_[2 * pair + 1].visit(prefetch_head);
+  if (send_side && queues_[2 * single_rx_].active()) queues_[2 * single_rx_].visit(prefetch_head);
+}
+
+void VhostUserPort::receive_done(uint32_t pair) {
+  net::TxDeferred& d = tx_scratch_[pair].deferred;
+  if (d.n == 0) return;
+  Queue& q = queues_[2 * pair + 1];
   if (!q.active()) {  // the ring broke after these chains were popped: leave it alone
-    deferred_.n = 0;
+    d.n = 0;
     return;
   }
-  q.visit([&](auto& vq) { net::complete_deferred(vq, deferred_); });
+  q.visit([&](auto& vq) { net::complete_deferred(vq, d); });
   notify(q);
 }
 
-uint32_t VhostUserPort::enqueue(net::Packet* const* pkts, uint32_t n) {
-  Queue& q = queues_[kRxQ];
+uint32_t VhostUserPort::enqueue(Queue& q, net::Packet* const* pkts, uint32_t n) {
   uint64_t bytes = 0;
   uint32_t sent = q.visit([&](auto& vq) {
     return net::rx_enqueue(vq, rx_chain_, hdr_len_, mergeable_, rx_caps_, vlan(), pkts, n,
@@ -298,35 +362,82 @@ uint32_t VhostUserPort::enqueue(net::Packet* const* pkts, uint32_t n) {
   return sent;
 }
 
-uint32_t VhostUserPort::send_burst(net::Packet* const* pkts, uint32_t n) {
-  Queue& q = queues_[kRxQ];
+uint32_t VhostUserPort::send_to(uint32_t pair, net::Packet* const* pkts, uint32_t n) {
+  Queue& q = queues_[2 * pair];
+  QueueCounters& qc = queue_counters(pair);
   if (!q.active()) {
     counters().send_drops.add(net::Drop::kRxNotReady, n);
+    qc.tx_drops.add(n);
     return 0;
   }
   uint32_t sent =
       fallback_.deliver(pkts, n, rx_caps_, counters(), name(), log_limits().bad_input,
-                        [this](net::Packet* const* p, uint32_t k) { return enqueue(p, k); });
-  if (sent) notify(q);
-  check_broken(q, kRxQ);
+                        [&](net::Packet* const* p, uint32_t k) { return enqueue(q, p, k); });
+  if (sent) {
+    notify(q);
+    qc.tx_packets.add(sent);
+  }
+  if (sent != n) qc.tx_drops.add(n - sent);
+  check_broken(q, 2 * pair);
   return sent;
 }
 
-void VhostUserPort::wait_fds(std::vector<WaitFd>& out) const {
-  const Queue& q = queues_[kTxQ];
+uint32_t VhostUserPort::send_steered(net::Packet* const* pkts, uint32_t n) {
+  // Each frame's receiveq from its flow; then one sub-burst per queue, in the order the
+  // frames came (frames of one flow keep their order).
+  uint32_t sent = 0;
+  for (uint32_t base = 0; base < n; base += net::kBurst) {
+    const uint32_t m = std::min(n - base, net::kBurst);
+    uint8_t sel[net::kBurst];
+    for (uint32_t i = 0; i < m; ++i) {
+      const net::Packet* p = pkts[base + i];
+      sel[i] = uint8_t(steering_.pick(net::flow_hash(p->data, p->head_len())));
+    }
+    net::Packet* sub[net::kBurst];
+    constexpr uint8_t kDone = 0xff;  // (pairs are < 128)
+    for (uint32_t i = 0; i < m; ++i) {
+      if (sel[i] == kDone) continue;
+      const uint8_t pair = sel[i];
+      uint32_t k = 0;
+      for (uint32_t j = i; j < m; ++j)
+        if (sel[j] == pair) {
+          sub[k++] = pkts[base + j];
+          sel[j] = kDone;
+        }
+      sent += send_to(pair, sub, k);
+    }
+  }
+  return sent;
+}
+
+uint32_t VhostUserPort::send_burst(net::Packet* const* pkts, uint32_t n) {
+  // One branch per burst: a guest with one receiveq (or none) needs no steering.
+  const uint32_t k = steering_.enabled_count();
+  if (k > 1) [[unlikely]]
+    return send_steered(pkts, n);
+  if (k == 0) {
+    counters().send_drops.add(net::Drop::kRxNotReady, n);
+    queue_counters(0).tx_drops.add(n);
+    return 0;
+  }
+  return send_to(single_rx_, pkts, n);
+}
+
+void VhostUserPort::wait_fds(std::vector<WaitFd>& out, uint32_t pair) const {
+  const Queue& q = queues_[2 * pair + 1];
   if (q.started && q.enabled && q.kick)
     out.push_back({q.kick.watch_fd(), WaitFd::kFrontendEventFd});
 }
 
-bool VhostUserPort::enable_notifications() {
-  Queue& q = queues_[kTxQ];
+bool VhostUserPort::enable_notifications(uint32_t pair) {
+  Queue& q = queues_[2 * pair + 1];
   if (!q.active()) return false;
   if (!q.kick) return true;  // the front end never kicks: keep polling
   return q.visit([](auto& vq) { return vq.enable_notifications(); });
 }
 
-void VhostUserPort::disable_notifications() {
-  Queue& q = queues_[kTxQ];
+void VhostUserPort::disable_notifications(uint32_t pair) {
+  Queue& q = queues_[2 * pair + 1];
   if (q.active()) q.visit([](auto& vq) { vq.disable_notifications(); });
 }
 
@@ -352,15 +463,21 @@ PortInfo VhostUserPort::info() const {
   // Log lines of this port withheld by its rate limits (common/log.h).
   i.extra.emplace_back("log_suppressed", log_limits().suppressed_total());
   // Signals to the front end's call eventfds that the kernel refused.
-  i.extra.emplace_back("call_failures",
-                       queues_[kRxQ].call.failures() + queues_[kTxQ].call.failures());
   // Chains the guest got back empty because a descriptor was bad (the queue goes on),
   // and times a queue was stopped for a bad ring. (Counters: readable from any thread.)
-  auto bad_chains = [](const Queue& q) {
-    return q.vq.counters().bad_chains.get() + q.pvq.counters().bad_chains.get();
-  };
-  i.extra.emplace_back("rx_bad_chains", bad_chains(queues_[kRxQ]));
-  i.extra.emplace_back("tx_bad_chains", bad_chains(queues_[kTxQ]));
+  uint64_t call_failures = 0, bad_chains[2] = {0, 0};
+  for (uint32_t q = 0; q < num_queues_; ++q) {
+    call_failures += queues_[q].call.failures();
+    bad_chains[q & 1] +=
+        queues_[q].vq.counters().bad_chains.get() + queues_[q].pvq.counters().bad_chains.get();
+  }
+  i.extra.emplace_back("call_failures", call_failures);
+  i.extra.emplace_back("rx_bad_chains", bad_chains[0]);
+  i.extra.emplace_back("tx_bad_chains", bad_chains[1]);
+  i.extra.emplace_back("queue_pairs", pairs_);
+  static const char* const kStates[4] = {"off", "rx-only", "tx-only", "active"};
+  for (uint32_t p = 0; p < pairs_; ++p)
+    i.queue_states.emplace_back(kStates[pair_state_[p].load(std::memory_order_relaxed) & 3]);
   return i;
 }
 

@@ -1,7 +1,10 @@
 // VhostUserPort: a VM's virtio-net device, reached over a vhost-user socket.
 // As a vhost_user::Backend it takes the session's calls on the control thread and
 // applies them on its worker through run_sync(); as a Port it moves bursts between
-// the guest's virtqueues (queue 0 = guest RX, queue 1 = guest TX) and the switch.
+// the guest's virtqueues and the switch. Queue pairs (virtio 1.2 5.1.2: receiveq k is
+// ring 2k, transmitq k is ring 2k+1): VIRTIO_NET_F_MQ with up to queue_pairs of them;
+// the port's receive queue k (Port::receive_burst) is the guest's transmitq k, and
+// send_burst() steers each frame to one enabled receiveq (net/rx_steering.h).
 #pragma once
 
 #include <atomic>
@@ -12,6 +15,7 @@
 #include "common/executor.h"
 #include "common/log.h"
 #include "net/offload.h"
+#include "net/rx_steering.h"
 #include "net/virtio_net_queue.h"
 #include "ports/offload_fallback.h"
 #include "ports/port.h"
@@ -26,6 +30,10 @@ struct VhostUserPortConfig {
   std::string socket_path;
   bool client = false;  // vnetd connects to the front end's socket
   SocketPerms perms;    // server socket: mode, owner, group
+  // Queue pairs offered (GET_QUEUE_NUM); above 1 with VIRTIO_NET_F_MQ.
+  uint32_t queue_pairs = kDefaultQueuePairs;
+  static constexpr uint32_t kDefaultQueuePairs = 8;
+  static constexpr uint32_t kMaxQueuePairs = net::RxSteering::kMaxQueues;
 };
 
 class VhostUserPort : public Port, public vhost_user::Backend {
@@ -39,7 +47,7 @@ class VhostUserPort : public Port, public vhost_user::Backend {
   // vhost_user::Backend (control thread)
   uint64_t device_features() const override;
   uint64_t protocol_features() const override;
-  uint32_t max_queue_pairs() const override { return 1; }
+  uint32_t max_queue_pairs() const override { return pairs_; }
   Status set_features(uint64_t features) override;
   void set_memory(std::shared_ptr<const memory::GuestMemory> mem) override;
   Status start_queue(uint32_t index, const virtio::QueueConfig& cfg, FrontendFd kick) override;
@@ -50,21 +58,24 @@ class VhostUserPort : public Port, public vhost_user::Backend {
   Status set_mtu(uint32_t mtu) override;
 
   // Port (worker thread)
-  uint32_t receive_burst(net::Packet* const* pkts, uint32_t max) override;
+  uint32_t receive_burst(net::Packet* const* pkts, uint32_t max, uint32_t pair = 0) override;
+  bool rx_queue_live(uint32_t pair) const override;
   uint32_t send_burst(net::Packet* const* pkts, uint32_t n) override;
-  void receive_done() override;
-  void prefetch(bool send_side) override;
+  void receive_done(uint32_t pair = 0) override;
+  void prefetch(bool send_side, uint32_t pair = 0) override;
   bool takes_external() const override { return true; }
-  void wait_fds(std::vector<WaitFd>& out) const override;
-  bool enable_notifications() override;
-  void disable_notifications() override;
+  void wait_fds(std::vector<WaitFd>& out, uint32_t pair = 0) const override;
+  bool enable_notifications(uint32_t pair = 0) override;
+  void disable_notifications(uint32_t pair = 0) override;
   void flush_notify() override;
 
   // Port (control thread)
   PortInfo info() const override;
 
  private:
-  static constexpr uint32_t kRxQ = 0, kTxQ = 1, kNumQueues = 2;
+  // Ring index -> role (virtio 1.2 5.1.2): even rings are the guest's receiveqs (the
+  // send side), odd ones its transmitqs (the receive side).
+  static constexpr bool is_guest_rx(uint32_t index) { return (index & 1) == 0; }
   struct Queue {
     virtio::DeviceQueue vq;         // the split ring...
     virtio::PackedDeviceQueue pvq;  // ...or the packed one (VIRTIO_F_RING_PACKED)
@@ -91,29 +102,46 @@ class VhostUserPort : public Port, public vhost_user::Backend {
       return f(vq);
     }
   };
+  // Receive-side scratch of one transmitq: the workers of different pairs run at once.
+  struct TxScratch {
+    virtio::Chain chain;
+    net::TxDeferred deferred;  // chains whose frames are out as external packets
+  };
+  // Per-ring data path: each takes the ring it works on.
   void notify(Queue& q);
-  uint32_t enqueue(net::Packet* const* pkts, uint32_t n);
+  uint32_t enqueue(Queue& q, net::Packet* const* pkts, uint32_t n);
+  uint32_t send_to(uint32_t pair, net::Packet* const* pkts, uint32_t n);
+  uint32_t send_steered(net::Packet* const* pkts, uint32_t n);
   void check_broken(Queue& q, uint32_t index);
+  // After a control change (on the worker, under the send lock): which receiveqs take
+  // frames, and the per-pair state info() shows.
+  void update_queue_state();
 
   VhostUserPortConfig cfg_;
   Executor& worker_;
   std::unique_ptr<vhost_user::Endpoint> endpoint_;
 
   // Worker-owned data-path state.
-  Queue queues_[kNumQueues];
+  const uint32_t pairs_;
+  const uint32_t num_queues_;  // 2 * pairs_
+  std::unique_ptr<Queue[]> queues_;
+  std::unique_ptr<TxScratch[]> tx_scratch_;  // per pair
+  net::RxSteering steering_;
+  uint32_t single_rx_ = 0;  // with steering_.enabled_count() == 1: that pair
   std::shared_ptr<const memory::GuestMemory> mem_;
   uint32_t hdr_len_ = 12;
   bool mergeable_ = false;
   net::OffloadCaps tx_caps_;  // what the guest may send (HOST_*)
   net::OffloadCaps rx_caps_;  // what the guest can take (GUEST_*)
   OffloadFallback fallback_;  // software checksum/segmentation for what the guest cannot take
-  // One scratch chain per direction: receive_burst (owner) and send_burst (a sender under
-  // the send lock) may run at the same time.
-  virtio::Chain tx_chain_, rx_chain_;
-  net::TxDeferred deferred_;  // TX chains whose frames are out as external packets (owner)
+  // The send side's scratch chain (one sender at a time, under the send lock).
+  virtio::Chain rx_chain_;
+  bool notify_listed_ = false;  // on the worker's notify list this round
 
   std::atomic<uint64_t> features_{0};  // negotiated; read by info()
   std::atomic<uint32_t> mtu_{0};       // from NET_SET_MTU (0: not sent)
+  // Per pair, for info(): bit 0 receiveq active, bit 1 transmitq active.
+  std::unique_ptr<std::atomic<uint8_t>[]> pair_state_;
 };
 
 }  // namespace vnet::ports

@@ -196,6 +196,17 @@ class TestPmd:
             raise HarnessError("%s: no port statistics in output:\n%s" % (self.name, out))
         return stats
 
+    def queue_stats(self, port=0):
+        """{"rx": {queue: packets}, "tx": {queue: packets}} from `show port xstats`
+        (the virtio PMD's rx_qN_good_packets / tx_qN_good_packets)."""
+        out = self.cmd("show port xstats %d" % port)
+        stats = {"rx": {}, "tx": {}}
+        for d, q, n in re.findall(r"\b(rx|tx)_q(\d+)_(?:good_)?packets:\s*(\d+)", out):
+            stats[d][int(q)] = int(n)
+        if not stats["rx"] and not stats["tx"]:
+            raise HarnessError("%s: no per-queue counters in xstats:\n%s" % (self.name, out))
+        return stats
+
     def link_up(self, port=0):
         out = self.cmd("show port info %d" % port)
         m = re.search(r"Link status:\s*(\w+)", out)

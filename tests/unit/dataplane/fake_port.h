@@ -16,14 +16,14 @@ namespace vnet::dataplane {
 class FakePort : public ports::Port {
  public:
   FakePort(std::string name, uint16_t id) : Port(std::move(name)) { set_id(id); }
-  uint32_t receive_burst(net::Packet* const*, uint32_t) override { return 0; }
+  uint32_t receive_burst(net::Packet* const*, uint32_t, uint32_t = 0) override { return 0; }
   uint32_t send_burst(net::Packet* const* pkts, uint32_t n) override {
     bursts.emplace_back(pkts, pkts + n);
     return n;
   }
-  void wait_fds(std::vector<WaitFd>&) const override {}
-  bool enable_notifications() override { return false; }
-  void disable_notifications() override {}
+  void wait_fds(std::vector<WaitFd>&, uint32_t = 0) const override {}
+  bool enable_notifications(uint32_t = 0) override { return false; }
+  void disable_notifications(uint32_t = 0) override {}
   ports::PortInfo info() const override { return {}; }
 
   // Every frame this port received, across bursts.

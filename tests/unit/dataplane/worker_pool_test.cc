@@ -45,7 +45,7 @@ class TrafficPort : public ports::Port {
   bool drained() const { return remaining_.load(std::memory_order_acquire) == 0; }
   uint64_t received_from(uint32_t src) const { return from_[src].load(std::memory_order_relaxed); }
 
-  uint32_t receive_burst(net::Packet* const* pkts, uint32_t max) override {
+  uint32_t receive_burst(net::Packet* const* pkts, uint32_t max, uint32_t = 0) override {
     if (in_receive_.exchange(true)) overlaps.fetch_add(1);
     uint32_t left = remaining_.load(std::memory_order_acquire);
     uint32_t n = std::min(left, max);
@@ -75,9 +75,9 @@ class TrafficPort : public ports::Port {
     in_send_.store(false);
     return n;
   }
-  void wait_fds(std::vector<WaitFd>&) const override {}
-  bool enable_notifications() override { return !drained(); }
-  void disable_notifications() override {}
+  void wait_fds(std::vector<WaitFd>&, uint32_t = 0) const override {}
+  bool enable_notifications(uint32_t = 0) override { return !drained(); }
+  void disable_notifications(uint32_t = 0) override {}
   ports::PortInfo info() const override { return {}; }
 
   std::atomic<uint64_t> overlaps{0};

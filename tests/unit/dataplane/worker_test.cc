@@ -35,7 +35,7 @@ class SourcePort : public ports::Port {
   SourcePort(std::string name, uint8_t mac_last, uint64_t quota)
       : Port(std::move(name)), mac_last_(mac_last), quota_(quota) {}
 
-  uint32_t receive_burst(net::Packet* const* pkts, uint32_t max) override {
+  uint32_t receive_burst(net::Packet* const* pkts, uint32_t max, uint32_t = 0) override {
     polls.fetch_add(1, std::memory_order_relaxed);
     uint32_t largest = largest_max.load(std::memory_order_relaxed);
     if (max > largest) largest_max.store(max, std::memory_order_relaxed);
@@ -50,9 +50,11 @@ class SourcePort : public ports::Port {
     received.fetch_add(n, std::memory_order_relaxed);
     return n;
   }
-  void wait_fds(std::vector<WaitFd>&) const override {}
-  bool enable_notifications() override { return quota_.load(std::memory_order_relaxed) != 0; }
-  void disable_notifications() override {}
+  void wait_fds(std::vector<WaitFd>&, uint32_t = 0) const override {}
+  bool enable_notifications(uint32_t = 0) override {
+    return quota_.load(std::memory_order_relaxed) != 0;
+  }
+  void disable_notifications(uint32_t = 0) override {}
   ports::PortInfo info() const override { return {}; }
 
   void add_quota(uint64_t n) { quota_.fetch_add(n, std::memory_order_relaxed); }
@@ -222,7 +224,7 @@ class KickPort : public SourcePort {
  public:
   KickPort(std::string name, uint8_t mac_last)
       : SourcePort(std::move(name), mac_last, 0), kick_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
-  void wait_fds(std::vector<WaitFd>& out) const override {
+  void wait_fds(std::vector<WaitFd>& out, uint32_t = 0) const override {
     out.push_back({kick_.get(), WaitFd::kOwnEventFd});
   }
   void send_one() {

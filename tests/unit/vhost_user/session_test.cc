@@ -278,6 +278,53 @@ TEST_F(SessionTest, MoreQueuePairsMoreRings) {
   EXPECT_FALSE(fe4.send_state(Request::SET_VRING_NUM, 8, 256));
 }
 
+// VIRTIO_NET_F_MQ with 8 pairs: GET_QUEUE_NUM says 8, all 16 rings start (ring 2k is
+// receiveq k, 2k+1 transmitq k), ring 16 is refused, and SET_VRING_ENABLE turns rings
+// of any pair off and on again while the others stay (ethtool -L in the guest).
+TEST_F(SessionTest, EightPairsSixteenRingsEnableDisable) {
+  backend.queue_pairs = 8;
+  FrontEnd fe8(backend);
+  EXPECT_EQ(fe8.get_u64(Request::GET_QUEUE_NUM), 8u);
+  ASSERT_TRUE(fe8.send_u64(Request::SET_PROTOCOL_FEATURES, protocol::kMq | protocol::kReplyAck));
+  ASSERT_TRUE(fe8.send0(Request::SET_OWNER));
+  ASSERT_TRUE(
+      fe8.send_u64(Request::SET_FEATURES, bit(VIRTIO_F_VERSION_1) | kFeatureProtocolFeatures));
+  UniqueFd m = make_memfd(kMiB);
+  ASSERT_TRUE(fe8.send_mem_table({{0, kMiB, kUva0, 0}}, {m.get()}, 0));
+  std::vector<UniqueFd> kicks;
+  for (uint32_t i = 0; i < 16; ++i) {
+    const uint64_t off = 0x4000 * (i + 1);
+    ASSERT_TRUE(fe8.send_state(Request::SET_VRING_NUM, i, 64));
+    ASSERT_TRUE(fe8.send_state(Request::SET_VRING_BASE, i, 0));
+    ASSERT_TRUE(fe8.send_addr(i, kUva0 + off, kUva0 + off + 0x2000, kUva0 + off + 0x1000));
+    kicks.push_back(make_eventfd());
+    ASSERT_TRUE(fe8.send_u64(Request::SET_VRING_KICK, i, {kicks.back().get()}, kFlagNeedReply));
+    EXPECT_EQ(fe8.reply_u64(Request::SET_VRING_KICK), 0u) << "ring " << i;
+    ASSERT_TRUE(fe8.send_state(Request::SET_VRING_ENABLE, i, 1, kFlagNeedReply));
+    EXPECT_EQ(fe8.reply_u64(Request::SET_VRING_ENABLE), 0u);
+  }
+  EXPECT_EQ(backend.started.size(), 16u);
+  for (uint32_t i = 0; i < 16; ++i) EXPECT_TRUE(backend.enabled.at(i)) << i;
+  // Ring 16 does not exist.
+  ASSERT_TRUE(fe8.send_state(Request::SET_VRING_NUM, 16, 64, kFlagNeedReply));
+  EXPECT_EQ(fe8.reply_u64(Request::SET_VRING_NUM), 1u);
+  ASSERT_TRUE(fe8.send_state(Request::SET_VRING_ENABLE, 16, 1, kFlagNeedReply));
+  EXPECT_EQ(fe8.reply_u64(Request::SET_VRING_ENABLE), 1u);
+  // combined 8 -> 3: pairs 3..7 off; the rest stay on and started.
+  for (uint32_t i = 6; i < 16; ++i) {
+    ASSERT_TRUE(fe8.send_state(Request::SET_VRING_ENABLE, i, 0, kFlagNeedReply));
+    EXPECT_EQ(fe8.reply_u64(Request::SET_VRING_ENABLE), 0u);
+  }
+  for (uint32_t i = 0; i < 16; ++i) EXPECT_EQ(backend.enabled.at(i), i < 6) << i;
+  EXPECT_EQ(backend.started.size(), 16u) << "disabling a ring does not stop it";
+  // and back to 8.
+  for (uint32_t i = 6; i < 16; ++i) {
+    ASSERT_TRUE(fe8.send_state(Request::SET_VRING_ENABLE, i, 1, kFlagNeedReply));
+    EXPECT_EQ(fe8.reply_u64(Request::SET_VRING_ENABLE), 0u);
+  }
+  for (uint32_t i = 0; i < 16; ++i) EXPECT_TRUE(backend.enabled.at(i)) << i;
+}
+
 TEST_F(SessionTest, RingSizes) {
   negotiate(protocol::kReplyAck);
   for (uint32_t bad : {0u, 3u, 100u, 32769u, 65536u, 0x80000000u}) {

@@ -1,0 +1,124 @@
+// Flow hash: the frame walk (bounded by len at every step) and the symmetric mix.
+#include "net/flow_hash.h"
+
+#include <cstddef>
+#include <cstring>
+
+#include "net/frame.h"
+#include "net/packet.h"
+
+namespace vnet::net {
+
+namespace {
+
+constexpr uint8_t kIpProtoSctp = 132;
+
+inline uint16_t load_be16(const uint8_t* p) {
+  return uint16_t(uint16_t(p[0]) << 8 | p[1]);
+}
+inline uint64_t load_u64(const uint8_t* p) {
+  uint64_t v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+inline uint32_t load_u32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+// 64-bit finalizer (a well-known avalanche mix: every input bit moves every output bit).
+inline uint64_t mix64(uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdULL;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ULL;
+  x ^= x >> 33;
+  return x;
+}
+
+inline uint64_t combine(uint64_t h, uint64_t v) {
+  return mix64(h ^ (v + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2)));
+}
+
+inline uint32_t finish(uint64_t h) {
+  uint32_t r = uint32_t(h ^ (h >> 32));
+  return r ? r : 1;
+}
+
+// Symmetric: the pair (a, b) and the pair (b, a) combine alike.
+inline uint64_t combine_pair(uint64_t h, uint64_t a, uint64_t b) {
+  return combine(combine(h, a < b ? a : b), a < b ? b : a);
+}
+
+// An endpoint's address (up to 16 bytes) as two words, compared as a whole.
+struct Addr {
+  uint64_t hi = 0, lo = 0;
+  bool operator<(const Addr& o) const { return hi != o.hi ? hi < o.hi : lo < o.lo; }
+};
+
+uint32_t hash_l4(uint64_t h, const Addr& src, const Addr& dst, const uint8_t* l4,
+                 const uint8_t* end, uint8_t proto, bool ports) {
+  // Addresses and ports as one endpoint each, ordered, so (src, dst) and (dst, src)
+  // give the same value.
+  uint16_t sp = 0, dp = 0;
+  if (ports && (proto == kIpProtoTcp || proto == kIpProtoUdp || proto == kIpProtoSctp) &&
+      end - l4 >= 4) {
+    sp = load_be16(l4);
+    dp = load_be16(l4 + 2);
+  }
+  const bool swap = dst < src || (!(src < dst) && dp < sp);
+  const Addr& a = swap ? dst : src;
+  const Addr& b = swap ? src : dst;
+  const uint16_t pa = swap ? dp : sp, pb = swap ? sp : dp;
+  h = combine(h, proto);
+  h = combine(h, a.hi);
+  h = combine(h, a.lo);
+  h = combine(h, b.hi);
+  h = combine(h, b.lo);
+  h = combine(h, uint64_t(pa) << 16 | pb);
+  return finish(h);
+}
+
+}  // namespace
+
+uint32_t flow_hash(const uint8_t* frame, uint32_t len) {
+  if (len < kEthHdrLen) return finish(mix64(len + 1));
+  const uint8_t* const end = frame + len;
+  uint64_t dst_mac = 0, src_mac = 0;
+  std::memcpy(&dst_mac, frame, 6);
+  std::memcpy(&src_mac, frame + 6, 6);
+  uint16_t ethertype = load_be16(frame + 12);
+  const uint8_t* p = frame + kEthHdrLen;
+  // 802.1Q / 802.1ad tags: the VLAN does not enter the hash (a flow is the same flow
+  // whichever tag it carries on the way).
+  for (uint32_t i = 0; i < kMaxVlanTags && (ethertype == kEthPVlan || ethertype == kEthPQinQ);
+       ++i) {
+    if (end - p < 4) break;
+    ethertype = load_be16(p + 2);
+    p += 4;
+  }
+  const uint64_t l2 = combine_pair(ethertype, dst_mac, src_mac);
+  if (ethertype == kEthPIpv4 && end - p >= 20) {
+    const uint32_t ihl = uint32_t(p[0] & 0x0f) * 4;
+    if ((p[0] >> 4) != 4 || ihl < 20 || end - p < std::ptrdiff_t(ihl)) return finish(l2);
+    // RFC 791: MF set or a fragment offset: only the first fragment has the ports, so
+    // every fragment hashes by addresses alone.
+    const bool fragment = (load_be16(p + 6) & 0x3fff) != 0;
+    Addr src, dst;
+    src.lo = load_u32(p + 12);
+    dst.lo = load_u32(p + 16);
+    return hash_l4(4, src, dst, p + ihl, end, p[9], !fragment);
+  }
+  if (ethertype == kEthPIpv6 && end - p >= 40) {
+    if ((p[0] >> 4) != 6) return finish(l2);
+    Addr src{load_u64(p + 8), load_u64(p + 16)};
+    Addr dst{load_u64(p + 24), load_u64(p + 32)};
+    // Extension headers are not walked: the flow is then its addresses (and the next
+    // header), the same for every frame of it.
+    return hash_l4(6, src, dst, p + 40, end, p[6], true);
+  }
+  return finish(l2);
+}
+
+}  // namespace vnet::net
