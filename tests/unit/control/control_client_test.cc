@@ -244,12 +244,13 @@ TEST(FormatFdb, Table) {
     {"mac":"52:54:00:00:00:01","vlan":0,"port":"vhu0","age":3},
     {"mac":"52:54:00:00:00:02","vlan":100,"port":"vhu1","age":120}]})");
   EXPECT_EQ(format_fdb(reply),
-            "MAC                VLAN  PORT  AGE\n"
-            "52:54:00:00:00:01     0  vhu0    3\n"
-            "52:54:00:00:00:02   100  vhu1  120\n"
+            "MAC                VLAN  PORT             AGE\n"
+            "52:54:00:00:00:01     0  vhu0               3\n"
+            "52:54:00:00:00:02   100  vhu1             120\n"
             "2 entries\n");
+  // Fixed widths: a dump in chunks (format_fdb_row per entry) prints the same table.
   EXPECT_EQ(format_fdb(json::parse(R"({"ok":true,"fdb":[]})")),
-            "MAC  VLAN  PORT  AGE\n0 entries\n");
+            "MAC                VLAN  PORT             AGE\n0 entries\n");
 }
 
 }  // namespace
