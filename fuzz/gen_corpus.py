@@ -351,6 +351,8 @@ idle_poll_max_us = 2000
 size = 8192
 age = 300
 per_port_limit = 1024
+[metrics]
+listen = "127.0.0.1:9465"
 [[port]]
 name = "vm1"
 type = "vhost-user"
