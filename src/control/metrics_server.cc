@@ -166,44 +166,59 @@ void MetricsServer::on_client(int fd) {
 }
 
 // RFC 9112 section 3: request-line = method SP request-target SP HTTP-version CRLF,
-// then header fields, then an empty line. Only the request line matters here; the
-// head must end within max_request bytes.
-void MetricsServer::answer(Client& c) {
-  size_t end = c.in.find("\r\n\r\n");
-  if (end == std::string::npos) end = c.in.find("\n\n");  // (RFC 9112 2.2: bare LF)
-  if (end == std::string::npos) {
-    if (c.in.size() > limits_.max_request) {
-      counters_.bad_requests.add();
-      VNET_LOG_RL(g_metrics_log, spdlog::level::warn,
-                  "metrics: request head longer than {} bytes refused", limits_.max_request);
-      reply(c, 431, "Request Header Fields Too Large", "request head too large\n");
-    }
-    return;
-  }
-  const std::string_view head(c.in.data(), std::min(end, limits_.max_request));
-  const std::string_view line = head.substr(0, head.find_first_of("\r\n"));
+// then header fields, then an empty line (section 2.2: a bare LF ends a line too).
+// Only the request line matters here; the head must end within max_request bytes.
+MetricsRequest classify_request(std::string_view in, size_t max_request) {
+  size_t end = in.find("\r\n\r\n");
+  if (end == std::string_view::npos) end = in.find("\n\n");
+  if (end == std::string_view::npos || end > max_request)
+    return in.size() > max_request ? MetricsRequest::kTooLarge : MetricsRequest::kIncomplete;
+  const std::string_view line = in.substr(0, in.find_first_of("\r\n"));
   const size_t sp1 = line.find(' '), sp2 = line.rfind(' ');
-  if (sp1 == std::string_view::npos || sp2 == sp1 || line.substr(sp2 + 1, 7) != "HTTP/1.") {
-    counters_.bad_requests.add();
-    VNET_LOG_RL(g_metrics_log, spdlog::level::warn, "metrics: malformed request line refused");
-    reply(c, 400, "Bad Request", "bad request\n");
-    return;
-  }
+  if (sp1 == std::string_view::npos || sp2 == sp1 || line.substr(sp2 + 1, 7) != "HTTP/1.")
+    return MetricsRequest::kBadRequest;
   const std::string_view method = line.substr(0, sp1);
   std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
   target = target.substr(0, target.find('?'));  // a query string is ignored
-  if (method != "GET" && method != "HEAD") {
-    counters_.bad_requests.add();
-    reply(c, 405, "Method Not Allowed", "only GET and HEAD\n");
-    return;
+  if (method != "GET" && method != "HEAD") return MetricsRequest::kBadMethod;
+  if (target != "/metrics") return MetricsRequest::kNotFound;
+  return method == "GET" ? MetricsRequest::kGet : MetricsRequest::kHead;
+}
+
+void MetricsServer::answer(Client& c) {
+  const MetricsRequest what = classify_request(c.in, limits_.max_request);
+  switch (what) {
+    case MetricsRequest::kIncomplete:
+      return;
+    case MetricsRequest::kGet:
+    case MetricsRequest::kHead:
+      counters_.scrapes.add();
+      reply(c, 200, "OK", render_(), what == MetricsRequest::kHead);
+      return;
+    default:
+      break;
   }
-  if (target != "/metrics") {
-    counters_.bad_requests.add();
-    reply(c, 404, "Not Found", "metrics are at /metrics\n");
-    return;
+  counters_.bad_requests.add();
+  VNET_LOG_RL(g_metrics_log, spdlog::level::warn, "metrics: request refused ({} bytes): {}",
+              c.in.size(),
+              what == MetricsRequest::kTooLarge    ? "head too large"
+              : what == MetricsRequest::kNotFound  ? "not /metrics"
+              : what == MetricsRequest::kBadMethod ? "not GET or HEAD"
+                                                   : "malformed request line");
+  switch (what) {
+    case MetricsRequest::kTooLarge:
+      reply(c, 431, "Request Header Fields Too Large", "request head too large\n");
+      break;
+    case MetricsRequest::kNotFound:
+      reply(c, 404, "Not Found", "metrics are at /metrics\n");
+      break;
+    case MetricsRequest::kBadMethod:
+      reply(c, 405, "Method Not Allowed", "only GET and HEAD\n");
+      break;
+    default:
+      reply(c, 400, "Bad Request", "bad request\n");
+      break;
   }
-  counters_.scrapes.add();
-  reply(c, 200, "OK", render_(), method == "HEAD");
 }
 
 void MetricsServer::reply(Client& c, int status, std::string_view reason, std::string_view body,

@@ -50,6 +50,19 @@ struct ListenAddress {
 };
 Result<ListenAddress> parse_listen_address(std::string_view s);
 
+// What a request head asks for (classify_request), decided from the bytes received so
+// far: kIncomplete until the head's empty line arrives (or max_request is passed).
+enum class MetricsRequest : uint8_t {
+  kIncomplete,
+  kGet,         // GET /metrics: 200 with the text
+  kHead,        // HEAD /metrics: 200 without a body
+  kNotFound,    // another path: 404
+  kBadMethod,   // another method: 405
+  kBadRequest,  // not an HTTP/1.x request line: 400
+  kTooLarge,    // no end of the head within max_request bytes: 431
+};
+MetricsRequest classify_request(std::string_view in, size_t max_request);
+
 class MetricsServer {
  public:
   using Render = std::function<std::string()>;

@@ -62,6 +62,30 @@ TEST(ListenAddress, Parses) {
   }
 }
 
+TEST(ClassifyRequest, Verdicts) {
+  const struct {
+    const char* in;
+    MetricsRequest want;
+  } cases[] = {
+      {"", MetricsRequest::kIncomplete},
+      {"GET /metrics HTTP/1.1\r\nHost: x\r\n", MetricsRequest::kIncomplete},
+      {"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", MetricsRequest::kGet},
+      {"GET /metrics HTTP/1.0\n\n", MetricsRequest::kGet},
+      {"HEAD /metrics?a=b HTTP/1.1\r\n\r\n", MetricsRequest::kHead},
+      {"GET /metrics/ HTTP/1.1\r\n\r\n", MetricsRequest::kNotFound},
+      {"DELETE /metrics HTTP/1.1\r\n\r\n", MetricsRequest::kBadMethod},
+      {"GET /metrics HTTP/2\r\n\r\n", MetricsRequest::kBadRequest},
+      {"GET\r\n\r\n", MetricsRequest::kBadRequest},
+      {"\r\n\r\n", MetricsRequest::kBadRequest},
+  };
+  for (const auto& c : cases) EXPECT_EQ(classify_request(c.in, 64), c.want) << c.in;
+  EXPECT_EQ(classify_request(std::string(65, 'x'), 64), MetricsRequest::kTooLarge);
+  // A head that ends past the limit is too large even if it arrived in one piece.
+  EXPECT_EQ(
+      classify_request("GET /metrics HTTP/1.1\r\nX: " + std::string(100, 'a') + "\r\n\r\n", 64),
+      MetricsRequest::kTooLarge);
+}
+
 class MetricsServerTest : public ::testing::Test {
  protected:
   void start(MetricsServerLimits limits = {}) {
