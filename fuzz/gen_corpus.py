@@ -300,6 +300,9 @@ def gen_control_request():
     reqs = [
         {"cmd": "version"}, {"cmd": "ports"}, {"cmd": "counters"},
         {"cmd": "counters", "port": "p0"}, {"cmd": "fdb"}, {"cmd": "workers"},
+        {"cmd": "fdb", "port": "p0", "vlan": 10, "mac": "52:54:00:00:00:01", "limit": 5,
+         "cursor": 3},
+        {"cmd": "fdb", "cursor": 4294967295, "limit": 0, "port": "nosuch", "mac": "x"},
         {"cmd": "fdb-flush"},
         {"cmd": "set-port", "name": "p0", "vlan": 10},
         {"cmd": "set-port", "name": "p0", "trunk": [10, 20], "native": 1},
