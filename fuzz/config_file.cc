@@ -1,6 +1,6 @@
 // Fuzz target "config_file": the configuration loader (control/config.h
 // parse_config_toml: the size limit, the non-recursive TOML pre-check of
-// control/toml_check.h, cpptoml, the conversion to JSON and every field check) over a
+// control/toml_check.h, toml++, the conversion to JSON and every field check) over a
 // file that a careless or hostile hand wrote.
 //
 // Input: the file's bytes.

@@ -300,6 +300,9 @@ def gen_control_request():
     reqs = [
         {"cmd": "version"}, {"cmd": "ports"}, {"cmd": "counters"},
         {"cmd": "counters", "port": "p0"}, {"cmd": "fdb"}, {"cmd": "workers"},
+        {"cmd": "fdb", "port": "p0", "vlan": 10, "mac": "52:54:00:00:00:01", "limit": 5,
+         "cursor": 3},
+        {"cmd": "fdb", "cursor": 4294967295, "limit": 0, "port": "nosuch", "mac": "x"},
         {"cmd": "fdb-flush"},
         {"cmd": "set-port", "name": "p0", "vlan": 10},
         {"cmd": "set-port", "name": "p0", "trunk": [10, 20], "native": 1},
@@ -351,6 +354,8 @@ idle_poll_max_us = 2000
 size = 8192
 age = 300
 per_port_limit = 1024
+[metrics]
+listen = "127.0.0.1:9465"
 [[port]]
 name = "vm1"
 type = "vhost-user"

@@ -60,6 +60,14 @@ int main(int argc, char** argv) {
   std::string fdb_action;
   fdb->add_option("ACTION", fdb_action, "flush: forget every learned address")
       ->check(CLI::IsMember({"flush"}));
+  std::string fdb_port, fdb_mac;
+  int64_t fdb_vlan = -1;
+  uint64_t fdb_count = 0;
+  fdb->add_option("--port", fdb_port, "Only entries on this port");
+  fdb->add_option("--vlan", fdb_vlan, "Only entries of this VLAN (0: untagged)")
+      ->check(CLI::Range(0, 4094));
+  fdb->add_option("--mac", fdb_mac, "Only entries of this MAC address");
+  fdb->add_option("--count", fdb_count, "At most this many entries (default: all)");
   auto* fdb_flush =
       app.add_subcommand("fdb-flush", "Forget every learned address (same as 'fdb flush')");
 
@@ -203,6 +211,42 @@ int main(int argc, char** argv) {
 
   auto client = ControlClient::connect(control, timeout_ms);
   if (!client) return fail(as_json, client.message());
+  if (what == What::kFdb) {
+    // In chunks, printed as they come (the --timeout applies to each chunk).
+    json filter = json::object();
+    if (!fdb_port.empty()) filter["port"] = fdb_port;
+    if (fdb_vlan >= 0) filter["vlan"] = fdb_vlan;
+    if (!fdb_mac.empty()) filter["mac"] = fdb_mac;
+    bool first = true;
+    std::cout << (as_json ? "{\"fdb\": [" : vnet::control::format_fdb_header());
+    auto done = vnet::control::dump_fdb(*client, filter, fdb_count, timeout_ms, [&](const json& e) {
+      if (as_json)
+        std::cout << (first ? "\n" : ",\n")
+                  << e.dump(-1, ' ', false, json::error_handler_t::replace);
+      else
+        std::cout << vnet::control::format_fdb_row(e);
+      first = false;
+    });
+    const bool ok = done && (*done)["ok"] == true;
+    const std::string why =
+        !done ? done.message() : done->value("error", std::string("vnetd did not say ok"));
+    if (as_json) {
+      // The object is complete either way: "ok" and, on an error, "error" come last.
+      json tail{{"ok", ok}};
+      if (!ok) tail["error"] = why;
+      const std::string t = tail.dump();
+      std::cout << (first ? "" : "\n") << "], " << t.substr(1) << "\n";
+    } else if (ok) {
+      const uint64_t n = (*done)["entries"];
+      std::cout << n << (n == 1 ? " entry\n" : " entries\n");
+    }
+    if (!ok) {
+      std::cout << std::flush;
+      std::cerr << "vnetctl: " << why << "\n";
+      return 1;
+    }
+    return 0;
+  }
   auto reply = client->request(req, timeout_ms);
   if (!reply) return fail(as_json, reply.message());
   const json& r = *reply;

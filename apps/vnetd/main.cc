@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "control/config.h"
 #include "control/daemon.h"
+#include "control/metrics_server.h"
 #include "control/version.h"
 
 namespace {
@@ -164,6 +165,10 @@ int main(int argc, char** argv) {
                  "Mode of the control socket and the vhost-user server sockets (default 0660)");
   app.add_option("--socket-owner", socket_owner, "Their owner (user name or uid)");
   app.add_option("--socket-group", socket_group, "Their group (group name or gid)");
+  std::string metrics_listen;
+  app.add_option("--metrics-listen", metrics_listen,
+                 "Serve Prometheus metrics on http://ADDR:PORT/metrics (e.g. 127.0.0.1:9465; "
+                 "default: off)");
   app.set_version_flag("--version", vnet::control::kVersion);
   CLI11_PARSE(app, argc, argv);
 
@@ -175,6 +180,7 @@ int main(int argc, char** argv) {
     }
     if (!app.count("--control") && !fc->control_path.empty()) control_path = fc->control_path;
     if (!app.count("--log-level") && !fc->log_level.empty()) log_level = fc->log_level;
+    if (!app.count("--metrics-listen")) metrics_listen = fc->metrics_listen;
     if (!app.count("--control-idle-timeout") && fc->control_idle_timeout)
       control_idle = fc->control_idle_timeout;
     if (!app.count("--control-request-timeout") && fc->control_request_timeout)
@@ -247,6 +253,12 @@ int main(int argc, char** argv) {
     }
     cfg.workers.cpus = *cpus;
   }
+  if (auto addr = vnet::control::parse_listen_address(metrics_listen);
+      !metrics_listen.empty() && !addr) {
+    fprintf(stderr, "vnetd: --metrics-listen: %s\n", addr.message().c_str());
+    return 2;
+  }
+  cfg.metrics_listen = metrics_listen;
   const size_t workers = std::max<size_t>(cfg.workers.cpus.size(), 1);
   if (auto st = vnet::control::check_port_workers(cfg.ports, workers, "vnetd"); !st) {
     fprintf(stderr, "vnetd: %s\n", st.message().c_str());

@@ -1,8 +1,8 @@
-// Configuration parsing: TOML (cpptoml) is turned into JSON, and one set of checks
+// Configuration parsing: TOML (toml++) is turned into JSON, and one set of checks
 // serves both the file and vnetctl's run-time requests.
 #include "control/config.h"
 
-#include <cpptoml.h>
+#include <toml++/toml.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +11,7 @@
 #include <sstream>
 #include <tuple>
 
+#include "control/metrics_server.h"
 #include "control/policing_config.h"
 #include "control/request.h"
 #include "control/toml_check.h"
@@ -23,34 +24,29 @@ using nlohmann::json;
 
 namespace {
 
-// TOML value -> JSON (dates are not used by vnet and become strings).
-json to_json(const std::shared_ptr<cpptoml::base>& b);
+// TOML value -> JSON (dates and times are not used by vnet and become strings). The
+// nesting is bounded by check_toml_text before toml++ runs, so the recursion is too.
+json to_json(const toml::node& n);
 
-json table_to_json(const cpptoml::table& t) {
+json table_to_json(const toml::table& t) {
   json out = json::object();
-  for (const auto& [k, v] : t) out[k] = to_json(v);
+  for (const auto& [k, v] : t) out[std::string(k.str())] = to_json(v);
   return out;
 }
 
-json to_json(const std::shared_ptr<cpptoml::base>& b) {
-  if (b->is_table()) return table_to_json(*b->as_table());
-  if (b->is_table_array()) {
+json to_json(const toml::node& n) {
+  if (const auto* t = n.as_table()) return table_to_json(*t);
+  if (const auto* a = n.as_array()) {
     json arr = json::array();
-    for (const auto& t : *b->as_table_array()) arr.push_back(table_to_json(*t));
+    for (const auto& v : *a) arr.push_back(to_json(v));
     return arr;
   }
-  if (b->is_array()) {
-    json arr = json::array();
-    for (const auto& v : *b->as_array()) arr.push_back(to_json(v));
-    return arr;
-  }
-  if (auto v = b->as<std::string>()) return v->get();
-  if (auto v = b->as<int64_t>()) return v->get();
-  if (auto v = b->as<double>()) return v->get();
-  if (auto v = b->as<bool>()) return v->get();
+  if (const auto* v = n.as_string()) return v->get();
+  if (const auto* v = n.as_integer()) return v->get();
+  if (const auto* v = n.as_floating_point()) return v->get();
+  if (const auto* v = n.as_boolean()) return v->get();
   std::ostringstream os;
-  cpptoml::toml_writer w(os);
-  b->accept(w);
+  n.visit([&os](const auto& x) { os << x; });
   return os.str();
 }
 
@@ -341,20 +337,22 @@ json allowed_macs_json(const std::vector<uint64_t>& macs) {
 Result<FileConfig> parse_config_toml(const std::string& text, const std::string& source) {
   if (text.size() > kMaxConfigBytes)
     return Status::errorf("{}: larger than {} bytes", source, kMaxConfigBytes);
-  // cpptoml recurses over nesting: bounded (and the syntax checked) before it runs.
+  // toml++ limits the nesting of arrays and inline tables but not of dotted keys and
+  // table headers, and it destroys (and to_json walks) tables recursively: the
+  // pre-check bounds every kind of nesting (and checks the syntax) before it runs.
   if (Status st = check_toml_text(text, source); !st) return st;
   json root;
   try {
-    std::istringstream in(text);
-    cpptoml::parser parser(in);
-    root = table_to_json(*parser.parse());
+    toml::table parsed = toml::parse(text, std::string_view(source));
+    root = table_to_json(parsed);
+  } catch (const toml::parse_error& e) {
+    return Status::errorf("{}: line {}: {}", source, e.source().begin.line,
+                          short_string(e.description(), 160));
   } catch (const std::exception& e) {
     return Status::errorf("{}: {}", source, e.what());
-  } catch (...) {
-    return Status::errorf("{}: not a valid TOML file", source);
   }
   FileConfig cfg;
-  Status st = check_keys(root, source, {"vnetd", "worker", "fdb", "port"});
+  Status st = check_keys(root, source, {"vnetd", "worker", "fdb", "port", "metrics"});
   if (!st) return st;
   if (root.contains("vnetd")) {
     const json& v = root["vnetd"];
@@ -439,6 +437,19 @@ Result<FileConfig> parse_config_toml(const std::string& text, const std::string&
     auto limit = get_int(v, w, "per_port_limit", 0, 16 << 20, 0);
     if (!limit) return limit.status();
     cfg.fdb_port_limit = uint32_t(*limit);
+  }
+  if (root.contains("metrics")) {
+    const json& v = root["metrics"];
+    std::string w = source + ": [metrics]";
+    if (!v.is_object()) return Status::errorf("{} must be a table", w);
+    if (!(st = check_keys(v, w, {"listen"}))) return st;
+    auto listen = get_string(v, w, "listen", false);
+    if (!listen) return listen.status();
+    if (!listen->empty()) {
+      auto addr = parse_listen_address(*listen);
+      if (!addr) return Status::errorf("{}: field 'listen': {}", w, addr.message());
+    }
+    cfg.metrics_listen = *listen;
   }
   if (root.contains("port")) {
     const json& ports = root["port"];

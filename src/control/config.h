@@ -81,6 +81,7 @@ struct FileConfig {
   // socket's unless a port says otherwise.
   SocketPerms socket_perms;  // entries one port may hold; 0: no limit but the size
   std::vector<PortSpec> ports;
+  std::string metrics_listen;  // [metrics] listen, "ADDRESS:PORT"; empty: off
 };
 
 // One port from JSON (vnetctl add-port, or a [[port]] table converted to JSON).

@@ -364,16 +364,48 @@ std::string format_workers(const json& reply) {
   return out;
 }
 
+std::string format_fdb_header() {
+  return fmt::format("{:<17}  {:>4}  {:<12}  {:>6}\n", "MAC", "VLAN", "PORT", "AGE");
+}
+
+std::string format_fdb_row(const json& e) {
+  return fmt::format("{:<17}  {:>4}  {:<12}  {:>6}\n", cell(e, "mac"), cell(e, "vlan"),
+                     cell(e, "port"), cell(e, "age"));
+}
+
 std::string format_fdb(const json& reply) {
-  std::vector<std::vector<std::string>> rows;
+  std::string out = format_fdb_header();
+  size_t n = 0;
   const json& fdb = member(reply, "fdb");
   if (fdb.is_array()) {
-    for (const auto& e : fdb)
-      rows.push_back({cell(e, "mac"), cell(e, "vlan"), cell(e, "port"), cell(e, "age")});
+    for (const auto& e : fdb) out += format_fdb_row(e);
+    n = fdb.size();
   }
-  std::string out = format_table({"MAC", "VLAN", "PORT", "AGE"}, rows, {1, 3});
-  out += fmt::format("{} entr{}\n", rows.size(), rows.size() == 1 ? "y" : "ies");
+  out += fmt::format("{} entr{}\n", n, n == 1 ? "y" : "ies");
   return out;
+}
+
+Result<json> dump_fdb(ControlClient& client, const json& filter, uint64_t count, int timeout_ms,
+                      const std::function<void(const json&)>& on_entry) {
+  json req = filter;
+  req["cmd"] = "fdb";
+  uint64_t n = 0;
+  for (;;) {
+    if (count) req["limit"] = std::min<uint64_t>(count - n, 1024);
+    auto reply = client.request(req, timeout_ms);
+    if (!reply) return reply.status();
+    const json& r = *reply;
+    if (!r.is_object() || r.value("ok", false) != true || !r.contains("fdb") ||
+        !r["fdb"].is_array())
+      return r;
+    for (const json& e : r["fdb"]) {
+      on_entry(e);
+      if (++n == count) return json{{"ok", true}, {"entries", n}};
+    }
+    if (!r.contains("cursor") || !r["cursor"].is_number_unsigned()) break;
+    req["cursor"] = r["cursor"];
+  }
+  return json{{"ok", true}, {"entries", n}};
 }
 
 }  // namespace vnet::control

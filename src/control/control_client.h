@@ -3,6 +3,8 @@
 // that vnetctl prints without --json.
 #pragma once
 
+#include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -56,7 +58,19 @@ std::string format_counters(const nlohmann::json& reply);
 // WORKER CPU PORTS PACKETS BUSY_CYCLES IDLE_CYCLES CYCLES/PKT WAKEUPS SLEEPS, from a
 // "workers" reply.
 std::string format_workers(const nlohmann::json& reply);
-// MAC VLAN PORT AGE, from an "fdb" reply.
+// MAC VLAN PORT AGE, from an "fdb" reply (fixed column widths, so that a dump in
+// chunks prints the same table: format_fdb_header, then format_fdb_row per entry).
 std::string format_fdb(const nlohmann::json& reply);
+std::string format_fdb_header();
+std::string format_fdb_row(const nlohmann::json& entry);
+
+// Dumps the FDB in chunks ("fdb" requests with a cursor, daemon.cc): `filter` holds
+// the request's filters (port, vlan, mac); at most `count` entries (0: all). Calls
+// `on_entry` for each entry as its chunk arrives, so memory stays bounded however
+// large the table. Each request gets `timeout_ms`. An error reply ends the dump: it is
+// returned as it came ({"ok": false, ...}); else {"ok": true, "entries": N}.
+Result<nlohmann::json> dump_fdb(ControlClient& client, const nlohmann::json& filter, uint64_t count,
+                                int timeout_ms,
+                                const std::function<void(const nlohmann::json&)>& on_entry);
 
 }  // namespace vnet::control

@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "common/tsc.h"
 #include "control/control_server.h"
+#include "control/metrics_server.h"
 #include "control/policing_config.h"
 #include "control/request.h"
 #include "control/version.h"
@@ -26,6 +27,7 @@ using nlohmann::json;
 Daemon::Daemon(DaemonConfig cfg) : cfg_(std::move(cfg)), pool_(cfg_.workers) {}
 
 Daemon::~Daemon() {
+  metrics_.reset();
   control_.reset();
   // Ports end their sessions (which stop their queues on their worker) before the
   // workers go.
@@ -63,6 +65,14 @@ Status Daemon::start() {
       loop_, cfg_.control_path, [this](const json& req) { return handle(req); }, limits);
   if (!server) return server.status();
   control_ = std::move(*server);
+  if (!cfg_.metrics_listen.empty()) {
+    auto metrics =
+        MetricsServer::create(loop_, cfg_.metrics_listen, [this] { return metrics_text(); });
+    if (!metrics) return metrics.status();
+    metrics_ = std::move(*metrics);
+    spdlog::info("vnetd: metrics on http://{}/metrics (port {})", cfg_.metrics_listen,
+                 metrics_->port());
+  }
 
   pool_.start();
   for (const auto& spec : cfg_.ports) {
@@ -75,6 +85,10 @@ Status Daemon::start() {
   spdlog::info("vnetd {}: {} port(s), {} worker(s) on cpu {}, control socket {}", kVersion,
                ports_.size(), pool_.size(), cpus, cfg_.control_path);
   return Status::ok();
+}
+
+uint16_t Daemon::metrics_port() const {
+  return metrics_ ? metrics_->port() : 0;
 }
 
 void Daemon::run() {
@@ -244,16 +258,62 @@ json Daemon::queues_json(ports::Port& p, const ports::PortInfo& info) {
   return list;
 }
 
-json Daemon::fdb_json() {
-  json entries = json::array();
-  // The FDB is shared and safe to read from here (Fdb::for_each takes its writer lock).
-  for (const auto& e : pool_.worker(0).forwarder().dump()) {
-    std::string port_name = "?";
-    for (auto& p : ports_)
-      if (p->id() == e.port) port_name = p->name();
-    entries.push_back({{"mac", e.mac}, {"vlan", e.vlan}, {"port", port_name}, {"age", e.age}});
+// fdb: one chunk of the FDB per request, so that a dump of a million entries holds
+// neither the control thread (other clients are answered between chunks) nor memory
+// (a chunk is at most kFdbChunkMax entries, found in at most kFdbScanSlots slots).
+// Request: "cursor" (where the chunk starts, 0 or the last reply's "cursor"), "limit"
+// (entries at most), and filters "port" (name), "vlan", "mac". Reply: "fdb" (the
+// entries, in table order), "size" (entries in the FDB) and, while the table is not
+// done, "cursor" for the next chunk.
+json Daemon::fdb_chunk(const json& req) {
+  auto fail = [](const std::string& why) { return json{{"ok", false}, {"error", "fdb: " + why}}; };
+  auto& fdb = pool_.fdb();
+  const auto get_int = [&](const char* key, int64_t lo, int64_t hi,
+                           int64_t dflt) -> Result<int64_t> {
+    if (!req.contains(key)) return dflt;
+    const json& v = req[key];
+    if (!v.is_number_integer() || v.get<int64_t>() < lo || v.get<int64_t>() > hi)
+      return Status::errorf("field '{}' must be an integer in [{}, {}]", key, lo, hi);
+    return v.get<int64_t>();
+  };
+  auto cursor = get_int("cursor", 0, fdb.slots(), 0);
+  if (!cursor) return fail(cursor.message());
+  auto limit = get_int("limit", 1, kFdbChunkMax, kFdbChunkMax);
+  if (!limit) return fail(limit.message());
+  auto vlan = get_int("vlan", 0, 4094, -1);
+  if (!vlan) return fail(vlan.message());
+  int port_id = -1;
+  if (req.contains("port")) {
+    if (!req["port"].is_string()) return fail("field 'port' must be a port name");
+    ports::Port* p = find_port(req["port"].get<std::string>());
+    if (!p) return fail("no port named " + short_string(req["port"].get<std::string>()));
+    port_id = p->id();
   }
-  return entries;
+  std::optional<sw::Mac> mac;
+  if (req.contains("mac")) {
+    if (req["mac"].is_string()) mac = sw::Mac::parse(req["mac"].get<std::string>());
+    if (!mac) return fail("field 'mac' must be a MAC address like \"52:54:00:12:34:56\"");
+  }
+  std::vector<std::pair<uint16_t, const std::string*>> names;
+  for (auto& p : ports_) names.emplace_back(p->id(), &p->name());
+  json entries = json::array();
+  const uint32_t next = fdb.for_each_slice(
+      dataplane::Forwarder::monotonic_ns(), uint32_t(*cursor), kFdbScanSlots,
+      [&](sw::Mac m, uint16_t v, uint16_t port, uint64_t age_ns) {
+        if ((port_id >= 0 && port != port_id) || (*vlan >= 0 && v != *vlan) || (mac && m != *mac))
+          return true;
+        const std::string* name = nullptr;
+        for (const auto& [id, n] : names)
+          if (id == port) name = n;
+        entries.push_back({{"mac", m.to_string()},
+                           {"vlan", v},
+                           {"port", name ? *name : std::string("?")},
+                           {"age", age_ns / 1'000'000'000ULL}});
+        return entries.size() < size_t(*limit);
+      });
+  json reply{{"ok", true}, {"fdb", std::move(entries)}, {"size", fdb.size()}};
+  if (next < fdb.slots()) reply["cursor"] = next;
+  return reply;
 }
 
 namespace {
@@ -376,9 +436,22 @@ json Daemon::handle(const json& req) {
       if (only.empty() || p->name() == only) out[p->name()] = counters_json(*p);
     if (!only.empty() && out.empty()) return fail("no port named " + short_string(only));
     json w = worker_totals_json();
-    return {{"ok", true}, {"counters", out}, {"worker", w}, {"control", control_->counters_json()}};
+    json reply{
+        {"ok", true}, {"counters", out}, {"worker", w}, {"control", control_->counters_json()}};
+    if (metrics_) {
+      const auto& mc = metrics_->counters();
+      reply["metrics"] = {{"port", metrics_->port()},
+                          {"clients", metrics_->client_count()},
+                          {"accepted", mc.accepted.get()},
+                          {"scrapes", mc.scrapes.get()},
+                          {"bad_requests", mc.bad_requests.get()},
+                          {"evicted", mc.evicted.get()},
+                          {"timeouts", mc.timeouts.get()},
+                          {"write_errors", mc.write_errors.get()}};
+    }
+    return reply;
   }
-  if (cmd == "fdb") return {{"ok", true}, {"fdb", fdb_json()}};
+  if (cmd == "fdb") return fdb_chunk(req);
   if (cmd == "workers") return {{"ok", true}, {"workers", workers_json()}};
   if (cmd == "add-port") {
     if (!req.contains("port")) return fail("add-port: missing \"port\" object");

@@ -21,6 +21,7 @@
 namespace vnet::control {
 
 class ControlServer;
+class MetricsServer;
 
 struct DaemonConfig {
   std::vector<PortSpec> ports;
@@ -35,6 +36,9 @@ struct DaemonConfig {
   // lines not finished this long after their first byte (ControlServerLimits).
   std::chrono::milliseconds control_idle_timeout{60000};
   std::chrono::milliseconds control_request_timeout{10000};
+  // The Prometheus endpoint, "ADDRESS:PORT" ([metrics] listen, --metrics-listen);
+  // empty: off.
+  std::string metrics_listen;
 };
 
 class Daemon {
@@ -51,6 +55,10 @@ class Daemon {
 
   // One vnetctl request (control thread).
   nlohmann::json handle(const nlohmann::json& req);
+  // Every counter in the Prometheus text format (control thread; daemon_metrics.cc).
+  std::string metrics_text();
+  // The metrics endpoint's bound port (0 when it is off).
+  uint16_t metrics_port() const;
 
  private:
   // Creates, opens and attaches a port; on failure nothing is left behind.
@@ -61,7 +69,10 @@ class Daemon {
   ports::Port* find_port(const std::string& name);
   nlohmann::json port_json(ports::Port& p);
   static nlohmann::json counters_json(ports::Port& p);
-  nlohmann::json fdb_json();
+  // One chunk of an FDB dump (the "fdb" request, daemon.cc).
+  nlohmann::json fdb_chunk(const nlohmann::json& req);
+  static constexpr int64_t kFdbChunkMax = 1024;     // entries per reply at most
+  static constexpr uint32_t kFdbScanSlots = 65536;  // table slots looked at per request
   nlohmann::json workers_json();
   nlohmann::json queues_json(ports::Port& p, const ports::PortInfo& info);
   nlohmann::json worker_totals_json();
@@ -76,6 +87,7 @@ class Daemon {
   std::map<const ports::Port*, std::unique_ptr<dataplane::PortExecutor>> executors_;
   std::vector<std::unique_ptr<ports::Port>> ports_;
   std::unique_ptr<ControlServer> control_;
+  std::unique_ptr<MetricsServer> metrics_;
   UniqueFd signal_fd_;
   std::vector<std::pair<std::string, PortSpec>> specs_;  // by port name, for vnetctl
   uint16_t next_port_id_ = 1;

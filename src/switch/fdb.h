@@ -37,6 +37,7 @@
 // writer at a time (the mutex holder) and may be read from any thread.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -113,16 +114,34 @@ class Fdb {
   // (Control path: holds the writer mutex, so f must not call back into the Fdb.)
   template <typename F>
   void for_each(uint64_t now_ns, F&& f) const {
+    for_each_slice(now_ns, 0, slots(), [&](Mac m, uint16_t v, uint16_t p, uint64_t a) {
+      f(m, v, p, a);
+      return true;
+    });
+  }
+
+  // Bounded work for dumps in chunks: visits the slots [from, from + max_slots) in
+  // table order and calls f(Mac, vlan, port, age_ns) -> bool for each live entry; f
+  // returning false ends the slice after that entry. Returns the slot where the next
+  // slice starts (slots() when the table is done). Entries learned, moved or removed
+  // between slices may be missed or seen twice; the others are seen exactly once.
+  // (Holds the writer mutex for the slice: f must not call back into the Fdb.)
+  template <typename F>
+  uint32_t for_each_slice(uint64_t now_ns, uint32_t from, uint32_t max_slots, F&& f) const {
     std::lock_guard lk(mu_);
     const uint32_t now = to_ms(now_ns);
-    for (uint32_t s = 0; s <= slot_mask_; ++s) {
+    const uint32_t end = uint32_t(std::min<uint64_t>(uint64_t(from) + max_slots, slots()));
+    for (uint32_t s = from; s < end; ++s) {
       const Entry& e = slot(s);
       const uint16_t port = ld(e.port);
       const uint64_t key = ld(e.key);
       const uint32_t stamp = ld(e.stamp);
       if (port == 0 || expired(stamp, now)) continue;
-      f(Mac::from_raw(key), uint16_t(key >> 48), port, uint64_t(age_of(stamp, now)) * 1'000'000);
+      if (!f(Mac::from_raw(key), uint16_t(key >> 48), port,
+             uint64_t(age_of(stamp, now)) * 1'000'000))
+        return s + 1;
     }
+    return std::max(end, from);
   }
 
  private:

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <thread>
+#include <vector>
 
 #include "control/control_server.h"
 #include "control/control_test_util.h"
@@ -161,6 +162,50 @@ TEST_F(ControlClientTest, TooManyClientsReplyIsReported) {
 
 // --- rendering ------------------------------------------------------------------------
 
+// dump_fdb against a server that hands out 10 entries in chunks of at most 3 (and at
+// most "limit"): every entry once, in order, the filter passed on with each request,
+// --count stops early and asks for no more than it needs, an error reply ends the dump.
+TEST_F(ControlClientTest, DumpFdbFollowsTheCursor) {
+  std::vector<json> requests;
+  auto server = ControlServer::create(loop_, path_, [&](const json& req) {
+    requests.push_back(req);
+    if (req.value("port", "") == "nosuch") return json{{"ok", false}, {"error", "fdb: no port"}};
+    const int64_t from = req.value("cursor", int64_t(0));
+    const int64_t n = std::min<int64_t>({3, req.value("limit", int64_t(1024)), 10 - from});
+    json entries = json::array();
+    for (int64_t i = from; i < from + n; ++i) entries.push_back({{"mac", i}});
+    json reply{{"ok", true}, {"fdb", entries}};
+    if (from + n < 10) reply["cursor"] = from + n;
+    return reply;
+  });
+  ASSERT_TRUE(server) << server.message();
+  std::vector<int64_t> got, first4;
+  Result<json> all = Status::error("not run"), some = all, bad = all;
+  run_client([&] {
+    auto c = ControlClient::connect(path_);
+    if (!c) return;
+    all = dump_fdb(*c, {{"port", "a"}}, 0, 5000, [&](const json& e) { got.push_back(e["mac"]); });
+    some =
+        dump_fdb(*c, json::object(), 4, 5000, [&](const json& e) { first4.push_back(e["mac"]); });
+    bad = dump_fdb(*c, {{"port", "nosuch"}}, 0, 5000, [](const json&) {});
+  });
+  ASSERT_TRUE(all) << all.message();
+  EXPECT_EQ((*all)["entries"], 10);
+  EXPECT_EQ(got, (std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}));
+  ASSERT_GE(requests.size(), 4u);
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(requests[i]["cmd"], "fdb");
+    EXPECT_EQ(requests[i]["port"], "a");
+  }
+  ASSERT_TRUE(some) << some.message();
+  EXPECT_EQ((*some)["entries"], 4);
+  EXPECT_EQ(first4, (std::vector<int64_t>{0, 1, 2, 3}));
+  EXPECT_EQ(requests[5]["limit"], 1);  // after 3 entries, one more is all it asks for
+  ASSERT_TRUE(bad) << bad.message();
+  EXPECT_EQ((*bad)["ok"], false);
+  EXPECT_EQ((*bad)["error"], "fdb: no port");
+}
+
 TEST(FormatTable, AlignsColumnsWithoutTrailingSpaces) {
   std::string t = format_table({"A", "LONGHEAD", "N"}, {{"xxxx", "y", "5"}, {"z", "", "123"}}, {2});
   EXPECT_EQ(t,
@@ -244,12 +289,13 @@ TEST(FormatFdb, Table) {
     {"mac":"52:54:00:00:00:01","vlan":0,"port":"vhu0","age":3},
     {"mac":"52:54:00:00:00:02","vlan":100,"port":"vhu1","age":120}]})");
   EXPECT_EQ(format_fdb(reply),
-            "MAC                VLAN  PORT  AGE\n"
-            "52:54:00:00:00:01     0  vhu0    3\n"
-            "52:54:00:00:00:02   100  vhu1  120\n"
+            "MAC                VLAN  PORT             AGE\n"
+            "52:54:00:00:00:01     0  vhu0               3\n"
+            "52:54:00:00:00:02   100  vhu1             120\n"
             "2 entries\n");
+  // Fixed widths: a dump in chunks (format_fdb_row per entry) prints the same table.
   EXPECT_EQ(format_fdb(json::parse(R"({"ok":true,"fdb":[]})")),
-            "MAC  VLAN  PORT  AGE\n0 entries\n");
+            "MAC                VLAN  PORT             AGE\n0 entries\n");
 }
 
 }  // namespace

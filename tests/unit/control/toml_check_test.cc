@@ -1,6 +1,6 @@
 // Tests for the pre-parse check of TOML configuration files (control/toml_check.h):
 // valid TOML passes untouched; nesting by arrays, inline tables, dotted keys and table
-// headers is refused past the limit, before cpptoml (recursive) runs; syntax errors
+// headers is refused past the limit, before toml++ (recursive) runs; syntax errors
 // name the line; the whole config loader on hostile files; [vnetd] control timeouts.
 #include "control/toml_check.h"
 
