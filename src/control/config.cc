@@ -350,6 +350,8 @@ Result<FileConfig> parse_config_toml(const std::string& text, const std::string&
                           short_string(e.description(), 160));
   } catch (const std::exception& e) {
     return Status::errorf("{}: {}", source, e.what());
+  } catch (...) {
+    return Status::errorf("{}: not a valid TOML file", source);
   }
   FileConfig cfg;
   Status st = check_keys(root, source, {"vnetd", "worker", "fdb", "port", "metrics"});

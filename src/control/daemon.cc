@@ -294,23 +294,33 @@ json Daemon::fdb_chunk(const json& req) {
     if (req["mac"].is_string()) mac = sw::Mac::parse(req["mac"].get<std::string>());
     if (!mac) return fail("field 'mac' must be a MAC address like \"52:54:00:12:34:56\"");
   }
-  std::vector<std::pair<uint16_t, const std::string*>> names;
-  for (auto& p : ports_) names.emplace_back(p->id(), &p->name());
-  json entries = json::array();
+  // Copied out under the FDB's writer lock (which learning workers take too) into
+  // space reserved before; formatted after it is released.
+  struct Raw {
+    sw::Mac mac;
+    uint16_t vlan, port;
+    uint64_t age_ns;
+  };
+  std::vector<Raw> raw;
+  raw.reserve(size_t(*limit));
   const uint32_t next = fdb.for_each_slice(
       dataplane::Forwarder::monotonic_ns(), uint32_t(*cursor), kFdbScanSlots,
       [&](sw::Mac m, uint16_t v, uint16_t port, uint64_t age_ns) {
         if ((port_id >= 0 && port != port_id) || (*vlan >= 0 && v != *vlan) || (mac && m != *mac))
           return true;
-        const std::string* name = nullptr;
-        for (const auto& [id, n] : names)
-          if (id == port) name = n;
-        entries.push_back({{"mac", m.to_string()},
-                           {"vlan", v},
-                           {"port", name ? *name : std::string("?")},
-                           {"age", age_ns / 1'000'000'000ULL}});
-        return entries.size() < size_t(*limit);
+        raw.push_back({m, v, port, age_ns});
+        return raw.size() < size_t(*limit);
       });
+  json entries = json::array();
+  for (const Raw& r : raw) {
+    const std::string* name = nullptr;
+    for (auto& p : ports_)
+      if (p->id() == r.port) name = &p->name();
+    entries.push_back({{"mac", r.mac.to_string()},
+                       {"vlan", r.vlan},
+                       {"port", name ? *name : std::string("?")},
+                       {"age", r.age_ns / 1'000'000'000ULL}});
+  }
   json reply{{"ok", true}, {"fdb", std::move(entries)}, {"size", fdb.size()}};
   if (next < fdb.slots()) reply["cursor"] = next;
   return reply;
