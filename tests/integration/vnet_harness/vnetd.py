@@ -45,12 +45,14 @@ def require_vnetd(args):
 
 class PortSpec:
     """One --vhost-user port: socket path, client mode (vnetd connects), name, MTU,
-    VLAN, the worker that polls it."""
+    VLAN, the worker that polls it, its queue pairs."""
 
     option = "--vhost-user"
 
-    def __init__(self, socket, client=False, name=None, mtu=None, vlan=None, worker=None):
+    def __init__(self, socket, client=False, name=None, mtu=None, vlan=None, worker=None,
+                 queues=None):
         self.socket = socket
+        self.queues = queues
         self.client = client
         self.name = name
         self.mtu = mtu
@@ -69,6 +71,8 @@ class PortSpec:
             a += ",vlan=%d" % self.vlan
         if self.worker is not None:
             a += ",worker=%d" % self.worker
+        if self.queues is not None:
+            a += ",queues=%d" % self.queues
         return a
 
 
