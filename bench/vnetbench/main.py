@@ -55,6 +55,19 @@ COMPARISONS = [
      "testpmd", None, None, "> 0: headroom"),
     ("vm2vm-64-vt", "line_latency_ns", "cache line one way, ns, before each run", "testpmd",
      None, None, "host placement"),
+    # The packed virtqueue on both front-end ports (virtio-user packed_vq=1), testpmd's
+    # net_vhost serving the same layout.
+    ("vm2vm-64-packed", "mpps", "packed ring: Mpps at the sink", "testpmd", 1.5, "higher",
+     ">= 1.5x testpmd"),
+    ("vm2vm-64-packed", "cycles_per_packet", "packed ring: switch cycles/packet", "testpmd",
+     None, "lower", ""),
+    ("vm2vm-64-packed", "gen_busy_pct", "packed ring: front end busy %", "testpmd", None, None,
+     ""),
+    ("vm2vm-1518-packed", "mpps", "packed ring: Mpps at the sink", "testpmd", None, "higher", ""),
+    ("vm2vm-1518-packed", "gbps", "packed ring: Gbit/s at the sink", "testpmd", None, "higher",
+     ""),
+    ("vm2vm-1518-packed", "cycles_per_packet", "packed ring: switch cycles/packet", "testpmd",
+     None, "lower", ""),
     ("tap", "tcp1_gbps", "TCP 1 stream Gbit/s", "bridge", 0.8, "higher", ">= 0.8x bridge"),
     ("tap", "tcp1_gbps", "TCP 1 stream Gbit/s", "dpdk-tap", 5.0, "higher", ">= 5x DPDK tap"),
     ("tap", "tcp4_gbps", "TCP 4 streams Gbit/s", "bridge", 0.8, "higher", ">= 0.8x bridge"),
@@ -221,7 +234,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="bench/run", description=__doc__)
     ap.add_argument("--quick", action="store_true",
                     help="shorter windows (vm2vm 2 s, iperf3 3 s, idle 10 s, fewer frames)")
-    ap.add_argument("--only", action="append", choices=ORDER + ("vm2vm-64", "vm2vm-1518", "vm2vm-64-vt"),
+    ap.add_argument("--only", action="append", choices=ORDER + ("vm2vm-64", "vm2vm-1518", "vm2vm-64-vt",
+                                                    "vm2vm-64-packed", "vm2vm-1518-packed"),
                     help="run only this scenario (repeatable)")
     ap.add_argument("--runs", type=int, default=3, help="runs per side, alternating (default 3)")
     ap.add_argument("--ipp-runs", type=int, default=1,

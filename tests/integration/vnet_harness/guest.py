@@ -3,7 +3,7 @@
 The initramfs holds busybox-static, the virtio-net modules of the installed
 Debian cloud kernel (found at run time under /boot and /lib/modules, load
 order from modules.dep), optional extra programs with their shared libraries
-(iperf3), and an /init that:
+(iperf3, ethtool), and an /init that:
   - mounts proc, sys, dev; loads the modules; brings up lo and eth0 with
     `vnet.ip=ADDR/LEN` from the kernel command line (the MAC is QEMU's
     `-device ...,mac=`);
@@ -259,7 +259,7 @@ class GuestImage:
         self.version = version
 
     @classmethod
-    def build(cls, cache_dir, extra_programs=("iperf3",)):
+    def build(cls, cache_dir, extra_programs=("iperf3", "ethtool")):
         version = kernel_version()
         if version is None:
             raise HarnessError("no kernel with modules found under /boot and /lib/modules")
@@ -332,7 +332,8 @@ class QemuGuest:
     """
 
     def __init__(self, session, name, image, socket, ip, mac, server=False, mem_mb=256,
-                 mode="serve", oneshot_script=None, extra_append="", device_props=None):
+                 mode="serve", oneshot_script=None, extra_append="", device_props=None,
+                 smp=1, queues=1, packed=False):
         self.session = session
         self.name = name
         self.image = image
@@ -346,6 +347,11 @@ class QemuGuest:
         self.extra_append = extra_append
         # Extra virtio-net-pci properties: {"host_mtu": 9000, "csum": "off"} or OFFLOADS_OFF.
         self.device_props = dict(device_props or {})
+        # Queue pairs of the vhost-user netdev (`queues=N`, device `mq=on` when N > 1),
+        # vCPUs, and the packed virtqueue layout (device `packed=on`).
+        self.smp = smp
+        self.queues = queues
+        self.packed = packed
         self.proc = None
         self.boot_seconds = None
         self._seq = 0
@@ -362,15 +368,21 @@ class QemuGuest:
         if self.extra_append:
             append += " " + self.extra_append
         device = "virtio-net-pci,netdev=n0,vectors=0,mac=%s" % self.mac
+        netdev = "vhost-user,id=n0,chardev=c0"
+        if self.queues > 1:
+            netdev += ",queues=%d" % self.queues
+            device += ",mq=on"
+        if self.packed:
+            device += ",packed=on"
         for k, v in self.device_props.items():
             device += ",%s=%s" % (k, v)
         return [
             "qemu-system-x86_64", "-accel", "tcg", "-nodefaults", "-no-user-config",
-            "-m", str(self.mem_mb), "-smp", "1",
+            "-m", str(self.mem_mb), "-smp", str(self.smp),
             "-object", "memory-backend-memfd,id=mem,size=%dM,share=on" % self.mem_mb,
             "-numa", "node,memdev=mem",
             "-chardev", chardev,
-            "-netdev", "vhost-user,id=n0,chardev=c0",
+            "-netdev", netdev,
             "-device", device,
             "-display", "none", "-monitor", "none", "-serial", "stdio",
             "-no-reboot", "-kernel", self.image.kernel, "-initrd", self.image.initrd,
@@ -454,6 +466,33 @@ class QemuGuest:
         if rc != 0:
             raise HarnessError("%s: cannot read virtio features:\n%s" % (self.name, out))
         return out.strip()
+
+    def set_channels(self, combined, ifname="eth0"):
+        """`ethtool -L IF combined N`: the queue pairs the guest driver uses."""
+        rc, out = self.run("ethtool -L %s combined %d" % (ifname, combined), timeout=30)
+        if rc != 0:
+            raise HarnessError("%s: ethtool -L %s combined %d failed:\n%s"
+                               % (self.name, ifname, combined, out))
+
+    def channels(self, ifname="eth0"):
+        """(current, maximum) combined channels from `ethtool -l`."""
+        rc, out = self.run("ethtool -l %s" % ifname, timeout=30)
+        nums = re.findall(r"^Combined:\s*(\d+)", out, re.MULTILINE)
+        if rc != 0 or len(nums) != 2:
+            raise HarnessError("%s: ethtool -l %s:\n%s" % (self.name, ifname, out))
+        return int(nums[1]), int(nums[0])
+
+    def queue_stats(self, ifname="eth0"):
+        """Per-queue driver counters from `ethtool -S`: {"rx": {q: packets}, "tx": {...}}."""
+        rc, out = self.run("ethtool -S %s" % ifname, timeout=30)
+        if rc != 0:
+            raise HarnessError("%s: ethtool -S %s:\n%s" % (self.name, ifname, out))
+        stats = {"rx": {}, "tx": {}}
+        for d, q, v in re.findall(r"^\s*(rx|tx)_queue_(\d+)_packets:\s*(\d+)", out, re.MULTILINE):
+            stats[d][int(q)] = int(v)
+        if not stats["rx"] or not stats["tx"]:
+            raise HarnessError("%s: no per-queue counters in ethtool -S:\n%s" % (self.name, out))
+        return stats
 
     def iperf3(self, server_ip, seconds=3, reverse=False, port=5201, timeout=None):
         """iperf3 TCP client in the guest; returns an iperf.Result (raises if it failed)."""
