@@ -220,6 +220,61 @@ def gen_virtqueue():
     struct.pack_into("<HHHH", mem, 1024, 0, 2, 0, 0)
     write(t, "loop", vq_input(3, 0, [op("pop"), op("pop"), op("w16", 0, 1026, 100), op("pop")],
                               bytes(mem)))
+    gen_virtqueue_packed()
+
+
+PACKED, AVAIL_F, USED_F = 0x80, 1 << 7, 1 << 15
+
+
+def packed_ring(chains, size=8):
+    """Region-0 image of a packed ring (flags 0x80): descriptors at 0, the driver event
+    area at 1024, the device event area at 2048, buffers from 3072 on; every descriptor
+    available in lap 1 (AVAIL set, USED clear), the id in the last one of each chain."""
+    total = 3072 + sum((ln + 15) // 16 * 16 for ch in chains for ln, _, _ in ch)
+    mem = bytearray(max(4096, total))
+    d, pos = 0, 3072
+    for cid, ch in enumerate(chains):
+        for k, (ln, fl, content) in enumerate(ch):
+            f = fl | (NEXT if k + 1 < len(ch) else 0) | AVAIL_F
+            struct.pack_into("<QIHH", mem, 16 * (d % size), GPA0 + pos, ln, cid % size, f)
+            mem[pos:pos + len(content)] = content
+            pos += (ln + 15) // 16 * 16
+            d += 1
+    return bytes(mem)
+
+
+def gen_virtqueue_packed():
+    t = "virtqueue"
+    hdr = bytes(12)
+    tx = [[(12 + 60, 0, hdr + eth_frame())], [(12, 0, hdr), (60, 0, eth_frame())],
+          [(12 + 60, 0, hdr + eth_frame())]]
+    write(t, "packed_tx", vq_input(3, PACKED | 0x20, [op("tx", 3), op("publish"), op("notify")],
+                                   packed_ring(tx), base=0x8000))
+    rx = [[(1536, WRITE, b"")], [(512, WRITE, b""), (1024, WRITE, b"")], [(64, WRITE, b"")]]
+    write(t, "packed_rx_mergeable_event_idx",
+          vq_input(3, PACKED | 0x20 | 0x10 | 0x01,
+                   [op("enable"), op("rx", 2, 700, 0), op("notify"), op("w32", 0, 1024, 0x20002),
+                    op("rx", 0, 100, 0), op("notify"), op("disable")],
+                   packed_ring(rx), base=0x8000))
+    mixed = [[(12 + 60, 0, hdr + eth_frame())], [(256, WRITE, b"")], [(16, 0, b"x" * 16)]]
+    write(t, "packed_pop_push_rewind",
+          vq_input(3, PACKED | 0x02, [op("mark"), op("pop"), op("pop"), op("rewind"), op("pop"),
+                                      op("push", 0, 0, 10), op("publish"), op("pop"),
+                                      op("available"), op("restart"), op("pop"), op("newmem"),
+                                      op("pop")], packed_ring(mixed), base=0x8000))
+    # A chain of 5 on a ring of 4 starting at position 2: wraps, then is longer than
+    # the ring (broken); an indirect descriptor with NEXT.
+    mem = bytearray(packed_ring([]))
+    for i in range(4):
+        struct.pack_into("<QIHH", mem, 16 * i, GPA0 + 0x900, 16, 0, NEXT | AVAIL_F)
+    write(t, "packed_wrap_too_long", vq_input(2, PACKED, [op("pop"), op("pop")], bytes(mem),
+                                              base=0x8002))
+    mem = bytearray(packed_ring([]))
+    struct.pack_into("<QIHH", mem, 0, GPA0 + 0x900, 32, 0, INDIRECT | NEXT | AVAIL_F)
+    struct.pack_into("<QIHH", mem, 16, GPA0 + 0xA00, 64, 1, AVAIL_F)
+    struct.pack_into("<QIHH", mem, 0x900, GPA0 + 0xA00, 12 + 60, 0, 0)
+    write(t, "packed_indirect_next", vq_input(3, PACKED | 0x02, [op("pop"), op("publish")],
+                                              bytes(mem), base=0x8000))
 
 
 # ---------------------------------------------------------------- packet

@@ -1,6 +1,9 @@
 // Fuzz target "virtqueue": the device side of a split virtqueue (src/virtio/device_queue)
+// or, with configuration flag 0x80, of a packed one (src/virtio/packed_device_queue),
 // and the virtio-net TX/RX paths over it (src/net/virtio_net_queue) against guest memory
-// whose every byte, and every change of it during the run, the input chooses.
+// whose every byte, and every change of it during the run, the input chooses. For a
+// packed ring the three ring addresses are the descriptor ring and the driver and
+// device event suppression areas, and the base carries the wrap counter in bit 15.
 //
 // Input: a 20-byte configuration (queue size, features, ring placement, region sizes and
 // layout, offload caps), a count of operations and the operations (8 bytes each), then
@@ -18,7 +21,7 @@
 // harness has completed what it held and the device has drained the ring, every chain
 // made available since the queue (re)started is completed to the used ring (used index
 // == last avail index == avail index, and used->idx in guest memory says so) unless the
-// queue is broken().
+// queue is broken(). (Packed: the device's used position equals its avail position.)
 #include <sanitizer/asan_interface.h>
 
 #include <algorithm>
@@ -26,6 +29,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "common/log.h"
@@ -37,6 +41,7 @@
 #include "net/virtio_net_queue.h"
 #include "net/vlan.h"
 #include "virtio/device_queue.h"
+#include "virtio/packed_device_queue.h"
 
 namespace {
 
@@ -128,6 +133,7 @@ void check_chain(const virtio::Chain& c, const Guest& g, uint16_t qsize) {
   FUZZ_CHECK(out == c.out_len && in == c.in_len);
 }
 
+template <class Q>
 class Harness {
  public:
   Harness(Guest& g, virtio::QueueConfig cfg) : g_(g), cfg_(cfg) {}
@@ -173,13 +179,13 @@ class Harness {
 
   Guest& g_;
   virtio::QueueConfig cfg_;
-  virtio::DeviceQueue q_;
+  Q q_;
   virtio::Chain c_;
   bool running_ = false;
   std::vector<Held> held_;
   uint64_t seq_ = 0;
   bool mark_valid_ = false;
-  virtio::DeviceQueue::Mark mark_{};
+  typename Q::Mark mark_{};
   uint64_t mark_seq_ = 0;
   net::DropCounters drops_;
 
@@ -190,7 +196,8 @@ class Harness {
   net::VlanConfig vlan;
 };
 
-void Harness::op(const uint8_t* o, Bufs& tx, Bufs& rx) {
+template <class Q>
+void Harness<Q>::op(const uint8_t* o, Bufs& tx, Bufs& rx) {
   const uint8_t code = o[0] % 16;
   const uint8_t a = o[1];
   uint16_t b;
@@ -243,8 +250,8 @@ void Harness::op(const uint8_t* o, Bufs& tx, Bufs& rx) {
       // Odd b: large frames stay in guest memory until complete_deferred() (the
       // chains are completed right after, as the port does after delivery).
       net::TxDeferred deferred;
-      const uint32_t n =
-          net::tx_dequeue(q_, c_, hdr_len, tx_caps, tx.ptr, max, drops_, b & 1 ? &deferred : nullptr);
+      const uint32_t n = net::tx_dequeue(q_, c_, hdr_len, tx_caps, tx.ptr, max, drops_,
+                                         b & 1 ? &deferred : nullptr);
       FUZZ_CHECK(n <= max);
       FUZZ_CHECK(deferred.n <= n);
       uint32_t external = 0;
@@ -316,7 +323,8 @@ void Harness::op(const uint8_t* o, Bufs& tx, Bufs& rx) {
   }
 }
 
-void Harness::finish() {
+template <class Q>
+void Harness<Q>::finish() {
   if (!running_) return;
   push_all();
   // The device drains what is left, as a worker would. (A guest that lays its used ring
@@ -339,6 +347,7 @@ void Harness::finish() {
   if (q_.broken()) return;
   FUZZ_CHECK(avail == 0);
   FUZZ_CHECK(q_.mark().used_idx == q_.last_avail_idx());
+  if constexpr (std::is_same_v<Q, virtio::PackedDeviceQueue>) return;
   const uint8_t* used = g_.uva_host(cfg_.used_addr, 4);
   FUZZ_CHECK(used != nullptr);  // start() checked the whole ring
   uint16_t used_idx;
@@ -389,18 +398,27 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   cfg.avail_addr = ring_addr(avail_off);
   cfg.used_addr = ring_addr(used_off);
 
-  Harness h(g, cfg);
-  h.mergeable = flags & 16;
-  h.hdr_len = flags & 32 ? 12 : 10;
-  h.tx_caps = caps_from(tx_caps);
-  h.rx_caps = caps_from(rx_caps);
-  if (flags & 64) {
-    h.vlan.trunk = true;
-    h.vlan.native = vlan & 0xfff;
-    h.vlan.allowed.set();
+  auto run = [&](auto& h) {
+    h.mergeable = flags & 16;
+    h.hdr_len = flags & 32 ? 12 : 10;
+    h.tx_caps = caps_from(tx_caps);
+    h.rx_caps = caps_from(rx_caps);
+    if (flags & 64) {
+      h.vlan.trunk = true;
+      h.vlan.native = vlan & 0xfff;
+      h.vlan.allowed.set();
+    }
+    h.start(g.table(), base);
+    for (uint32_t i = 0; i < nops; ++i) h.op(ops.data() + 8 * i, tx, rx);
+    h.finish();
+  };
+  if (flags & 128) {
+    cfg.packed = true;
+    Harness<virtio::PackedDeviceQueue> h(g, cfg);
+    run(h);
+  } else {
+    Harness<virtio::DeviceQueue> h(g, cfg);
+    run(h);
   }
-  h.start(g.table(), base);
-  for (uint32_t i = 0; i < nops; ++i) h.op(ops.data() + 8 * i, tx, rx);
-  h.finish();
   return 0;
 }

@@ -40,6 +40,7 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "common/log.h"
@@ -171,6 +172,7 @@ struct Options {
   std::string dst_mac = "ff:ff:ff:ff:ff:ff";
   uint32_t burst = 32;
   bool mrg_rxbuf = false;
+  bool packed = false;
   bool busy_poll = false;
   bool notify = false;
   bool check = false;
@@ -214,6 +216,9 @@ struct LoopStats {
   }
 };
 
+// DQ: the driver queue of the negotiated ring layout (virtio::DriverQueue, or
+// virtio::PackedDriverQueue with --packed), chosen once for the run.
+template <class DQ>
 class Traffic {
  public:
   Traffic(const Options& o, Frontend& fe) : o_(o), fe_(fe) {}
@@ -227,6 +232,12 @@ class Traffic {
   std::string report_json(bool complete, const LoopStats& loop);
 
  private:
+  DQ& q(uint32_t i) {
+    if constexpr (std::is_same_v<DQ, virtio::PackedDriverQueue>)
+      return fe_.packed_queue(i);
+    else
+      return fe_.queue(i);
+  }
   bool setup();
   bool announce();
   void service_rx(Clock::time_point now);
@@ -260,7 +271,8 @@ class Traffic {
   Clock::time_point t_start_{}, end_{}, give_up_{};
 };
 
-bool Traffic::setup() {
+template <class DQ>
+bool Traffic<DQ>::setup() {
   tx_ = o_.mode == "tx" || o_.mode == "txrx";
   rx_ = o_.mode == "rx" || o_.mode == "txrx";
   parse_mac(o_.mac, mac_);
@@ -269,11 +281,11 @@ bool Traffic::setup() {
   hdr_len_ = (fe_.has_feature(VIRTIO_F_VERSION_1) || fe_.has_feature(VIRTIO_NET_F_MRG_RXBUF))
                  ? sizeof(virtio_net_hdr_mrg_rxbuf)
                  : sizeof(virtio_net_hdr);
-  const uint16_t qs = fe_.queue(kTxQ).size();
+  const uint16_t qs = q(kTxQ).size();
   // TX: one pre-built frame per descriptor, re-posted as they come back.
   const uint64_t tx_len = hdr_len_ + o_.size;
   tx_buf_of_head_.assign(qs, 0);
-  rx_buf_of_head_.assign(fe_.queue(kRxQ).size(), 0);
+  rx_buf_of_head_.assign(q(kRxQ).size(), 0);
   if (tx_) {
     tx_fresh_.reserve(qs);
     tx_kept_.assign(qs, 0);
@@ -301,7 +313,7 @@ bool Traffic::setup() {
   announce_gpa_ = a->gpa;
   // RX: fill the ring (in every mode, so that floods to us are not dropped).
   rx_buf_len_ = std::max<uint32_t>(2048, hdr_len_ + o_.size);
-  virtio::DriverQueue& rq = fe_.queue(kRxQ);
+  DQ& rq = q(kRxQ);
   while (rq.num_free() > 0) {
     auto m = fe_.alloc(rx_buf_len_, 64);
     if (!m) {
@@ -315,19 +327,20 @@ bool Traffic::setup() {
   rq.publish();
   if (rq.should_kick()) fe_.kick(kRxQ);
   if (o_.notify) {
-    fe_.queue(kRxQ).enable_interrupts();
-    fe_.queue(kTxQ).enable_interrupts();
+    q(kRxQ).enable_interrupts();
+    q(kTxQ).enable_interrupts();
   } else {
-    fe_.queue(kRxQ).disable_interrupts();
-    fe_.queue(kTxQ).disable_interrupts();
+    q(kRxQ).disable_interrupts();
+    q(kTxQ).disable_interrupts();
   }
   return true;
 }
 
 // One broadcast frame from our MAC, waited for (the switch has learned us when it
 // comes back as used).
-bool Traffic::announce() {
-  virtio::DriverQueue& tq = fe_.queue(kTxQ);
+template <class DQ>
+bool Traffic<DQ>::announce() {
+  DQ& tq = q(kTxQ);
   virtio::Buf b{announce_gpa_, hdr_len_ + 64};
   int head = tq.add(&b, 1, nullptr, 0);
   if (head < 0) return false;
@@ -351,8 +364,9 @@ bool Traffic::announce() {
   return false;
 }
 
-void Traffic::service_rx(Clock::time_point now) {
-  virtio::DriverQueue& rq = fe_.queue(kRxQ);
+template <class DQ>
+void Traffic<DQ>::service_rx(Clock::time_point now) {
+  DQ& rq = q(kRxQ);
   virtio::Used u;
   uint32_t n = 0;
   uint64_t pkts = 0, bytes = 0;
@@ -411,8 +425,9 @@ void Traffic::service_rx(Clock::time_point now) {
   }
 }
 
-uint32_t Traffic::reap_tx(Clock::time_point now) {
-  virtio::DriverQueue& tq = fe_.queue(kTxQ);
+template <class DQ>
+uint32_t Traffic<DQ>::reap_tx(Clock::time_point now) {
+  DQ& tq = q(kTxQ);
   virtio::Used u;
   uint32_t n = 0;
   const uint32_t qs = uint32_t(tx_kept_.size());
@@ -425,8 +440,9 @@ uint32_t Traffic::reap_tx(Clock::time_point now) {
   return n;
 }
 
-uint32_t Traffic::post_tx(Clock::time_point now) {
-  virtio::DriverQueue& tq = fe_.queue(kTxQ);
+template <class DQ>
+uint32_t Traffic<DQ>::post_tx(Clock::time_point now) {
+  DQ& tq = q(kTxQ);
   uint64_t want = std::min<uint64_t>(o_.burst, kept_count_ + tx_fresh_.size());
   if (o_.count) want = std::min<uint64_t>(want, o_.count - tx_posted_);
   if (o_.rate > 0) {
@@ -481,15 +497,14 @@ uint32_t Traffic::post_tx(Clock::time_point now) {
 
 // --notify: sleep until the back end calls on either ring (bounded, to re-check the
 // clock and the stop flag).
-void Traffic::wait_idle() {
-  virtio::DriverQueue& tq = fe_.queue(kTxQ);
-  virtio::DriverQueue& rq = fe_.queue(kRxQ);
+template <class DQ>
+void Traffic<DQ>::wait_idle() {
+  DQ& tq = q(kTxQ);
+  DQ& rq = q(kRxQ);
   tq.enable_interrupts();
   rq.enable_interrupts();
   // Re-check after asking: a used element may have arrived before the request.
-  if (__atomic_load_n(&tq.used()->idx, __ATOMIC_ACQUIRE) != tx_reaped_ ||
-      __atomic_load_n(&rq.used()->idx, __ATOMIC_ACQUIRE) != rx_reaped_)
-    return;
+  if (tq.has_used() || rq.has_used()) return;
   pollfd p[2] = {{fe_.call_fd(kRxQ), POLLIN, 0}, {fe_.call_fd(kTxQ), POLLIN, 0}};
   ++waits_;
   if (poll(p, 2, 10) > 0) {
@@ -502,12 +517,14 @@ void Traffic::wait_idle() {
   }
 }
 
-void Traffic::report(bool complete) {
+template <class DQ>
+void Traffic<DQ>::report(bool complete) {
   std::printf("%s\n", report_json(complete, LoopStats{}).c_str());
   std::fflush(stdout);
 }
 
-std::string Traffic::report_json(bool complete, const LoopStats& loop) {
+template <class DQ>
+std::string Traffic<DQ>::report_json(bool complete, const LoopStats& loop) {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
   double wall = std::chrono::duration<double>(Clock::now() - t_start_).count();
@@ -521,13 +538,14 @@ std::string Traffic::report_json(bool complete, const LoopStats& loop) {
       "\"announce_packets\": {}, \"tx\": {}, \"rx\": {}, \"kicks\": {}, \"waits\": {}, "
       "\"loop\": {}, \"wall_seconds\": {:.6f}, "
       "\"cpu\": {{\"user_seconds\": {:.6f}, \"sys_seconds\": {:.6f}}}}}",
-      o_.mode, complete ? "true" : "false", o_.size, o_.burst, fe_.queue(kTxQ).size(),
+      o_.mode, complete ? "true" : "false", o_.size, o_.burst, q(kTxQ).size(),
       o_.notify ? "notify" : "busy-poll", fe_.features(), fe_.hugetlb() ? "true" : "false",
       announce_sent_, tx, rx, kicks_, waits_, loop.json(), wall, tv_seconds(ru.ru_utime),
       tv_seconds(ru.ru_stime));
 }
 
-bool Traffic::begin() {
+template <class DQ>
+bool Traffic<DQ>::begin() {
   t_start_ = Clock::now();
   if (!setup() || !announce()) return false;
   t_start_ = Clock::now();
@@ -540,7 +558,8 @@ bool Traffic::begin() {
   return true;
 }
 
-uint32_t Traffic::step(Clock::time_point now, State* state) {
+template <class DQ>
+uint32_t Traffic<DQ>::step(Clock::time_point now, State* state) {
   uint32_t work = 0;
   if (tx_) {
     work += reap_tx(now);
@@ -550,8 +569,8 @@ uint32_t Traffic::step(Clock::time_point now, State* state) {
   const uint64_t rx_before = rx_stats_.packets + rx_other_ + rx_bad_;
   service_rx(now);
   work += uint32_t(rx_stats_.packets + rx_other_ + rx_bad_ - rx_before);
-  const bool tx_done = !tx_ || ((o_.count ? tx_posted_ == o_.count : now >= end_) &&
-                                fe_.queue(kTxQ).in_flight() == 0);
+  const bool tx_done =
+      !tx_ || ((o_.count ? tx_posted_ == o_.count : now >= end_) && q(kTxQ).in_flight() == 0);
   const bool rx_done = !rx_ || (o_.count ? rx_stats_.packets >= o_.count : now >= end_);
   if (tx_done && rx_done) {
     *state = State::kComplete;
@@ -563,7 +582,8 @@ uint32_t Traffic::step(Clock::time_point now, State* state) {
   return work;
 }
 
-int Traffic::run() {
+template <class DQ>
+int Traffic<DQ>::run() {
   if (!begin()) {
     report(false);
     return 1;
@@ -579,8 +599,8 @@ int Traffic::run() {
     if (state != State::kRunning) break;
     if (!work && o_.notify) {
       wait_idle();
-      fe_.queue(kTxQ).disable_interrupts();
-      fe_.queue(kRxQ).disable_interrupts();
+      q(kTxQ).disable_interrupts();
+      q(kRxQ).disable_interrupts();
     }
   }
   const bool complete = state == State::kComplete;
@@ -591,25 +611,27 @@ int Traffic::run() {
 
 // --pair-socket: two ports, one thread, busy polling. One JSON object:
 // {"pair": [port A's report, port B's report]}, each with the shared loop's stats.
-int run_pair(Traffic& a, Traffic& b) {
+template <class DQ>
+int run_pair(Traffic<DQ>& a, Traffic<DQ>& b) {
   if (!a.begin() || !b.begin()) {
     std::printf("{\"pair\": [%s, %s]}\n", a.report_json(false, {}).c_str(),
                 b.report_json(false, {}).c_str());
     return 1;
   }
   LoopStats loop;
-  Traffic::State sa = Traffic::State::kRunning, sb = Traffic::State::kRunning;
+  using State = typename Traffic<DQ>::State;
+  State sa = State::kRunning, sb = State::kRunning;
   for (;;) {
     const uint64_t c0 = tsc();
     const auto now = Clock::now();
     if (g_stop.load(std::memory_order_relaxed)) break;
     uint32_t work = 0;
-    if (sa == Traffic::State::kRunning) work += a.step(now, &sa);
-    if (sb == Traffic::State::kRunning) work += b.step(now, &sb);
+    if (sa == State::kRunning) work += a.step(now, &sa);
+    if (sb == State::kRunning) work += b.step(now, &sb);
     loop.account(work != 0, tsc() - c0);
-    if (sa != Traffic::State::kRunning && sb != Traffic::State::kRunning) break;
+    if (sa != State::kRunning && sb != State::kRunning) break;
   }
-  const bool complete = sa == Traffic::State::kComplete && sb == Traffic::State::kComplete;
+  const bool complete = sa == State::kComplete && sb == State::kComplete;
   std::printf("{\"pair\": [%s, %s]}\n", a.report_json(complete, loop).c_str(),
               b.report_json(complete, loop).c_str());
   std::fflush(stdout);
@@ -653,6 +675,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1u, 32768u))
       ->capture_default_str();
   app.add_flag("--mrg-rxbuf", o.mrg_rxbuf, "Negotiate VIRTIO_NET_F_MRG_RXBUF");
+  app.add_flag("--packed", o.packed, "Negotiate VIRTIO_F_RING_PACKED: packed rings");
   app.add_flag("--no-event-idx", o.no_event_idx, "Do not negotiate VIRTIO_RING_F_EVENT_IDX");
   auto* bp = app.add_flag("--busy-poll", o.busy_poll, "Poll the rings without sleeping (default)");
   auto* nt = app.add_flag("--notify", o.notify, "Sleep on the call eventfds when idle");
@@ -727,6 +750,10 @@ int main(int argc, char** argv) {
                  (o.no_event_idx ? 0 : 1ULL << VIRTIO_RING_F_EVENT_IDX) |
                  (o.mrg_rxbuf ? 1ULL << VIRTIO_NET_F_MRG_RXBUF : 0);
   if (o.mrg_rxbuf) cfg.required_features |= 1ULL << VIRTIO_NET_F_MRG_RXBUF;
+  if (o.packed) {
+    cfg.features |= 1ULL << VIRTIO_F_RING_PACKED;
+    cfg.required_features |= 1ULL << VIRTIO_F_RING_PACKED;
+  }
   if (o.gso_size) {
     const uint64_t tso = (1ULL << VIRTIO_NET_F_CSUM) | (1ULL << VIRTIO_NET_F_HOST_TSO4);
     cfg.features |= tso;
@@ -743,8 +770,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (!*pair) {
-    Traffic t(o, **fe);
-    return t.run();
+    if (o.packed) return Traffic<virtio::PackedDriverQueue>(o, **fe).run();
+    return Traffic<virtio::DriverQueue>(o, **fe).run();
   }
   // The second port: the same options, its own socket and MAC, sending to the first.
   Options o2 = o;
@@ -759,6 +786,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "vnet-traffic: %s: %s\n", o2.socket.c_str(), fe2.message().c_str());
     return 1;
   }
-  Traffic a(o1, **fe), b(o2, **fe2);
+  if (o.packed) {
+    Traffic<virtio::PackedDriverQueue> a(o1, **fe), b(o2, **fe2);
+    return run_pair(a, b);
+  }
+  Traffic<virtio::DriverQueue> a(o1, **fe), b(o2, **fe2);
   return run_pair(a, b);
 }

@@ -64,4 +64,22 @@ uint32_t rx_enqueue(Q& q, virtio::Chain& scratch, uint32_t hdr_len, bool mergeab
                     const OffloadCaps& dst, const VlanConfig& vlan, Packet* const* pkts, uint32_t n,
                     DropCounters& drops, uint64_t* bytes);
 
+// The two layouts (virtio_net_queue.cc, virtio_net_queue_packed.cc).
+template <>
+uint32_t tx_dequeue(virtio::DeviceQueue&, virtio::Chain&, uint32_t, const OffloadCaps&,
+                    Packet* const*, uint32_t, DropCounters&, TxDeferred*);
+template <>
+uint32_t tx_dequeue(virtio::PackedDeviceQueue&, virtio::Chain&, uint32_t, const OffloadCaps&,
+                    Packet* const*, uint32_t, DropCounters&, TxDeferred*);
+template <>
+void complete_deferred(virtio::DeviceQueue&, TxDeferred&);
+template <>
+void complete_deferred(virtio::PackedDeviceQueue&, TxDeferred&);
+template <>
+uint32_t rx_enqueue(virtio::DeviceQueue&, virtio::Chain&, uint32_t, bool, const OffloadCaps&,
+                    const VlanConfig&, Packet* const*, uint32_t, DropCounters&, uint64_t*);
+template <>
+uint32_t rx_enqueue(virtio::PackedDeviceQueue&, virtio::Chain&, uint32_t, bool, const OffloadCaps&,
+                    const VlanConfig&, Packet* const*, uint32_t, DropCounters&, uint64_t*);
+
 }  // namespace vnet::net

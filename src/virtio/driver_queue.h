@@ -67,6 +67,8 @@ class DriverQueue {
   // repost() of a head that is not kept is refused (false).
   bool reap_keep(Used& u);
   bool repost(uint16_t head);
+  // A used element is waiting (used->idx moved past what was reaped).
+  bool has_used() const { return __atomic_load_n(&used_->idx, __ATOMIC_ACQUIRE) != last_used_; }
   // Asks for (or stops asking for) interrupts: used_event / VRING_AVAIL_F_NO_INTERRUPT.
   void enable_interrupts();
   void disable_interrupts();

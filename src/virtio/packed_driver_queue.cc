@@ -32,6 +32,9 @@ void PackedDriverQueue::init(uint16_t size, void* host, uint64_t gpa, uint64_t u
   free_ids_.clear();
   for (uint32_t i = size; i-- > 0;) free_ids_.push_back(uint16_t(i));  // 0 on top
   chain_n_.assign(size, 0);
+  first_.assign(size, vring_packed_desc{});
+  kept_.assign(size, 0);
+  num_kept_ = 0;
   pending_.clear();
   bad_used_ = 0;
 }
@@ -63,9 +66,10 @@ void PackedDriverQueue::put(const vring_packed_desc& d, bool first) {
   slot.len = d.len;
   slot.id = d.id;
   const uint16_t flags = uint16_t(d.flags | avail_flags(avail_wrap_));
-  if (first)
+  if (first) {
+    first_[d.id] = d;
     pending_.push_back({next_avail_, flags});
-  else
+  } else
     __atomic_store_n(&slot.flags, flags, __ATOMIC_RELEASE);
   if (++next_avail_ == size_) {
     next_avail_ = 0;
@@ -140,28 +144,57 @@ bool PackedDriverQueue::should_kick() {
   return vring_need_event(e, n, o);
 }
 
-bool PackedDriverQueue::reap(Used& u) {
+int PackedDriverQueue::next_used(uint32_t* len) {
   const vring_packed_desc* d = &desc_[next_used_];
   const uint16_t flags = __atomic_load_n(&d->flags, __ATOMIC_ACQUIRE);
   const bool avail = flags & kAvail, used = flags & kUsed;
-  if (used != used_wrap_ || avail != used_wrap_) return false;
+  if (used != used_wrap_ || avail != used_wrap_) return -1;
   const uint16_t id = d->id;
-  if (id >= size_ || chain_n_[id] == 0) {
-    ++bad_used_;
-    return false;
+  if (id >= size_ || chain_n_[id] == 0 || kept_[id]) {
+    ++bad_used_;  // the skip is unknown: reaping stops here
+    return -1;
   }
-  u.id = id;
-  u.len = (flags & VRING_DESC_F_WRITE) ? d->len : 0;
-  const uint16_t n = chain_n_[id];
-  chain_n_[id] = 0;
-  free_ids_.push_back(id);
-  num_free_ = uint16_t(num_free_ + n);
-  next_used_ = uint16_t(next_used_ + n);
+  *len = (flags & VRING_DESC_F_WRITE) ? d->len : 0;
+  // 2.8.6: the device skips the chain's descriptor count; so does the driver.
+  next_used_ = uint16_t(next_used_ + chain_n_[id]);
   if (next_used_ >= size_) {
     next_used_ = uint16_t(next_used_ - size_);
     used_wrap_ = !used_wrap_;
   }
+  num_free_ = uint16_t(num_free_ + chain_n_[id]);
+  return id;
+}
+
+bool PackedDriverQueue::reap(Used& u) {
+  const int id = next_used(&u.len);
+  if (id < 0) return false;
+  u.id = uint16_t(id);
+  chain_n_[u.id] = 0;
+  free_ids_.push_back(u.id);
   return true;
+}
+
+bool PackedDriverQueue::reap_keep(Used& u) {
+  const int id = next_used(&u.len);
+  if (id < 0) return false;
+  u.id = uint16_t(id);
+  kept_[u.id] = 1;
+  ++num_kept_;
+  return true;
+}
+
+bool PackedDriverQueue::repost(uint16_t id) {
+  if (id >= size_ || !kept_[id] || chain_n_[id] != 1 || num_free_ == 0) return false;
+  kept_[id] = 0;
+  --num_kept_;
+  --num_free_;
+  put(first_[id], true);
+  return true;
+}
+
+bool PackedDriverQueue::has_used() const {
+  const uint16_t flags = __atomic_load_n(&desc_[next_used_].flags, __ATOMIC_ACQUIRE);
+  return ((flags & kUsed) != 0) == used_wrap_ && ((flags & kAvail) != 0) == used_wrap_;
 }
 
 void PackedDriverQueue::enable_interrupts() {

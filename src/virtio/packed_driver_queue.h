@@ -44,6 +44,14 @@ class PackedDriverQueue {
   // Reaps one used descriptor and frees its chain. False when none is pending (or the
   // next used descriptor is bad: counted in bad_used(), and reaping stops there).
   bool reap(Used& u);
+  // For a driver that re-posts the same buffers (vnet-traffic), as DriverQueue's:
+  // reap_keep() reaps but keeps the chain's id (and its one descriptor) owned by the
+  // caller; repost(id) makes a kept one-descriptor chain available again at the next
+  // position. repost() of an id that is not kept, or of a longer chain, is refused.
+  bool reap_keep(Used& u);
+  bool repost(uint16_t id);
+  // A used descriptor is waiting at the next used position.
+  bool has_used() const;
   // Driver event suppression: ask for used notifications (with EVENT_IDX: at the next
   // used position) or stop asking.
   void enable_interrupts();
@@ -51,7 +59,9 @@ class PackedDriverQueue {
 
   uint16_t size() const { return size_; }
   uint16_t num_free() const { return num_free_; }
+  // Descriptors the device holds (published or added, not yet reaped).
   uint16_t in_flight() const { return uint16_t(size_ - num_free_); }
+  uint16_t num_kept() const { return num_kept_; }
   uint64_t bad_used() const { return bad_used_; }
   // Raw access, for tests that build hostile rings.
   vring_packed_desc* desc() const { return desc_; }
@@ -67,6 +77,8 @@ class PackedDriverQueue {
 
  private:
   int alloc_id(uint16_t ndesc);
+  // The next used descriptor's id (checked: in range, in flight), or -1.
+  int next_used(uint32_t* len);
   // Writes descriptor `i` of a chain at next_avail_ (the first one's flags are kept
   // for publish()) and advances.
   void put(const vring_packed_desc& d, bool first);
@@ -83,8 +95,11 @@ class PackedDriverQueue {
   bool used_wrap_ = true;
   uint16_t kicked_ = 0;  // next_avail_ | wrap << 15 at the last should_kick()
   uint16_t num_free_ = 0;
-  std::vector<uint16_t> free_ids_;  // stack of free buffer ids
-  std::vector<uint16_t> chain_n_;   // descriptors of the chain with id i (0: free)
+  std::vector<uint16_t> free_ids_;        // stack of free buffer ids
+  std::vector<uint16_t> chain_n_;         // descriptors of the chain with id i (0: free)
+  std::vector<vring_packed_desc> first_;  // chain i's first descriptor (for repost)
+  std::vector<uint8_t> kept_;             // 1: chain i was reaped by reap_keep()
+  uint16_t num_kept_ = 0;
   struct Pending {
     uint16_t pos, flags;
   };

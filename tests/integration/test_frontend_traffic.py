@@ -44,13 +44,16 @@ MAC_TX, MAC_RX = "02:00:00:00:fe:01", "02:00:00:00:fe:02"
 PAIR_SECONDS, PAIR_MIN = 1, 1000
 
 
-def body(s, args):
+def body(s, args, extra=()):
+    """`extra`: more vnet-traffic options for every instance (test_frontend_traffic_packed.py
+    passes --packed)."""
+    extra = list(extra)
     traffic = find_program(s.build_dir, "vnet-traffic")
     socks = [s.path("t%d.sock" % i) for i in range(2)]
     vnetd = Vnetd(s, [PortSpec(p) for p in socks])
     vnetd.start()
     peer_cpu = cpu_plan()[1]
-    common = ["--size", SIZE, "--notify", "--cpu", peer_cpu, "--log-level", "warn"]
+    common = ["--size", SIZE, "--notify", "--cpu", peer_cpu, "--log-level", "warn"] + extra
 
     rx = s.spawn("rx", [traffic, "--socket", socks[1], "--mode", "rx", "--count", N,
                         "--mac", MAC_RX, "--queue-size", RX_QUEUE, "--check", "--timeout", 120]
@@ -110,7 +113,8 @@ def body(s, args):
     before = vnetd.counters()
     pair = s.spawn("pair", [traffic, "--socket", socks[0], "--pair-socket", socks[1],
                             "--mac", MAC_TX, "--pair-mac", MAC_RX, "--duration", PAIR_SECONDS,
-                            "--check", "--size", SIZE, "--cpu", peer_cpu, "--log-level", "warn"])
+                            "--check", "--size", SIZE, "--cpu", peer_cpu, "--log-level", "warn"]
+                   + extra)
     if pair.wait(60) is None:
         raise HarnessError("the pair generator still runs after 60 s:\n%s" % pair.log_tail())
     res = result_of(pair)

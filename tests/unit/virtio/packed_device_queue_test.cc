@@ -267,6 +267,38 @@ TEST_F(PackedQueueTest, StartValidatesLayoutAndBase) {
   EXPECT_TRUE(dq.start(g_.memory(), cfg).is_ok());
 }
 
+// The driver side's re-post path (vnet-traffic): chains reaped with reap_keep() go back
+// with repost() as they were, lap after lap; a chain not kept cannot be re-posted.
+TEST_F(PackedQueueTest, DriverRepostsKeptChainsAcrossLaps) {
+  ASSERT_TRUE(q_.start(g_, 4, false));
+  Buf b[4] = {g_.buf(60, 1), g_.buf(61, 2), g_.buf(62, 3), g_.buf(63, 4)};
+  int ids[4];
+  for (int i = 0; i < 4; ++i) ids[i] = q_.drv.add(&b[i], 1, nullptr, 0);
+  q_.drv.publish();
+  for (int lap = 0; lap < 5; ++lap) {
+    for (int i = 0; i < 4; ++i) {
+      ASSERT_EQ(q_.dev.pop(*c_), PopStatus::kOk) << lap;
+      EXPECT_EQ(c_->head, ids[i]);
+      EXPECT_EQ(c_->out_len, 60u + i);
+      q_.dev.push(c_->head, 0);
+    }
+    q_.dev.publish();
+    EXPECT_TRUE(q_.drv.has_used());
+    Used u;
+    for (int i = 0; i < 4; ++i) {
+      ASSERT_TRUE(q_.drv.reap_keep(u));
+      EXPECT_EQ(u.id, ids[i]);
+    }
+    EXPECT_FALSE(q_.drv.has_used());
+    EXPECT_EQ(q_.drv.num_kept(), 4);
+    for (int i = 0; i < 4; ++i) ASSERT_TRUE(q_.drv.repost(uint16_t(ids[i])));
+    EXPECT_FALSE(q_.drv.repost(uint16_t(ids[0]))) << "not kept any more";
+    q_.drv.publish();
+  }
+  EXPECT_EQ(q_.drv.bad_used(), 0u);
+  EXPECT_FALSE(q_.dev.broken());
+}
+
 // ---- event suppression (2.8.10) --------------------------------------------------
 
 TEST_F(PackedQueueTest, DriverEventFlagsDecideNotifications) {
