@@ -369,7 +369,9 @@ Result<uint16_t> Frontend::get_vring_base(uint32_t q) {
   auto r = m->as<VringState>();
   if (r.index != q)
     return Status::errorf("GET_VRING_BASE: reply for ring {}, asked {}", r.index, q);
-  if (r.num > 0xffff) return Status::errorf("GET_VRING_BASE: base {:#x} not 16-bit", r.num);
+  // Packed rings: bits 16-31 are the used side's state (vhost-user "GET_VRING_BASE").
+  if (r.num > 0xffff && !packed())
+    return Status::errorf("GET_VRING_BASE: base {:#x} not 16-bit", r.num);
   return uint16_t(r.num);
 }
 

@@ -132,7 +132,10 @@ Status Session::handle(Message& m, Reply& reply) {
       auto s = m.as<VringState>();
       auto idx = on_get_vring_base(s);
       if (!idx) return idx.status();
-      reply.set(VringState{s.index, *idx});
+      // Packed rings: bits 16-31 carry the used side's position and wrap counter, equal to
+      // the avail side's (every chain taken was completed, in order).
+      const bool packed = acked_features_ & (1ULL << VIRTIO_F_RING_PACKED);
+      reply.set(VringState{s.index, packed ? uint32_t(*idx) | (uint32_t(*idx) << 16) : *idx});
       return Status::ok();
     }
     case Request::SET_VRING_KICK:
@@ -243,6 +246,7 @@ Status Session::on_set_mem_table(Message& m) {
   auto th = m.as<MemoryTableHeader>();  // count, size and fds checked by validate()
   memory::GuestMemory::RegionList list;
   sealed_regions_ = 0;
+  region_refs_.clear();
   for (uint32_t i = 0; i < th.nregions; ++i) {
     MemoryRegion r;
     std::memcpy(&r, m.payload.data() + sizeof(MemoryTableHeader) + i * sizeof(MemoryRegion),
@@ -258,6 +262,28 @@ Status Session::on_add_mem_reg(Message& m) {
   auto r = m.as<SingleMemoryRegion>().region;
   memory::GuestMemory::RegionList list;
   if (mem_) list = mem_->regions();
+  auto same = [&](const auto& mr) {
+    const auto& d = mr->desc();
+    return d.guest_phys_addr == r.guest_phys_addr && d.memory_size == r.memory_size &&
+           d.userspace_addr == r.userspace_addr && d.mmap_offset == r.mmap_offset;
+  };
+  if (std::any_of(list.begin(), list.end(), same)) {
+    // The same region again (one vhost device per queue pair): one more reference; the
+    // fd that came with it is closed unused (with m).
+    auto ref = std::find_if(region_refs_.begin(), region_refs_.end(), [&](const RegionRef& x) {
+      return x.guest_phys_addr == r.guest_phys_addr && x.memory_size == r.memory_size &&
+             x.userspace_addr == r.userspace_addr;
+    });
+    if (ref == region_refs_.end()) {
+      region_refs_.push_back({r.guest_phys_addr, r.memory_size, r.userspace_addr, 2});
+    } else {
+      if (ref->refs >= kMaxRegionRefs)
+        return Status::errorf("region at gpa {:#x} added {} times, the maximum",
+                              r.guest_phys_addr, ref->refs);
+      ++ref->refs;
+    }
+    return Status::ok();
+  }
   if (list.size() >= kMaxMemSlots)
     return Status::errorf("already {} regions, the maximum", list.size());
   auto mr = map_region(m, 0, r);
@@ -280,6 +306,14 @@ Status Session::on_rem_mem_reg(const Message& m) {
   if (it == list.end())
     return Status::errorf("no region at gpa {:#x} size {:#x} uva {:#x}", r.guest_phys_addr,
                           r.memory_size, r.userspace_addr);
+  auto ref = std::find_if(region_refs_.begin(), region_refs_.end(), [&](const RegionRef& x) {
+    return x.guest_phys_addr == r.guest_phys_addr && x.memory_size == r.memory_size &&
+           x.userspace_addr == r.userspace_addr;
+  });
+  if (ref != region_refs_.end()) {  // added more than once: drop one reference
+    if (--ref->refs <= 1) region_refs_.erase(ref);
+    return Status::ok();
+  }
   list.erase(it);
   return install_memory(std::move(list));
 }
@@ -324,8 +358,12 @@ Status Session::on_set_vring_base(const VringState& s) {
   if (Status st = check_ring(s.index); !st) return st;
   // "SET_VRING_BASE": split rings, a 16-bit avail index; packed rings
   // (VIRTIO_F_RING_PACKED), bits 0-14 the next descriptor position and bit 15 the
-  // driver wrap counter (the queue checks the position against its size at start).
-  if (s.num > 0xffff)
+  // driver wrap counter (the queue checks the position against its size at start), and
+  // in bits 16-31 the same for the used side, which QEMU sends. vnetd completes chains
+  // in the order it took them and resumes the used side where the avail side is (what
+  // QEMU itself does after a back end is lost: last_avail = used).
+  const bool packed = acked_features_ & (1ULL << VIRTIO_F_RING_PACKED);
+  if (s.num > 0xffff && !packed)
     return Status::errorf("ring {} base {:#x} is not a 16-bit index", s.index, s.num);
   Ring& r = rings_[s.index];
   if (r.started) {
@@ -444,6 +482,7 @@ void Session::reset_device_state() {
   backend_.reset();
   for (auto& r : rings_) r = Ring{};  // closes kick and err fds
   mem_.reset();
+  region_refs_.clear();
   acked_features_ = 0;
   status_ = 0;
 }

@@ -129,6 +129,17 @@ class Session {
   bool owner_ = false;
   uint8_t status_ = 0;
   std::shared_ptr<const memory::GuestMemory> mem_;
+  // ADD_MEM_REG of a region identical to one already in the table (same guest address,
+  // size, user address and offset) takes another reference instead of failing: a
+  // multiqueue QEMU (7.2) sends the table once per queue pair, each pair's vhost device
+  // adding and removing the same regions. REM_MEM_REG drops one reference; the region
+  // goes when the last one does. Only regions with more than one reference are listed.
+  struct RegionRef {
+    uint64_t guest_phys_addr, memory_size, userspace_addr;
+    uint32_t refs;
+  };
+  std::vector<RegionRef> region_refs_;
+  static constexpr uint32_t kMaxRegionRefs = 1024;
   std::vector<Ring> rings_;
 };
 

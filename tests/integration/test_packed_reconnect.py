@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A packed ring's state survives GET/SET_VRING_BASE and a reconnect (vhost-user
 "VHOST_USER_GET_VRING_BASE" / "VHOST_USER_SET_VRING_BASE": for packed rings bits 0-14
-are the next descriptor position and bit 15 the driver ring wrap counter).
+are the next descriptor position and bit 15 the driver ring wrap counter; bits 16-31
+the same for the used side).
 
 Two front ends written here (vnet_harness/vhost_user.py for the protocol, packed rings
 written by hand into each one's memfd, virtio 1.2 section 2.8), both negotiating
@@ -10,11 +11,12 @@ on its TX ring, `b` receives them on its RX ring (vnetd floods them a -> b).
   1. 13 frames from a (the TX ring wraps once): each one is used by vnetd at the
      position it was made available with AVAIL = USED = the lap's wrap counter, and
      arrives whole at b (b reposts its buffers as a packed driver does, wrapping too).
-  2. GET_VRING_BASE on a's TX ring answers 0x0005 (position 5, wrap counter 0).
+  2. GET_VRING_BASE on a's TX ring answers 0x00050005 (position 5, wrap counter 0, for the
+     avail side in bits 0-15 and the used side in bits 16-31, as QEMU reads it).
   3. SET_VRING_BASE with that value and a new kick: 6 more frames go through, and
-     GET_VRING_BASE answers 0x8003 (position 3, wrap counter 1 again after the second lap).
+     GET_VRING_BASE answers 0x80038003 (position 3, wrap counter 1 again after the second lap).
   4. a disconnects; a new connection over the same guest memory sets the ring up at
-     base 0x8003: 7 more frames go through (the ring keeps wrapping) and arrive whole.
+     base 0x80038003: 7 more frames go through (the ring keeps wrapping) and arrive whole.
   vnetd's rx_packets on a's port and tx_packets on b's equal the frames sent, with no
   bad chains and no drops; vnetd exits with status 0.
 """
@@ -180,8 +182,8 @@ def body(s, args):
         send_frames(a, tx, sink, 0, 13)
         base = get_base(a, TX_RING)
         log("after 13 frames: GET_VRING_BASE = %#x" % base)
-        if base != 0x0005:
-            raise HarnessError("GET_VRING_BASE after 13 frames: %#x, expected 0x0005" % base)
+        if base != 0x00050005:
+            raise HarnessError("GET_VRING_BASE after 13 frames: %#x, expected 0x00050005" % base)
 
         a.state(vu.SET_VRING_BASE, TX_RING, base)
         a.u64(vu.SET_VRING_KICK, TX_RING, [a.eventfd()])
@@ -189,8 +191,8 @@ def body(s, args):
         send_frames(a, tx, sink, 13, 6)
         base = get_base(a, TX_RING)
         log("after 19 frames: GET_VRING_BASE = %#x" % base)
-        if base != 0x8003:
-            raise HarnessError("GET_VRING_BASE after 19 frames: %#x, expected 0x8003" % base)
+        if base != 0x80038003:
+            raise HarnessError("GET_VRING_BASE after 19 frames: %#x, expected 0x80038003" % base)
 
         a.close()
         wait_until(lambda: not vnetd.ports_info()["a"]["connected"], 10, interval=0.02,
@@ -200,8 +202,8 @@ def body(s, args):
         vnetd.wait_connected(["a"])
         send_frames(a, tx, sink, 19, 7)
         base = get_base(a, TX_RING)
-        if base != 0x0002:
-            raise HarnessError("GET_VRING_BASE after 26 frames: %#x, expected 0x0002" % base)
+        if base != 0x00020002:
+            raise HarnessError("GET_VRING_BASE after 26 frames: %#x, expected 0x00020002" % base)
 
         total = 26
         c = vnetd.counters()

@@ -14,7 +14,8 @@ virtio_net drivers use the queues.  For each variant, asserted:
     downloads a file from the namespace (HTTP): the stream completes with all 8 flows, the
     downloaded file's SHA-256 equals the namespace's, retransmits stay at the level of the
     single-queue run (at most 3x + 50), and with 4 pairs every queue carried traffic both
-    ways (the guest's per-queue counters in `ethtool -S` and vnetd's per-queue counters);
+    ways (the guest's per-queue counters in `ethtool -S` and vnetd's per-queue counters,
+    which agree queue by queue);
   - guest B -> guest A: iperf3 -P 8 with 4 pairs on both sides, and a file served by guest
     A's busybox httpd downloaded by guest B with the same SHA-256 (frames that cross the
     switch between two multiqueue ports);
@@ -93,9 +94,9 @@ def serve_file_in_ns(s, ns, path):
 def wait_http(ns, timeout=10.0):
     t_end = time.monotonic() + timeout
     while time.monotonic() < t_end:
-        r = ns.run(["python3", "-c", "import socket;socket.create_connection((%r,%d),1)"
-                    % (NS_IP, HTTP_PORT)], check=False)
-        if r.returncode == 0:
+        rc, _ = ns.run("python3 -c 'import socket;socket.create_connection((\"%s\",%d),1)'"
+                       % (NS_IP, HTTP_PORT), check=False)
+        if rc == 0:
             return
         time.sleep(0.2)
     raise HarnessError("HTTP server in the namespace did not listen on %s:%d"
@@ -221,7 +222,15 @@ def run_variant(s, image, packed):
         if idle:
             raise HarnessError("%s: vnetd vhu-a %s queues %s carried nothing: %s -> %s"
                                % (label, d, idle, q0_vnetd, q1_vnetd))
-    log("%s: guest per-queue packets rx %s tx %s; vnetd per-queue %s"
+    # Per queue, what the guest's driver sent is what vnetd received on that queue, and
+    # the other way round (a few frames of slack: ARP or a late ACK between the readings).
+    for q in range(QUEUES):
+        g_tx, g_rx = q1_guest["tx"].get(q, 0), q1_guest["rx"].get(q, 0)
+        v_rx, v_tx = q1_vnetd.get(q, (0, 0))
+        if abs(g_tx - v_rx) > 5 or abs(g_rx - v_tx) > 5:
+            raise HarnessError("%s: queue %d: guest sent %d / received %d, vnetd received %d / "
+                               "sent %d" % (label, q, g_tx, g_rx, v_rx, v_tx))
+    log("%s: guest per-queue packets rx %s tx %s; vnetd per-queue (rx, tx) %s agree"
         % (label, q1_guest["rx"], q1_guest["tx"], q1_vnetd))
 
     # Guest to guest: B downloads a file from A's httpd, then iperf3 -P 8 B -> A.

@@ -427,6 +427,37 @@ TEST_F(SessionTest, AddAndRemoveMemoryRegions) {
   EXPECT_EQ(backend.memory->size(), 0u);
 }
 
+// A multiqueue QEMU adds the same regions once per queue pair (one vhost device each) and
+// removes them the same way: an identical ADD_MEM_REG takes a reference, REM_MEM_REG drops
+// one, the region goes with the last.
+TEST_F(SessionTest, SameRegionAddedPerQueuePair) {
+  negotiate(protocol::kReplyAck | protocol::kConfigureMemSlots);
+  UniqueFd m0 = make_memfd(kMiB);
+  MemoryRegion r0{0, kMiB, kUva0, 0};
+  for (int pair = 0; pair < 3; ++pair) {
+    ASSERT_TRUE(fe.send_single_region(Request::ADD_MEM_REG, r0, {m0.get()}, kFlagNeedReply));
+    EXPECT_EQ(ack(Request::ADD_MEM_REG), 0u) << pair;
+  }
+  ASSERT_TRUE(backend.memory);
+  EXPECT_EQ(backend.memory->size(), 1u);
+  EXPECT_EQ(backend.set_memory_calls, 1);  // the duplicates changed nothing
+  // The same addresses with another offset are a different (overlapping) region.
+  MemoryRegion other = r0;
+  other.mmap_offset = 4096;
+  ASSERT_TRUE(fe.send_single_region(Request::ADD_MEM_REG, other, {m0.get()}, kFlagNeedReply));
+  EXPECT_EQ(ack(Request::ADD_MEM_REG), 1u);
+  for (int pair = 0; pair < 2; ++pair) {
+    ASSERT_TRUE(fe.send_single_region(Request::REM_MEM_REG, r0, {}, kFlagNeedReply));
+    EXPECT_EQ(ack(Request::REM_MEM_REG), 0u) << pair;
+    EXPECT_EQ(backend.memory->size(), 1u) << pair;
+  }
+  ASSERT_TRUE(fe.send_single_region(Request::REM_MEM_REG, r0, {}, kFlagNeedReply));
+  EXPECT_EQ(ack(Request::REM_MEM_REG), 0u);
+  EXPECT_EQ(backend.memory->size(), 0u);
+  ASSERT_TRUE(fe.send_single_region(Request::REM_MEM_REG, r0, {}, kFlagNeedReply));
+  EXPECT_EQ(ack(Request::REM_MEM_REG), 1u);
+}
+
 TEST_F(SessionTest, StatusMtuQueueNum) {
   negotiate(protocol::kStatus | protocol::kMtu);
   ASSERT_TRUE(fe.send_u64(Request::SET_STATUS, 0x0f));
