@@ -142,6 +142,7 @@ Status Daemon::add_port(const PortSpec& spec) {
     ports::TapPortConfig tc;
     tc.ifname = spec.ifname;
     tc.attach = spec.attach;
+    tc.queues = spec.queues ? spec.queues : 1;
     tc.netns = spec.netns;
     if (spec.mtu) tc.mtu = spec.mtu;
     if (spec.offloads) tc.offloads = net::OffloadCaps{true, true, true, true, true};
