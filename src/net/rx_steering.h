@@ -68,7 +68,16 @@ class RxSteering {
       if (q < kMaxQueues && enabled_[q]) return q;
       break;
     }
-    return list_[hash_to_range(hash, n_.load(std::memory_order_relaxed))];
+    const uint32_t n = n_.load(std::memory_order_relaxed);
+    return list_[spread(hash, n)];
+  }
+
+  // Index in [0, n) of the enabled queue a flow without a learnt queue takes. The hash
+  // is first multiplied by an odd number that depends on n: with plain multiply-shift
+  // the index for n/2 queues would be the index for n halved, and every flow of a
+  // disabled upper half would land on one queue.
+  static uint32_t spread(uint32_t hash, uint32_t n) {
+    return hash_to_range(hash * (0x9e3779b1u + 2 * n), n);
   }
 
   // Forgets every learnt flow (a reset of the port).
