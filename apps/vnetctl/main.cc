@@ -118,7 +118,8 @@ int main(int argc, char** argv) {
   add_port->add_flag("--attach", pa.attach, "tap: use an existing TAP device");
   add_port->add_flag("--no-offloads", pa.no_offloads, "tap: no checksum/TSO offloads");
   add_port->add_option("--queues", pa.queues,
-                       "vhost-user: queue pairs offered (VIRTIO_NET_F_MQ), 1..128, default 8");
+                       "vhost-user: queue pairs offered (VIRTIO_NET_F_MQ), 1..128, default 8; "
+                       "tap: IFF_MULTI_QUEUE fds, 1..16, default 1");
   add_port->add_option("--io", pa.io,
                        "tap: data path, uring (batched io_uring), syscalls (readv/writev) or auto");
   vlan_options(add_port);

@@ -69,6 +69,7 @@ vnet::Result<vnet::control::PortSpec> vhost_user_spec(const std::string& arg, si
 
 // --tap
 // NAME[,ifname=IF][,netns=NS][,attach][,no-offloads][,io=uring|syscalls][,mtu=N][,vlan=N][,worker=K]
+// [,queues=N]
 vnet::Result<vnet::control::PortSpec> tap_spec(const std::string& arg) {
   json j = parse_port_arg(arg, "name");
   if (j.contains("no-offloads")) {
@@ -106,8 +107,9 @@ int main(int argc, char** argv) {
   app.add_option(
       "--tap", taps,
       "A TAP port: NAME[,ifname=IF][,netns=NS][,attach][,no-offloads][,io=MODE][,mtu=N]"
-      "[,vlan=N][,worker=K]. vnetd creates the TAP (in network namespace NS if given) or attaches "
-      "to an existing one. Repeatable.");
+      "[,vlan=N][,worker=K][,queues=N]. vnetd creates the TAP (in network namespace NS if given) "
+      "or attaches to an existing one; queues=N (1..16) makes it IFF_MULTI_QUEUE with N fds. "
+      "Repeatable.");
   std::string tap_io = "auto";
   app.add_option("--tap-io", tap_io,
                  "Data path of TAP ports that set no io=: uring (batched io_uring, fails without "

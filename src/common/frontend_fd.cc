@@ -97,8 +97,8 @@ bool FrontendFd::sealed_against_shrink() const {
 
 Notifier::Notifier() = default;
 
-// The ring is made when the first eventfd comes: a multiqueue port holds a Notifier for
-// each of its (up to 256) rings, most of which a front end never uses.
+// The ring is made when an eventfd comes and goes with it: a multiqueue port holds a
+// Notifier for each of its (up to 256) rings, most of which a front end never uses.
 void Notifier::init_ring() {
   ring_tried_ = true;
   auto ring = std::make_unique<io_uring>();
@@ -123,7 +123,13 @@ Status Notifier::set(FrontendFd fd) {
   if (fd && fd.kind() != FdKind::kEventFd) return Status::error("a notifier needs an eventfd");
   if (ring_ && fd_) io_uring_unregister_eventfd(ring_.get());
   fd_ = std::move(fd);
-  if (!fd_) return Status::ok();
+  if (!fd_) {
+    // No eventfd: no ring either (a session that ended leaves no fd of it behind).
+    if (ring_) io_uring_queue_exit(ring_.get());
+    ring_.reset();
+    ring_tried_ = false;
+    return Status::ok();
+  }
   if (!ring_tried_) init_ring();
   if (ring_) {
     int r = io_uring_register_eventfd(ring_.get(), fd_.fd_.get());

@@ -257,7 +257,7 @@ Result<PortSpec> parse_port(const json& j, const std::string& where_in) {
     st = check_keys(
         j, where,
         {"name", "type", "ifname", "netns", "attach", "offloads", "io", "mtu", "vlan", "trunk",
-         "native", "allowed_macs", "worker", "ingress_rate", "ingress_burst", "storm"});
+         "native", "allowed_macs", "worker", "ingress_rate", "ingress_burst", "storm", "queues"});
     if (!st) return st;
     auto ifname = get_string(j, where, "ifname", false);
     if (!ifname) return ifname.status();
@@ -285,6 +285,10 @@ Result<PortSpec> parse_port(const json& j, const std::string& where_in) {
           "{}: field 'io' must be \"uring\", \"syscalls\" or \"auto\", not \"{}\"", where,
           short_string(*io));
     p.io = *io;
+    // IFF_MULTI_QUEUE with this many fds (Documentation/networking/tuntap.rst).
+    auto queues = get_int(j, where, "queues", 1, kMaxTapQueues, 1);
+    if (!queues) return queues.status();
+    p.queues = uint32_t(*queues);
   } else {
     return Status::errorf("{}: field 'type' must be \"vhost-user\" or \"tap\", not \"{}\"", where,
                           short_string(p.type));

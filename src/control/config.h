@@ -22,6 +22,7 @@ namespace vnet::control {
 constexpr int kMaxWorkers = 64;
 constexpr uint32_t kDefaultQueuePairs = 8;
 constexpr uint32_t kMaxQueuePairs = 128;
+constexpr uint32_t kMaxTapQueues = 16;
 
 struct VlanSpec {
   enum class Mode { kAccess, kTrunk };
@@ -53,6 +54,7 @@ struct PortSpec {
   // starting from the one with the fewest queues.
   int worker = -1;
   // vhost-user: queue pairs offered (VIRTIO_NET_F_MQ above 1), 1..128; 0: default (8).
+  // tap: queues (fds of an IFF_MULTI_QUEUE TAP), 1..16; 0: 1.
   uint32_t queues = 0;
   sw::PolicerConfig policing;  // ingress_rate, ingress_burst, storm (policing_config.h)
 };

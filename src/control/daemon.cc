@@ -133,7 +133,8 @@ Status Daemon::add_port(const PortSpec& spec) {
     return Status::errorf("port {}: field 'worker' = {}: vnetd has {} worker(s) (0..{})", spec.name,
                           spec.worker, pool_.size(), pool_.size() - 1);
   const size_t w = spec.worker >= 0 ? size_t(spec.worker) : pool_.least_loaded();
-  const bool spread = spec.worker < 0;
+  // A policed port's queues stay on one worker: its token buckets have one owner.
+  const bool spread = spec.worker < 0 && !spec.policing.on();
   auto ex = pool_.make_executor(w);
   std::unique_ptr<ports::Port> port;
   if (spec.type == "vhost-user") {
@@ -155,6 +156,7 @@ Status Daemon::add_port(const PortSpec& spec) {
     ports::TapPortConfig tc;
     tc.ifname = spec.ifname;
     tc.attach = spec.attach;
+    tc.queues = spec.queues ? spec.queues : 1;
     tc.netns = spec.netns;
     if (spec.mtu) tc.mtu = spec.mtu;
     if (spec.offloads) tc.offloads = net::OffloadCaps{true, true, true, true, true};
@@ -523,6 +525,10 @@ json Daemon::handle(const json& req) {
       if (!pc) return fail(pc.message());
       policing = *pc;
     }
+    if (req.contains("queue") && (policing ? policing->on() : spec && spec->policing.on()))
+      return fail("set-port " + name +
+                  ": the port is policed, its queues stay on one worker (move the whole port "
+                  "with --worker alone)");
     std::optional<VlanSpec> vlan;
     if (vlan_change) {
       auto v = parse_vlan(req, "set-port " + name);
@@ -550,6 +556,11 @@ json Daemon::handle(const json& req) {
       });
       if (spec) spec->allowed_macs = *macs;
       spdlog::info("port {}: allowed_macs {}", name, allowed_macs_json(*macs).dump());
+    }
+    if (policing && policing->on()) {
+      // Its token buckets have one owner: every queue goes to the worker of queue 0.
+      Status st = pool_.move(p, pool_.owner(p));
+      if (!st) return fail(st.message());
     }
     if (policing) {
       tsc_hz();  // measured here, not on the worker

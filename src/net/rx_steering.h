@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "net/flow_hash.h"
+#include "net/packet.h"
 
 namespace vnet::net {
 
@@ -67,7 +68,16 @@ class RxSteering {
       if (q < kMaxQueues && enabled_[q]) return q;
       break;
     }
-    return list_[hash_to_range(hash, n_.load(std::memory_order_relaxed))];
+    const uint32_t n = n_.load(std::memory_order_relaxed);
+    return list_[spread(hash, n)];
+  }
+
+  // Index in [0, n) of the enabled queue a flow without a learnt queue takes. The hash
+  // is first multiplied by an odd number that depends on n: with plain multiply-shift
+  // the index for n/2 queues would be the index for n halved, and every flow of a
+  // disabled upper half would land on one queue.
+  static uint32_t spread(uint32_t hash, uint32_t n) {
+    return hash_to_range(hash * (0x9e3779b1u + 2 * n), n);
   }
 
   // Forgets every learnt flow (a reset of the port).
@@ -82,5 +92,35 @@ class RxSteering {
   uint8_t list_[kMaxQueues] = {};
   std::atomic<uint32_t> n_{0};
 };
+
+// Sends pkts[0..n) as one sub-burst per queue (each frame's queue from steering.pick()),
+// the frames of each queue in the order they came, so a flow's frames keep their order:
+// send(queue, pkts, k) returns the frames delivered. Returns the total delivered.
+template <typename Send>
+uint32_t send_steered(const RxSteering& steering, Packet* const* pkts, uint32_t n, Send&& send) {
+  uint32_t sent = 0;
+  for (uint32_t base = 0; base < n; base += kBurst) {
+    const uint32_t m = n - base < kBurst ? n - base : kBurst;
+    uint8_t sel[kBurst];
+    for (uint32_t i = 0; i < m; ++i) {
+      const Packet* p = pkts[base + i];
+      sel[i] = uint8_t(steering.pick(flow_hash(p->data, p->head_len())));
+    }
+    Packet* sub[kBurst];
+    constexpr uint8_t kDone = 0xff;  // (queues are < kMaxQueues = 128)
+    for (uint32_t i = 0; i < m; ++i) {
+      if (sel[i] == kDone) continue;
+      const uint8_t q = sel[i];
+      uint32_t k = 0;
+      for (uint32_t j = i; j < m; ++j)
+        if (sel[j] == q) {
+          sub[k++] = pkts[base + j];
+          sel[j] = kDone;
+        }
+      sent += send(uint32_t(q), static_cast<Packet* const*>(sub), k);
+    }
+  }
+  return sent;
+}
 
 }  // namespace vnet::net

@@ -17,6 +17,7 @@
 #include <cstring>
 
 #include "common/log.h"
+#include "net/flow_hash.h"
 #include "ports/netlink.h"
 #include "ports/netns.h"
 
@@ -48,6 +49,9 @@ Status check_config(const TapPortConfig& cfg) {
   if (!cfg.netns.empty()) {
     if (Status st = check_netns_name(cfg.netns); !st) return st;
   }
+  if (cfg.queues < 1 || cfg.queues > TapPortConfig::kMaxQueues)
+    return Status::errorf("{} queues: expected 1..{}", cfg.queues, TapPortConfig::kMaxQueues);
+  if (cfg.queues > 1 && !cfg.multi_queue) return Status::error("queues > 1 needs multi_queue");
   if (cfg.mtu && (*cfg.mtu < 68 || *cfg.mtu > 65535)) {
     return Status::errorf("MTU {} out of range (68..65535)", *cfg.mtu);
   }
@@ -80,6 +84,7 @@ std::string describe_link(const LinkState& l) {
 // Everything set-up finds out; filled in the TAP's namespace.
 struct TapSetup {
   UniqueFd fd;
+  std::vector<UniqueFd> more;  // queues 1.. of an IFF_MULTI_QUEUE TAP
   std::string ifname;
   int ifindex = 0;
   uint32_t mtu = 0;
@@ -185,6 +190,19 @@ Status setup_tap(const TapPortConfig& cfg, TapSetup& s) {
     return Status::errorf("TUNSETVNETLE: {}", std::strerror(errno));
   }
   if (Status st = set_offloads(cfg, s); !st) return st;
+  // IFF_MULTI_QUEUE: each further TUNSETIFF of the same name on a new fd adds a queue
+  // (Documentation/networking/tuntap.rst, "Multiqueue tuntap interface"). The header
+  // size and offloads are the device's, set above.
+  for (uint32_t i = 1; i < cfg.queues; ++i) {
+    UniqueFd qfd(::open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC));
+    if (!qfd) return Status::errorf("open /dev/net/tun (queue {}): {}", i, std::strerror(errno));
+    ifreq qr{};
+    std::memcpy(qr.ifr_name, s.ifname.data(), s.ifname.size());
+    qr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE;
+    if (::ioctl(qfd.get(), TUNSETIFF, &qr) != 0)
+      return Status::errorf("TUNSETIFF '{}' queue {}: {}", s.ifname, i, std::strerror(errno));
+    s.more.push_back(std::move(qfd));
+  }
 
   if (Status st = nl->configure_link(s.ifname, cfg.mtu, true); !st) return st;
   auto link = nl->find_link(s.ifname);
@@ -215,9 +233,12 @@ const char* tap_io_name(TapIo io) {
   }
 }
 
-TapPort::TapPort(std::string name, const TapPortConfig& cfg) : Port(std::move(name)), cfg_(cfg) {}
+TapPort::TapPort(std::string name, const TapPortConfig& cfg)
+    : Port(std::move(name), cfg.queues), cfg_(cfg), q_(new Queue[rx_queues()]) {}
 
-Result<std::unique_ptr<TapPort>> TapPort::open(std::string name, const TapPortConfig& cfg) {
+Result<std::unique_ptr<TapPort>> TapPort::open(std::string name, const TapPortConfig& cfg_in) {
+  TapPortConfig cfg = cfg_in;
+  if (cfg.queues > 1) cfg.multi_queue = true;
   const std::string what = cfg.attach ? "attach" : "create";
   if (Status st = check_config(cfg); !st) {
     return Status::errorf("TAP port {}: {}", name, st.message());
@@ -228,7 +249,13 @@ Result<std::unique_ptr<TapPort>> TapPort::open(std::string name, const TapPortCo
     return Status::errorf("TAP port {}: {}", name, st.message());
   }
   std::unique_ptr<TapPort> p(new TapPort(std::move(name), cfg));
-  p->fd_ = std::move(s.fd);
+  p->q_[0].fd = std::move(s.fd);
+  for (uint32_t i = 1; i < cfg.queues; ++i) p->q_[i].fd = std::move(s.more[i - 1]);
+  {
+    uint32_t all[TapPortConfig::kMaxQueues];
+    for (uint32_t i = 0; i < cfg.queues; ++i) all[i] = i;
+    p->steering_.set_enabled(all, cfg.queues);
+  }
   p->ifname_ = std::move(s.ifname);
   p->ifindex_ = s.ifindex;
   p->mtu_ = s.mtu;
@@ -240,31 +267,35 @@ Result<std::unique_ptr<TapPort>> TapPort::open(std::string name, const TapPortCo
   const net::OffloadCaps& o = cfg.offloads;
   const bool any = o.csum || o.tso4 || o.tso6 || o.tso_ecn || o.uso;
   p->send_caps_ = any ? net::OffloadCaps{true, true, true, true, s.kernel_uso} : net::OffloadCaps{};
-  if (cfg.io != TapIo::kSyscalls) {
-    auto u = TapUring::open(p->fd_.get(), kVnetHdrLen + sizeof(net::Packet::data));
+  for (uint32_t i = 0; i < cfg.queues && cfg.io != TapIo::kSyscalls; ++i) {
+    auto u = TapUring::open(p->q_[i].fd.get(), kVnetHdrLen + sizeof(net::Packet::data));
     if (u) {
-      p->uring_ = std::move(*u);
-    } else if (cfg.io == TapIo::kUring) {
-      return Status::errorf("TAP port {}: io_uring: {}", p->name(), u.message());
+      p->q_[i].uring = std::move(*u);
+    } else if (cfg.io == TapIo::kUring || i > 0) {
+      return Status::errorf("TAP port {}: io_uring (queue {}): {}", p->name(), i, u.message());
     } else {
       spdlog::info("TAP port {}: io_uring unavailable ({}); one system call per frame", p->name(),
                    u.message());
+      break;
     }
   }
-  spdlog::info("TAP port {}: {} {}{} (ifindex {}, mtu {}, offloads to us {:#x}, {})", p->name(),
-               p->created_ ? "created" : "attached to", p->ifname_, where(cfg), p->ifindex_,
-               p->mtu_, p->tun_flags_, p->uring_ ? "io_uring" : "readv/writev");
+  spdlog::info("TAP port {}: {} {}{} (ifindex {}, mtu {}, offloads to us {:#x}, {}, {} queue(s))",
+               p->name(), p->created_ ? "created" : "attached to", p->ifname_, where(cfg),
+               p->ifindex_, p->mtu_, p->tun_flags_, p->uses_uring() ? "io_uring" : "readv/writev",
+               cfg.queues);
   return p;
 }
 
 TapPort::~TapPort() {
-  if (fd_ && created_ && !gone()) {
+  if (q_[0].fd && created_ && !gone()) {
     // Closing the last fd deletes a TAP that is not persistent; make sure it is not
     // (someone may have set TUNSETPERSIST on it meanwhile). An attached TAP is left alone.
-    ::ioctl(fd_.get(), TUNSETPERSIST, 0);
+    ::ioctl(q_[0].fd.get(), TUNSETPERSIST, 0);
   }
-  uring_.reset();  // cancels the armed read and waits for it before the fd goes
-  fd_.reset();
+  for (uint32_t i = 0; i < rx_queues(); ++i) {
+    q_[i].uring.reset();  // cancels the armed read and waits for it before the fd goes
+    q_[i].fd.reset();
+  }
 }
 
 void TapPort::mark_gone(const char* op) {
@@ -276,15 +307,15 @@ void TapPort::mark_gone(const char* op) {
   // file (closed with its last fd) instead of spinning on its POLLERR, and a later
   // EPOLL_CTL_DEL of the number is harmless.
   UniqueFd quiet(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (quiet && ::dup3(quiet.get(), fd_.get(), O_CLOEXEC) < 0) {
-    spdlog::error("TAP port {}: dup3: {}", name(), std::strerror(errno));
-  }
+  for (uint32_t i = 0; i < rx_queues(); ++i)
+    if (quiet && ::dup3(quiet.get(), q_[i].fd.get(), O_CLOEXEC) < 0)
+      spdlog::error("TAP port {}: dup3: {}", name(), std::strerror(errno));
 }
 
-int TapPort::read_frame(net::Packet& p, size_t* got) {
+int TapPort::read_frame(Queue& q, net::Packet& p, size_t* got) {
   iovec iov[2] = {{&p.vhdr, kVnetHdrLen}, {p.data, sizeof(p.data)}};
   io_submits_.add();
-  ssize_t r = ::readv(fd_.get(), iov, 2);
+  ssize_t r = ::readv(q.fd.get(), iov, 2);
   if (r < 0) return errno;
   *got = size_t(r);
   return 0;
@@ -302,13 +333,13 @@ void TapPort::read_error(int e) {
   }
 }
 
-bool TapPort::accept_frame(net::Packet& p, size_t got) {
+bool TapPort::accept_frame(QueueCounters& qc, net::Packet& p, size_t got) {
   if (got < kVnetHdrLen + net::kEthHdrLen) {
-    counters().drops.add(net::Drop::kTxTooShort);
+    qc.drops.add(net::Drop::kTxTooShort);
     return false;
   }
   if (got >= kVnetHdrLen + sizeof(p.data)) {  // filled the buffer: maybe cut short
-    counters().drops.add(net::Drop::kTxTooBig);
+    qc.drops.add(net::Drop::kTxTooBig);
     return false;
   }
   p.len = uint32_t(got - kVnetHdrLen);
@@ -317,48 +348,60 @@ bool TapPort::accept_frame(net::Packet& p, size_t got) {
   return true;
 }
 
-uint32_t TapPort::receive_burst(net::Packet* const* pkts, uint32_t max, uint32_t /*q*/) {
+uint32_t TapPort::receive_burst(net::Packet* const* pkts, uint32_t max, uint32_t qi) {
   if (gone()) return 0;
-  uint32_t n = uring_ ? receive_uring(pkts, max) : receive_syscalls(pkts, max);
+  Queue& q = q_[qi];
+  QueueCounters& qc = queue_counters(qi);
+  uint32_t n = q.uring ? receive_uring(q, qc, pkts, max) : receive_syscalls(q, qc, pkts, max);
   if (n) {
     uint64_t bytes = 0;
     for (uint32_t i = 0; i < n; ++i) bytes += pkts[i]->len;
-    counters().rx_packets.add(n);
-    counters().rx_bytes.add(bytes);
+    qc.rx_packets.add(n);
+    qc.rx_bytes.add(bytes);
     io_frames_.add(n);
+    // Replies to these flows are written back on this queue.
+    if (steering_.enabled_count() > 1) [[unlikely]]
+      for (uint32_t i = 0; i < n; ++i)
+        steering_.learn(net::flow_hash(pkts[i]->data, pkts[i]->head_len()), qi);
   }
   return n;
 }
 
-uint32_t TapPort::receive_syscalls(net::Packet* const* pkts, uint32_t max) {
+uint32_t TapPort::receive_syscalls(Queue& q, QueueCounters& qc, net::Packet* const* pkts,
+                                   uint32_t max) {
   uint32_t n = 0;
   // Bounded: a stream of dropped frames cannot keep the worker here.
   for (uint32_t tries = 0; n < max && tries < 2 * max; ++tries) {
     net::Packet& p = *pkts[n];
     size_t got = 0;
-    if (int e = read_frame(p, &got); e != 0) {
+    if (int e = read_frame(q, p, &got); e != 0) {
       read_error(e);
       break;
     }
-    if (accept_frame(p, got)) ++n;
+    if (accept_frame(qc, p, got)) ++n;
   }
   return n;
 }
 
-uint32_t TapPort::receive_uring(net::Packet* const* pkts, uint32_t max) {
+uint32_t TapPort::receive_uring(Queue& q, QueueCounters& qc, net::Packet* const* pkts,
+                                uint32_t max) {
   // A caller that did not call receive_done(): the last burst's packets are void now.
-  receive_done();
+  if (q.lent_n) {
+    q.uring->recycle(q.lent, q.lent_n);
+    q.lent_n = 0;
+  }
+  TapUring* const uring = q.uring.get();
   // Armed here, on the worker (the kernel runs the reads in the task that armed them): on
   // the first call, and again after the read ended (buffers ran out, an error). The
   // submission reads what is queued at once.
-  if (!uring_->armed()) {
-    if (int e = uring_->arm(); e != 0) read_error(e == EBUSY ? EIO : e);
+  if (!uring->armed()) {
+    if (int e = uring->arm(); e != 0) read_error(e == EBUSY ? EIO : e);
   }
   TapUring::ReadDone done[TapUring::kRxBuffers];
   // Buffers the kernel may have again at once are packed to the front of done[]
   // (n_back <= i: an entry is moved only after it was read).
   uint32_t n_back = 0;
-  const uint32_t k = uring_->reap_reads(done, std::min(max, TapUring::kRxBuffers));
+  const uint32_t k = uring->reap_reads(done, std::min(max, TapUring::kRxBuffers));
   uint32_t n = 0;
   for (uint32_t i = 0; i < k; ++i) {
     const TapUring::ReadDone d = done[i];
@@ -371,10 +414,10 @@ uint32_t TapPort::receive_uring(net::Packet* const* pkts, uint32_t max) {
     // The buffer holds the header and the frame back to back, as readv would have split
     // them; a frame too big for the packet is caught by accept_frame.
     net::Packet& p = *pkts[n];
-    const uint8_t* b = uring_->buffer(d.bid);
+    const uint8_t* b = uring->buffer(d.bid);
     const size_t got = size_t(d.res);
     if (got >= kVnetHdrLen) std::memcpy(&p.vhdr, b, kVnetHdrLen);
-    if (!accept_frame(p, got)) {
+    if (!accept_frame(qc, p, got)) {
       done[n_back++] = d;
       continue;
     }
@@ -386,7 +429,7 @@ uint32_t TapPort::receive_uring(net::Packet* const* pkts, uint32_t max) {
       p.head = net::kDirectHead;
       p.tail[0] = {const_cast<uint8_t*>(frame) + net::kDirectHead, p.len - net::kDirectHead};
       p.tail_n = 1;
-      lent_[lent_n_++] = d;
+      q.lent[q.lent_n++] = d;
     } else {
       std::memcpy(p.data, frame, p.len);
       p.tail_n = 0;
@@ -394,14 +437,15 @@ uint32_t TapPort::receive_uring(net::Packet* const* pkts, uint32_t max) {
     }
     ++n;
   }
-  if (n_back) uring_->recycle(done, n_back);
+  if (n_back) uring->recycle(done, n_back);
   return n;
 }
 
-void TapPort::receive_done(uint32_t /*q*/) {
-  if (lent_n_ == 0) return;
-  uring_->recycle(lent_, lent_n_);
-  lent_n_ = 0;
+void TapPort::receive_done(uint32_t qi) {
+  Queue& q = q_[qi];
+  if (q.lent_n == 0) return;
+  q.uring->recycle(q.lent, q.lent_n);
+  q.lent_n = 0;
 }
 
 uint32_t TapPort::send_burst(net::Packet* const* pkts, uint32_t n) {
@@ -436,13 +480,26 @@ void TapPort::prepare(TxFrame& f, const net::Packet& p, uint16_t vlan_tag) {
 }
 
 uint32_t TapPort::write_burst(net::Packet* const* pkts, uint32_t n) {
+  // One branch per burst: a single-queue TAP writes on its one fd.
+  if (rx_queues() > 1) [[unlikely]]
+    return net::send_steered(
+        steering_, pkts, n,
+        [this](uint32_t q, net::Packet* const* p, uint32_t k) { return write_queue(q, p, k); });
+  return write_queue(0, pkts, n);
+}
+
+uint32_t TapPort::write_queue(uint32_t qi, net::Packet* const* pkts, uint32_t n) {
   uint32_t sent = 0;
   for (uint32_t i = 0; i < n; i += TapUring::kTxBatch)
-    sent += write_chunk(pkts + i, std::min(n - i, TapUring::kTxBatch));
+    sent += write_chunk(q_[qi], pkts + i, std::min(n - i, TapUring::kTxBatch));
+  if (rx_queues() > 1) {
+    queue_counters(qi).tx_packets.add(sent);
+    if (sent != n) queue_counters(qi).tx_drops.add(n - sent);
+  }
   return sent;
 }
 
-uint32_t TapPort::write_chunk(net::Packet* const* pkts, uint32_t n) {
+uint32_t TapPort::write_chunk(Queue& q, net::Packet* const* pkts, uint32_t n) {
   const net::VlanConfig& v = vlan();
   const iovec* iovs[TapUring::kTxBatch];
   unsigned iovcnt[TapUring::kTxBatch];
@@ -464,12 +521,12 @@ uint32_t TapPort::write_chunk(net::Packet* const* pkts, uint32_t n) {
     ++m;
   }
   if (m == 0) return 0;
-  if (uring_) {
-    uring_->write_batch(iovs, iovcnt, m, res);
+  if (q.uring) {
+    q.uring->write_batch(iovs, iovcnt, m, res);
   } else {
     for (uint32_t i = 0; i < m; ++i) {
       io_submits_.add();
-      res[i] = ::writev(fd_.get(), iovs[i], int(iovcnt[i])) < 0 ? -errno : 1;
+      res[i] = ::writev(q.fd.get(), iovs[i], int(iovcnt[i])) < 0 ? -errno : 1;
     }
   }
   uint32_t sent = 0;
@@ -510,24 +567,26 @@ uint32_t TapPort::write_chunk(net::Packet* const* pkts, uint32_t n) {
   return sent;
 }
 
-void TapPort::wait_fds(std::vector<WaitFd>& out, uint32_t /*q*/) const {
-  if (uring_) {
-    out.push_back({uring_->event_fd(), WaitFd::kOwnEventFd});
+void TapPort::wait_fds(std::vector<WaitFd>& out, uint32_t qi) const {
+  const Queue& q = q_[qi];
+  if (q.uring) {
+    out.push_back({q.uring->event_fd(), WaitFd::kOwnEventFd});
   } else {
-    out.push_back({fd_.get(), WaitFd::kLevel});
+    out.push_back({q.fd.get(), WaitFd::kLevel});
   }
 }
 
-bool TapPort::enable_notifications(uint32_t /*q*/) {
+bool TapPort::enable_notifications(uint32_t qi) {
   // Level-triggered epoll on the TAP fd: nothing to arm. With io_uring, completions posted
   // from now on signal the eventfd; one already there means work.
-  if (!uring_) return false;
-  uring_->set_wakeups(true);
-  return uring_->reads_pending();
+  Queue& q = q_[qi];
+  if (!q.uring) return false;
+  q.uring->set_wakeups(true);
+  return q.uring->reads_pending();
 }
 
-void TapPort::disable_notifications(uint32_t /*q*/) {
-  if (uring_) uring_->set_wakeups(false);
+void TapPort::disable_notifications(uint32_t qi) {
+  if (q_[qi].uring) q_[qi].uring->set_wakeups(false);
 }
 
 PortInfo TapPort::info() const {
@@ -535,7 +594,7 @@ PortInfo TapPort::info() const {
   i.type = "tap";
   i.socket = cfg_.netns.empty() ? ifname_ : fmt::format("{} (netns {})", ifname_, cfg_.netns);
   i.mode = created_ ? "created" : "attached";
-  i.connected = fd_.valid() && !gone();
+  i.connected = q_[0].fd.valid() && !gone();
   const std::pair<unsigned, const char*> names[] = {
       {net::kTunFCsum, "TUN_F_CSUM"}, {net::kTunFTso4, "TUN_F_TSO4"},
       {net::kTunFTso6, "TUN_F_TSO6"}, {net::kTunFTsoEcn, "TUN_F_TSO_ECN"},
@@ -548,8 +607,13 @@ PortInfo TapPort::info() const {
   i.extra.emplace_back("read_errors", read_errors_.get());
   i.extra.emplace_back("write_errors", write_errors_.get());
   i.extra.emplace_back("write_busy", write_busy_.get());
-  i.extra.emplace_back("io_uring", uring_ ? 1 : 0);
-  i.extra.emplace_back("io_submits", io_submits_.get() + (uring_ ? uring_->enters() : 0));
+  i.extra.emplace_back("io_uring", uses_uring() ? 1 : 0);
+  uint64_t enters = 0;
+  for (uint32_t q = 0; q < rx_queues(); ++q)
+    if (q_[q].uring) enters += q_[q].uring->enters();
+  i.extra.emplace_back("io_submits", io_submits_.get() + enters);
+  i.extra.emplace_back("queues", rx_queues());
+  for (uint32_t q = 0; q < rx_queues(); ++q) i.queue_states.emplace_back("active");
   i.extra.emplace_back("io_frames", io_frames_.get());
   return i;
 }

@@ -18,6 +18,7 @@
 #include "common/result.h"
 #include "common/unique_fd.h"
 #include "net/offload.h"
+#include "net/rx_steering.h"
 #include "ports/offload_fallback.h"
 #include "ports/port.h"
 #include "ports/tap_uring.h"
@@ -45,8 +46,12 @@ struct TapPortConfig {
   std::string netns;
   // MTU to set (68..65535); unset: leave the kernel's (1500 for a new TAP).
   std::optional<uint32_t> mtu;
-  // IFF_MULTI_QUEUE. Must match an attached TAP's setting.
+  // IFF_MULTI_QUEUE. Must match an attached TAP's setting. Implied by queues > 1.
   bool multi_queue = false;
+  // Queues (fds of an IFF_MULTI_QUEUE TAP), each a receive queue of the port polled by
+  // one worker; 1..kMaxQueues.
+  uint32_t queues = 1;
+  static constexpr uint32_t kMaxQueues = 16;
   // Offloads the kernel may use in frames it sends us (TUNSETOFFLOAD). tso4, tso6 and uso
   // need csum, tso_ecn needs tso4 or tso6. uso is dropped (with a warning) on a kernel
   // without TUN_F_USO4/6.
@@ -65,7 +70,7 @@ class TapPort : public Port {
   const std::string& netns() const { return cfg_.netns; }
   int ifindex() const { return ifindex_; }  // in the TAP's namespace
   bool created() const { return created_; }
-  int fd() const { return fd_.get(); }
+  int fd(uint32_t q = 0) const { return q_[q].fd.get(); }
   // The device went away underneath the port (`ip link del`, its namespace removed): the
   // kernel answers EBADFD and the fd polls POLLERR for ever. The port then puts a silent
   // eventfd in the fd's place (epoll drops the dead TAP file by itself), receives nothing
@@ -84,7 +89,7 @@ class TapPort : public Port {
   unsigned tun_offload_flags() const { return tun_flags_; }
 
   // True when the data path runs on io_uring.
-  bool uses_uring() const { return uring_ != nullptr; }
+  bool uses_uring() const { return q_[0].uring != nullptr; }
 
   // Port (worker thread). With io_uring: receive_burst takes the frames the armed read
   // completed (no system call); a frame of net::kDirectMin bytes or more is lent: its
@@ -111,17 +116,26 @@ class TapPort : public Port {
  private:
   TapPort(std::string name, const TapPortConfig& cfg);
 
+  // One fd of the TAP (one queue of an IFF_MULTI_QUEUE TAP) and its data path. The read
+  // side belongs to the worker polling the queue; the write side to the send-lock holder.
+  struct Queue {
+    UniqueFd fd;
+    std::unique_ptr<TapUring> uring;
+    // Buffers of the last burst's lent frames, back to the kernel in receive_done().
+    TapUring::ReadDone lent[TapUring::kRxBuffers];
+    uint32_t lent_n = 0;
+  };
   // System-call path: 0 or an errno; stores the bytes read.
-  int read_frame(net::Packet& p, size_t* got);
-  uint32_t receive_syscalls(net::Packet* const* pkts, uint32_t max);
-  uint32_t receive_uring(net::Packet* const* pkts, uint32_t max);
+  int read_frame(Queue& q, net::Packet& p, size_t* got);
+  uint32_t receive_syscalls(Queue& q, QueueCounters& qc, net::Packet* const* pkts, uint32_t max);
+  uint32_t receive_uring(Queue& q, QueueCounters& qc, net::Packet* const* pkts, uint32_t max);
   // A frame read (`got` bytes, header included) into p, or dropped; true if kept.
-  bool accept_frame(net::Packet& p, size_t got);
+  bool accept_frame(QueueCounters& qc, net::Packet& p, size_t got);
   void read_error(int e);
   void mark_gone(const char* op);
 
   TapPortConfig cfg_;
-  UniqueFd fd_;
+  std::unique_ptr<Queue[]> q_;  // rx_queues() of them
   std::string ifname_;
   int ifindex_ = 0;
   uint32_t mtu_ = 0;
@@ -129,13 +143,13 @@ class TapPort : public Port {
   unsigned tun_flags_ = 0;
   net::OffloadCaps send_caps_, recv_caps_;
   OffloadFallback fallback_;
-  std::unique_ptr<TapUring> uring_;
-  // Buffers of the last burst's lent frames, back to the kernel in receive_done().
-  TapUring::ReadDone lent_[TapUring::kRxBuffers];
-  uint32_t lent_n_ = 0;
+  // Which fd a frame is written to: the one its flow came from (the kernel's tun flow
+  // table then sends that flow's replies back on it), else by flow hash.
+  net::RxSteering steering_;
   // The frames as they are (send_burst has done the offload work), kTxBatch at a time.
   uint32_t write_burst(net::Packet* const* pkts, uint32_t n);
-  uint32_t write_chunk(net::Packet* const* pkts, uint32_t n);
+  uint32_t write_queue(uint32_t q, net::Packet* const* pkts, uint32_t n);
+  uint32_t write_chunk(Queue& q, net::Packet* const* pkts, uint32_t n);
   // What one frame's write needs until it completes: the header (moved past a VLAN tag),
   // the tag, the iovecs.
   struct TxFrame {

@@ -382,39 +382,13 @@ uint32_t VhostUserPort::send_to(uint32_t pair, net::Packet* const* pkts, uint32_
   return sent;
 }
 
-uint32_t VhostUserPort::send_steered(net::Packet* const* pkts, uint32_t n) {
-  // Each frame's receiveq from its flow; then one sub-burst per queue, in the order the
-  // frames came (frames of one flow keep their order).
-  uint32_t sent = 0;
-  for (uint32_t base = 0; base < n; base += net::kBurst) {
-    const uint32_t m = std::min(n - base, net::kBurst);
-    uint8_t sel[net::kBurst];
-    for (uint32_t i = 0; i < m; ++i) {
-      const net::Packet* p = pkts[base + i];
-      sel[i] = uint8_t(steering_.pick(net::flow_hash(p->data, p->head_len())));
-    }
-    net::Packet* sub[net::kBurst];
-    constexpr uint8_t kDone = 0xff;  // (pairs are < 128)
-    for (uint32_t i = 0; i < m; ++i) {
-      if (sel[i] == kDone) continue;
-      const uint8_t pair = sel[i];
-      uint32_t k = 0;
-      for (uint32_t j = i; j < m; ++j)
-        if (sel[j] == pair) {
-          sub[k++] = pkts[base + j];
-          sel[j] = kDone;
-        }
-      sent += send_to(pair, sub, k);
-    }
-  }
-  return sent;
-}
-
 uint32_t VhostUserPort::send_burst(net::Packet* const* pkts, uint32_t n) {
   // One branch per burst: a guest with one receiveq (or none) needs no steering.
   const uint32_t k = steering_.enabled_count();
   if (k > 1) [[unlikely]]
-    return send_steered(pkts, n);
+    return net::send_steered(
+        steering_, pkts, n,
+        [this](uint32_t pair, net::Packet* const* p, uint32_t m) { return send_to(pair, p, m); });
   if (k == 0) {
     counters().send_drops.add(net::Drop::kRxNotReady, n);
     queue_counters(0).tx_drops.add(n);

@@ -111,7 +111,6 @@ class VhostUserPort : public Port, public vhost_user::Backend {
   void notify(Queue& q);
   uint32_t enqueue(Queue& q, net::Packet* const* pkts, uint32_t n);
   uint32_t send_to(uint32_t pair, net::Packet* const* pkts, uint32_t n);
-  uint32_t send_steered(net::Packet* const* pkts, uint32_t n);
   void check_broken(Queue& q, uint32_t index);
   // After a control change (on the worker, under the send lock): which receiveqs take
   // frames, and the per-pair state info() shows.

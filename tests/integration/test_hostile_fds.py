@@ -298,7 +298,7 @@ def reconnect_storm(vnetd, path):
         c.u64(vu.SET_PROTOCOL_FEATURES, 0)
         c.send(vu.SET_OWNER)
         c.call(vu.GET_QUEUE_NUM)
-        c.send(vu.SET_VRING_NUM, struct.pack("<II", 7, 256))  # a ring it does not have
+        c.send(vu.SET_VRING_NUM, struct.pack("<II", 4096, 256))  # a ring it does not have
         c.closed_by_peer(2.0)
         c.close()
     secs = time.monotonic() - t0

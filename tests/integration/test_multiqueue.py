@@ -171,9 +171,12 @@ def body(s, args):
     receiver.stop_fwd()
     receiver.set_fwd("mac")
     receiver.start_fwd()
-    back0 = sender.queue_stats()["rx"]
-    sent, _ = send_round(sender, receiver, "reverse")
-    back = sub(wait_total(sender, "rx", total(back0) + total(sent)), back0)
+    # The sender keeps polling (rxonly after its tx_first) until the frames are back.
+    s0 = sender.queue_stats()
+    sender.start_fwd(tx_first=BURSTS)
+    sent = sub(sender.queue_stats()["tx"], s0["tx"])
+    back = sub(wait_total(sender, "rx", total(s0["rx"]) + total(sent)), s0["rx"])
+    sender.stop_fwd()
     log("reverse: sender TX per queue %s, sender RX (frames back) per queue %s" % (sent, back))
     if total(back) != total(sent):
         raise HarnessError("reverse: %d frames came back of %d" % (total(back), total(sent)))

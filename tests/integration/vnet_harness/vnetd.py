@@ -86,8 +86,9 @@ class TapSpec:
     client = False
 
     def __init__(self, name, ifname=None, netns=None, offloads=True, mtu=None, vlan=None,
-                 attach=False):
+                 attach=False, queues=None):
         self.name = name
+        self.queues = queues
         self.ifname = ifname
         self.netns_obj = netns if hasattr(netns, "own_link") else None
         self.netns = getattr(netns, "name", netns)
@@ -108,6 +109,8 @@ class TapSpec:
             a += ",attach"
         if not self.offloads:
             a += ",no-offloads"
+        if self.queues is not None:
+            a += ",queues=%d" % self.queues
         if self.mtu:
             a += ",mtu=%d" % self.mtu
         if self.vlan is not None:

@@ -218,5 +218,40 @@ TEST(Config, PortFromJson) {
   EXPECT_NE(bad.message().find("add-port"), std::string::npos);
 }
 
+// queues: vhost-user 1..128 (default 8), TAP 1..16 (default 1); out of range names the
+// field; in a TOML [[port]] too.
+TEST(Config, PortQueues) {
+  auto vu = [](json extra) {
+    json j{{"name", "v"}, {"type", "vhost-user"}, {"socket", "/tmp/v.sock"}};
+    j.update(extra);
+    return parse_port(j, "add-port");
+  };
+  auto d = vu(json::object());
+  ASSERT_TRUE(d) << d.message();
+  EXPECT_EQ(d->queues, kDefaultQueuePairs);
+  auto four = vu(json{{"queues", 4}});
+  ASSERT_TRUE(four);
+  EXPECT_EQ(four->queues, 4u);
+  EXPECT_TRUE(vu(json{{"queues", 128}}));
+  for (json bad : {json(0), json(129), json(-1), json("4")}) {
+    auto r = vu(json{{"queues", bad}});
+    ASSERT_FALSE(r) << bad;
+    EXPECT_NE(r.message().find("queues"), std::string::npos) << r.message();
+  }
+  auto tap = parse_port(json{{"name", "t"}, {"type", "tap"}}, "add-port");
+  ASSERT_TRUE(tap);
+  EXPECT_EQ(tap->queues, 1u);
+  auto tap4 = parse_port(json{{"name", "t"}, {"type", "tap"}, {"queues", 4}}, "add-port");
+  ASSERT_TRUE(tap4);
+  EXPECT_EQ(tap4->queues, 4u);
+  EXPECT_FALSE(parse_port(json{{"name", "t"}, {"type", "tap"}, {"queues", 17}}, "add-port"));
+  auto file = parse_config_toml(
+      "[[port]]\nname = \"vm1\"\ntype = \"vhost-user\"\nsocket = \"/tmp/a.sock\"\nqueues = 2\n",
+      "test.toml");
+  ASSERT_TRUE(file) << file.message();
+  ASSERT_EQ(file->ports.size(), 1u);
+  EXPECT_EQ(file->ports[0].queues, 2u);
+}
+
 }  // namespace
 }  // namespace vnet::control

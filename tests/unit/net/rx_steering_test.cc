@@ -46,6 +46,22 @@ TEST(RxSteering, OnlyEnabledQueuesAndStablePerFlow) {
   }
 }
 
+TEST(RxSteering, FlowsOfDisabledQueuesSpreadOverTheRest) {
+  // 4 -> 2 queues: the flows that were on queues 2 and 3 go to both 0 and 1, not all
+  // to one of them.
+  RxSteering s;
+  const uint32_t four[] = {0, 1, 2, 3}, two[] = {0, 1};
+  std::vector<uint32_t> moved;
+  s.set_enabled(four, 4);
+  for (uint32_t i = 0; i < 2000; ++i)
+    if (s.pick(hash_of(flow(i))) >= 2) moved.push_back(hash_of(flow(i)));
+  s.set_enabled(two, 2);
+  uint32_t on[2] = {0, 0};
+  for (uint32_t h : moved) ++on[s.pick(h)];
+  EXPECT_GT(on[0], moved.size() * 4 / 10);
+  EXPECT_GT(on[1], moved.size() * 4 / 10);
+}
+
 TEST(RxSteering, LearntFlowReturnsOnItsTxQueue) {
   RxSteering s;
   const uint32_t all[] = {0, 1, 2, 3};
@@ -72,11 +88,11 @@ TEST(RxSteering, LearntQueueDisabledFallsBackToHash) {
   s.set_enabled(three, 3);  // the guest turned pair 3 off (ethtool -L combined 3)
   const uint32_t q = s.pick(h);
   EXPECT_LT(q, 3u);
-  EXPECT_EQ(q, three[hash_to_range(h, 3)]);
+  EXPECT_EQ(q, three[RxSteering::spread(h, 3)]);
   s.set_enabled(all, 4);  // back on: the learnt entry holds again
   EXPECT_EQ(s.pick(h), 3u);
   s.clear();
-  EXPECT_EQ(s.pick(h), hash_to_range(h, 4));
+  EXPECT_EQ(s.pick(h), RxSteering::spread(h, 4));
 }
 
 TEST(RxSteering, CollidingSetKeepsFourFlowsAndDoesNotMisSteer) {
@@ -87,14 +103,14 @@ TEST(RxSteering, CollidingSetKeepsFourFlowsAndDoesNotMisSteer) {
   s.set_enabled(all, 4);
   auto in_set = [](uint32_t tag) { return tag << RxSteering::kBucketBits | 0x123; };
   const uint32_t b = in_set(0x3fffff);  // never learnt
-  const uint32_t qb = hash_to_range(b, 4);
+  const uint32_t qb = RxSteering::spread(b, 4);
   for (uint32_t t = 1; t <= 4; ++t) s.learn(in_set(t), (qb + t) % 4);
   EXPECT_EQ(s.pick(b), qb);
   for (uint32_t t = 1; t <= 4; ++t) EXPECT_EQ(s.pick(in_set(t)), (qb + t) % 4) << t;
   // Relearning one moves it first; a fifth flow then pushes out the oldest (tag 2).
   s.learn(in_set(1), (qb + 1) % 4);
   s.learn(in_set(5), (qb + 1) % 4);
-  EXPECT_EQ(s.pick(in_set(2)), hash_to_range(in_set(2), 4));
+  EXPECT_EQ(s.pick(in_set(2)), RxSteering::spread(in_set(2), 4));
   for (uint32_t t : {1u, 3u, 4u}) EXPECT_EQ(s.pick(in_set(t)), (qb + t) % 4) << t;
   EXPECT_EQ(s.pick(in_set(5)), (qb + 1) % 4);
 }

@@ -12,8 +12,11 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <set>
 #include <thread>
 
+#include "../net/flow_frames.h"
 #include "ports/tap_port.h"
 #include "ports/tap_test_util.h"
 
@@ -158,6 +161,75 @@ TEST_P(TapPortTest, CreatedInNamespaceUpWithMtu) {
   EXPECT_TRUE(info.connected);
 }
 
+// queues=4: an IFF_MULTI_QUEUE TAP with 4 fds, each a receive queue of the port. The
+// kernel spreads the namespace's flows over the fds (tun's flow hash); every frame
+// arrives once, on one queue; frames the switch sends back for a flow are written on
+// the fd that flow came from (so tun's flow table keeps the flow on that queue).
+TEST_P(TapPortTest, MultiQueueSpreadsFlowsAndWritesThemBack) {
+  auto c = config();
+  c.queues = 4;
+  auto port = open_tap(c);
+  ASSERT_TRUE(port);
+  ASSERT_EQ(port->rx_queues(), 4u);
+  std::set<int> fds;
+  for (uint32_t q = 0; q < 4; ++q) {
+    EXPECT_GE(port->fd(q), 0);
+    fds.insert(port->fd(q));
+    std::vector<Port::WaitFd> w;
+    port->wait_fds(w, q);
+    EXPECT_EQ(w.size(), 1u);
+  }
+  EXPECT_EQ(fds.size(), 4u);
+  EXPECT_EQ(port->info().queue_states.size(), 4u);
+  auto ps = PacketSocket::open(ns(), ifname_);
+  ASSERT_TRUE(ps) << ps.message();
+  constexpr uint32_t kFlows = 64;
+  std::vector<Bytes> sent;
+  for (uint32_t f = 0; f < kFlows; ++f) {
+    auto fr = vnet::test::ipv4_frame(
+        vnet::test::Flow4{0x0a000001, 0x0a000002, uint16_t(20000 + f), 7}, 18);
+    std::memcpy(fr.data() + 14 + 20 + 8, &f, 4);
+    sent.push_back(fr);
+    ASSERT_TRUE((*ps)->send(fr)) << f;
+  }
+  net::PacketBatch batch;
+  std::map<uint32_t, uint32_t> queue_of;  // flow -> queue it arrived on
+  std::map<uint32_t, uint32_t> per_queue;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (queue_of.size() < kFlows && std::chrono::steady_clock::now() < deadline) {
+    for (uint32_t q = 0; q < 4; ++q) {
+      const uint32_t n = port->receive_burst(batch.ptrs(), net::kBurst, q);
+      for (uint32_t i = 0; i < n; ++i) {
+        net::materialize(batch[i]);
+        const Bytes got(batch[i].data, batch[i].data + batch[i].len);
+        if (got.size() != sent[0].size() || got[12] != 0x08 || got[23] != 17) continue;
+        uint32_t f;
+        std::memcpy(&f, got.data() + 14 + 20 + 8, 4);
+        ASSERT_LT(f, kFlows);
+        EXPECT_EQ(queue_of.count(f), 0u) << "flow " << f << " twice";
+        EXPECT_EQ(got, sent[f]);
+        queue_of[f] = q;
+        ++per_queue[q];
+      }
+      port->receive_done(q);
+    }
+  }
+  ASSERT_EQ(queue_of.size(), kFlows);
+  EXPECT_GE(per_queue.size(), 2u) << "the kernel put every flow on one queue";
+  // The way back: each flow is written on the fd it came from.
+  std::vector<Bytes> replies;
+  for (uint32_t f = 0; f < kFlows; ++f)
+    replies.push_back(vnet::test::ipv4_frame(
+        vnet::test::Flow4{0x0a000001, 0x0a000002, uint16_t(20000 + f), 7}.reversed(), 18));
+  ASSERT_TRUE(send_frames(*port, replies));
+  uint64_t total = 0;
+  for (uint32_t q = 0; q < 4; ++q) {
+    EXPECT_EQ(port->queue_counters(q).tx_packets.get(), per_queue[q]) << "queue " << q;
+    total += port->queue_counters(q).tx_packets.get();
+  }
+  EXPECT_EQ(total, kFlows);
+}
+
 TEST_P(TapPortTest, ReceivesFramesSentInTheNamespaceByteExact) {
   auto port = open_tap(config(9000));
   ASSERT_TRUE(port);
@@ -176,8 +248,8 @@ TEST_P(TapPortTest, ReceivesFramesSentInTheNamespaceByteExact) {
     EXPECT_EQ(got[i].data, sent[i]) << "frame " << i;
     EXPECT_TRUE(zero_vhdr(got[i].vhdr)) << "frame " << i;
   }
-  EXPECT_GE(port->counters().rx_packets.get(), sent.size());
-  EXPECT_GE(port->counters().rx_bytes.get(), 60u + 61 + 64 + 1514 + 4000 + 9014);
+  EXPECT_GE(port->rx_packets_total(), sent.size());
+  EXPECT_GE(port->rx_bytes_total(), 60u + 61 + 64 + 1514 + 4000 + 9014);
   // io_uring lends the frames of kDirectMin bytes or more (a head copied, the tail left
   // in the port's buffer); readv reads each straight into its packet.
   if (port->uses_uring()) {
@@ -226,8 +298,8 @@ TEST_P(TapPortTest, LentBuffersGoBackToTheKernel) {
     }
     EXPECT_EQ(seen, kRounds * kPerRound);
     EXPECT_EQ(lent, port->uses_uring() ? seen : 0u);
-    EXPECT_EQ(port->counters().dropped(net::Drop::kTxTooShort), 0u);
-    EXPECT_EQ(port->counters().dropped(net::Drop::kTxTooBig), 0u);
+    EXPECT_EQ(port->dropped_total(net::Drop::kTxTooShort), 0u);
+    EXPECT_EQ(port->dropped_total(net::Drop::kTxTooBig), 0u);
   }
 }
 
@@ -262,7 +334,7 @@ TEST_P(TapPortTest, SentFramesArriveInTheNamespaceByteExact) {
   short_pkt->len = 13;
   net::Packet* one = short_pkt.get();
   EXPECT_EQ(port->send_burst(&one, 1), 0u);
-  EXPECT_EQ(port->counters().dropped(net::Drop::kTxTooShort), 1u);
+  EXPECT_EQ(port->dropped_total(net::Drop::kTxTooShort), 1u);
 }
 
 TEST_P(TapPortTest, VlanTagInsertedOnATrunk) {

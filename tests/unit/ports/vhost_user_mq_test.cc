@@ -249,7 +249,7 @@ TEST_F(VhostUserMqTest, FlowComesBackOnTheQueueItWasSentOn) {
     uint32_t i = 1000 + p * 100;
     for (;; ++i) {
       auto f = frame_of(flow(i), i);
-      if (net::hash_to_range(net::flow_hash(f.data(), uint32_t(f.size())), kPairs) != p) break;
+      if (net::RxSteering::spread(net::flow_hash(f.data(), uint32_t(f.size())), kPairs) != p) break;
     }
     guest_send(p, frame_of(flow(i), i));
     EXPECT_EQ(port_->queue_counters(p).rx_packets.get(), 1u);
