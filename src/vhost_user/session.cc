@@ -278,8 +278,8 @@ Status Session::on_add_mem_reg(Message& m) {
       region_refs_.push_back({r.guest_phys_addr, r.memory_size, r.userspace_addr, 2});
     } else {
       if (ref->refs >= kMaxRegionRefs)
-        return Status::errorf("region at gpa {:#x} added {} times, the maximum",
-                              r.guest_phys_addr, ref->refs);
+        return Status::errorf("region at gpa {:#x} added {} times, the maximum", r.guest_phys_addr,
+                              ref->refs);
       ++ref->refs;
     }
     return Status::ok();
