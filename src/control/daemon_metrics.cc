@@ -27,14 +27,37 @@ struct CounterMetric {
   const Counter Counters::*field;
 };
 
-constexpr CounterMetric<ports::PortCounters> kPortCounters[] = {
+// A port-wide family: the receive side is kept per queue (the port's totals add them up).
+struct PortMetric {
+  const char* name;
+  const char* help;
+  uint64_t (*value)(ports::Port&);
+};
+
+constexpr PortMetric kPortCounters[] = {
     {"vnet_port_rx_packets_total", "Frames received from the port and switched.",
-     &ports::PortCounters::rx_packets},
+     [](ports::Port& p) { return p.rx_packets_total(); }},
     {"vnet_port_rx_bytes_total", "Bytes of the frames received from the port.",
-     &ports::PortCounters::rx_bytes},
-    {"vnet_port_tx_packets_total", "Frames sent to the port.", &ports::PortCounters::tx_packets},
+     [](ports::Port& p) { return p.rx_bytes_total(); }},
+    {"vnet_port_tx_packets_total", "Frames sent to the port.",
+     [](ports::Port& p) { return p.counters().tx_packets.get(); }},
     {"vnet_port_tx_bytes_total", "Bytes of the frames sent to the port.",
-     &ports::PortCounters::tx_bytes},
+     [](ports::Port& p) { return p.counters().tx_bytes.get(); }},
+};
+
+// Per queue (pair) of a port, label `queue`.
+constexpr CounterMetric<ports::QueueCounters> kQueueCounters[] = {
+    {"vnet_port_queue_rx_packets_total", "Frames received from the port on this queue.",
+     &ports::QueueCounters::rx_packets},
+    {"vnet_port_queue_rx_bytes_total", "Bytes of the frames received on this queue.",
+     &ports::QueueCounters::rx_bytes},
+    {"vnet_port_queue_tx_packets_total", "Frames sent to the port on this queue.",
+     &ports::QueueCounters::tx_packets},
+    {"vnet_port_queue_tx_drops_total", "Frames steered to this queue and dropped.",
+     &ports::QueueCounters::tx_drops},
+    {"vnet_port_queue_busy_cycles_total",
+     "TSC cycles of poll rounds that moved frames from this queue (shared by frames).",
+     &ports::QueueCounters::busy_cycles},
 };
 
 // Counters of a port's PortInfo::extra exported as their own family (vhost-user
@@ -110,13 +133,20 @@ std::string Daemon::metrics_text() {
 
   for (const auto& c : kPortCounters) {
     m.family(c.name, "counter", c.help);
-    for (auto& p : ports_) m.sample({{"port", p->name()}}, (p->counters().*c.field).get());
+    for (auto& p : ports_) m.sample({{"port", p->name()}}, c.value(*p));
+  }
+  for (const auto& c : kQueueCounters) {
+    m.family(c.name, "counter", c.help);
+    for (auto& p : ports_)
+      for (uint32_t q = 0; q < p->rx_queues(); ++q)
+        m.sample({{"port", p->name()}, {"queue", std::to_string(q)}},
+                 (p->queue_counters(q).*c.field).get());
   }
   m.family("vnet_port_drops_total", "counter", "Frames dropped, by port and reason.");
   for (auto& p : ports_) {
     for (size_t i = 0; i < size_t(net::Drop::kCount); ++i)
       m.sample({{"port", p->name()}, {"reason", net::drop_name(net::Drop(i))}},
-               p->counters().dropped(net::Drop(i)));
+               p->dropped_total(net::Drop(i)));
   }
   m.family("vnet_port_connected", "gauge", "1 while the port's front end or device is up.");
   for (size_t i = 0; i < ports_.size(); ++i)

@@ -147,6 +147,18 @@ def body(s, args):
     if metric(m, "vnet_port_rx_packets_total", port="b") < N:
         raise HarnessError("b's rx_packets %d < %d" % (metric(m, "vnet_port_rx_packets_total",
                                                               port="b"), N))
+    # Per queue: b's queues add up to its port total and match vnetctl's per-queue list.
+    b_info = vnetd.ports_info()["b"]
+    per_queue = 0
+    for q in b_info.get("queues", []):
+        v = metric(m, "vnet_port_queue_rx_packets_total", port="b", queue=str(q["queue"]))
+        if v != q["rx_packets"]:
+            raise HarnessError("b queue %s rx_packets: /metrics %d, vnetctl %d"
+                               % (q["queue"], v, q["rx_packets"]))
+        per_queue += v
+    if per_queue != metric(m, "vnet_port_rx_packets_total", port="b"):
+        raise HarnessError("b's queues add up to %d, its total is %d"
+                           % (per_queue, metric(m, "vnet_port_rx_packets_total", port="b")))
     log("/metrics: %d series, %d bytes, equal to vnetctl's counters" % (len(m), len(text)))
 
     # promtool.
