@@ -142,6 +142,7 @@ void Worker::units_changed() {
   counters_.ports.store(uint32_t(distinct.size()), std::memory_order_relaxed);
   counters_.queues.store(uint32_t(units_.size()), std::memory_order_relaxed);
   live_.reserve(units_.size());  // (no allocation on the data path)
+  round_busy_.reserve(units_.size());
   fds_dirty_ = true;
 }
 
@@ -329,7 +330,6 @@ void Worker::loop() {
     if (fds_dirty_.load(std::memory_order_relaxed)) rebuild_epoll();
     counters_.loops.add();
     const uint64_t t0 = tsc();
-    uint64_t t_unit = t0;  // where the next busy unit's cycles start
     uint32_t work = 0;
     const size_t n_units = live_.size();
     for (size_t i = 0; i < n_units; ++i) {
@@ -342,11 +342,7 @@ void Worker::loop() {
         forwarder_.forward(*u.port, batch.ptrs(), n, dests_, now);
         u.port->receive_done(u.queue);
         work += n;
-        // Per-queue busy cycles: one TSC read per burst that moved frames (idle units
-        // before it are counted with it).
-        const uint64_t t = tsc();
-        u.port->queue_counters(u.queue).busy_cycles.add(t - t_unit);
-        t_unit = t;
+        round_busy_.push_back({uint32_t(i), n});  // (reserved: no allocation)
       }
     }
     if (!notify_.empty()) {
@@ -359,6 +355,18 @@ void Worker::loop() {
     const uint64_t t1 = tsc();
     if (work) {
       busy_cycles += t1 - t0;
+      // Per-queue busy cycles: the round's, shared by the frames each unit moved.
+      if (round_busy_.size() == 1) {
+        const PollUnit& u = live_[round_busy_[0].unit];
+        u.port->queue_counters(u.queue).busy_cycles.add(t1 - t0);
+      } else {
+        const uint64_t per_packet = (t1 - t0) / work;
+        for (const BusyUnit& b : round_busy_) {
+          const PollUnit& u = live_[b.unit];
+          u.port->queue_counters(u.queue).busy_cycles.add(per_packet * b.packets);
+        }
+      }
+      round_busy_.clear();
       packets += work;
       counters_.busy_loops.add();
       idle_iters = 0;
