@@ -258,6 +258,13 @@ Status Session::on_set_mem_table(Message& m) {
   return install_memory(std::move(list));
 }
 
+std::vector<Session::RegionRef>::iterator Session::find_region_ref(const MemoryRegion& r) {
+  return std::find_if(region_refs_.begin(), region_refs_.end(), [&](const RegionRef& x) {
+    return x.guest_phys_addr == r.guest_phys_addr && x.memory_size == r.memory_size &&
+           x.userspace_addr == r.userspace_addr;
+  });
+}
+
 Status Session::on_add_mem_reg(Message& m) {
   auto r = m.as<SingleMemoryRegion>().region;
   memory::GuestMemory::RegionList list;
@@ -270,10 +277,7 @@ Status Session::on_add_mem_reg(Message& m) {
   if (std::any_of(list.begin(), list.end(), same)) {
     // The same region again (one vhost device per queue pair): one more reference; the
     // fd that came with it is closed unused (with m).
-    auto ref = std::find_if(region_refs_.begin(), region_refs_.end(), [&](const RegionRef& x) {
-      return x.guest_phys_addr == r.guest_phys_addr && x.memory_size == r.memory_size &&
-             x.userspace_addr == r.userspace_addr;
-    });
+    auto ref = find_region_ref(r);
     if (ref == region_refs_.end()) {
       region_refs_.push_back({r.guest_phys_addr, r.memory_size, r.userspace_addr, 2});
     } else {
@@ -306,10 +310,7 @@ Status Session::on_rem_mem_reg(const Message& m) {
   if (it == list.end())
     return Status::errorf("no region at gpa {:#x} size {:#x} uva {:#x}", r.guest_phys_addr,
                           r.memory_size, r.userspace_addr);
-  auto ref = std::find_if(region_refs_.begin(), region_refs_.end(), [&](const RegionRef& x) {
-    return x.guest_phys_addr == r.guest_phys_addr && x.memory_size == r.memory_size &&
-           x.userspace_addr == r.userspace_addr;
-  });
+  auto ref = find_region_ref(r);
   if (ref != region_refs_.end()) {  // added more than once: drop one reference
     if (--ref->refs <= 1) region_refs_.erase(ref);
     return Status::ok();

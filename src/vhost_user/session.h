@@ -139,6 +139,7 @@ class Session {
     uint32_t refs;
   };
   std::vector<RegionRef> region_refs_;
+  std::vector<RegionRef>::iterator find_region_ref(const MemoryRegion& r);
   static constexpr uint32_t kMaxRegionRefs = 1024;
   std::vector<Ring> rings_;
 };
