@@ -117,8 +117,12 @@ class Policing:
         h = d["h"]
         dropped = h["drops"][reason]
         other = {k: v for k, v in h["drops"].items() if v and k != reason}
-        # Counters are read while the worker runs: a burst or two may be between them.
-        if other or abs(h["rx_packets"] - d["s"]["tx_packets"] - dropped) > 64:
+        # Counters are read while the worker runs, one field after another: the frames h
+        # sends between two reads are in one and not yet in the other. At a few Mpps (and
+        # with vnetd under a sanitizer, where the reads are slow) that is more than a burst:
+        # 1781 of 9.8 M in one CI run. 0.05 % of the window still catches a lost count.
+        slack = max(64, h["rx_packets"] // 2000)
+        if other or abs(h["rx_packets"] - d["s"]["tx_packets"] - dropped) > slack:
             raise HarnessError("%s: h sent %d, s got %d, %s %d, other drops %s"
                                % (what, h["rx_packets"], d["s"]["tx_packets"], reason, dropped,
                                   other))
