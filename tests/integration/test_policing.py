@@ -26,6 +26,7 @@ pair stopped).
 error naming the field and changes nothing.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -130,6 +131,48 @@ class Policing:
             raise HarnessError("%s: h offered %d frames, %d delivered: not a flood"
                                % (what, h["rx_packets"], d["s"]["tx_packets"]))
 
+    def check_top(self):
+        """`vnetctl top` shows the rates of phase 1: s gets 20 kpps, h's excess is policed,
+        b and c flow, the worker forwards; as JSON lines and as a screen."""
+        v = self.vnetd
+        argv = [v.vnetctl_binary, "--control", v.control, "top"]
+        r = subprocess.run(argv + ["--json", "--iterations", "2", "--interval", "1"],
+                           capture_output=True,
+                           text=True, timeout=20)
+        lines = r.stdout.splitlines()
+        if r.returncode != 0 or len(lines) != 2:
+            raise HarnessError("vnetctl --json top -n 2: status %d, %d lines: %r %r"
+                               % (r.returncode, len(lines), r.stdout[-500:], r.stderr[-500:]))
+        doc = json.loads(lines[-1])
+        ports = {p["port"]: p for p in doc["ports"]}
+        log("vnetctl top: s tx %.0f/s, h rx %.0f/s (policed %.0f/s), b rx %.0f/s, "
+            "vnetd CPU %s %%" % (ports["s"]["tx_pps"], ports["h"]["rx_pps"],
+                                 ports["h"]["drops"].get("policed", 0), ports["b"]["rx_pps"],
+                                 doc["vnetd_cpu_pct"]))
+        self.check_rate("vnetctl top: s's TX-PPS", ports["s"]["tx_pps"], 20000)
+        h = ports["h"]
+        if h["drops"].get("policed", 0) < h["rx_pps"] / 2 or set(h["drops"]) != {"policed"}:
+            raise HarnessError("vnetctl top: h receives %.0f/s, drops %s (want most policed)"
+                               % (h["rx_pps"], h["drops"]))
+        for p in "bc":
+            if ports[p]["rx_pps"] < 0.5 * PAIR_RATE or ports[p]["drop_pps"]:
+                raise HarnessError("vnetctl top: %s %s" % (p, ports[p]))
+        # Workers and ports are two requests, a few ms apart: 10 % slack at a flood.
+        if sum(w["pps"] for w in doc["workers"]) < 0.9 * h["rx_pps"]:
+            raise HarnessError("vnetctl top: workers forward %s, h alone sends %.0f/s"
+                               % ([w["pps"] for w in doc["workers"]], h["rx_pps"]))
+        if doc["vnetd_cpu_pct"] is None or doc["vnetd_cpu_pct"] <= 0:
+            raise HarnessError("vnetctl top: vnetd CPU %r while h floods" % doc["vnetd_cpu_pct"])
+        # The screen (stdout is a pipe: batch mode, no escape sequences).
+        r = subprocess.run(argv + ["--iterations", "1", "--interval", "0.5"],
+                           capture_output=True, text=True, timeout=20)
+        head = r.stdout.split("\n", 1)[0]
+        rows = {ln.split()[0]: ln for ln in r.stdout.splitlines() if ln.strip()}
+        if (r.returncode != 0 or "\x1b" in r.stdout or not head.startswith("vnetd ")
+                or "policed:" not in rows.get("h", "") or not all(p in rows for p in "sbc")):
+            raise HarnessError("vnetctl top (screen): status %d:\n%s%s"
+                               % (r.returncode, r.stdout, r.stderr))
+
     def set_port(self, *args):
         self.vnetd.vnetctl("set-port", "h", *args)
 
@@ -179,6 +222,7 @@ class Policing:
         self.check_rate("h -> s at --ingress-rate 20kpps (packets)", d["s"]["tx_packets"] / dt,
                         20000)
         self.check_accounted("20 kpps", d, "policed")
+        self.check_top()
 
         self.set_port("--ingress-rate", "10M", "--ingress-burst", "2M")
         pol = self.policing_of("h")["ingress"]
