@@ -8,6 +8,7 @@
 
 #include "control/control_client.h"
 #include "control/top.h"
+#include "control/trace.h"
 #include "control/version.h"
 
 namespace {
@@ -71,6 +72,27 @@ int main(int argc, char** argv) {
   fdb->add_option("--count", fdb_count, "At most this many entries (default: all)");
   auto* fdb_flush =
       app.add_subcommand("fdb-flush", "Forget every learned address (same as 'fdb flush')");
+  auto* trace = app.add_subcommand(
+      "trace",
+      "Which way the switch would send a frame arriving on PORT, and why (VLAN "
+      "classification, port security, learning, FDB lookup, storm control, flood), without "
+      "sending it: trace PORT --src MAC --dst MAC [--vlan VID] [--ethertype T] | trace PORT "
+      "--hex FRAME");
+  std::string trace_port, trace_src, trace_dst, trace_hex;
+  int64_t trace_vlan = -1, trace_type = -1;
+  trace->add_option("PORT", trace_port, "The port the frame arrives on")->required();
+  auto* tsrc = trace->add_option("--src", trace_src, "Source MAC");
+  auto* tdst = trace->add_option("--dst", trace_dst, "Destination MAC");
+  auto* tvlan =
+      trace->add_option("--vlan", trace_vlan, "An 802.1Q tag with this VID (default: untagged)")
+          ->check(CLI::Range(0, 4094));
+  auto* ttype = trace->add_option("--ethertype", trace_type, "EtherType (default 0x0800)")
+                    ->check(CLI::Range(0x600, 0xffff));
+  trace->add_option("--hex", trace_hex, "The whole Ethernet frame in hex (as tcpdump -xx shows it)")
+      ->excludes(tsrc)
+      ->excludes(tdst)
+      ->excludes(tvlan)
+      ->excludes(ttype);
   auto* top = app.add_subcommand(
       "top",
       "Live rates, redrawn every --interval: per port packets/s, bits/s and drops/s (by "
@@ -162,7 +184,7 @@ int main(int argc, char** argv) {
   }
 
   json req;
-  enum class What { kVersion, kPorts, kCounters, kWorkers, kFdb, kFlush, kDone } what;
+  enum class What { kVersion, kPorts, kCounters, kWorkers, kFdb, kFlush, kTrace, kDone } what;
   auto put_common = [&](json& j) {
     if (pa.mtu >= 0) j["mtu"] = pa.mtu;
     if (pa.vlan >= 0) j["vlan"] = pa.vlan;
@@ -204,6 +226,19 @@ int main(int argc, char** argv) {
                   "set-port: nothing to change (--vlan, --trunk, --mtu, --allowed-macs, --worker, "
                   "--ingress-rate, --ingress-burst, --storm)");
     what = What::kDone;
+  } else if (*trace) {
+    req = {{"cmd", "trace"}, {"port", trace_port}};
+    if (!trace_hex.empty()) {
+      req["hex"] = trace_hex;
+    } else {
+      if (trace_src.empty() || trace_dst.empty())
+        return fail(as_json, "trace: give --src and --dst, or --hex (see vnetctl --help)");
+      req["src"] = trace_src;
+      req["dst"] = trace_dst;
+      if (trace_vlan >= 0) req["vlan"] = trace_vlan;
+      if (trace_type >= 0) req["ethertype"] = trace_type;
+    }
+    what = What::kTrace;
   } else if (*version) {
     req = {{"cmd", "version"}};
     what = What::kVersion;
@@ -297,6 +332,9 @@ int main(int argc, char** argv) {
       break;
     case What::kFdb:
       std::cout << vnet::control::format_fdb(r);
+      break;
+    case What::kTrace:
+      std::cout << vnet::control::format_trace(r);
       break;
     case What::kFlush:
       std::cout << "FDB flushed\n";

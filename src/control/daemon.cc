@@ -17,6 +17,7 @@
 #include "control/metrics_server.h"
 #include "control/policing_config.h"
 #include "control/request.h"
+#include "control/trace.h"
 #include "control/version.h"
 #include "ports/tap_port.h"
 
@@ -328,6 +329,18 @@ json Daemon::fdb_chunk(const json& req) {
   return reply;
 }
 
+json Daemon::trace(const json& req) {
+  std::vector<TracePort> list;
+  list.reserve(ports_.size());
+  for (auto& p : ports_) {
+    const PortSpec* spec = nullptr;
+    for (auto& [n, sp] : specs_)
+      if (n == p->name()) spec = &sp;
+    list.push_back({p->name(), p->info().type, p->id(), &p->vlan(), spec});
+  }
+  return trace_frame(req, list, pool_.fdb(), dataplane::Forwarder::monotonic_ns());
+}
+
 namespace {
 
 // The counters a worker keeps, by the names vnetctl shows; `workers` lists them per
@@ -464,6 +477,7 @@ json Daemon::handle(const json& req) {
     return reply;
   }
   if (cmd == "fdb") return fdb_chunk(req);
+  if (cmd == "trace") return trace(req);
   if (cmd == "workers") return {{"ok", true}, {"workers", workers_json()}};
   if (cmd == "add-port") {
     if (!req.contains("port")) return fail("add-port: missing \"port\" object");

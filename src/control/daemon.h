@@ -71,6 +71,7 @@ class Daemon {
   static nlohmann::json counters_json(ports::Port& p);
   // One chunk of an FDB dump (the "fdb" request, daemon.cc).
   nlohmann::json fdb_chunk(const nlohmann::json& req);
+  nlohmann::json trace(const nlohmann::json& req);  // vnetctl trace (trace.h)
   static constexpr int64_t kFdbChunkMax = 1024;     // entries per reply at most
   static constexpr uint32_t kFdbScanSlots = 65536;  // table slots looked at per request
   nlohmann::json workers_json();

@@ -208,8 +208,14 @@ def vhost_port_works(s, vnetd):
         % (sent, rx, tx_x))
 
 
-def set_port_vlans(vnetd, nx):
-    def expect(desc, replies, port_vlans):
+def trace(vnetd, port, *args):
+    """`vnetctl --json trace PORT ARGS`: (action, [output ports], drop reason)."""
+    r = vnetd.vnetctl("trace", port, *args)
+    return r["action"], [o["port"] for o in r["outputs"]], r.get("drop")
+
+
+def set_port_vlans(vnetd, nx, mac_y):
+    def expect(desc, replies, port_vlans, traced=None):
         snap = ports_snapshot(vnetd)
         for name, vlan in port_vlans.items():
             if snap[name].get("vlan") != vlan:
@@ -219,7 +225,16 @@ def set_port_vlans(vnetd, nx):
                     deadline=4 if replies else 2)
         if n != replies:
             raise HarnessError("%s: x -> y got %d replies, want %d" % (desc, n, replies))
-        log("set-port: %s -> x->y %d replies" % (desc, n))
+        # vnetctl trace of x's frame to y agrees: to py when the pings went through
+        # (py learned from the replies), else not to py (and why).
+        got = trace(vnetd, "px", "--src", MAC_X, "--dst", mac_y)
+        if replies:
+            ok = got[0] == "unicast" and got[1] == ["py"]
+        else:
+            ok = "py" not in got[1] and (traced is None or got[2] == traced)
+        if not ok:
+            raise HarnessError("%s: vnetctl trace px %s -> %s says %s" % (desc, MAC_X, mac_y, got))
+        log("set-port: %s -> x->y %d replies; trace: %s" % (desc, n, got))
 
     acc = lambda v: {"mode": "access", "vlan": v}  # noqa: E731
     expect("both VLAN 0", 3, {"px": acc(0), "py": acc(0)})
@@ -229,7 +244,11 @@ def set_port_vlans(vnetd, nx):
     expect("px and py in VLAN 10", 3, {"px": acc(10), "py": acc(10)})
     ctl_ok(vnetd, "set-port", "px", "--trunk", "10", "20")
     expect("px trunk [10, 20] no native", 0,
-           {"px": {"mode": "trunk", "trunk": [10, 20], "native": 0}})
+           {"px": {"mode": "trunk", "trunk": [10, 20], "native": 0}}, traced="vlan_not_allowed")
+    # The same frame tagged 10 would reach py (access VLAN 10), untagged.
+    got = vnetd.vnetctl("trace", "px", "--src", MAC_X, "--dst", mac_y, "--vlan", "10")
+    if [(o["port"], o["tag"]) for o in got["outputs"]] != [("py", 0)]:
+        raise HarnessError("trace of a frame tagged 10 from trunk px: %s" % got)
     ctl_ok(vnetd, "set-port", "px", "--trunk", "10", "20", "--native", "10")
     expect("px trunk [10, 20] native 10", 3,
            {"px": {"mode": "trunk", "trunk": [10, 20], "native": 10}})
@@ -482,7 +501,8 @@ def body(s, args):
     vhost_port_works(s, vnetd)
 
     # 3. VLAN changes at run time
-    set_port_vlans(vnetd, nx)
+    mac_y = json.loads(ny.ip("-j", "link", "show", "dev", ty).stdout)[0]["address"]
+    set_port_vlans(vnetd, nx, mac_y)
 
     # 4. bad commands
     failures = bad_commands(s, vnetd, nz)
