@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <tuple>
@@ -109,11 +110,13 @@ bool valid_port_name(const std::string& s) {
 // "SOURCE: what" -> "SOURCE: line N: what": N is the line of the field the message
 // names ("field 'x'") in table `t`, else the line of the table itself. Semantic errors
 // found after parsing thus carry a line as syntax errors do.
-Status with_line(Status st, const toml::node* t, const std::string& source) {
+// At the top level (`t` is the whole file) only a named field gives a line.
+Status with_line(Status st, const toml::node* t, const std::string& source, bool top) {
   if (st || !t) return st;
   const std::string& m = st.message();
   if (m.rfind(source + ": ", 0) != 0) return st;
-  auto line = t->source().begin.line;
+  std::optional<toml::source_index> line;
+  if (!top) line = t->source().begin.line;
   const size_t f = m.find("field '");
   if (const toml::table* tbl = t->as_table(); tbl && f != std::string::npos) {
     const size_t end = m.find('\'', f + 7);
@@ -121,7 +124,8 @@ Status with_line(Status st, const toml::node* t, const std::string& source) {
       if (const toml::node* n = tbl->get(std::string_view(m).substr(f + 7, end - f - 7)))
         line = n->source().begin.line;
   }
-  return Status::errorf("{}: line {}: {}", source, line, m.substr(source.size() + 2));
+  if (!line) return st;
+  return Status::errorf("{}: line {}: {}", source, *line, m.substr(source.size() + 2));
 }
 
 }  // namespace
@@ -385,13 +389,14 @@ Result<FileConfig> parse_config_toml(const std::string& text, const std::string&
   // Errors get the line of the table (or [[port]] element) and field they name.
   const toml::node* where = nullptr;
   Result<FileConfig> r = check_config(root, source, parsed, &where);
-  if (!r) return with_line(r.status(), where, source);
+  if (!r) return with_line(r.status(), where, source, where == &parsed);
   return r;
 }
 
 namespace {
 Result<FileConfig> check_config(const json& root, const std::string& source,
                                 const toml::table& parsed, const toml::node** at) {
+  *at = &parsed;
   FileConfig cfg;
   Status st = check_keys(root, source, {"vnetd", "worker", "fdb", "port", "metrics"});
   if (!st) return st;
@@ -497,6 +502,7 @@ Result<FileConfig> check_config(const json& root, const std::string& source,
     cfg.metrics_listen = *listen;
   }
   if (root.contains("port")) {
+    *at = &parsed;
     const json& ports = root["port"];
     if (!ports.is_array())
       return Status::errorf("{}: 'port' must be an array of tables ([[port]])", source);
