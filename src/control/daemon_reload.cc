@@ -81,7 +81,7 @@ json Daemon::reload() {
     if (applied)
       reply = std::move(*applied);
     else
-      reply = {{"ok", false}, {"error", "reload: " + applied.message()}};
+      reply = {{"ok", false}, {"error", "reload " + applied.message()}};
   }
   if (reply["ok"] == true)
     spdlog::info("vnetd: reloaded {}: {}", cfg_.config_file, reply.dump());
@@ -185,7 +185,9 @@ Result<json> Daemon::apply_file(const FileConfig& next) {
   }
   for (auto& [p, c] : changes) {
     Status st = change_port(p, c);
-    if (!st) return Status::errorf("port {}: {}", p->name(), st.message());
+    if (!st)
+      return Status::errorf("stopped: port {}: {} (the ports before it are changed already)",
+                            p->name(), st.message());
   }
 
   // 3. Global settings.

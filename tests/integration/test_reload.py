@@ -19,7 +19,9 @@ and ping x -> y runs every 20 ms through px and py the whole time. Asserted:
 3. SIGHUP after another edit (vd removed, ve added): applied the same way.
 4. A file with an error (VLAN 5000 on a known line, next to a new port) is refused by
    vnetctl reload (exit 1, the line and the field printed) and by SIGHUP (logged with
-   the line); a TOML syntax error too; nothing changes (ports snapshot the same).
+   the line); a TOML syntax error too; nothing changes (ports snapshot the same). A valid
+   file whose new TAP port cannot be created (no such namespace) is refused and what it
+   had done already (vr re-created on another socket) is undone.
 5. Unchanged ports were never touched: the ping lost no echo across all of it, va's
    session is the first one (connections 1, disconnects 0), and vnetd received every
    frame va's front end sent.
@@ -279,6 +281,23 @@ def body(s, args):
     notify.expect("READY")
     if lab.snapshot() != before or os.path.exists(lab.sock["vf"]):
         raise HarnessError("a refused reload changed the ports: %s -> %s"
+                           % (before, lab.snapshot()))
+    # A valid file whose new port cannot be created (no such namespace): what the
+    # reload did before (vr re-created on its old socket) is undone.
+    failing = v3[:-2] + [lab.vhost("vr"), lab.vhost("ve"),
+                         port_toml("pz", type="tap", ifname="rpz",
+                                   netns="vnt%dnosuch" % os.getpid())]
+    lab.write(failing, fdb_size=4096)
+    r = lab.ctl("reload")
+    if r.returncode == 0 or "restored" not in r.stderr or "pz" not in r.stderr:
+        raise HarnessError("vnetctl reload with a port that cannot be created: status %d: %s"
+                           % (r.returncode, r.stderr))
+    log("refused: %s" % r.stderr.strip())
+    notify.expect("RELOADING")
+    notify.expect("READY")
+    if lab.snapshot() != before or os.path.exists(lab.sock["vr"]) \
+            or not os.path.exists(lab.sock["vr2"]):
+        raise HarnessError("a failed reload was not rolled back: %s -> %s"
                            % (before, lab.snapshot()))
 
     # 5. the unchanged ports were never touched (and the streams ran a while)
