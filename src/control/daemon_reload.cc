@@ -131,9 +131,10 @@ Result<json> Daemon::apply_file(const FileConfig& next) {
     }
   }
   for (const std::string& name : file_ports_)
-    if (std::none_of(next.ports.begin(), next.ports.end(),
-                     [&](const PortSpec& n) { return n.name == name; }))
-      removed.push_back(*spec_of(name));
+    if (const PortSpec* old = spec_of(name);
+        old && std::none_of(next.ports.begin(), next.ports.end(),
+                            [&](const PortSpec& n) { return n.name == name; }))
+      removed.push_back(*old);
   // A new or re-created port may not take the socket or interface of a port that stays.
   auto stays = [&](const std::string& name) {
     return std::none_of(removed.begin(), removed.end(),
