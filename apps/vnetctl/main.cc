@@ -70,6 +70,12 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 4094));
   fdb->add_option("--mac", fdb_mac, "Only entries of this MAC address");
   fdb->add_option("--count", fdb_count, "At most this many entries (default: all)");
+  auto* reload = app.add_subcommand(
+      "reload",
+      "Make vnetd read its configuration file again (as SIGHUP does) and apply what changed: "
+      "ports added, removed, changed in place or re-created; ports that did not change are "
+      "not touched. A file with an error is refused (exit 1, the line and field printed) and "
+      "nothing changes");
   auto* fdb_flush =
       app.add_subcommand("fdb-flush", "Forget every learned address (same as 'fdb flush')");
   auto* trace = app.add_subcommand(
@@ -184,7 +190,17 @@ int main(int argc, char** argv) {
   }
 
   json req;
-  enum class What { kVersion, kPorts, kCounters, kWorkers, kFdb, kFlush, kTrace, kDone } what;
+  enum class What {
+    kVersion,
+    kPorts,
+    kCounters,
+    kWorkers,
+    kFdb,
+    kFlush,
+    kTrace,
+    kReload,
+    kDone
+  } what;
   auto put_common = [&](json& j) {
     if (pa.mtu >= 0) j["mtu"] = pa.mtu;
     if (pa.vlan >= 0) j["vlan"] = pa.vlan;
@@ -239,6 +255,9 @@ int main(int argc, char** argv) {
       if (trace_type >= 0) req["ethertype"] = trace_type;
     }
     what = What::kTrace;
+  } else if (*reload) {
+    req = {{"cmd", "reload"}};
+    what = What::kReload;
   } else if (*version) {
     req = {{"cmd", "version"}};
     what = What::kVersion;
@@ -338,6 +357,15 @@ int main(int argc, char** argv) {
       break;
     case What::kFlush:
       std::cout << "FDB flushed\n";
+      break;
+    case What::kReload:
+      for (const char* k : {"added", "removed", "recreated", "changed", "unchanged"}) {
+        std::cout << k << ":";
+        for (const auto& n : r.value(k, json::array())) std::cout << " " << n.get<std::string>();
+        std::cout << "\n";
+      }
+      for (const auto& f : r.value("restart_needed", json::array()))
+        std::cout << "changed, takes effect when vnetd restarts: " << f.get<std::string>() << "\n";
       break;
     case What::kDone:
       std::cout << "ok\n";

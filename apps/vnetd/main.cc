@@ -96,6 +96,11 @@ int main(int argc, char** argv) {
                  "TOML file with [vnetd], [worker], [fdb] and [[port]] tables; command-line "
                  "options override it")
       ->check(CLI::ExistingFile);
+  std::string check_config;
+  app.add_option("--check-config", check_config,
+                 "Check this configuration file (syntax, fields, values) and exit: 0 and "
+                 "\"FILE: ok\" when vnetd would start from it, else 2 and the line and field "
+                 "at fault. Nothing is created.");
   app.add_option(
       "--vhost-user", vhost_user,
       "A vhost-user port: PATH[,client][,name=NAME][,mtu=N][,vlan=N][,worker=K][,queues=N] "
@@ -174,6 +179,15 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", vnet::control::kVersion);
   CLI11_PARSE(app, argc, argv);
 
+  if (!check_config.empty()) {
+    auto fc = vnet::control::load_config_file(check_config);
+    if (!fc) {
+      fprintf(stderr, "vnetd: %s\n", fc.message().c_str());
+      return 2;
+    }
+    printf("%s: ok (%zu port(s))\n", check_config.c_str(), fc->ports.size());
+    return 0;
+  }
   if (!config_file.empty()) {
     auto fc = vnet::control::load_config_file(config_file);
     if (!fc) {
@@ -197,7 +211,10 @@ int main(int argc, char** argv) {
     if (!app.count("--fdb-age")) cfg.workers.forwarding.fdb_age_seconds = fc->fdb_age;
     if (!app.count("--fdb-port-limit")) cfg.workers.forwarding.fdb_port_limit = fc->fdb_port_limit;
     cfg.socket_perms = fc->socket_perms;
-    cfg.ports = std::move(fc->ports);
+    cfg.ports = fc->ports;
+    // For vnetctl reload and SIGHUP: the file again, from wherever vnetd runs.
+    cfg.config_file = std::filesystem::absolute(config_file).string();
+    cfg.file = std::move(*fc);
   }
   // --socket-*: each overrides the config file's [vnetd] socket_* value.
   auto socket_flag = [](const char* flag, const std::string& value, auto parse, auto& out) {

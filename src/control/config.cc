@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <tuple>
@@ -104,6 +105,27 @@ bool valid_port_name(const std::string& s) {
   return std::all_of(s.begin(), s.end(), [](char c) {
     return isalnum(uint8_t(c)) || c == '-' || c == '_' || c == '.';
   });
+}
+
+// "SOURCE: what" -> "SOURCE: line N: what": N is the line of the field the message
+// names ("field 'x'") in table `t`, else the line of the table itself. Semantic errors
+// found after parsing thus carry a line as syntax errors do.
+// At the top level (`t` is the whole file) only a named field gives a line.
+Status with_line(Status st, const toml::node* t, const std::string& source, bool top) {
+  if (st || !t) return st;
+  const std::string& m = st.message();
+  if (m.rfind(source + ": ", 0) != 0) return st;
+  std::optional<toml::source_index> line;
+  if (!top) line = t->source().begin.line;
+  const size_t f = m.find("field '");
+  if (const toml::table* tbl = t->as_table(); tbl && f != std::string::npos) {
+    const size_t end = m.find('\'', f + 7);
+    if (end != std::string::npos)
+      if (const toml::node* n = tbl->get(std::string_view(m).substr(f + 7, end - f - 7)))
+        line = n->source().begin.line;
+  }
+  if (!line) return st;
+  return Status::errorf("{}: line {}: {}", source, *line, m.substr(source.size() + 2));
 }
 
 }  // namespace
@@ -338,6 +360,12 @@ json allowed_macs_json(const std::vector<uint64_t>& macs) {
   return a;
 }
 
+namespace {
+// The checks of a parsed file; *at is set to the table being checked.
+Result<FileConfig> check_config(const json& root, const std::string& source,
+                                const toml::table& parsed, const toml::node** at);
+}  // namespace
+
 Result<FileConfig> parse_config_toml(const std::string& text, const std::string& source) {
   if (text.size() > kMaxConfigBytes)
     return Status::errorf("{}: larger than {} bytes", source, kMaxConfigBytes);
@@ -346,8 +374,9 @@ Result<FileConfig> parse_config_toml(const std::string& text, const std::string&
   // pre-check bounds every kind of nesting (and checks the syntax) before it runs.
   if (Status st = check_toml_text(text, source); !st) return st;
   json root;
+  toml::table parsed;
   try {
-    toml::table parsed = toml::parse(text, std::string_view(source));
+    parsed = toml::parse(text, std::string_view(source));
     root = table_to_json(parsed);
   } catch (const toml::parse_error& e) {
     return Status::errorf("{}: line {}: {}", source, e.source().begin.line,
@@ -357,10 +386,22 @@ Result<FileConfig> parse_config_toml(const std::string& text, const std::string&
   } catch (...) {
     return Status::errorf("{}: not a valid TOML file", source);
   }
+  // Errors get the line of the table (or [[port]] element) and field they name.
+  const toml::node* where = nullptr;
+  Result<FileConfig> r = check_config(root, source, parsed, &where);
+  if (!r) return with_line(r.status(), where, source, where == &parsed);
+  return r;
+}
+
+namespace {
+Result<FileConfig> check_config(const json& root, const std::string& source,
+                                const toml::table& parsed, const toml::node** at) {
+  *at = &parsed;
   FileConfig cfg;
   Status st = check_keys(root, source, {"vnetd", "worker", "fdb", "port", "metrics"});
   if (!st) return st;
   if (root.contains("vnetd")) {
+    *at = parsed.get("vnetd");
     const json& v = root["vnetd"];
     std::string w = source + ": [vnetd]";
     if (!v.is_object()) return Status::errorf("{} must be a table", w);
@@ -399,6 +440,7 @@ Result<FileConfig> parse_config_toml(const std::string& text, const std::string&
     cfg.tap_io = *io;
   }
   if (root.contains("worker")) {
+    *at = parsed.get("worker");
     const json& v = root["worker"];
     std::string w = source + ": [worker]";
     if (!v.is_object()) return Status::errorf("{} must be a table", w);
@@ -430,6 +472,7 @@ Result<FileConfig> parse_config_toml(const std::string& text, const std::string&
     }
   }
   if (root.contains("fdb")) {
+    *at = parsed.get("fdb");
     const json& v = root["fdb"];
     std::string w = source + ": [fdb]";
     if (!v.is_object()) return Status::errorf("{} must be a table", w);
@@ -445,6 +488,7 @@ Result<FileConfig> parse_config_toml(const std::string& text, const std::string&
     cfg.fdb_port_limit = uint32_t(*limit);
   }
   if (root.contains("metrics")) {
+    *at = parsed.get("metrics");
     const json& v = root["metrics"];
     std::string w = source + ": [metrics]";
     if (!v.is_object()) return Status::errorf("{} must be a table", w);
@@ -458,11 +502,13 @@ Result<FileConfig> parse_config_toml(const std::string& text, const std::string&
     cfg.metrics_listen = *listen;
   }
   if (root.contains("port")) {
+    *at = &parsed;
     const json& ports = root["port"];
     if (!ports.is_array())
       return Status::errorf("{}: 'port' must be an array of tables ([[port]])", source);
     std::set<std::string> names, sockets, taps;
     for (size_t i = 0; i < ports.size(); ++i) {
+      *at = parsed.at_path("port")[i].node();
       auto p = parse_port(ports[i], fmt::format("{}: port[{}]", source, i));
       if (!p) return p.status();
       if (!names.insert(p->name).second)
@@ -476,10 +522,12 @@ Result<FileConfig> parse_config_toml(const std::string& text, const std::string&
       cfg.ports.push_back(std::move(*p));
     }
   }
+  *at = nullptr;
   st = check_port_workers(cfg.ports, std::max<size_t>(cfg.worker.cpus.size(), 1), source);
   if (!st) return st;
   return cfg;
 }
+}  // namespace
 
 Result<FileConfig> load_config_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);

@@ -30,6 +30,7 @@ struct VlanSpec {
   uint16_t tag = 0;              // access VLAN
   std::vector<uint16_t> trunks;  // allowed VLANs on a trunk, sorted, unique
   uint16_t native = 0;           // trunk: VLAN of untagged frames
+  bool operator==(const VlanSpec&) const = default;
 };
 
 struct PortSpec {

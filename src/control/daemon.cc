@@ -17,6 +17,7 @@
 #include "control/metrics_server.h"
 #include "control/policing_config.h"
 #include "control/request.h"
+#include "control/service_notify.h"
 #include "control/trace.h"
 #include "control/version.h"
 #include "ports/tap_port.h"
@@ -43,6 +44,7 @@ Status Daemon::start() {
   sigemptyset(&mask);
   sigaddset(&mask, SIGINT);
   sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGHUP);
   sigaddset(&mask, SIGPIPE);
   pthread_sigmask(SIG_BLOCK, &mask, nullptr);  // before the worker thread exists
   signal_fd_.reset(signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
@@ -52,7 +54,10 @@ Status Daemon::start() {
     while (read(signal_fd_.get(), &si, sizeof(si)) == sizeof(si)) {
       if (si.ssi_signo == SIGINT || si.ssi_signo == SIGTERM) {
         spdlog::info("vnetd: signal {}, shutting down", si.ssi_signo);
-        loop_.stop();
+        loop_.stop();  // run() returns and tells the service manager STOPPING=1
+      } else if (si.ssi_signo == SIGHUP) {
+        spdlog::info("vnetd: SIGHUP, reloading the configuration");
+        (void)reload();  // logs what it did or why it refused the file
       }
     }
   });
@@ -85,6 +90,10 @@ Status Daemon::start() {
     cpus += (cpus.empty() ? "" : ",") + (c < 0 ? "any" : std::to_string(c));
   spdlog::info("vnetd {}: {} port(s), {} worker(s) on cpu {}, control socket {}", kVersion,
                ports_.size(), pool_.size(), cpus, cfg_.control_path);
+  for (const auto& p : cfg_.file.ports) file_ports_.insert(p.name);
+  // The control socket listens and every configured port exists (server sockets
+  // listening, TAPs created): a service manager may start what depends on vnetd.
+  notify_service("READY=1\nSTATUS=" + status_text());
   return Status::ok();
 }
 
@@ -94,6 +103,12 @@ uint16_t Daemon::metrics_port() const {
 
 void Daemon::run() {
   loop_.run();
+  notify_service("STOPPING=1\nSTATUS=stopping");
+}
+
+std::string Daemon::status_text() const {
+  return fmt::format("{} port(s), {} worker(s), control socket {}", ports_.size(), pool_.size(),
+                     cfg_.control_path);
 }
 
 namespace {
@@ -191,6 +206,7 @@ Status Daemon::remove_port(const std::string& name) {
   pool_.detach(it->get());
   ports_.erase(it);  // ends its session / closes its device
   executors_.erase(gone);
+  file_ports_.erase(name);  // a file port deleted by vnetctl: a reload adds it again
   specs_.erase(
       std::remove_if(specs_.begin(), specs_.end(), [&](const auto& e) { return e.first == name; }),
       specs_.end());
@@ -441,6 +457,124 @@ Status Daemon::move_port(ports::Port* p, size_t worker) {
   return Status::ok();
 }
 
+PortSpec* Daemon::spec_of(const std::string& name) {
+  for (auto& [n, sp] : specs_)
+    if (n == name) return &sp;
+  return nullptr;
+}
+
+Result<PortChange> Daemon::parse_set_port(ports::Port* p, const json& req) {
+  const std::string name = p->name();
+  for (const auto& [k, v] : req.items()) {
+    (void)v;
+    if (k != "cmd" && k != "name" && k != "vlan" && k != "trunk" && k != "native" && k != "mtu" &&
+        k != "allowed_macs" && k != "worker" && k != "ingress_rate" && k != "ingress_burst" &&
+        k != "storm" && k != "queue")
+      return Status::error("set-port: unknown field '" + short_string(k) +
+                           "' (known: name, vlan, trunk, native, mtu, allowed_macs, worker, queue, "
+                           "ingress_rate, ingress_burst, storm)");
+  }
+  PortChange c;
+  if (req.contains("queue")) {
+    const json& qj = req["queue"];
+    if (!req.contains("worker"))
+      return Status::error("set-port " + name +
+                           ": field 'queue' needs 'worker' (the queue's new worker)");
+    if (!qj.is_number_integer() || qj.get<int64_t>() < 0 ||
+        qj.get<int64_t>() >= int64_t(p->rx_queues()))
+      return Status::errorf("set-port {}: field 'queue' must be an integer in [0, {}]", name,
+                            p->rx_queues() - 1);
+    c.queue = uint32_t(qj.get<int64_t>());
+  }
+  if (req.contains("worker")) {
+    // Checked before anything changes.
+    const json& wj = req["worker"];
+    if (!wj.is_number_integer() || wj.get<int64_t>() < 0 ||
+        wj.get<int64_t>() >= int64_t(pool_.size()))
+      return Status::errorf(
+          "set-port {}: field 'worker' must be an integer in [0, {}] (vnetd has {} worker(s))",
+          name, pool_.size() - 1, pool_.size());
+    c.worker = size_t(wj.get<int64_t>());
+  }
+  const PortSpec* spec = spec_of(name);
+  if (req.contains("allowed_macs")) {
+    auto m = parse_allowed_macs(req, "set-port " + name);
+    if (!m) return m.status();
+    c.allowed_macs = std::move(*m);
+  }
+  if (has_policing(req)) {
+    auto pc = parse_policing(req, "set-port " + name, spec ? spec->policing : sw::PolicerConfig{});
+    if (!pc) return pc.status();
+    c.policing = *pc;
+  }
+  if (c.queue && (c.policing ? c.policing->on() : spec && spec->policing.on()))
+    return Status::error("set-port " + name +
+                         ": the port is policed, its queues stay on one worker (move the whole "
+                         "port with --worker alone)");
+  if (req.contains("vlan") || req.contains("trunk") || req.contains("native")) {
+    auto v = parse_vlan(req, "set-port " + name);
+    if (!v) return v.status();
+    c.vlan = *v;
+  }
+  if (req.contains("mtu")) {
+    const json& m = req["mtu"];
+    if (!m.is_number_integer() || m.get<int64_t>() < 68 || m.get<int64_t>() > 65535)
+      return Status::error("set-port " + name + ": field 'mtu' must be an integer in [68, 65535]");
+    if (!dynamic_cast<ports::TapPort*>(p))
+      return Status::error("set-port " + name +
+                           ": the MTU of a vhost-user port is the front end's (QEMU: host_mtu=N "
+                           "on virtio-net-pci); vnetd follows NET_SET_MTU");
+    c.mtu = uint32_t(m.get<int64_t>());
+  }
+  return c;
+}
+
+Status Daemon::change_port(ports::Port* p, const PortChange& c) {
+  const std::string name = p->name();
+  PortSpec* spec = spec_of(name);
+  if (c.mtu) {
+    if (auto* tap = dynamic_cast<ports::TapPort*>(p)) {
+      Status st = tap->set_mtu(*c.mtu);
+      if (!st) return st;
+      spdlog::info("port {}: MTU {}", name, *c.mtu);
+    }
+    if (spec) spec->mtu = *c.mtu;
+  }
+  if (c.allowed_macs) {
+    executors_[p]->run_sync([&] {
+      p->set_allowed_macs(*c.allowed_macs);
+      pool_.fdb().remove_port(p->id());  // learned from any source
+    });
+    if (spec) spec->allowed_macs = *c.allowed_macs;
+    spdlog::info("port {}: allowed_macs {}", name, allowed_macs_json(*c.allowed_macs).dump());
+  }
+  if (c.policing && c.policing->on()) {
+    // Its token buckets have one owner: every queue goes to the worker of queue 0.
+    Status st = pool_.move(p, pool_.owner(p));
+    if (!st) return st;
+  }
+  if (c.policing) {
+    tsc_hz();  // measured here, not on the worker
+    executors_[p]->run_sync([&] { configure_policer(*p, *c.policing); });
+    if (spec) spec->policing = *c.policing;
+    spdlog::info("port {}: policing {}", name, policing_json(*c.policing).dump());
+  }
+  if (c.worker && c.queue) {
+    Status st = pool_.move_queue(p, *c.queue, *c.worker);
+    if (!st) return st;
+  } else if (c.worker) {
+    Status st = move_port(p, *c.worker);
+    if (!st) return st;
+  }
+  if (!c.vlan) return Status::ok();
+  p->set_vlan(to_vlan_config(*c.vlan));
+  pool_.quiesce();                   // no worker uses the old setting any more
+  pool_.fdb().remove_port(p->id());  // learned in the old VLANs
+  if (spec) spec->vlan = *c.vlan;
+  spdlog::info("port {}: VLAN {}", name, vlan_json(*c.vlan).dump());
+  return Status::ok();
+}
+
 json Daemon::handle(const json& req) {
   auto fail = [](const std::string& why) { return json{{"ok", false}, {"error", why}}; };
   if (!req.is_object() || !req.contains("cmd") || !req["cmd"].is_string())
@@ -493,111 +627,13 @@ json Daemon::handle(const json& req) {
     const std::string name = req["name"];
     ports::Port* p = find_port(name);
     if (!p) return fail("no port named " + short_string(name));
-    for (const auto& [k, v] : req.items()) {
-      (void)v;
-      if (k != "cmd" && k != "name" && k != "vlan" && k != "trunk" && k != "native" && k != "mtu" &&
-          k != "allowed_macs" && k != "worker" && k != "ingress_rate" && k != "ingress_burst" &&
-          k != "storm" && k != "queue")
-        return fail("set-port: unknown field '" + short_string(k) +
-                    "' (known: name, vlan, trunk, native, mtu, allowed_macs, worker, queue, "
-                    "ingress_rate, ingress_burst, storm)");
-    }
-    if (req.contains("queue")) {
-      const json& qj = req["queue"];
-      if (!req.contains("worker"))
-        return fail("set-port " + name + ": field 'queue' needs 'worker' (the queue's new worker)");
-      if (!qj.is_number_integer() || qj.get<int64_t>() < 0 ||
-          qj.get<int64_t>() >= int64_t(p->rx_queues()))
-        return fail(fmt::format("set-port {}: field 'queue' must be an integer in [0, {}]", name,
-                                p->rx_queues() - 1));
-    }
-    if (req.contains("worker")) {
-      // Checked before anything changes.
-      const json& wj = req["worker"];
-      if (!wj.is_number_integer() || wj.get<int64_t>() < 0 ||
-          wj.get<int64_t>() >= int64_t(pool_.size()))
-        return fail(
-            fmt::format("set-port {}: field 'worker' must be an integer in [0, {}] "
-                        "(vnetd has {} worker(s))",
-                        name, pool_.size() - 1, pool_.size()));
-    }
-    PortSpec* spec = nullptr;
-    for (auto& [n, sp] : specs_)
-      if (n == name) spec = &sp;
-    const bool vlan_change =
-        req.contains("vlan") || req.contains("trunk") || req.contains("native");
-    std::optional<std::vector<uint64_t>> macs;
-    if (req.contains("allowed_macs")) {
-      auto m = parse_allowed_macs(req, "set-port " + name);
-      if (!m) return fail(m.message());
-      macs = std::move(*m);
-    }
-    std::optional<sw::PolicerConfig> policing;
-    if (has_policing(req)) {
-      auto pc =
-          parse_policing(req, "set-port " + name, spec ? spec->policing : sw::PolicerConfig{});
-      if (!pc) return fail(pc.message());
-      policing = *pc;
-    }
-    if (req.contains("queue") && (policing ? policing->on() : spec && spec->policing.on()))
-      return fail("set-port " + name +
-                  ": the port is policed, its queues stay on one worker (move the whole port "
-                  "with --worker alone)");
-    std::optional<VlanSpec> vlan;
-    if (vlan_change) {
-      auto v = parse_vlan(req, "set-port " + name);
-      if (!v) return fail(v.message());
-      vlan = *v;
-    }
-    if (req.contains("mtu")) {
-      const json& m = req["mtu"];
-      if (!m.is_number_integer() || m.get<int64_t>() < 68 || m.get<int64_t>() > 65535)
-        return fail("set-port " + name + ": field 'mtu' must be an integer in [68, 65535]");
-      auto* tap = dynamic_cast<ports::TapPort*>(p);
-      if (!tap)
-        return fail("set-port " + name +
-                    ": the MTU of a vhost-user port is the front end's (QEMU: host_mtu=N on "
-                    "virtio-net-pci); vnetd follows NET_SET_MTU");
-      Status st = tap->set_mtu(uint32_t(m.get<int64_t>()));
-      if (!st) return fail(st.message());
-      if (spec) spec->mtu = uint32_t(m.get<int64_t>());
-      spdlog::info("port {}: MTU {}", name, m.get<int64_t>());
-    }
-    if (macs) {
-      executors_[p]->run_sync([&] {
-        p->set_allowed_macs(*macs);
-        pool_.fdb().remove_port(p->id());  // learned from any source
-      });
-      if (spec) spec->allowed_macs = *macs;
-      spdlog::info("port {}: allowed_macs {}", name, allowed_macs_json(*macs).dump());
-    }
-    if (policing && policing->on()) {
-      // Its token buckets have one owner: every queue goes to the worker of queue 0.
-      Status st = pool_.move(p, pool_.owner(p));
-      if (!st) return fail(st.message());
-    }
-    if (policing) {
-      tsc_hz();  // measured here, not on the worker
-      executors_[p]->run_sync([&] { configure_policer(*p, *policing); });
-      if (spec) spec->policing = *policing;
-      spdlog::info("port {}: policing {}", name, policing_json(*policing).dump());
-    }
-    if (req.contains("worker") && req.contains("queue")) {
-      Status st = pool_.move_queue(p, uint32_t(req["queue"].get<int64_t>()),
-                                   size_t(req["worker"].get<int64_t>()));
-      if (!st) return fail(st.message());
-    } else if (req.contains("worker")) {
-      Status st = move_port(p, size_t(req["worker"].get<int64_t>()));
-      if (!st) return fail(st.message());
-    }
-    if (!vlan) return {{"ok", true}};
-    p->set_vlan(to_vlan_config(*vlan));
-    pool_.quiesce();                   // no worker uses the old setting any more
-    pool_.fdb().remove_port(p->id());  // learned in the old VLANs
-    if (spec) spec->vlan = *vlan;
-    spdlog::info("port {}: VLAN {}", name, vlan_json(*vlan).dump());
+    auto change = parse_set_port(p, req);
+    if (!change) return fail(change.message());
+    Status st = change_port(p, *change);
+    if (!st) return fail(st.message());
     return {{"ok", true}};
   }
+  if (cmd == "reload") return reload();
   if (cmd == "del-port") {
     if (!req.contains("name") || !req["name"].is_string())
       return fail("del-port: missing \"name\" string");

@@ -5,6 +5,8 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -39,6 +41,21 @@ struct DaemonConfig {
   // The Prometheus endpoint, "ADDRESS:PORT" ([metrics] listen, --metrics-listen);
   // empty: off.
   std::string metrics_listen;
+  // The configuration file vnetd started from (empty: none) and what it said. A reload
+  // (vnetctl reload, SIGHUP) reads it again and applies the difference to the ports it
+  // lists (daemon_reload.cc); ports from the command line or vnetctl add-port stay.
+  std::string config_file;
+  FileConfig file;
+};
+
+// What set-port (and a reload) changes on a port that stays; each part optional.
+struct PortChange {
+  std::optional<VlanSpec> vlan;
+  std::optional<uint32_t> mtu;  // applied to TAP devices; a vhost-user port's is the front end's
+  std::optional<std::vector<uint64_t>> allowed_macs;
+  std::optional<sw::PolicerConfig> policing;
+  std::optional<size_t> worker;   // move the port (or, with queue, one queue) there
+  std::optional<uint32_t> queue;  // with worker
 };
 
 class Daemon {
@@ -52,6 +69,12 @@ class Daemon {
   void run();
   void stop() { loop_.stop(); }
   EventLoop& loop() { return loop_; }
+
+  // Reads the configuration file again and applies what changed: ports added, removed,
+  // changed in place (PortChange) or re-created when their identity (type, socket,
+  // interface, queues...) changed; settings that can change live. A file with an error
+  // changes nothing. The reply lists what was done (control thread; daemon_reload.cc).
+  nlohmann::json reload();
 
   // One vnetctl request (control thread).
   nlohmann::json handle(const nlohmann::json& req);
@@ -79,6 +102,15 @@ class Daemon {
   nlohmann::json worker_totals_json();
   // set-port NAME worker=K.
   Status move_port(ports::Port* p, size_t worker);
+  // Applies a checked change to a port (set-port, reload) and records it in its spec.
+  Status change_port(ports::Port* p, const PortChange& c);
+  // set-port's request as a PortChange, checked against the port.
+  Result<PortChange> parse_set_port(ports::Port* p, const nlohmann::json& req);
+  PortSpec* spec_of(const std::string& name);
+  // The STATUS= line for the service manager.
+  std::string status_text() const;
+  // reload(): the new file's ports against the running ones.
+  Result<nlohmann::json> apply_file(const FileConfig& next);
 
   DaemonConfig cfg_;
   EventLoop loop_;
@@ -92,6 +124,7 @@ class Daemon {
   UniqueFd signal_fd_;
   std::vector<std::pair<std::string, PortSpec>> specs_;  // by port name, for vnetctl
   uint16_t next_port_id_ = 1;
+  std::set<std::string> file_ports_;  // ports the configuration file owns (reload)
 };
 
 }  // namespace vnet::control

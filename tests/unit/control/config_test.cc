@@ -202,6 +202,34 @@ TEST(Config, BadFilesNameTheProblem) {
   }
 }
 
+// Errors found after parsing (values, unknown fields) name the line of the field, or of
+// the table when the message names no field of it.
+TEST(Config, CheckErrorsNameTheLine) {
+  const BadCase cases[] = {
+      {"[vnetd]\nlog_level = \"info\"\n[[port]]\nname = \"a\"\ntype = \"tap\"\n\nvlan = 5000",
+       "bad.toml: line 7: port[0] (a): field 'vlan' = 5000"},
+      {"[[port]]\nname = \"a\"\ntype = \"tap\"\n[[port]]\nname = \"b\"\ntype = \"tap\"\n"
+       "bogus = 1",
+       "bad.toml: line 7: port[1] (b): unknown field 'bogus'"},
+      {"# comment\n\n[fdb]\nage = 1\nsize = 1", "bad.toml: line 5: [fdb]: field 'size' = 1"},
+      {"[fdb]\nage = 1\n\nswitch = 1", "bad.toml: line 4: [fdb]: unknown field 'switch'"},
+      {"[fdb]\nage = 1\n[switch]\nflood = 1", "bad.toml: line 3: unknown field 'switch'"},
+      {"[fdb]\nage = 1\n[port]\nname = \"a\"", "bad.toml: 'port' must be an array"},
+      {"[metrics]\n\nlisten = \"localhost\"", "bad.toml: line 3: [metrics]: field 'listen'"},
+      {"[[port]]\nname = \"a\"\ntype = \"tap\"\nallowed_macs = [\"x\"]",
+       "bad.toml: line 1: port[0] (a): allowed_macs[0]"},
+      {"[[port]]\nname = \"a\"\ntype = \"vhost-user\"\nsocket = \"/s\"\n"
+       "[[port]]\nname = \"b\"\ntype = \"vhost-user\"\nsocket = \"/s\"",
+       "bad.toml: line 5: port[1] (b): socket /s is used by another port"},
+  };
+  for (const auto& c : cases) {
+    auto cfg = parse_config_toml(c.toml, "bad.toml");
+    ASSERT_FALSE(cfg) << "accepted: " << c.toml;
+    EXPECT_NE(cfg.message().find(c.expect), std::string::npos)
+        << "input: " << c.toml << "\nmessage: " << cfg.message() << "\nexpected: " << c.expect;
+  }
+}
+
 TEST(Config, MissingFile) {
   auto cfg = load_config_file("/nonexistent/vnet.toml");
   ASSERT_FALSE(cfg);
