@@ -20,6 +20,7 @@
 
 namespace vnet::control {
 
+class CaptureSessions;
 class ControlServer;
 class MetricsServer;
 
@@ -78,6 +79,9 @@ class Daemon {
   nlohmann::json worker_totals_json();
   // set-port NAME worker=K.
   Status move_port(ports::Port* p, size_t worker);
+  // "capture": checks the request and compiles its filter; after the reply the
+  // connection carries the pcapng stream (control/capture_sessions.h).
+  nlohmann::json start_capture(const nlohmann::json& req);
 
   DaemonConfig cfg_;
   EventLoop loop_;
@@ -87,6 +91,7 @@ class Daemon {
   std::map<const ports::Port*, std::unique_ptr<dataplane::PortExecutor>> executors_;
   std::vector<std::unique_ptr<ports::Port>> ports_;
   std::unique_ptr<ControlServer> control_;
+  std::unique_ptr<CaptureSessions> captures_;
   std::unique_ptr<MetricsServer> metrics_;
   UniqueFd signal_fd_;
   std::vector<std::pair<std::string, PortSpec>> specs_;  // by port name, for vnetctl
