@@ -212,6 +212,30 @@ def body(s, args):
         raise HarnessError("--count 3: status %d, %r, %d frames" % (rc, err, len(
             tcpdump_lines(f3))))
 
+    # --- the reader goes away (SIGPIPE/EPIPE in vnetctl) ----------------------------------------
+    gone = subprocess.Popen(ctl + ["capture", "tc", "--filter", "icmp", "-w", "-"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    head = subprocess.Popen(["tcpdump", "-c", "2", "-nr", "-"], stdin=gone.stdout,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    gone.stdout.close()
+    for p in (gone, head):
+        s.cleanup.push("capture process", lambda p=p: p.poll() is None and p.kill())
+    wait_until(lambda: captures(vnetd)["active"] == 1, 10.0, interval=0.05,
+               what="the piped capture running")
+    pinger = ns_a.spawn("ping-c", ["ping", "-n", "-i", "0.05", NET + "3"])
+    try:
+        out = head.communicate(timeout=10)[0]
+        rc = gone.wait(timeout=10)
+        err = gone.stderr.read().decode()
+    finally:
+        pinger.stop(5.0)
+    log("tcpdump -c 2 exited; vnetctl: status %d, %s" % (rc, err.strip()))
+    if len(out.splitlines()) != 2 or "dropped by vnetd" not in err:
+        raise HarnessError("capture into a closed pipe: tcpdump %r, vnetctl %d %r"
+                           % (out, rc, err))
+    wait_until(lambda: captures(vnetd)["active"] == 0, 10.0, interval=0.05,
+               what="the piped capture ended")
+
     # --- a reader that does not read ---------------------------------------------------------
     slow = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.cleanup.push("slow reader", slow.close)
@@ -266,10 +290,24 @@ def body(s, args):
                what="no capture left")
     c = captures(vnetd)
     log("capture counters: %s" % c)
-    if c["started"] != 5 or c["ended"] != 5 or c["bad_filters"] != 1:
+    if c["started"] != 6 or c["ended"] != 6 or c["bad_filters"] != 1:
         raise HarnessError("capture counters %s" % c)
     wait_until(lambda: fd_count(pid) == fds_before, 10.0, interval=0.1,
                what="vnetd's fd count back to %d (now %d)" % (fds_before, fd_count(pid)))
+    # --- the port goes while a capture runs -----------------------------------------------------
+    c4 = subprocess.Popen(ctl + ["capture", "tb", "-w", f3], stderr=subprocess.PIPE, text=True)
+    s.cleanup.push("capture process", lambda: c4.poll() is None and c4.kill())
+    wait_until(lambda: captures(vnetd)["active"] == 1, 10.0, interval=0.05,
+               what="the capture of tb running")
+    vnetd.vnetctl("del-port", "tb")
+    rc = c4.wait(timeout=10)
+    err = c4.stderr.read()
+    log("tb removed: vnetctl status %d, %s" % (rc, err.strip()))
+    if rc != 0 or "dropped by vnetd" not in err:
+        raise HarnessError("capture of a removed port: %d %r" % (rc, err))
+
+    if captures(vnetd)["active"] != 0:
+        raise HarnessError("captures left after del-port: %s" % captures(vnetd))
     vnetd.stop_ok()
 
 
