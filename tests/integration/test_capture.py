@@ -12,11 +12,16 @@ network namespace (10.77.0.1, .2, .3). Asserts:
     on tb (tshark: interface name, epb_flags direction; tcpdump -r reads them);
     vnetctl prints "N frames captured, 0 dropped by vnetd" after Ctrl-C;
   - --count 3 ends a capture by itself with exactly 3 frames;
+  - TCP super-frames (TSO through the TAP's offloads) are captured whole, with a
+    packet comment naming GSO and the partial checksum (tshark frame.comment);
+  - `vnetctl capture tc -w - | tcpdump -c 2 -nr -`: when tcpdump exits, vnetctl
+    sees EPIPE, ends the capture and exits 0 with its summary;
   - a reader that never reads while a floods c with UDP: the rings fill and frames
     are dropped (counted in the final Interface Statistics Block), the switch keeps
     forwarding everything a sends to c;
   - after every capture ended: no capture active, vnetd's fd count as before;
-    vnetd exits 0 on SIGTERM.
+    `vnetctl del-port` of a port under capture ends that capture cleanly (statistics
+    and summary); vnetd exits 0 on SIGTERM.
 """
 
 import os
@@ -212,6 +217,27 @@ def body(s, args):
         raise HarnessError("--count 3: status %d, %r, %d frames" % (rc, err, len(
             tcpdump_lines(f3))))
 
+    # --- offload metadata: TSO super-frames from the TAP are captured as they are, marked ----------
+    f4 = s.path("gso.pcapng")
+    s.remove_file_later(f4)
+    c5 = subprocess.Popen(ctl + ["capture", "ta", "--direction", "rx", "--count", "5",
+                                 "--filter", "tcp and greater 3000", "-w", f4],
+                          stderr=subprocess.PIPE, text=True)
+    s.cleanup.push("capture process", lambda: c5.poll() is None and c5.kill())
+    wait_until(lambda: captures(vnetd)["active"] == 1, 10.0, interval=0.05,
+               what="the GSO capture running")
+    ns_c.spawn("iperf3-s", ["iperf3", "-s", "-1", "-B", NET + "3", "-p", "5201"])
+    wait_until(lambda: ":5201" in ns_c.run("ss -ltn")[1], 10.0, interval=0.1,
+               what="iperf3 listening")
+    ns_a.run("iperf3 -c %s3 -p 5201 -t 1 -f m" % NET, check=False, timeout=30)
+    rc = c5.wait(timeout=10)
+    rows = tshark_fields(f4, "frame.len", "frame.comment")
+    log("GSO capture: status %d, %s" % (rc, rows[:3]))
+    if rc != 0 or len(rows) != 5 or not all(
+            "GSO tcpv4" in r[1] and "partial checksum" in r[1] for r in rows if len(r) > 1) \
+            or any(len(r) < 2 for r in rows):
+        raise HarnessError("TSO frames without their offload comment: %s" % rows)
+
     # --- the reader goes away (SIGPIPE/EPIPE in vnetctl) ----------------------------------------
     gone = subprocess.Popen(ctl + ["capture", "tc", "--filter", "icmp", "-w", "-"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -248,7 +274,7 @@ def body(s, args):
         raise HarnessError("slow capture refused: %r" % reply)
     before = vnetd.counters()
     k_before = ns_a.link_stats(ifs[0])
-    n = udp_send(ns_a, NET + "3", 7777, 0, size=1400, seconds=2.0)
+    n = udp_send(ns_a, NET + "3", 7777, 0, size=1400, seconds=1.0)
 
     def delivered():
         c = vnetd.counters()
@@ -290,7 +316,7 @@ def body(s, args):
                what="no capture left")
     c = captures(vnetd)
     log("capture counters: %s" % c)
-    if c["started"] != 6 or c["ended"] != 6 or c["bad_filters"] != 1:
+    if c["started"] != 7 or c["ended"] != 7 or c["bad_filters"] != 1:
         raise HarnessError("capture counters %s" % c)
     wait_until(lambda: fd_count(pid) == fds_before, 10.0, interval=0.1,
                what="vnetd's fd count back to %d (now %d)" % (fds_before, fd_count(pid)))
@@ -314,4 +340,5 @@ def body(s, args):
 if __name__ == "__main__":
     run_test("capture", body,
              prerequisites=[lambda a: require_root(), require_vnetd, require_netns,
-                            lambda a: require_tools("ping", "tcpdump", "tshark", "python3")])
+                            lambda a: require_tools("ping", "tcpdump", "tshark", "python3", "iperf3",
+                                                   "ss")])
