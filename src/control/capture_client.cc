@@ -82,22 +82,8 @@ std::string frame_summary(const std::string& port, uint64_t ts_ns, uint32_t flag
 }
 
 int run_capture(ControlClient& client, const CaptureOptions& opt, int timeout_ms) {
-  nlohmann::json req{{"cmd", "capture"}, {"port", opt.port}, {"direction", opt.direction}};
-  if (!opt.filter.empty()) req["filter"] = opt.filter;
-  if (opt.count) req["count"] = opt.count;
-  auto reply = client.request(req, timeout_ms);
-  if (!reply) {
-    std::cerr << "vnetctl: " << reply.message() << "\n";
-    return 1;
-  }
-  if (!reply->is_object() || reply->value("ok", false) != true) {
-    std::string why = "vnetd did not say ok";
-    if (reply->is_object() && reply->contains("error") && (*reply)["error"].is_string())
-      why = (*reply)["error"];
-    std::cerr << "vnetctl: " << why << "\n";
-    return 1;
-  }
-  // Where the stream goes: a file, stdout, or lines on a terminal.
+  // Where the stream goes: a file, stdout, or lines on a terminal (opened first: a file
+  // that cannot be written starts no capture).
   int out = -1;
   bool raw = true;
   if (opt.write.empty()) {
@@ -111,6 +97,23 @@ int run_capture(ControlClient& client, const CaptureOptions& opt, int timeout_ms
       std::cerr << "vnetctl: " << opt.write << ": " << strerror(errno) << "\n";
       return 1;
     }
+  }
+  nlohmann::json req{{"cmd", "capture"}, {"port", opt.port}, {"direction", opt.direction}};
+  if (!opt.filter.empty()) req["filter"] = opt.filter;
+  if (opt.count) req["count"] = opt.count;
+  auto reply = client.request(req, timeout_ms);
+  if (!reply) {
+    std::cerr << "vnetctl: " << reply.message() << "\n";
+    if (out != STDOUT_FILENO) ::close(out);
+    return 1;
+  }
+  if (!reply->is_object() || reply->value("ok", false) != true) {
+    std::string why = "vnetd did not say ok";
+    if (reply->is_object() && reply->contains("error") && (*reply)["error"].is_string())
+      why = (*reply)["error"];
+    std::cerr << "vnetctl: " << why << "\n";
+    if (out != STDOUT_FILENO) ::close(out);
+    return 1;
   }
   struct sigaction sa {};
   sa.sa_handler = on_signal;
