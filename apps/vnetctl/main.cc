@@ -8,6 +8,7 @@
 
 #include "control/capture_client.h"
 #include "control/control_client.h"
+#include "control/top.h"
 #include "control/version.h"
 
 namespace {
@@ -87,6 +88,20 @@ int main(int argc, char** argv) {
   fdb->add_option("--count", fdb_count, "At most this many entries (default: all)");
   auto* fdb_flush =
       app.add_subcommand("fdb-flush", "Forget every learned address (same as 'fdb flush')");
+  auto* top = app.add_subcommand(
+      "top",
+      "Live rates, redrawn every --interval: per port packets/s, bits/s and drops/s (by "
+      "reason), per worker busy %, CPU %, packets/s, cycles/packet, wake-ups and sleeps. "
+      "q or Ctrl-C quits; with --json one object per line");
+  vnet::control::TopOptions top_opt;
+  top->add_option("--interval,-d", top_opt.interval, "Seconds between screens")
+      ->capture_default_str()
+      ->check(CLI::Range(0.1, 3600.0));
+  top->add_option("--iterations,-n", top_opt.iterations,
+                  "Stop after this many screens (default: until q or Ctrl-C)");
+  top->add_flag("--batch,-b", top_opt.batch,
+                "Print screens one after another instead of redrawing (the default when "
+                "stdout is not a terminal)");
 
   // Port changes. Values are passed through as given; vnetd checks them and names the
   // field it rejects (nothing changes on an error).
@@ -230,6 +245,11 @@ int main(int argc, char** argv) {
   auto client = ControlClient::connect(control, timeout_ms);
   if (!client) return fail(as_json, client.message());
   if (*capture) return vnet::control::run_capture(*client, cap_opt, timeout_ms);
+  if (*top) {
+    top_opt.as_json = as_json;
+    top_opt.timeout_ms = timeout_ms;
+    return vnet::control::run_top(*client, top_opt);
+  }
   if (what == What::kFdb) {
     // In chunks, printed as they come (the --timeout applies to each chunk).
     json filter = json::object();
