@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "control/capture_client.h"
 #include "control/control_client.h"
 #include "control/top.h"
 #include "control/trace.h"
@@ -57,6 +58,22 @@ int main(int argc, char** argv) {
       "workers",
       "Per data-plane worker: CPU, ports it polls, packets, busy and idle cycles, cycles per "
       "packet, wake-ups, sleeps");
+  auto* capture = app.add_subcommand(
+      "capture",
+      "Capture a port's frames as pcapng (-w FILE, -w - for stdout; default: stdout when it "
+      "is not a terminal, else one line per frame). Directions as seen from the port: rx "
+      "(pcapng inbound) are frames the port sent into the switch, tx (outbound) frames the "
+      "switch sent to it. Ctrl-C ends it; the frames captured and dropped (slow reader) are "
+      "printed on stderr");
+  vnet::control::CaptureOptions cap_opt;
+  capture->add_option("PORT", cap_opt.port, "The port")->required();
+  capture->add_option("--direction,-d", cap_opt.direction, "rx, tx or both")
+      ->check(CLI::IsMember({"rx", "tx", "both"}))
+      ->capture_default_str();
+  capture->add_option("--filter,-f", cap_opt.filter,
+                      "A tcpdump filter expression (pcap-filter(7)), applied by vnetd");
+  capture->add_option("--count", cap_opt.count, "Stop after this many frames");
+  capture->add_option("-w", cap_opt.write, "Write pcapng to FILE ('-': standard output)");
   auto* fdb = app.add_subcommand(
       "fdb", "List the forwarding database (MAC VLAN PORT AGE); 'fdb flush' empties it");
   std::string fdb_action;
@@ -281,6 +298,7 @@ int main(int argc, char** argv) {
 
   auto client = ControlClient::connect(control, timeout_ms);
   if (!client) return fail(as_json, client.message());
+  if (*capture) return vnet::control::run_capture(*client, cap_opt, timeout_ms);
   if (*top) {
     top_opt.as_json = as_json;
     top_opt.timeout_ms = timeout_ms;

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -28,6 +29,8 @@ class ControlClient {
 
   const std::string& path() const { return path_; }
   int fd() const { return fd_.get(); }
+  // Bytes that came after the last reply line (a stream that follows the reply).
+  std::string take_buffered() { return std::exchange(buf_, {}); }
 
  private:
   ControlClient(UniqueFd fd, std::string path) : fd_(std::move(fd)), path_(std::move(path)) {}

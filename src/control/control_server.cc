@@ -260,7 +260,7 @@ bool ControlServer::read_client(Client& c) {
 bool ControlServer::process_lines(Client& c) {
   c.more = false;
   size_t handled = 0;
-  while (!c.closing && !c.reply_pending()) {
+  while (!c.closing && !c.reply_pending() && !c.handoff) {
     if (handled == limits_.lines_per_turn) {
       c.more = true;  // the rest in a later turn
       break;
@@ -287,7 +287,10 @@ bool ControlServer::process_lines(Client& c) {
     c.in_off = nl == std::string::npos ? end : nl + 1;
     ++handled;
     if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;  // blank line
+    handoff_ = nullptr;
     queue_reply(c, handle_line(line));
+    c.handoff = std::move(handoff_);
+    handoff_ = nullptr;
     // Usually written at once, and the next line follows; if not, it waits for EPOLLOUT.
     if (!flush_client(c)) return false;
   }
@@ -380,6 +383,16 @@ bool ControlServer::flush_client(Client& c) {
   }
   c.out.clear();
   c.out_off = 0;
+  if (c.handoff) {
+    // The reply is out: the connection is the handler's now.
+    auto take = std::move(c.handoff);
+    const int fd = c.fd.get();
+    loop_.remove(fd);
+    UniqueFd owned = std::move(c.fd);
+    clients_.erase(fd);
+    take(std::move(owned));
+    return false;
+  }
   if (c.out.capacity() > limits_.read_chunk) c.out.shrink_to_fit();  // after a big reply
   if (c.in.empty() && c.in.capacity() > limits_.read_chunk) c.in.shrink_to_fit();
   if (c.closing) {

@@ -89,6 +89,11 @@ class ControlServer {
   const ControlServerCounters& counters() const { return counters_; }
   // Counters as a JSON object, e.g. for a daemon's "counters" reply.
   nlohmann::json counters_json() const;
+  // Only inside the handler: once this request's reply line is written, the connection
+  // leaves the server and `take` owns it (a request that turns its connection into a
+  // stream, as "capture" does). Lines the client sent after the request are dropped.
+  // If the client goes away first, `take` is destroyed without being called.
+  void hand_off(std::function<void(UniqueFd)> take) { handoff_ = std::move(take); }
 
  private:
   struct Client {
@@ -106,6 +111,7 @@ class ControlServer {
     std::chrono::steady_clock::time_point active;    // connected or last request handled
     std::chrono::steady_clock::time_point seen;      // last bytes read or written
     std::chrono::steady_clock::time_point started;   // first byte of the partial line in `in`
+    std::function<void(UniqueFd)> handoff;           // hand_off() of the request being answered
     bool reply_pending() const { return out_off < out.size(); }
   };
 
@@ -149,6 +155,7 @@ class ControlServer {
   ino_t sock_ino_ = 0;
   bool bound_ = false;
   std::unordered_map<int, std::unique_ptr<Client>> clients_;
+  std::function<void(UniqueFd)> handoff_;  // set by the handler through hand_off()
   ControlServerCounters counters_;
 };
 

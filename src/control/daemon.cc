@@ -13,6 +13,7 @@
 
 #include "common/log.h"
 #include "common/tsc.h"
+#include "control/capture_sessions.h"
 #include "control/control_server.h"
 #include "control/metrics_server.h"
 #include "control/policing_config.h"
@@ -31,6 +32,7 @@ Daemon::Daemon(DaemonConfig cfg) : cfg_(std::move(cfg)), pool_(cfg_.workers) {}
 Daemon::~Daemon() {
   metrics_.reset();
   control_.reset();
+  captures_.reset();  // detached from their ports before the ports go
   // Ports end their sessions (which stop their queues on their worker) before the
   // workers go.
   for (auto& p : ports_) pool_.detach(p.get());
@@ -71,6 +73,7 @@ Status Daemon::start() {
       loop_, cfg_.control_path, [this](const json& req) { return handle(req); }, limits);
   if (!server) return server.status();
   control_ = std::move(*server);
+  captures_ = std::make_unique<CaptureSessions>(loop_, pool_);
   if (!cfg_.metrics_listen.empty()) {
     auto metrics =
         MetricsServer::create(loop_, cfg_.metrics_listen, [this] { return metrics_text(); });
@@ -203,6 +206,7 @@ Status Daemon::remove_port(const std::string& name) {
       std::find_if(ports_.begin(), ports_.end(), [&](const auto& p) { return p->name() == name; });
   if (it == ports_.end()) return Status::errorf("no port named {}", short_string(name));
   const ports::Port* gone = it->get();
+  if (captures_) captures_->port_removed(**it);
   pool_.detach(it->get());
   ports_.erase(it);  // ends its session / closes its device
   executors_.erase(gone);
@@ -575,6 +579,41 @@ Status Daemon::change_port(ports::Port* p, const PortChange& c) {
   return Status::ok();
 }
 
+json Daemon::start_capture(const json& req) {
+  auto fail = [](const std::string& why) { return json{{"ok", false}, {"error", why}}; };
+  if (!req.contains("port") || !req["port"].is_string())
+    return fail("capture: missing string field 'port'");
+  const std::string name = req["port"];
+  ports::Port* p = find_port(name);
+  if (!p) return fail("no port named " + short_string(name));
+  CaptureRequest cr;
+  const std::string dir = req.value("direction", std::string("both"));
+  if (dir == "rx")
+    cr.dirs = uint8_t(net::CaptureDir::kRx);
+  else if (dir == "tx")
+    cr.dirs = uint8_t(net::CaptureDir::kTx);
+  else if (dir != "both")
+    return fail("capture: direction must be rx, tx or both, not " + short_string(dir));
+  cr.filter = req.value("filter", std::string());
+  const int64_t count = req.value("count", int64_t(0));
+  if (count < 0) return fail("capture: count must be >= 0");
+  cr.count = uint64_t(count);
+  const int64_t snaplen = req.value("snaplen", int64_t(CaptureRequest::kDefaultSnaplen));
+  if (snaplen < 64 || snaplen > int64_t(CaptureRequest::kDefaultSnaplen))
+    return fail(fmt::format("capture: snaplen must be 64..{}", CaptureRequest::kDefaultSnaplen));
+  cr.snaplen = uint32_t(snaplen);
+  auto cap = captures_->prepare(cr);
+  if (!cap) return fail(cap.message());
+  const uint32_t snap = (*cap)->snaplen();
+  // The port is looked up again once the reply is out: it may be gone by then.
+  control_->hand_off([this, name, cr, c = std::move(*cap)](UniqueFd fd) mutable {
+    if (ports::Port* port = find_port(name))
+      captures_->start(*port, std::move(c), cr, std::move(fd));
+  });
+  return {
+      {"ok", true}, {"port", name}, {"direction", dir}, {"linktype", "EN10MB"}, {"snaplen", snap}};
+}
+
 json Daemon::handle(const json& req) {
   auto fail = [](const std::string& why) { return json{{"ok", false}, {"error", why}}; };
   if (!req.is_object() || !req.contains("cmd") || !req["cmd"].is_string())
@@ -597,6 +636,7 @@ json Daemon::handle(const json& req) {
     json w = worker_totals_json();
     json reply{
         {"ok", true}, {"counters", out}, {"worker", w}, {"control", control_->counters_json()}};
+    if (captures_) reply["captures"] = captures_->counters_json();
     if (metrics_) {
       const auto& mc = metrics_->counters();
       reply["metrics"] = {{"port", metrics_->port()},
@@ -612,6 +652,7 @@ json Daemon::handle(const json& req) {
   }
   if (cmd == "fdb") return fdb_chunk(req);
   if (cmd == "trace") return trace(req);
+  if (cmd == "capture") return start_capture(req);
   if (cmd == "workers") return {{"ok", true}, {"workers", workers_json()}};
   if (cmd == "add-port") {
     if (!req.contains("port")) return fail("add-port: missing \"port\" object");

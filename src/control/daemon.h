@@ -22,6 +22,7 @@
 
 namespace vnet::control {
 
+class CaptureSessions;
 class ControlServer;
 class MetricsServer;
 
@@ -111,6 +112,9 @@ class Daemon {
   std::string status_text() const;
   // reload(): the new file's ports against the running ones.
   Result<nlohmann::json> apply_file(const FileConfig& next);
+  // "capture": checks the request and compiles its filter; after the reply the
+  // connection carries the pcapng stream (control/capture_sessions.h).
+  nlohmann::json start_capture(const nlohmann::json& req);
 
   DaemonConfig cfg_;
   EventLoop loop_;
@@ -120,6 +124,7 @@ class Daemon {
   std::map<const ports::Port*, std::unique_ptr<dataplane::PortExecutor>> executors_;
   std::vector<std::unique_ptr<ports::Port>> ports_;
   std::unique_ptr<ControlServer> control_;
+  std::unique_ptr<CaptureSessions> captures_;
   std::unique_ptr<MetricsServer> metrics_;
   UniqueFd signal_fd_;
   std::vector<std::pair<std::string, PortSpec>> specs_;  // by port name, for vnetctl

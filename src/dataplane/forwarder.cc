@@ -130,6 +130,9 @@ void Forwarder::forward(ports::Port& in, net::Packet* const* pkts, uint32_t n,
   n = std::min(n, net::kBurst);
   net::Packet* const* const received = pkts;
   const uint32_t n_received = n;
+  // Captures see the burst as the port sent it: one test per burst when there is none.
+  if (const net::CaptureSet* cap = in.capture()) [[unlikely]]
+    net::capture_burst(*cap, net::CaptureDir::kRx, pkts, n, capture_producer_, in.vlan());
   // Policing: one test per burst when the port has none.
   net::Packet* kept[net::kBurst];
   bool storm = false;
@@ -249,6 +252,9 @@ void Forwarder::forward(ports::Port& in, net::Packet* const* pkts, uint32_t n,
   for (uint32_t j = 0; j < nports; ++j) {
     OutList& o = out_[j];
     if (o.n == 0) continue;
+    if (const net::CaptureSet* cap = ports[j]->capture()) [[unlikely]]
+      net::capture_burst(*cap, net::CaptureDir::kTx, o.pkts, o.n, capture_producer_,
+                         ports[j]->vlan());
     if (!ports[j]->takes_external()) {
       for (uint32_t k = 0; k < o.n; ++k) net::materialize(*o.pkts[k]);
     }

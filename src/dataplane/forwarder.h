@@ -59,6 +59,8 @@ class Forwarder {
   // Hold each destination's send lock around its send_burst (several workers).
   void set_locked_send(bool on) { locked_send_ = on; }
   bool locked_send() const { return locked_send_; }
+  // Which ring of a capture this forwarder's worker fills (its index in the pool).
+  void set_capture_producer(uint32_t index) { capture_producer_ = index; }
   // The clock of the ports' policers (read once per policed burst): the TSC, whose rate
   // (tsc_hz()) the policers are configured with. Tests give a clock of their own.
   using Clock = uint64_t (*)();
@@ -94,6 +96,7 @@ class Forwarder {
 
   std::shared_ptr<sw::Fdb> fdb_;
   bool locked_send_ = false;
+  uint32_t capture_producer_ = 0;
   Clock policer_clock_ = &read_tsc;
   std::vector<uint32_t> pos_by_id_;  // port id -> position in the worker's port list
   // Per output port (by position in the worker's port list): frames of this burst.

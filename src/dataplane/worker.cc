@@ -39,6 +39,7 @@ Worker::Worker(const WorkerConfig& cfg, std::shared_ptr<sw::Fdb> fdb, bool locke
     : cfg_(cfg), forwarder_(std::move(fdb)), wake_fd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
   if (!wake_fd_) throw std::runtime_error(std::string("eventfd: ") + strerror(errno));
   forwarder_.set_locked_send(locked_send);
+  forwarder_.set_capture_producer(cfg.index);
 }
 
 Worker::~Worker() {

@@ -21,6 +21,7 @@
 #include "common/counter.h"
 #include "common/log.h"
 #include "common/spinlock.h"
+#include "net/capture.h"
 #include "net/drops.h"
 #include "net/packet.h"
 #include "net/vlan.h"
@@ -130,6 +131,12 @@ class Port {
   // Used by the owner worker only; configure it through Worker::run_sync on the owner.
   sw::PortPolicer& policer() { return policer_; }
   const sw::PortPolicer& policer() const { return policer_; }
+  // The captures running on this port (vnetctl capture), nullptr when none: loaded
+  // once per burst by whichever worker receives from or sends to the port. The control
+  // thread publishes a new set and lets every worker finish its burst (WorkerPool::
+  // quiesce) before it frees the old one.
+  const net::CaptureSet* capture() const { return capture_.load(std::memory_order_acquire); }
+  void set_capture(const net::CaptureSet* c) { capture_.store(c, std::memory_order_release); }
 
   // --- worker thread ---
   // Frames from receive queue q (< rx_queues()) into the switch: fills pkts[0..ret).
@@ -199,6 +206,9 @@ class Port {
   std::unique_ptr<net::VlanConfig> vlan_owned_ = std::make_unique<net::VlanConfig>();
   std::unique_ptr<net::VlanConfig> retired_vlan_;
   std::atomic<const net::VlanConfig*> vlan_{vlan_owned_.get()};
+  // Next to vlan_, which the forwarder reads for every burst from and to the port: the
+  // test of capture_ costs no line of its own.
+  std::atomic<const net::CaptureSet*> capture_{nullptr};
   std::vector<uint64_t> allowed_macs_;
   sw::PortPolicer policer_;
   alignas(64) SpinLock tx_lock_;

@@ -574,3 +574,40 @@ TEST_F(ControlServerTest, CountersJson) {
 
 }  // namespace
 }  // namespace vnet::control
+
+namespace vnet::control {
+namespace {
+
+// A request whose handler calls hand_off(): the reply is written, then the connection
+// leaves the server and the handler's function owns it (as "capture" does).
+TEST_F(ControlServerTest, HandOffAfterTheReply) {
+  ControlServer* srv = nullptr;
+  UniqueFd taken;
+  auto s = ControlServer::create(loop_, path_, [&](const json& req) -> json {
+    if (req.value("cmd", "") == "stream")
+      srv->hand_off([&](UniqueFd fd) { taken = std::move(fd); });
+    return {{"ok", true}};
+  });
+  ASSERT_TRUE(s);
+  srv = s->get();
+  RawClient c(loop_, path_);
+  ASSERT_TRUE(c.send_all("{\"cmd\":\"stream\"}\n{\"cmd\":\"ignored\"}\n"));
+  EXPECT_EQ(reply(c)["ok"], true);
+  ASSERT_TRUE(pump_until(loop_, [&] { return bool(taken); }));
+  EXPECT_EQ((*s)->client_count(), 0u);
+  EXPECT_EQ((*s)->counters().requests.get(), 1u);  // the line after it is not handled
+  // The connection is the new owner's: bytes it writes reach the client.
+  ASSERT_EQ(write(taken.get(), "pcapng", 6), 6);
+  char buf[6];
+  ASSERT_TRUE(
+      pump_until(loop_, [&] { return recv(c.fd(), buf, 6, MSG_PEEK | MSG_DONTWAIT) == 6; }));
+  EXPECT_EQ(std::string(buf, 6), "pcapng");
+  // A request without hand_off() leaves the next client as before.
+  RawClient d(loop_, path_);
+  ASSERT_TRUE(d.send_all("{\"cmd\":\"x\"}\n"));
+  EXPECT_EQ(reply(d)["ok"], true);
+  EXPECT_EQ((*s)->client_count(), 1u);
+}
+
+}  // namespace
+}  // namespace vnet::control
