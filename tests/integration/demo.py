@@ -21,6 +21,10 @@ exits 1 with the step and the reason; logs go to BUILD/integration-logs/demo/):
     throughput printed;
   - `vnetctl counters` and `vnetctl fdb`;
   - check that vnetd's counters moved on every port by at least the pings;
+  - `vnetctl capture PORT --filter icmp --count N -w - | tcpdump -nlr -` while a
+    guest pings the host namespace: tcpdump prints exactly the N ICMP frames;
+  - vnetd's Prometheus endpoint (`--metrics-listen`): the per-port packet counts
+    of the demo's own traffic;
   - power the guests off, stop vnetd (it must exit 0 on SIGTERM), delete the
     namespace, remove everything the demo created (and check that it is gone).
 Not a ctest test (its name does not start with test_).
@@ -39,12 +43,14 @@ import subprocess
 import sys
 import time
 import traceback
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from vnet_harness import HarnessError, Session, log, require_root, require_tools  # noqa: E402
 from vnet_harness.guest import GuestImage, QemuGuest, require_guest  # noqa: E402
 from vnet_harness.netns import Netns, require_netns, unique_name  # noqa: E402
+from vnet_harness.procs import wait_until  # noqa: E402
 from vnet_harness.session import Terminated  # noqa: E402
 from vnet_harness.vnetd import PortSpec, TapSpec, Vnetd, require_vnetd  # noqa: E402
 
@@ -167,6 +173,8 @@ class Demo:
         self.iperf_to_host()
         self.show_counters()
         self.check_counters()
+        self.capture()
+        self.metrics()
         self.shut_down()
 
     def prepare_image(self):
@@ -187,7 +195,8 @@ class Demo:
         tap_if = unique_name("d")
         self.tap = TapSpec("tap0", ifname=tap_if, netns=self.netns)
         self.vnetd = Vnetd(self.s, [PortSpec(p) for p in socks] + [self.tap],
-                           log_level=self.args.log_level)
+                           log_level=self.args.log_level,
+                           extra_args=["--metrics-listen", "127.0.0.1:0"])
         out("$ %s" % " ".join(self.vnetd.argv()))
         self.vnetd.start()
         out("vnetd running, pid %d, ports %s, control socket %s"
@@ -285,6 +294,55 @@ class Demo:
         if problems:
             raise DemoError("; ".join(problems))
         out("OK: every port received and sent at least %d frames" % need)
+
+    def capture(self):
+        g = self.endpoints[0]
+        self.step("Capture: %s pings the host namespace while `vnetctl capture %s` streams "
+                  "its ICMP frames as pcapng to tcpdump" % (g.name, g.port))
+        cmd = ("%s --control %s capture %s --filter icmp --count %d -w - | tcpdump -nlr -"
+               % (self.vnetd.vnetctl_binary, self.vnetd.control, g.port, 2 * PING_COUNT))
+        out("$ vnetctl capture %s --filter icmp --count %d -w - | tcpdump -nlr -"
+            % (g.port, 2 * PING_COUNT))
+        cap = subprocess.Popen(cmd, shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+        # Pings start once vnetd has the capture attached.
+        wait_until(lambda: self.vnetd.vnetctl("counters").get("captures", {}).get("active", 0),
+                   10, what="the capture attached")
+        tx, rx, _ = g.ping(HOST_IP, PING_COUNT)
+        try:
+            stdout, stderr = cap.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            cap.kill()
+            stdout, stderr = cap.communicate()
+            raise DemoError("the capture did not end after %d frames: %s" % (2 * PING_COUNT,
+                                                                             stderr))
+        out(indent(stdout.strip()))
+        out(indent(stderr.strip()))
+        icmp = [ln for ln in stdout.splitlines() if "ICMP echo" in ln]
+        if cap.returncode != 0 or len(icmp) != 2 * PING_COUNT or rx != tx:
+            raise DemoError("capture: status %s, %d ICMP lines from tcpdump (want %d), %d/%d "
+                            "replies" % (cap.returncode, len(icmp), 2 * PING_COUNT, rx, tx))
+        out("OK: tcpdump read %d ICMP frames of %s from vnetd's capture" % (len(icmp), g.port))
+
+    def metrics(self):
+        port = self.vnetd.vnetctl("counters").get("metrics", {}).get("port")
+        url = "http://127.0.0.1:%s/metrics" % port
+        self.step("Metrics: vnetd's Prometheus endpoint (%s)" % url)
+        out("$ curl -s %s | grep -E '^vnet_port_(rx|tx)_packets_total'" % url)
+        with urllib.request.urlopen(url, timeout=10) as r:
+            text = r.read().decode()
+        lines = [ln for ln in text.splitlines()
+                 if re.match(r"vnet_port_(rx|tx)_packets_total\{", ln)]
+        out(indent("\n".join(lines)))
+        counters = self.vnetd.counters()
+        for ep in self.endpoints:
+            m = [ln for ln in lines
+                 if ln.startswith('vnet_port_rx_packets_total{port="%s"}' % ep.port)]
+            seen = float(m[0].split()[-1]) if m else -1
+            if seen < counters[ep.port]["rx_packets"] * 0.5 or seen <= 0:
+                raise DemoError("metrics: %s rx_packets %s, vnetctl counters says %d"
+                                % (ep.port, seen, counters[ep.port]["rx_packets"]))
+        out("OK: the metrics count the demo's own traffic on every port")
 
     def shut_down(self):
         self.step("Stop the guests and vnetd")
