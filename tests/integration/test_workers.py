@@ -33,7 +33,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from vnet_harness import HarnessError, log, require_root, run_test  # noqa: E402
 from vnet_harness.procs import wait_until  # noqa: E402
 from vnet_harness.traffic import require_traffic, result_of  # noqa: E402
-from vnet_harness.vnetd import PortSpec, Vnetd, find_program, require_vnetd  # noqa: E402
+from vnet_harness.vnetd import (PortSpec, Vnetd, find_program, require_vnetd,  # noqa: E402
+                                sanitizer_of)
 
 N = 50000
 SIZE = 64
@@ -202,7 +203,11 @@ def body(s, args):
     if got_in != count + 1:
         raise HarnessError("vnetd received %d frames from p0 while it moved, the sender sent %d"
                            % (got_in, count + 1))
-    if lost > MOVE_LOSS_BOUND or lost != nobuf:
+    # Every lost frame is counted. The bound is a timing figure: with vnetd and the
+    # receiver under ThreadSanitizer the receiver posts its buffers several times slower
+    # (19296 of 200000 in one CI run, every one counted), so it is not checked there.
+    bound = None if sanitizer_of(vnetd.proc.pid) else MOVE_LOSS_BOUND
+    if (bound is not None and lost > bound) or lost != nobuf:
         raise HarnessError("moving p0 lost %d frames (bound %d), %d of them counted as "
                            "rx_no_buffers" % (lost, MOVE_LOSS_BOUND, nobuf))
     if r["rx"]["bad_packets"]:
