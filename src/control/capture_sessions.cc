@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "common/log.h"
+#include "common/send_pending.h"
 #include "net/pcapng.h"
 
 namespace vnet::control {
@@ -176,15 +177,7 @@ void CaptureSessions::finish(Session& s) {
 }
 
 bool CaptureSessions::flush(Session& s) {
-  while (s.out_off < s.out.size()) {
-    const ssize_t n = send(s.fd.get(), s.out.data() + s.out_off, s.out.size() - s.out_off,
-                           MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n > 0) {
-      s.out_off += size_t(n);
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+  if (send_pending(s.fd.get(), s.out, s.out_off) == SendState::kFailed) {
     close(s.fd.get());  // the reader went away
     return false;
   }

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common/log.h"
+#include "common/send_pending.h"
 
 namespace vnet::control {
 
@@ -365,19 +366,14 @@ void ControlServer::queue_reply(Client& c, const json& reply) {
 }
 
 bool ControlServer::flush_client(Client& c) {
-  while (c.reply_pending()) {
-    ssize_t n = send(c.fd.get(), c.out.data() + c.out_off, c.out.size() - c.out_off,
-                     MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n > 0) {
-      c.out_off += size_t(n);
-      c.progress = c.seen = std::chrono::steady_clock::now();
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;  // wait for EPOLLOUT
+  const size_t before = c.out_off;
+  const SendState sent = send_pending(c.fd.get(), c.out, c.out_off);
+  if (c.out_off != before) c.progress = c.seen = std::chrono::steady_clock::now();
+  if (sent == SendState::kBlocked) return true;  // wait for EPOLLOUT
+  if (sent == SendState::kFailed) {
     counters_.write_errors.add();
     spdlog::debug("control: client fd {} gone with {} reply bytes unsent: {}", c.fd.get(),
-                  c.out.size() - c.out_off, n < 0 ? strerror(errno) : "short send");
+                  c.out.size() - c.out_off, strerror(errno));
     close_client(c.fd.get());
     return false;
   }

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common/log.h"
+#include "common/send_pending.h"
 
 namespace vnet::control {
 
@@ -237,18 +238,15 @@ void MetricsServer::reply(Client& c, int status, std::string_view reason, std::s
 }
 
 bool MetricsServer::flush(Client& c) {
-  while (c.out_off < c.out.size()) {
-    const ssize_t n = send(c.fd.get(), c.out.data() + c.out_off, c.out.size() - c.out_off,
-                           MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n > 0) {
-      c.out_off += size_t(n);
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
-    counters_.write_errors.add();
-    close_client(c.fd.get());
-    return false;
+  switch (send_pending(c.fd.get(), c.out, c.out_off)) {
+    case SendState::kBlocked:
+      return true;
+    case SendState::kFailed:
+      counters_.write_errors.add();
+      close_client(c.fd.get());
+      return false;
+    case SendState::kDone:
+      break;
   }
   shutdown(c.fd.get(), SHUT_WR);
   close_client(c.fd.get());
