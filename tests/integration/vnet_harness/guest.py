@@ -502,11 +502,15 @@ class QemuGuest:
         rc, out = self.run(cmd, timeout=timeout or (seconds * 10 + 60))
         return parse_iperf3(out, rc, "%s: %s" % (self.name, cmd))
 
+    def send_poweroff(self):
+        """Ask the guest's /init to power off (no answer: the console goes away)."""
+        try:
+            self.proc.send("x %s\n" % b64("poweroff -f"))
+        except (HarnessError, OSError):
+            pass
+
     def poweroff(self, timeout=10.0):
         if self.proc and self.proc.alive():
-            try:
-                self.proc.send("x %s\n" % b64("poweroff -f"))
-            except (HarnessError, OSError):
-                pass
+            self.send_poweroff()
             if self.proc.wait(timeout) is None:
                 self.proc.stop()

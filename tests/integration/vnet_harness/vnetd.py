@@ -290,6 +290,16 @@ class Vnetd:
             return True
         wait_until(ok, timeout, interval=0.2, what="vnetd ports %s connected" % ", ".join(names))
 
+    def expect_connected(self, names, mode, timeout=30.0):
+        """wait_connected(), then each port must be connected in `mode` (server/client)."""
+        self.wait_connected(names, timeout=timeout)
+        info = self.ports_info()
+        for n in names:
+            p = info.get(n)
+            if not p or not p.get("connected") or p.get("mode") != mode:
+                raise HarnessError("vnetd port %s is %s; expected connected, mode %s"
+                                   % (n, p, mode))
+
 
 def sanitizer_of(pid):
     """'asan' or 'tsan' when the process runs with that sanitizer's runtime, else None."""
