@@ -35,7 +35,7 @@ void sample(uint64_t* ns, uint64_t* tsc) {
 }
 
 uint64_t measure() {
-  uint64_t ns0, t0, ns1, t1;
+  uint64_t ns0 = 0, t0 = 0, ns1 = 0, t1 = 0;
   sample(&ns0, &t0);
   timespec nap{0, 20'000'000};
   while (nanosleep(&nap, &nap) != 0) {
