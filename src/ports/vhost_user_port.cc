@@ -155,6 +155,7 @@ Status VhostUserPort::start_queue(uint32_t index, const virtio::QueueConfig& cfg
     q.cfg.event_idx = f & bit(VIRTIO_RING_F_EVENT_IDX);
     q.cfg.indirect = f & bit(VIRTIO_RING_F_INDIRECT_DESC);
     q.cfg.packed = f & bit(VIRTIO_F_RING_PACKED);
+    q.cfg.in_order = f & bit(VIRTIO_F_IN_ORDER);
     q.packed = q.cfg.packed;
     st = q.visit([&](auto& vq) { return vq.start(mem_, q.cfg); });
     if (!st) {

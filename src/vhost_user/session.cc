@@ -453,6 +453,7 @@ Status Session::try_start(uint32_t index) {
   cfg.event_idx = acked_features_ & (1ULL << VIRTIO_RING_F_EVENT_IDX);
   cfg.indirect = acked_features_ & (1ULL << VIRTIO_RING_F_INDIRECT_DESC);
   cfg.packed = acked_features_ & (1ULL << VIRTIO_F_RING_PACKED);
+  cfg.in_order = acked_features_ & (1ULL << VIRTIO_F_IN_ORDER);
   auto kick = r.kick.dup();
   if (!kick) return Status::errorf("ring {}: the kick fd: {}", index, kick.message());
   Status st = backend_.start_queue(index, cfg, std::move(*kick));

@@ -35,6 +35,7 @@ struct QueueConfig {
   bool event_idx = false;  // VIRTIO_RING_F_EVENT_IDX negotiated
   bool indirect = false;   // VIRTIO_RING_F_INDIRECT_DESC negotiated
   bool packed = false;     // VIRTIO_F_RING_PACKED negotiated: a PackedDeviceQueue
+  bool in_order = false;   // VIRTIO_F_IN_ORDER negotiated (the packed ring uses it, 2.8.20)
 };
 
 // One descriptor chain, as host memory pieces. Device-readable pieces come first

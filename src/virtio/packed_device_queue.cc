@@ -11,19 +11,6 @@ namespace vnet::virtio {
 
 namespace {
 
-// Reads a ring descriptor (16-byte aligned, checked at start) once: the word with len,
-// id and flags with acquire (the flags say whether the rest is the driver's to read,
-// 2.8.21.1), then the address.
-inline vring_packed_desc read_ring_desc(const vring_packed_desc* p) {
-  const auto* w = reinterpret_cast<const uint64_t*>(p);
-  const uint64_t b = __atomic_load_n(&w[1], __ATOMIC_ACQUIRE);
-  const uint64_t a = __atomic_load_n(&w[0], __ATOMIC_RELAXED);
-  vring_packed_desc d;
-  std::memcpy(&d.addr, &a, 8);
-  std::memcpy(&d.len, &b, 8);  // len, id, flags
-  return d;
-}
-
 // Reads a descriptor of an indirect table (any alignment) once.
 inline vring_packed_desc read_table_desc(const vring_packed_desc* p) {
   vring_packed_desc d;
@@ -85,6 +72,8 @@ Status PackedDeviceQueue::start(std::shared_ptr<const memory::GuestMemory> mem,
   signalled_valid_ = false;
   event_idx_ = cfg.event_idx;
   indirect_ = cfg.indirect;
+  in_order_ = cfg.in_order;
+  batch_written_ = 0;
   started_ = true;
   return Status::ok();
 }
@@ -113,43 +102,6 @@ uint16_t PackedDeviceQueue::available() {
   if (!started_ || broken_) return 0;
   const uint16_t flags = __atomic_load_n(&desc_[last_avail_].flags, __ATOMIC_ACQUIRE);
   return is_avail(flags, avail_wrap_) ? 1 : 0;
-}
-
-bool PackedDeviceQueue::room_for(uint16_t ndesc) {
-  // Descriptors popped and not yet published: a driver cannot make a descriptor
-  // available again before it saw it used (2.8.21.1), so never more than the ring.
-  auto lin = [this](uint16_t packed) {
-    return uint32_t(packed & ~kWrapBit) + ((packed & kWrapBit) ? size_ : 0u);
-  };
-  uint32_t a = lin(pack(last_avail_, avail_wrap_)), p = lin(published_);
-  const uint32_t held = a >= p ? a - p : a + 2u * size_ - p;
-  if (held + ndesc <= size_) return true;
-  set_broken("more descriptors available than the ring holds (wrap counter lie)");
-  return false;
-}
-
-void PackedDeviceQueue::take(uint16_t ndesc) {
-  last_pop_ = pack(last_avail_, avail_wrap_);
-  staged_[last_avail_].ndesc = ndesc;
-  last_avail_ = uint16_t(last_avail_ + ndesc);
-  if (last_avail_ >= size_) {
-    last_avail_ = uint16_t(last_avail_ - size_);
-    avail_wrap_ = !avail_wrap_;
-  }
-  counters_.chains.add();
-}
-
-bool PackedDeviceQueue::pop_direct(Direct& out) {
-  if (!started_ || broken_) return false;
-  const vring_packed_desc d = read_ring_desc(&desc_[last_avail_]);
-  if (!is_avail(d.flags, avail_wrap_)) return false;
-  if ((d.flags & (VRING_DESC_F_NEXT | VRING_DESC_F_INDIRECT)) || d.len == 0 || d.id >= size_)
-    return false;
-  uint8_t* h = mem_->gpa_to_host(d.addr, d.len);
-  if (!h || !room_for(1)) return false;
-  take(1);
-  out = Direct{h, d.len, d.id, (d.flags & VRING_DESC_F_WRITE) != 0};
-  return true;
 }
 
 PopStatus PackedDeviceQueue::pop(Chain& c) {
@@ -242,6 +194,7 @@ uint16_t PackedDeviceQueue::walk(const vring_packed_desc& first, Chain& c, const
 // Give it back empty and go on (its extent is known): the driver gets its buffer back.
 [[gnu::noinline, gnu::cold]] void PackedDeviceQueue::bad_chain(uint16_t id, const char* why) {
   counters_.bad_chains.add();
+  batch_written_ = 1;  // its id may be out of range: never the batch's id
   VNET_LOG_RL(log_limit(), spdlog::level::warn, "{}: bad descriptor chain (buffer id {}): {}",
               log_label_, id, why);
   push(id, 0);
@@ -251,6 +204,19 @@ void PackedDeviceQueue::publish() {
   if (!started_) return;
   const uint16_t end = pack(used_idx_, used_wrap_);
   if (published_ == end) return;
+  if (in_order_ && batch_written_ == 0) {
+    // 2.8.20: one used descriptor for the batch, where it began, with the id of its last
+    // buffer; the driver frees every buffer up to that one and skips their descriptors.
+    const uint16_t pos = uint16_t(published_ & ~kWrapBit);
+    vring_packed_desc& d = desc_[pos];
+    __atomic_store_n(&d.id, batch_last_id_, __ATOMIC_RELAXED);
+    __atomic_store_n(&d.len, 0u, __ATOMIC_RELAXED);
+    __atomic_store_n(&d.flags, uint16_t((published_ & kWrapBit) ? kAvail | kUsed : 0),
+                     __ATOMIC_RELEASE);
+    published_ = end;
+    return;
+  }
+  batch_written_ = 0;
   // Ids and lengths of every staged element first...
   uint16_t pos = uint16_t(published_ & ~kWrapBit);
   bool wrap = published_ & kWrapBit;

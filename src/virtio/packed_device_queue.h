@@ -73,13 +73,29 @@ class PackedDeviceQueue {
   // Same as DeviceQueue::pop (chain.head is the buffer id).
   PopStatus pop(Chain& c);
   // The next chain when it is one available, direct, non-empty descriptor inside one
-  // region; false with nothing taken otherwise (pop() then decides).
-  bool pop_direct(Direct& d);
+  // region; false with nothing taken otherwise (pop() then decides). Inline: called
+  // once per frame on both sides of a forwarded frame.
+  bool pop_direct(Direct& out) {
+    if (!started_ || broken_) [[unlikely]]
+      return false;
+    const vring_packed_desc d = read_ring_desc(&desc_[last_avail_]);
+    if (!is_avail(d.flags, avail_wrap_)) return false;
+    if ((d.flags & (VRING_DESC_F_NEXT | VRING_DESC_F_INDIRECT)) || d.len == 0 || d.id >= size_)
+      return false;
+    uint8_t* h = mem_->gpa_to_host(d.addr, d.len);
+    if (!h || !room_for(1)) [[unlikely]]
+      return false;
+    take(1);
+    out = Direct{h, d.len, d.id, (d.flags & VRING_DESC_F_WRITE) != 0};
+    return true;
+  }
   // Stages the used element of the oldest popped chain not yet pushed (pop order).
   void push(uint16_t id, uint32_t written) {
     Staged& s = staged_[used_idx_];
     s.id = id;
     s.len = written;
+    batch_written_ |= written;
+    batch_last_id_ = id;
     used_idx_ = uint16_t(used_idx_ + s.ndesc);
     if (used_idx_ >= size_) {
       used_idx_ = uint16_t(used_idx_ - size_);
@@ -88,6 +104,10 @@ class PackedDeviceQueue {
   }
   // Writes every staged element into the ring; the first one's flags go last, with
   // release, so the driver sees the burst at once (2.8.21: used descriptors complete).
+  // With VIRTIO_F_IN_ORDER, a burst in which the device wrote nothing (TX completions)
+  // is one used descriptor at the burst's first position with the last buffer's id
+  // (2.8.20): the driver skips the whole batch, and the ring lines after the first one
+  // are not written back.
   void publish();
   bool should_notify();
   bool should_notify_fenced();
@@ -101,6 +121,7 @@ class PackedDeviceQueue {
   Mark mark() const { return {pack(last_avail_, avail_wrap_), pack(used_idx_, used_wrap_)}; }
   Mark mark_last_pop() const { return {last_pop_, pack(used_idx_, used_wrap_)}; }
   void rewind(const Mark& m) {
+    batch_written_ = 1;  // batch_last_id_ may be a rewound element's: write each one
     last_avail_ = uint16_t(m.last_avail & ~kWrapBit);
     avail_wrap_ = m.last_avail & kWrapBit;
     used_idx_ = uint16_t(m.used_idx & ~kWrapBit);
@@ -125,11 +146,42 @@ class PackedDeviceQueue {
   };
   void set_broken(const char* why);
   void bad_chain(uint16_t id, const char* why);
+  // Reads a ring descriptor (16-byte aligned, checked at start) once: the word with
+  // len, id and flags with acquire (the flags say whether the rest is the driver's to
+  // read, 2.8.21.1), then the address.
+  static vring_packed_desc read_ring_desc(const vring_packed_desc* p) {
+    const auto* w = reinterpret_cast<const uint64_t*>(p);
+    const uint64_t b = __atomic_load_n(&w[1], __ATOMIC_ACQUIRE);
+    const uint64_t a = __atomic_load_n(&w[0], __ATOMIC_RELAXED);
+    vring_packed_desc d;
+    __builtin_memcpy(&d.addr, &a, 8);
+    __builtin_memcpy(&d.len, &b, 8);  // len, id, flags
+    return d;
+  }
   // False (and the queue broken) when taking `ndesc` more descriptors would hold more
   // than the ring unpublished: the driver reused descriptors it never saw used.
-  bool room_for(uint16_t ndesc);
+  bool room_for(uint16_t ndesc) {
+    // Descriptors popped and not yet published: a driver cannot make a descriptor
+    // available again before it saw it used (2.8.21.1), so never more than the ring.
+    const uint32_t a = uint32_t(last_avail_) + (avail_wrap_ ? size_ : 0u);
+    const uint32_t p = uint32_t(published_ & ~kWrapBit) + ((published_ & kWrapBit) ? size_ : 0u);
+    const uint32_t held = a >= p ? a - p : a + 2u * size_ - p;
+    if (held + ndesc <= size_) [[likely]]
+      return true;
+    set_broken("more descriptors available than the ring holds (wrap counter lie)");
+    return false;
+  }
   // Takes the chain of `ndesc` descriptors that starts at last_avail_.
-  void take(uint16_t ndesc);
+  void take(uint16_t ndesc) {
+    last_pop_ = pack(last_avail_, avail_wrap_);
+    staged_[last_avail_].ndesc = ndesc;
+    last_avail_ = uint16_t(last_avail_ + ndesc);
+    if (last_avail_ >= size_) {
+      last_avail_ = uint16_t(last_avail_ - size_);
+      avail_wrap_ = !avail_wrap_;
+    }
+    counters_.chains.add();
+  }
   const char* walk_indirect(const vring_packed_desc& d, Chain& c, uint32_t& nsegs);
   // Walks the chain at last_avail_ whose first descriptor is `first` into `c`. Returns
   // its descriptor count, or 0 when the ring is broken; *why is set for a bad chain.
@@ -151,6 +203,9 @@ class PackedDeviceQueue {
   bool signalled_valid_ = false;
   bool event_idx_ = false;
   bool indirect_ = false;
+  bool in_order_ = false;
+  uint32_t batch_written_ = 0;  // OR of the lengths pushed since the last publish
+  uint16_t batch_last_id_ = 0;  // the id pushed last
   bool started_ = false;
   bool broken_ = false;
   const char* broken_reason_ = "";

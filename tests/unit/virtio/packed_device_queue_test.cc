@@ -172,6 +172,65 @@ TEST_F(PackedQueueTest, BurstIsPublishedAtOnceFirstFlagsLast) {
   EXPECT_FALSE(q_.drv.reap(u));
 }
 
+// VIRTIO_F_IN_ORDER (2.8.20): a burst of TX completions (nothing written) is one used
+// descriptor at the burst's first position with the id of its last buffer; the other
+// descriptors of the burst are left as the driver made them available.
+TEST_F(PackedQueueTest, InOrderBurstOfCompletionsIsOneUsedDescriptor) {
+  ASSERT_TRUE(q_.start(g_, 8, false));
+  q_.cfg.in_order = true;
+  ASSERT_TRUE(q_.dev.start(g_.memory(), q_.cfg).is_ok());
+  Buf b = g_.buf(64);
+  Buf two[2] = {g_.buf(10), g_.buf(10)};
+  int ids[3];
+  ids[0] = q_.drv.add(&b, 1, nullptr, 0);
+  ids[1] = q_.drv.add(two, 2, nullptr, 0);  // positions 1 and 2
+  ids[2] = q_.drv.add(&b, 1, nullptr, 0);   // position 3
+  q_.drv.publish();
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(q_.dev.pop(*c_), PopStatus::kOk);
+    EXPECT_EQ(c_->head, ids[i]);
+    q_.dev.push(c_->head, 0);
+  }
+  q_.dev.publish();
+  const vring_packed_desc* d = q_.drv.desc();
+  EXPECT_EQ(d[0].flags, kAvailF | kUsedF) << "used in the first lap";
+  EXPECT_EQ(d[0].id, ids[2]) << "the id of the batch's last buffer";
+  EXPECT_EQ(d[0].len, 0u);
+  for (int i = 1; i < 4; ++i) EXPECT_EQ(d[i].flags & (kAvailF | kUsedF), kAvailF) << i;
+  EXPECT_EQ(q_.dev.mark().used_idx, 4 | kWrap) << "the device skipped the batch's 4 descriptors";
+
+  // A burst with a written length (RX) is written element by element, as without
+  // IN_ORDER; so is one after a rewind (its last pushed id may have been taken back).
+  Buf in = g_.buf(2048);
+  int rx[2];
+  for (int& id : rx) id = q_.drv.add(nullptr, 0, &in, 1);  // positions 4 and 5
+  q_.drv.publish();
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_EQ(q_.dev.pop(*c_), PopStatus::kOk);
+    q_.dev.push(c_->head, 100 + i);
+  }
+  q_.dev.publish();
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(d[4 + i].flags, kAvailF | kUsedF | VRING_DESC_F_WRITE) << i;
+    EXPECT_EQ(d[4 + i].id, rx[i]);
+    EXPECT_EQ(d[4 + i].len, 100u + i);
+  }
+  int tx[2];
+  for (int& id : tx) id = q_.drv.add(&b, 1, nullptr, 0);  // positions 6 and 7
+  q_.drv.publish();
+  ASSERT_EQ(q_.dev.pop(*c_), PopStatus::kOk);
+  q_.dev.push(c_->head, 0);
+  const auto m = q_.dev.mark();
+  ASSERT_EQ(q_.dev.pop(*c_), PopStatus::kOk);
+  q_.dev.push(c_->head, 0);
+  q_.dev.rewind(m);  // the second one goes back to the ring
+  q_.dev.publish();
+  EXPECT_EQ(d[6].flags, kAvailF | kUsedF);
+  EXPECT_EQ(d[6].id, tx[0]) << "not the rewound push's id " << tx[1];
+  EXPECT_EQ(d[7].flags & (kAvailF | kUsedF), kAvailF) << "still the driver's";
+  EXPECT_FALSE(q_.dev.broken()) << q_.dev.broken_reason();
+}
+
 TEST_F(PackedQueueTest, PopDirectTakesASingleDescriptorChain) {
   ASSERT_TRUE(q_.start(g_, 8, false));
   Buf in = g_.buf(2048);
