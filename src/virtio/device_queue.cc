@@ -164,19 +164,7 @@ uint16_t DeviceQueue::available() {
       return;
     }
   }
-  if (d.flags & VRING_DESC_F_WRITE) {
-    // An RX buffer: own the lines before we write them, except a line that holds only
-    // the first write_kept_ bytes, which the device writes only where they changed
-    // (set_write_kept): that one is read, and stays shared with the driver.
-    const uint8_t* w = p + write_kept_;
-    if ((reinterpret_cast<uintptr_t>(p) ^ reinterpret_cast<uintptr_t>(w)) >= 64)
-      __builtin_prefetch(p, 0, 3);
-    prefetch_for_write(w);
-    prefetch_for_write(w + 63);
-  } else {
-    __builtin_prefetch(p, 0, 3);
-    __builtin_prefetch(p + 64, 0, 3);
-  }
+  prefetch_buffer_lines(p, d.flags & VRING_DESC_F_WRITE, write_kept_);
 }
 
 void DeviceQueue::advance() {

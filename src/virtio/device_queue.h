@@ -15,6 +15,7 @@
 #include <string>
 
 #include "common/counter.h"
+#include "common/cpu.h"
 #include "common/log.h"
 #include "common/result.h"
 #include "memory/guest_memory.h"
@@ -37,6 +38,25 @@ struct QueueConfig {
   bool packed = false;     // VIRTIO_F_RING_PACKED negotiated: a PackedDeviceQueue
   bool in_order = false;   // VIRTIO_F_IN_ORDER negotiated (the packed ring uses it, 2.8.20)
 };
+
+// The look-ahead of both ring layouts: the first two lines of a buffer the device will
+// touch soon. An RX buffer (writable): own the lines before we write them, except a line
+// that holds only the first `write_kept` bytes, which the device writes only where they
+// changed (set_write_kept): that one is read, and stays shared with the driver. A TX
+// buffer: read.
+[[gnu::always_inline]] inline void prefetch_buffer_lines(const uint8_t* p, bool writable,
+                                                         uint32_t write_kept) {
+  if (writable) {
+    const uint8_t* w = p + write_kept;
+    if ((reinterpret_cast<uintptr_t>(p) ^ reinterpret_cast<uintptr_t>(w)) >= 64)
+      __builtin_prefetch(p, 0, 3);
+    prefetch_for_write(w);
+    prefetch_for_write(w + 63);
+  } else {
+    __builtin_prefetch(p, 0, 3);
+    __builtin_prefetch(p + 64, 0, 3);
+  }
+}
 
 // One descriptor chain, as host memory pieces. Device-readable pieces come first
 // (segs[0, n_out)), device-writable ones after (segs[n_out, n_out + n_in)). A

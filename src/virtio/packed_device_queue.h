@@ -30,7 +30,6 @@
 #include <vector>
 
 #include "common/counter.h"
-#include "common/cpu.h"
 #include "common/log.h"
 #include "common/result.h"
 #include "memory/guest_memory.h"
@@ -196,17 +195,7 @@ class PackedDeviceQueue {
     const vring_packed_desc d = read_ring_desc(&desc_[i]);
     if (!is_avail(d.flags, wrap) || (d.flags & (VRING_DESC_F_NEXT | VRING_DESC_F_INDIRECT))) return;
     const uint8_t* p = mem_->gpa_to_host(d.addr, d.len < 128 ? d.len : 128);
-    if (!p) return;
-    if (d.flags & VRING_DESC_F_WRITE) {
-      const uint8_t* w = p + write_kept_;
-      if ((reinterpret_cast<uintptr_t>(p) ^ reinterpret_cast<uintptr_t>(w)) >= 64)
-        __builtin_prefetch(p, 0, 3);
-      prefetch_for_write(w);
-      prefetch_for_write(w + 63);
-    } else {
-      __builtin_prefetch(p, 0, 3);
-      __builtin_prefetch(p + 64, 0, 3);
-    }
+    if (p) prefetch_buffer_lines(p, d.flags & VRING_DESC_F_WRITE, write_kept_);
   }
   // Takes the chain of `ndesc` descriptors that starts at last_avail_.
   void take(uint16_t ndesc) {
