@@ -114,6 +114,7 @@ PopStatus PackedDeviceQueue::pop(Chain& c) {
     const uint16_t n = walk(first, c, &why);
     if (n == 0 || !room_for(n)) return PopStatus::kBroken;
     take(n);
+    look_ahead();
     if (!why) return PopStatus::kOk;
     bad_chain(c.head, why);
   }

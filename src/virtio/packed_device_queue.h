@@ -174,9 +174,10 @@ class PackedDeviceQueue {
     set_broken("more descriptors available than the ring holds (wrap counter lie)");
     return false;
   }
-  // Look-ahead (chains are consumed in ring order): after each direct pop, the
-  // descriptor line kDescAhead positions on, and the buffer of the descriptor kBufAhead
-  // on when it is available (the first two lines: read for TX, owned for RX), start
+  // Look-ahead (chains are consumed in ring order): after each pop, the descriptor line
+  // kDescAhead positions on, and the buffer (or indirect table) of the descriptor
+  // kBufAhead on when it is available (a buffer's first two lines: read for TX, owned
+  // for RX; of a chain, its first descriptor's, or a middle one's), start
   // coming from the driver's core while the frames before them are handled. The
   // descriptor read here is a hint only: pop reads it again.
   static constexpr uint16_t kDescAhead = 24;
@@ -193,9 +194,13 @@ class PackedDeviceQueue {
       wrap = !wrap;
     }
     const vring_packed_desc d = read_ring_desc(&desc_[i]);
-    if (!is_avail(d.flags, wrap) || (d.flags & (VRING_DESC_F_NEXT | VRING_DESC_F_INDIRECT))) return;
+    if (!is_avail(d.flags, wrap)) return;
     const uint8_t* p = mem_->gpa_to_host(d.addr, d.len < 128 ? d.len : 128);
-    if (p) prefetch_buffer_lines(p, d.flags & VRING_DESC_F_WRITE, write_kept_);
+    if (!p) return;
+    if (d.flags & VRING_DESC_F_INDIRECT)
+      __builtin_prefetch(p, 0, 3);  // the table; its buffers come when it is walked
+    else
+      prefetch_buffer_lines(p, d.flags & VRING_DESC_F_WRITE, write_kept_);
   }
   // Takes the chain of `ndesc` descriptors that starts at last_avail_.
   void take(uint16_t ndesc) {
