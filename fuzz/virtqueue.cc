@@ -3,7 +3,9 @@
 // and the virtio-net TX/RX paths over it (src/net/virtio_net_queue) against guest memory
 // whose every byte, and every change of it during the run, the input chooses. For a
 // packed ring the three ring addresses are the descriptor ring and the driver and
-// device event suppression areas, and the base carries the wrap counter in bit 15.
+// device event suppression areas, and the base carries the wrap counter in bit 15. The
+// top bit of the configuration's VLAN word (a VLAN id has 12) negotiates IN_ORDER (the
+// packed ring then publishes a burst of completions as one used descriptor).
 //
 // Input: a 20-byte configuration (queue size, features, ring placement, region sizes and
 // layout, offload caps), a count of operations and the operations (8 bytes each), then
@@ -394,6 +396,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   cfg.size = qsize;
   cfg.event_idx = flags & 1;
   cfg.indirect = flags & 2;
+  cfg.in_order = vlan & 0x8000;
   cfg.desc_addr = ring_addr(desc_off);
   cfg.avail_addr = ring_addr(avail_off);
   cfg.used_addr = ring_addr(used_off);
