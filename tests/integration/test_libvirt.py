@@ -109,8 +109,6 @@ def run_variant(s, image, mode):
         v = Vnetd(s, [], extra_args=["--config", conf], name="vnetd-%s-%s" % (mode, tag))
         v.start()
         if not client:
-            for p in socks:
-                s.remove_file_later(p)
             wait_until(lambda: all(os.path.exists(p) for p in socks), 10,
                        what="vnetd's vhost-user sockets")
         return v

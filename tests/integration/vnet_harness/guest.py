@@ -356,10 +356,8 @@ class QemuGuest:
         self.boot_seconds = None
         self._seq = 0
 
-    def argv(self):
-        chardev = "socket,id=c0,path=%s" % self.socket
-        if self.server:
-            chardev += ",server=on,wait=off"
+    def kernel_append(self):
+        """The guest kernel's command line: the console and what /init reads (vnet.*)."""
         append = "console=ttyS0 panic=-1 quiet vnet.mode=%s" % self.mode
         if self.ip:
             append += " vnet.ip=%s" % self.ip
@@ -367,6 +365,13 @@ class QemuGuest:
             append += " vnet.cmd=%s" % b64(self.oneshot_script or "true")
         if self.extra_append:
             append += " " + self.extra_append
+        return append
+
+    def argv(self):
+        chardev = "socket,id=c0,path=%s" % self.socket
+        if self.server:
+            chardev += ",server=on,wait=off"
+        append = self.kernel_append()
         device = "virtio-net-pci,netdev=n0,vectors=0,mac=%s" % self.mac
         netdev = "vhost-user,id=n0,chardev=c0"
         if self.queues > 1:

@@ -127,7 +127,7 @@ def shared_dir(session, name):
     return d
 
 
-def domain_xml(name, image, kernel, initrd, append, mac, vhost_socket, vhost_mode,
+def domain_xml(name, kernel, initrd, append, mac, vhost_socket, vhost_mode,
                console_socket, mem_mb=256, reconnect=None, nova=False):
     """A transient domain: direct kernel boot, memfd guest RAM shared with the vhost-user
     back end, one virtio-net interface of type vhostuser, the serial console on a Unix
@@ -220,9 +220,6 @@ class LibvirtGuest(QemuGuest):
         self.nova = nova
         self.xml = None
 
-    def append_line(self):
-        return "console=ttyS0 panic=-1 quiet vnet.mode=serve vnet.ip=%s" % self.ip
-
     def start(self):
         # Kernel and initramfs copied where QEMU's user can read them (the build tree may
         # be under a private home directory).
@@ -238,7 +235,7 @@ class LibvirtGuest(QemuGuest):
                                        stdin_pipe=True, stop_timeout=3.0)
         wait_until(lambda: os.path.exists(console) or not self.proc.alive(), 10,
                    what="console socket of " + self.name)
-        self.xml = domain_xml(self.name, self.image, kernel, initrd, self.append_line(),
+        self.xml = domain_xml(self.name, kernel, initrd, self.kernel_append(),
                               self.mac, self.socket, self.vhost_mode, console,
                               reconnect=self.reconnect, nova=self.nova)
         path = os.path.join(self.workdir, "%s.xml" % self.name)
