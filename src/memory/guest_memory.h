@@ -80,6 +80,20 @@ class GuestMemory {
   size_t gpa_to_iov(uint64_t gpa, uint64_t len, iovec* out, size_t max) const;
   // Host pointer for a front-end virtual address range inside one region, else nullptr.
   uint8_t* uva_to_host(uint64_t uva, uint64_t len) const;
+  // The guest physical address of host range [p, p + len) when it lies in one region
+  // (dirty logging: the data path writes through host pointers it translated).
+  bool host_to_gpa(const void* p, uint64_t len, uint64_t* gpa) const {
+    const auto a = reinterpret_cast<uintptr_t>(p);
+    for (const Span& s : spans_) {
+      const uintptr_t off = a - reinterpret_cast<uintptr_t>(s.host);
+      if (off < s.size) {
+        if (len > s.size - off) return false;
+        *gpa = s.gpa + off;
+        return true;
+      }
+    }
+    return false;
+  }
 
   const RegionList& regions() const { return regions_; }
   size_t size() const { return regions_.size(); }

@@ -261,10 +261,22 @@ struct FrameView {
   FrameView(const FrameView&) = delete;  // pieces point into the object
 };
 
+// Live migration (kLog: the queue is logging()): the first `len` bytes of an RX chain's
+// writable pieces, which were just written, marked in the dirty log before the used
+// element that hands them to the driver is published.
+template <class Q>
+inline void log_iov(const Q& q, const iovec* segs, uint32_t n, uint64_t len) {
+  for (uint32_t i = 0; i < n && len; ++i) {
+    const uint64_t k = std::min<uint64_t>(segs[i].iov_len, len);
+    q.log_write(segs[i].iov_base, k);
+    len -= k;
+  }
+}
+
 // The usual case of rx_one() and rx_mergeable(): a frame in one piece into the next
 // chain, when the look-ahead found it to be one writable buffer that holds the header
 // and the frame. False, with nothing taken, otherwise.
-template <class Q>
+template <bool kLog, class Q>
 inline bool rx_direct(Q& q, uint32_t hdr_len, const FrameView& p) {
   if (p.n != 1) return false;
   typename Q::Direct d;
@@ -276,14 +288,15 @@ inline bool rx_direct(Q& q, uint32_t hdr_len, const FrameView& p) {
   }
   put_net_hdr(d.host, &p.hdr, hdr_len);
   copy_frame_bytes(d.host + hdr_len, p.piece[0].iov_base, p.len);
+  if constexpr (kLog) q.log_write(d.host, need);
   q.push(d.head, uint32_t(need));
   return true;
 }
 
 // One frame into one chain (no mergeable buffers). False if no buffer fits.
-template <class Q>
+template <bool kLog, class Q>
 bool rx_one(Q& q, virtio::Chain& c, uint32_t hdr_len, const FrameView& p, DropCounters& drops) {
-  if (rx_direct(q, hdr_len, p)) [[likely]]
+  if (rx_direct<kLog>(q, hdr_len, p)) [[likely]]
     return true;
   if (q.pop(c) != virtio::PopStatus::kOk) {
     drops.add(q.broken() ? Drop::kQueueBroken : Drop::kRxNoBuffers);
@@ -303,15 +316,16 @@ bool rx_one(Q& q, virtio::Chain& c, uint32_t hdr_len, const FrameView& p, DropCo
     put_net_hdr(c.in_segs(), c.n_in, &p.hdr, hdr_len);
     iov_to_iov(p.piece, p.n, 0, c.in_segs(), c.n_in, hdr_len, p.len);
   }
+  if constexpr (kLog) log_iov(q, c.in_segs(), c.n_in, hdr_len + p.len);
   q.push(c.head, uint32_t(hdr_len + p.len));
   return true;
 }
 
 // One frame across as many chains as it needs (5.1.6.3.2, VIRTIO_NET_F_MRG_RXBUF).
-template <class Q>
+template <bool kLog, class Q>
 bool rx_mergeable(Q& q, virtio::Chain& c, uint32_t hdr_len, const FrameView& p,
                   DropCounters& drops) {
-  if (rx_direct(q, hdr_len, p)) [[likely]]
+  if (rx_direct<kLog>(q, hdr_len, p)) [[likely]]
     return true;
   typename Q::Mark mark{};
   const uint64_t need = uint64_t(hdr_len) + p.len;
@@ -340,6 +354,7 @@ bool rx_mergeable(Q& q, virtio::Chain& c, uint32_t hdr_len, const FrameView& p,
         auto* dst = static_cast<uint8_t*>(c.in_segs()[0].iov_base);
         put_net_hdr(dst, &h, hdr_len);
         copy_frame_bytes(dst + hdr_len, p.piece[0].iov_base, p.len);
+        if constexpr (kLog) q.log_write(dst, need);
         q.push(c.head, uint32_t(need));
         return true;
       }
@@ -353,19 +368,21 @@ bool rx_mergeable(Q& q, virtio::Chain& c, uint32_t hdr_len, const FrameView& p,
     uint64_t chunk = std::min<uint64_t>(room, need - done);
     iov_to_iov(p.piece, p.n, done - hdr_len, c.in_segs(), c.n_in, skip, chunk);
     done += chunk;
+    if constexpr (kLog) log_iov(q, c.in_segs(), c.n_in, skip + chunk);
     q.push(c.head, uint32_t(skip + chunk));
     ++num_buffers;
   }
   if (num_buffers > 1) {
     h.num_buffers = num_buffers;
     buf_to_iov(&h, hdr_len, hdr_iov, hdr_iov_n, 0);
+    if constexpr (kLog) log_iov(q, hdr_iov, uint32_t(hdr_iov_n), hdr_len);
   }
   return true;
 }
 
 // always_inline: the split instantiation then compiles to exactly the code rx_enqueue
 // had before it was a template (checked with objdump at -O3).
-template <class Q>
+template <bool kLog, class Q>
 [[gnu::always_inline]] inline uint32_t rx_enqueue_impl(Q& q, virtio::Chain& c, uint32_t hdr_len,
                                                        bool mergeable, const OffloadCaps& dst,
                                                        const VlanConfig& vlan, Packet* const* pkts,
@@ -375,7 +392,8 @@ template <class Q>
   const uint16_t used_start = q.mark().used_idx;
   for (uint32_t i = 0; i < n; ++i) {
     const FrameView f(*pkts[i], vlan.egress_tag(pkts[i]->vlan), dst);
-    bool ok = mergeable ? rx_mergeable(q, c, hdr_len, f, drops) : rx_one(q, c, hdr_len, f, drops);
+    bool ok = mergeable ? rx_mergeable<kLog>(q, c, hdr_len, f, drops)
+                        : rx_one<kLog>(q, c, hdr_len, f, drops);
     if (ok) {
       ++sent;
       *bytes += f.len;
@@ -386,6 +404,28 @@ template <class Q>
   }
   if (q.mark().used_idx != used_start) q.publish();
   return sent;
+}
+
+// rx_enqueue_impl while the queue is logging() (live migration): out of line, so the
+// usual path pays one branch per burst for it.
+template <class Q>
+[[gnu::noinline, gnu::cold]] uint32_t rx_enqueue_logged(Q& q, virtio::Chain& c, uint32_t hdr_len,
+                                                        bool mergeable, const OffloadCaps& dst,
+                                                        const VlanConfig& vlan, Packet* const* pkts,
+                                                        uint32_t n, DropCounters& drops,
+                                                        uint64_t* bytes) {
+  return rx_enqueue_impl<true>(q, c, hdr_len, mergeable, dst, vlan, pkts, n, drops, bytes);
+}
+
+template <class Q>
+[[gnu::always_inline]] inline uint32_t rx_enqueue_any(Q& q, virtio::Chain& c, uint32_t hdr_len,
+                                                      bool mergeable, const OffloadCaps& dst,
+                                                      const VlanConfig& vlan, Packet* const* pkts,
+                                                      uint32_t n, DropCounters& drops,
+                                                      uint64_t* bytes) {
+  if (q.logging()) [[unlikely]]
+    return rx_enqueue_logged(q, c, hdr_len, mergeable, dst, vlan, pkts, n, drops, bytes);
+  return rx_enqueue_impl<false>(q, c, hdr_len, mergeable, dst, vlan, pkts, n, drops, bytes);
 }
 
 }  // namespace

@@ -18,7 +18,7 @@ template <>
 uint32_t rx_enqueue(virtio::PackedDeviceQueue& q, virtio::Chain& c, uint32_t hdr_len,
                     bool mergeable, const OffloadCaps& dst, const VlanConfig& vlan,
                     Packet* const* pkts, uint32_t n, DropCounters& drops, uint64_t* bytes) {
-  return rx_enqueue_impl(q, c, hdr_len, mergeable, dst, vlan, pkts, n, drops, bytes);
+  return rx_enqueue_any(q, c, hdr_len, mergeable, dst, vlan, pkts, n, drops, bytes);
 }
 
 }  // namespace vnet::net

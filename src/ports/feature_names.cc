@@ -2,8 +2,8 @@
 #include "ports/feature_names.h"
 
 #include <linux/virtio_config.h>
-#include "virtio/net_uapi.h"
 #include <linux/virtio_ring.h>
+#include "virtio/net_uapi.h"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -39,6 +39,7 @@ constexpr Name kNames[] = {
     {VIRTIO_NET_F_MQ, "MQ"},
     {VIRTIO_NET_F_CTRL_MAC_ADDR, "CTRL_MAC_ADDR"},
     {24, "NOTIFY_ON_EMPTY"},
+    {26, "LOG_ALL"},
     {27, "ANY_LAYOUT"},
     {VIRTIO_RING_F_INDIRECT_DESC, "INDIRECT_DESC"},
     {VIRTIO_RING_F_EVENT_IDX, "EVENT_IDX"},

@@ -9,10 +9,14 @@
 #include "virtio/net_uapi.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string_view>
 
 #include "net/flow_hash.h"
 #include "net/virtio_net_queue.h"
 #include "ports/feature_names.h"
+#include "switch/mac.h"
 
 namespace vnet::ports {
 
@@ -22,8 +26,10 @@ constexpr uint64_t bit(unsigned b) {
 }
 constexpr uint64_t kProtocolFeaturesBit = bit(30);  // VHOST_USER_F_PROTOCOL_FEATURES
 // vhost-user protocol features (docs/interop/vhost-user.rst, "Protocol features").
-constexpr uint64_t kProtoMq = bit(0), kProtoReplyAck = bit(3), kProtoNetMtu = bit(4),
+constexpr uint64_t kProtoMq = bit(0), kProtoLogShmfd = bit(1), kProtoRarp = bit(2),
+                   kProtoReplyAck = bit(3), kProtoNetMtu = bit(4),
                    kProtoConfigureMemSlots = bit(15), kProtoStatus = bit(16);
+constexpr uint64_t kLogAll = bit(26);  // VHOST_F_LOG_ALL
 // Offloads both ways (5.1.3): the switch finishes checksums and segments in software
 // for destinations that did not negotiate them.
 constexpr uint64_t kOffloadFeatures =
@@ -32,6 +38,11 @@ constexpr uint64_t kOffloadFeatures =
     bit(VIRTIO_NET_F_GUEST_TSO6) | bit(VIRTIO_NET_F_GUEST_ECN) | bit(VIRTIO_NET_F_HOST_USO) |
     bit(VIRTIO_NET_F_GUEST_USO4) | bit(VIRTIO_NET_F_GUEST_USO6);
 }  // namespace
+
+bool VhostUserPort::skip_dirty_log_knob() {
+  const char* v = std::getenv("VNET_TEST_SKIP_DIRTY_LOG");
+  return v && std::string_view(v) == "1";
+}
 
 namespace {
 uint32_t clamp_pairs(uint32_t n) {
@@ -80,24 +91,36 @@ uint64_t VhostUserPort::device_features() const {
   // GET_QUEUE_NUM and turns pairs on and off with SET_VRING_ENABLE (its control queue,
   // VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, never reaches the back end).
   // VIRTIO_F_RING_PACKED: each queue then runs a PackedDeviceQueue (virtio 1.2 2.8).
+  // VHOST_F_LOG_ALL (with the LOG_SHMFD protocol feature): live migration, the dirty
+  // log marked while the front end asks for it. VIRTIO_NET_F_GUEST_ANNOUNCE: the guest
+  // announces itself after a migration (its control queue is the front end's); for one
+  // that does not, the front end sends SEND_RARP (the RARP protocol feature).
   return bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_MRG_RXBUF) | bit(VIRTIO_RING_F_EVENT_IDX) |
          bit(VIRTIO_RING_F_INDIRECT_DESC) | bit(VIRTIO_F_IN_ORDER) | bit(VIRTIO_NET_F_MTU) |
          bit(VIRTIO_F_RING_PACKED) | (pairs_ > 1 ? bit(VIRTIO_NET_F_MQ) : 0) | kOffloadFeatures |
-         kProtocolFeaturesBit;
+         bit(VIRTIO_NET_F_GUEST_ANNOUNCE) | kLogAll | kProtocolFeaturesBit;
 }
 
 uint64_t VhostUserPort::protocol_features() const {
-  return kProtoMq | kProtoReplyAck | kProtoNetMtu | kProtoConfigureMemSlots | kProtoStatus;
+  return kProtoMq | kProtoLogShmfd | kProtoRarp | kProtoReplyAck | kProtoNetMtu |
+         kProtoConfigureMemSlots | kProtoStatus;
 }
 
 Status VhostUserPort::set_features(uint64_t features) {
+  const bool was_logging = features_.load(std::memory_order_relaxed) & kLogAll;
   worker_.run_sync([&] {
     hdr_len_ = net::net_hdr_len(features);
     mergeable_ = features & bit(VIRTIO_NET_F_MRG_RXBUF);
     tx_caps_ = net::guest_tx_caps(features);
     rx_caps_ = net::guest_rx_caps(features);
+    log_all_ = features & kLogAll;
+    apply_dirty_log();
   });
   features_.store(features, std::memory_order_relaxed);
+  if (bool(features & kLogAll) != was_logging)
+    VNET_LOG_RL(log_limits().session, spdlog::level::info, "port {}: dirty page logging {}{}",
+                name(), was_logging ? "off" : "on",
+                was_logging || log_buffers_ ? "" : " (test knob: RX buffers left unmarked)");
   VNET_LOG_RL(log_limits().session, spdlog::level::info, "port {}: features {}", name(),
               join_feature_names(features));
   return Status::ok();
@@ -109,6 +132,48 @@ Status VhostUserPort::set_mtu(uint32_t mtu) {
   mtu_.store(mtu, std::memory_order_relaxed);
   VNET_LOG_RL(log_limits().session, spdlog::level::info, "port {}: front end set MTU {}", name(),
               mtu);
+  return Status::ok();
+}
+
+void VhostUserPort::apply_dirty_log() {
+  memory::DirtyLog* log = log_all_ ? dirty_log_.get() : nullptr;
+  for (uint32_t i = 0; i < num_queues_; ++i) {
+    queues_[i].vq.set_dirty_log(log, log_buffers_);
+    queues_[i].pvq.set_dirty_log(log, log_buffers_);
+  }
+}
+
+Status VhostUserPort::set_log(std::shared_ptr<memory::DirtyLog> log) {
+  std::shared_ptr<memory::DirtyLog> old;
+  control_log_ = log;
+  worker_.run_sync([&] {
+    // Between bursts: no queue is marking; the old log is unmapped here, after.
+    old = std::move(dirty_log_);
+    dirty_log_ = std::move(log);
+    apply_dirty_log();
+  });
+  if (old && old->beyond())
+    VNET_LOG_RL(log_limits().bad_input, spdlog::level::warn,
+                "port {}: {} page marks fell past the end of the previous dirty log", name(),
+                old->beyond());
+  if (old) log_beyond_.fetch_add(old->beyond(), std::memory_order_relaxed);
+  return Status::ok();
+}
+
+Status VhostUserPort::send_rarp(const uint8_t (&mac)[6]) {
+  const sw::Mac m = sw::Mac::from_bytes(mac);
+  if (m.is_multicast() || m.is_zero()) {
+    // Not worth the session: nothing is sent, the front end is told so in the log.
+    VNET_LOG_RL(log_limits().bad_input, spdlog::level::warn,
+                "port {}: SEND_RARP for {} ignored: not a unicast address", name(), m.to_string());
+    return Status::ok();
+  }
+  worker_.run_sync([&] {
+    std::memcpy(rarp_mac_, mac, sizeof(rarp_mac_));
+    rarp_pending_ = true;
+  });
+  VNET_LOG_RL(log_limits().session, spdlog::level::info,
+              "port {}: front end asked for a RARP announcement of {}", name(), m.to_string());
   return Status::ok();
 }
 
@@ -249,6 +314,11 @@ void VhostUserPort::reset() {
       q.cfg = {};
     }
     mem_.reset();
+    log_all_ = false;
+    rarp_pending_ = false;
+    if (dirty_log_) log_beyond_.fetch_add(dirty_log_->beyond(), std::memory_order_relaxed);
+    dirty_log_.reset();
+    apply_dirty_log();
     for (uint32_t p = 0; p < pairs_; ++p) tx_scratch_[p].deferred.n = 0;
     steering_.clear();
     update_queue_state();
@@ -257,6 +327,7 @@ void VhostUserPort::reset() {
     tx_caps_ = rx_caps_ = {};
     worker_.wait_fds_changed();
   });
+  control_log_.reset();
   features_.store(0, std::memory_order_relaxed);
 }
 
@@ -299,7 +370,36 @@ void VhostUserPort::check_broken(Queue& q, uint32_t index) {
               q.visit([](auto& vq) { return vq.broken_reason(); }));
 }
 
+// A RARP request (RFC 903, "request reverse", as QEMU's announce_self builds it) from
+// `mac`, broadcast: the switch learns the MAC on this port and floods it.
+void VhostUserPort::build_rarp(net::Packet& p) const {
+  p.vhdr = {};
+  p.vlan = 0;
+  p.tail_n = 0;
+  p.head = 0;
+  uint8_t* d = p.data;
+  std::memset(d, 0, 60);
+  std::memset(d, 0xff, 6);
+  std::memcpy(d + 6, rarp_mac_, 6);
+  d[12] = 0x80, d[13] = 0x35;         // ETH_P_RARP
+  d[14] = 0x00, d[15] = 0x01;         // hardware: Ethernet
+  d[16] = 0x08, d[17] = 0x00;         // protocol: IPv4
+  d[18] = 6, d[19] = 4;               // address lengths
+  d[20] = 0x00, d[21] = 0x03;         // request reverse
+  std::memcpy(d + 22, rarp_mac_, 6);  // sender hardware address
+  std::memcpy(d + 32, rarp_mac_, 6);  // target hardware address
+  p.len = 60;
+}
+
 uint32_t VhostUserPort::receive_burst(net::Packet* const* pkts, uint32_t max, uint32_t pair) {
+  if (rarp_pending_ && pair == 0 && max > 0) [[unlikely]] {
+    // SEND_RARP: the announcement enters the switch as if the guest had sent it.
+    rarp_pending_ = false;
+    build_rarp(*pkts[0]);
+    queue_counters(0).rx_packets.add();
+    queue_counters(0).rx_bytes.add(pkts[0]->len);
+    return 1;
+  }
   Queue& q = queues_[2 * pair + 1];
   if (!q.active()) return 0;
   TxScratch& s = tx_scratch_[pair];
@@ -450,6 +550,11 @@ PortInfo VhostUserPort::info() const {
   i.extra.emplace_back("rx_bad_chains", bad_chains[0]);
   i.extra.emplace_back("tx_bad_chains", bad_chains[1]);
   i.extra.emplace_back("queue_pairs", pairs_);
+  // Live migration: whether the front end has the dirty log on, and marks that fell past
+  // the end of a log it sized too small.
+  i.extra.emplace_back("dirty_logging", (f & kLogAll) ? 1 : 0);
+  i.extra.emplace_back("dirty_log_beyond", log_beyond_.load(std::memory_order_relaxed) +
+                                               (control_log_ ? control_log_->beyond() : 0));
   static const char* const kStates[4] = {"off", "rx-only", "tx-only", "active"};
   for (uint32_t p = 0; p < pairs_; ++p)
     i.queue_states.emplace_back(kStates[pair_state_[p].load(std::memory_order_relaxed) & 3]);

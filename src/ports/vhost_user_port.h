@@ -56,6 +56,8 @@ class VhostUserPort : public Port, public vhost_user::Backend {
   void set_enabled(uint32_t index, bool enabled) override;
   void reset() override;
   Status set_mtu(uint32_t mtu) override;
+  Status set_log(std::shared_ptr<memory::DirtyLog> log) override;
+  Status send_rarp(const uint8_t (&mac)[6]) override;
 
   // Port (worker thread)
   uint32_t receive_burst(net::Packet* const* pkts, uint32_t max, uint32_t pair = 0) override;
@@ -115,6 +117,9 @@ class VhostUserPort : public Port, public vhost_user::Backend {
   // After a control change (on the worker, under the send lock): which receiveqs take
   // frames, and the per-pair state info() shows.
   void update_queue_state();
+  // (worker) Gives every queue the dirty log while VHOST_F_LOG_ALL is on, else none.
+  void apply_dirty_log();
+  void build_rarp(net::Packet& p) const;
 
   VhostUserPortConfig cfg_;
   Executor& worker_;
@@ -136,6 +141,19 @@ class VhostUserPort : public Port, public vhost_user::Backend {
   // The send side's scratch chain (one sender at a time, under the send lock).
   virtio::Chain rx_chain_;
   bool notify_listed_ = false;  // on the worker's notify list this round
+  // Live migration (worker-owned): the front end's log (SET_LOG_BASE) and whether
+  // VHOST_F_LOG_ALL is negotiated; the queues mark only with both.
+  std::shared_ptr<memory::DirtyLog> dirty_log_;
+  bool log_all_ = false;
+  // False only under the test knob VNET_TEST_SKIP_DIRTY_LOG=1: RX buffers unmarked.
+  const bool log_buffers_ = !skip_dirty_log_knob();
+  static bool skip_dirty_log_knob();
+  std::atomic<uint64_t> log_beyond_{0};  // marks past the end of logs that are gone
+  // The same log as dirty_log_, for info() on the control thread (set_log, reset).
+  std::shared_ptr<memory::DirtyLog> control_log_;
+  // SEND_RARP waiting for the next receive_burst of pair 0 (worker-owned).
+  bool rarp_pending_ = false;
+  uint8_t rarp_mac_[6] = {};
 
   std::atomic<uint64_t> features_{0};  // negotiated; read by info()
   std::atomic<uint32_t> mtu_{0};       // from NET_SET_MTU (0: not sent)

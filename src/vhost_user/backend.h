@@ -11,6 +11,7 @@
 
 #include "common/frontend_fd.h"
 #include "common/result.h"
+#include "memory/dirty_log.h"
 #include "memory/guest_memory.h"
 #include "virtio/device_queue.h"
 
@@ -44,6 +45,16 @@ class Backend {
   virtual void set_enabled(uint32_t index, bool enabled) = 0;
   // NET_SET_MTU (only when the MTU protocol feature was offered).
   virtual Status set_mtu(uint32_t /*mtu*/) { return Status::error("MTU not supported"); }
+  // SET_LOG_BASE (VHOST_USER_PROTOCOL_F_LOG_SHMFD): the dirty log to mark while
+  // VHOST_F_LOG_ALL is negotiated (SET_FEATURES), replacing the previous one.
+  virtual Status set_log(std::shared_ptr<memory::DirtyLog> /*log*/) {
+    return Status::error("dirty page logging not supported");
+  }
+  // SEND_RARP (VHOST_USER_PROTOCOL_F_RARP): after a migration, announce `mac` on the
+  // network for a guest that cannot announce itself.
+  virtual Status send_rarp(const uint8_t (&/*mac*/)[6]) {
+    return Status::error("RARP not supported");
+  }
   // Session ended or RESET_OWNER/RESET_DEVICE: stop every queue, forget memory and features.
   virtual void reset() = 0;
 };

@@ -89,6 +89,13 @@ void Endpoint::check_memory() {
   if (!session_) return;
   auto mem = session_->memory();
   const memory::MappedRegion* lost = mem ? mem->lost_region() : nullptr;
+  if (!lost && session_->log_lost()) {
+    counters_.memory_lost.add();
+    end_session(Status::error(
+        "the dirty log lost its pages under vnetd: the front end shrank its log file; "
+        "marks went to zero pages, so the migration must not go on"));
+    return;
+  }
   if (!lost) return;
   counters_.memory_lost.add();
   end_session(Status::errorf(

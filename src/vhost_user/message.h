@@ -97,6 +97,11 @@ constexpr uint32_t kMaxPayload = 4096;  // larger than any payload of the spec: 
 // bits 0-7 index, bit 8 "invalid FD" (no fd: polling / no notification).
 constexpr uint64_t kVringIndexMask = 0xff;
 constexpr uint64_t kVringNoFdFlag = 0x100;
+// SET_VRING_ADDR flags bit 0: log the used ring at log_guest_addr.
+constexpr uint32_t kVringFLog = 1u << 0;
+// VHOST_F_LOG_ALL: a feature bit of the vhost protocol (not virtio): while negotiated,
+// the back end marks the pages it writes in the dirty log.
+constexpr uint64_t kFeatureLogAll = 1ULL << 26;
 
 struct Header {
   uint32_t request = 0;

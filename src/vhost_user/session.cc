@@ -164,10 +164,25 @@ Status Session::handle(Message& m, Reply& reply) {
       if (v > UINT32_MAX) return Status::errorf("MTU {} out of range", v);
       return backend_.set_mtu(uint32_t(v));
     }
-    case Request::SET_LOG_BASE:
+    case Request::SET_LOG_BASE: {
+      Status st = on_set_log_base(m);
+      // "SET_LOG_BASE": with LOG_SHMFD the front end waits for a reply without payload
+      // once the log is mapped (QEMU reads one; a failure ends the session, so that the
+      // migration fails instead of going on without marks).
+      if (st) reply.present = true;
+      return st;
+    }
     case Request::SET_LOG_FD:
-      return Status::errorf("{}: dirty page logging (LOG_SHMFD) is not offered",
+      return Status::errorf("{}: not supported (the log comes with SET_LOG_BASE)",
                             request_name(m.hdr.request));
+    case Request::SEND_RARP: {
+      if (!(protocol_features_ & protocol::kRarp))
+        return Status::error("SEND_RARP without the RARP protocol feature");
+      // "SEND_RARP": the guest's MAC in the first 6 bytes of the u64.
+      uint8_t mac[6];
+      std::memcpy(mac, m.payload.data(), sizeof(mac));
+      return backend_.send_rarp(mac);
+    }
     case Request::GET_CONFIG:
     case Request::SET_CONFIG:
       return Status::errorf("{}: config space access (CONFIG) is not offered",
@@ -319,6 +334,25 @@ Status Session::on_rem_mem_reg(const Message& m) {
   return install_memory(std::move(list));
 }
 
+Status Session::on_set_log_base(Message& m) {
+  if (!(protocol_features_ & protocol::kLogShmfd))
+    return Status::error("SET_LOG_BASE without the LOG_SHMFD protocol feature");
+  // "Log description": mmap_size and mmap_offset of the fd that comes with it.
+  uint64_t v[2];
+  std::memcpy(v, m.payload.data(), sizeof(v));
+  auto fd = adopt_fd(m, 0, FdKind::kMemory);
+  if (!fd) return Status::errorf("log: {}", fd.message());
+  auto log = memory::DirtyLog::map(fd->map_fd(), v[0], v[1]);
+  if (!log) return log.status();
+  Status st = backend_.set_log(*log);
+  if (!st) return st;
+  log_ = std::move(*log);
+  VNET_LOG_RL(logs_.session, spdlog::level::info,
+              "vhost-user {}: dirty log of {} bytes mapped (guest memory up to {} MiB)", name_,
+              v[0], (v[0] * 8) >> (20 - memory::DirtyLog::kPageShift));
+  return Status::ok();
+}
+
 Status Session::check_ring(uint32_t index) const {
   // Every index is checked at full width against the rings of the device (two per
   // queue pair, GET_QUEUE_NUM).
@@ -344,11 +378,13 @@ Status Session::on_set_vring_num(const VringState& s) {
 Status Session::on_set_vring_addr(const VringAddr& a) {
   if (Status st = check_ring(a.index); !st) return st;
   // "SET_VRING_ADDR": front-end virtual addresses; flags bit 0 (VHOST_VRING_F_LOG)
-  // asks for used ring logging, which is not offered and is ignored.
+  // asks for used ring logging at log_guest_addr (done while VHOST_F_LOG_ALL is on). A
+  // change of either restarts the ring at the position it reached.
   Ring& r = rings_[a.index];
   bool changed = !r.has_addr || r.addr.desc_user_addr != a.desc_user_addr ||
                  r.addr.avail_user_addr != a.avail_user_addr ||
-                 r.addr.used_user_addr != a.used_user_addr;
+                 r.addr.used_user_addr != a.used_user_addr || r.addr.flags != a.flags ||
+                 r.addr.log_guest_addr != a.log_guest_addr;
   r.addr = a;
   r.has_addr = true;
   if (r.started) return changed ? restart(a.index) : Status::ok();
@@ -454,6 +490,8 @@ Status Session::try_start(uint32_t index) {
   cfg.indirect = acked_features_ & (1ULL << VIRTIO_RING_F_INDIRECT_DESC);
   cfg.packed = acked_features_ & (1ULL << VIRTIO_F_RING_PACKED);
   cfg.in_order = acked_features_ & (1ULL << VIRTIO_F_IN_ORDER);
+  cfg.log_used = r.addr.flags & kVringFLog;
+  cfg.log_guest_addr = r.addr.log_guest_addr;
   auto kick = r.kick.dup();
   if (!kick) return Status::errorf("ring {}: the kick fd: {}", index, kick.message());
   Status st = backend_.start_queue(index, cfg, std::move(*kick));
@@ -484,6 +522,7 @@ void Session::reset_device_state() {
   backend_.reset();
   for (auto& r : rings_) r = Ring{};  // closes kick and err fds
   mem_.reset();
+  log_.reset();
   region_refs_.clear();
   acked_features_ = 0;
   status_ = 0;

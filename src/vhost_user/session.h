@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "common/result.h"
 #include "common/unique_fd.h"
+#include "memory/dirty_log.h"
 #include "memory/guest_memory.h"
 #include "vhost_user/backend.h"
 #include "vhost_user/message.h"
@@ -53,6 +54,8 @@ class Session {
   uint64_t acked_protocol_features() const { return protocol_features_; }
   uint8_t status() const { return status_; }
   std::shared_ptr<const memory::GuestMemory> memory() const { return mem_; }
+  // The dirty log (SET_LOG_BASE) lost pages under vnetd (its file was shrunk).
+  bool log_lost() const { return log_ && log_->lost(); }
   // True when the last on_readable() ended because the peer closed the connection.
   bool peer_closed() const { return peer_closed_; }
 
@@ -112,6 +115,7 @@ class Session {
   Status on_set_vring_call(Message& m);
   Status on_set_vring_err(Message& m);
   Status on_set_vring_enable(const VringState& s);
+  Status on_set_log_base(Message& m);
 
   UniqueFd sock_;
   Backend& backend_;
@@ -129,6 +133,8 @@ class Session {
   bool owner_ = false;
   uint8_t status_ = 0;
   std::shared_ptr<const memory::GuestMemory> mem_;
+  std::shared_ptr<const memory::DirtyLog>
+      log_;  // the last SET_LOG_BASE's (shared with the backend)
   // ADD_MEM_REG of a region identical to one already in the table (same guest address,
   // size, user address and offset) takes another reference instead of failing: a
   // multiqueue QEMU (7.2) sends the table once per queue pair, each pair's vhost device

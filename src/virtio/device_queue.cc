@@ -96,6 +96,13 @@ Status DeviceQueue::start(std::shared_ptr<const memory::GuestMemory> mem, const 
   signalled_valid_ = false;
   event_idx_ = cfg.event_idx;
   indirect_ = cfg.indirect;
+  // The used ring is where the device writes ring memory (2.7.8; avail_event included).
+  dlog_.areas = {};
+  dlog_.areas.len[0] = used_bytes(cfg.size, cfg.event_idx);
+  if (cfg.log_used)
+    dlog_.areas.gpa[0] = cfg.log_guest_addr;
+  else if (!mem_->host_to_gpa(u, dlog_.areas.len[0], &dlog_.areas.gpa[0]))
+    dlog_.areas.len[0] = 0;
   clear_ahead();
   started_ = true;
   return Status::ok();
@@ -276,6 +283,8 @@ void DeviceQueue::publish() {
   // 2.7.8.2: the used elements are visible before the index that covers them.
   __atomic_store_n(&used_->idx, used_idx_, __ATOMIC_RELEASE);
   published_ = used_idx_;
+  if (dlog_.ring) [[unlikely]]
+    dlog_.mark_ring();
 }
 
 bool DeviceQueue::should_notify() {
@@ -309,6 +318,8 @@ bool DeviceQueue::enable_notifications() {
   } else {
     store_relaxed(&used_->flags, 0);
   }
+  if (dlog_.ring) [[unlikely]]
+    dlog_.mark_ring();
   // Make the request visible before looking at the avail index one last time.
   __atomic_thread_fence(__ATOMIC_SEQ_CST);
   return available() != 0;
@@ -318,7 +329,11 @@ void DeviceQueue::disable_notifications() {
   if (!started_) return;
   // With EVENT_IDX the driver kicks only when it passes avail_event, which we left
   // behind; without it, the flag asks for no kicks.
-  if (!event_idx_) store_relaxed(&used_->flags, VRING_USED_F_NO_NOTIFY);
+  if (!event_idx_) {
+    store_relaxed(&used_->flags, VRING_USED_F_NO_NOTIFY);
+    if (dlog_.ring) [[unlikely]]
+      dlog_.mark_ring();
+  }
 }
 
 }  // namespace vnet::virtio

@@ -18,6 +18,7 @@
 #include "common/cpu.h"
 #include "common/log.h"
 #include "common/result.h"
+#include "memory/dirty_log.h"
 #include "memory/guest_memory.h"
 
 namespace vnet::virtio {
@@ -37,6 +38,42 @@ struct QueueConfig {
   bool indirect = false;   // VIRTIO_RING_F_INDIRECT_DESC negotiated
   bool packed = false;     // VIRTIO_F_RING_PACKED negotiated: a PackedDeviceQueue
   bool in_order = false;   // VIRTIO_F_IN_ORDER negotiated (the packed ring uses it, 2.8.20)
+  // vhost-user SET_VRING_ADDR's VHOST_VRING_F_LOG and log_guest_addr: the guest physical
+  // address at which the used ring (packed: the device event suppression area) is
+  // logged. Without the flag it is found from the memory table.
+  bool log_used = false;
+  uint64_t log_guest_addr = 0;
+};
+
+// Where a queue's device-written ring memory is in guest physical space, for the dirty
+// log: [gpa, gpa + len) of up to two areas (split: the used ring; packed: the descriptor
+// ring and the device event suppression area). len 0: not logged.
+struct RingLogAreas {
+  uint64_t gpa[2] = {0, 0};
+  uint64_t len[2] = {0, 0};
+  void mark(memory::DirtyLog& log) const {
+    log.mark(gpa[0], len[0]);
+    log.mark(gpa[1], len[1]);
+  }
+};
+
+// A queue's dirty logging (live migration), the same for both ring layouts: the log the
+// ring memory is marked in, the one RX buffers are (the same, or nullptr under the test
+// knob), and where the ring memory is.
+struct QueueDirtyLog {
+  memory::DirtyLog* ring = nullptr;
+  memory::DirtyLog* buffers = nullptr;
+  RingLogAreas areas;  // found at start()
+  void set(memory::DirtyLog* log, bool with_buffers) {
+    ring = log;
+    buffers = with_buffers ? log : nullptr;
+  }
+  // Host range [p, p + len) of `mem`, written by the device, marked (buffers set).
+  void write(const memory::GuestMemory* mem, const void* p, uint64_t len) const {
+    uint64_t gpa;
+    if (mem && mem->host_to_gpa(p, len, &gpa)) buffers->mark(gpa, len);
+  }
+  [[gnu::noinline, gnu::cold]] void mark_ring() const { areas.mark(*ring); }
 };
 
 // The look-ahead of both ring layouts: the first two lines of a buffer the device will
@@ -142,6 +179,17 @@ class DeviceQueue {
   }
   // One release store of used->idx for everything pushed since the last publish.
   void publish();
+
+  // Live migration (vhost-user VHOST_F_LOG_ALL): while `log` is set, every guest page
+  // the device writes is marked in it after the write: the used ring by publish() and
+  // the notification calls, RX buffers by the caller through log_write(). nullptr: off.
+  // The caller keeps the log alive while it is set; kept across stop() and start().
+  // `buffers` false leaves the RX buffers unmarked (logging() false): a test-only knob
+  // that shows a migration test can catch what the marks prevent.
+  void set_dirty_log(memory::DirtyLog* log, bool buffers = true) { dlog_.set(log, buffers); }
+  bool logging() const { return dlog_.buffers != nullptr; }
+  // Marks host range [p, p + len) of guest memory, which the caller wrote (logging()).
+  void log_write(const void* p, uint64_t len) const { dlog_.write(mem_.get(), p, len); }
   // True when the driver asked to be notified about what was published since the
   // previous call (used_event with EVENT_IDX, else VRING_AVAIL_F_NO_INTERRUPT).
   // Elements pushed but not yet published do not count.
@@ -260,6 +308,9 @@ class DeviceQueue {
   QueueCounters counters_;
   RateLimit* log_limit_ = nullptr;  // (cold: bad chains only)
   std::string log_label_ = "virtqueue";
+  // Dirty logging (set_dirty_log): cold, after everything the data path touches, so that
+  // the hot members keep their lines.
+  QueueDirtyLog dlog_;
 };
 
 }  // namespace vnet::virtio

@@ -74,6 +74,16 @@ Status PackedDeviceQueue::start(std::shared_ptr<const memory::GuestMemory> mem,
   indirect_ = cfg.indirect;
   in_order_ = cfg.in_order;
   batch_written_ = 0;
+  // Ring memory the device writes: used descriptors in the descriptor ring (2.8.6) and
+  // the device event suppression area (2.8.10), which vhost-user's log_guest_addr names.
+  dlog_.areas = {};
+  dlog_.areas.len[0] = 16ULL * cfg.size;
+  if (!mem_->host_to_gpa(d, dlog_.areas.len[0], &dlog_.areas.gpa[0])) dlog_.areas.len[0] = 0;
+  dlog_.areas.len[1] = sizeof(vring_packed_desc_event);
+  if (cfg.log_used)
+    dlog_.areas.gpa[1] = cfg.log_guest_addr;
+  else if (!mem_->host_to_gpa(dev, dlog_.areas.len[1], &dlog_.areas.gpa[1]))
+    dlog_.areas.len[1] = 0;
   started_ = true;
   return Status::ok();
 }
@@ -215,6 +225,8 @@ void PackedDeviceQueue::publish() {
     __atomic_store_n(&d.flags, uint16_t((published_ & kWrapBit) ? kAvail | kUsed : 0),
                      __ATOMIC_RELEASE);
     published_ = end;
+    if (dlog_.ring) [[unlikely]]
+      dlog_.mark_ring();
     return;
   }
   batch_written_ = 0;
@@ -255,6 +267,8 @@ void PackedDeviceQueue::publish() {
   }
   __atomic_store_n(&desc_[first_pos].flags, first_flags, __ATOMIC_RELEASE);
   published_ = end;
+  if (dlog_.ring) [[unlikely]]
+    dlog_.mark_ring();
 }
 
 bool PackedDeviceQueue::should_notify() {
@@ -299,6 +313,8 @@ bool PackedDeviceQueue::enable_notifications() {
       event_idx_ ? uint32_t(last_avail_idx()) | uint32_t(VRING_PACKED_EVENT_FLAG_DESC) << 16
                  : uint32_t(VRING_PACKED_EVENT_FLAG_ENABLE) << 16;
   __atomic_store_n(reinterpret_cast<uint32_t*>(device_event_), ev, __ATOMIC_RELAXED);
+  if (dlog_.ring) [[unlikely]]
+    dlog_.mark_ring();
   // Make the request visible before looking at the ring one last time.
   __atomic_thread_fence(__ATOMIC_SEQ_CST);
   return available() != 0;
@@ -308,6 +324,8 @@ void PackedDeviceQueue::disable_notifications() {
   if (!started_) return;
   __atomic_store_n(&device_event_->flags, uint16_t(VRING_PACKED_EVENT_FLAG_DISABLE),
                    __ATOMIC_RELAXED);
+  if (dlog_.ring) [[unlikely]]
+    dlog_.mark_ring();
 }
 
 }  // namespace vnet::virtio

@@ -121,6 +121,14 @@ class PackedDeviceQueue {
   // usually left as they are, so the look-ahead reads their line instead of owning it.
   void set_write_kept(uint32_t n) { write_kept_ = n < 64 ? n : 64; }
 
+  // As DeviceQueue: dirty logging for live migration. The ring memory the device
+  // writes is the descriptor ring (used descriptors) and the device event area.
+  // `buffers` false leaves the RX buffers unmarked (logging() false): a test-only knob
+  // that shows a migration test can catch what the marks prevent.
+  void set_dirty_log(memory::DirtyLog* log, bool buffers = true) { dlog_.set(log, buffers); }
+  bool logging() const { return dlog_.buffers != nullptr; }
+  void log_write(const void* p, uint64_t len) const { dlog_.write(mem_.get(), p, len); }
+
   Mark mark() const { return {pack(last_avail_, avail_wrap_), pack(used_idx_, used_wrap_)}; }
   Mark mark_last_pop() const { return {last_pop_, pack(used_idx_, used_wrap_)}; }
   void rewind(const Mark& m) {
@@ -244,6 +252,9 @@ class PackedDeviceQueue {
   QueueCounters counters_;
   RateLimit* log_limit_ = nullptr;
   std::string log_label_ = "virtqueue";
+  // Dirty logging (set_dirty_log): cold, after everything the data path touches, so that
+  // the hot members keep their lines.
+  QueueDirtyLog dlog_;
 };
 
 }  // namespace vnet::virtio

@@ -19,9 +19,17 @@ LAST_REQUEST = 40
 HAS_REPLY = {GET_FEATURES, GET_PROTOCOL_FEATURES, GET_VRING_BASE, GET_QUEUE_NUM}
 
 VERSION = 0x1
+REPLY_FLAG = 0x4
 NOFD = 0x100
 F_VERSION_1 = 1 << 32
 F_INDIRECT = 1 << 28
+F_MRG_RXBUF = 1 << 15
+F_GUEST_ANNOUNCE = 1 << 21
+F_LOG_ALL = 1 << 26  # VHOST_F_LOG_ALL: the dirty log is marked while negotiated
+F_PROTOCOL_FEATURES = 1 << 30
+# Protocol features (GET/SET_PROTOCOL_FEATURES).
+PROTO_MQ, PROTO_LOG_SHMFD, PROTO_RARP, PROTO_REPLY_ACK = 1 << 0, 1 << 1, 1 << 2, 1 << 3
+VRING_F_LOG = 1 << 0  # SET_VRING_ADDR flags: log the used ring at log_guest_addr
 VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VRING_DESC_F_INDIRECT = 1, 2, 4
 HDR_LEN = 12  # virtio_net_hdr_v1
 
@@ -100,6 +108,10 @@ class Conn:
         self.raw(hdr + payload, fds)
 
     def reply(self, request):
+        return self.reply_with_flags(request)[1]
+
+    def reply_with_flags(self, request):
+        """(flags, payload) of the next message, which must answer `request`."""
         data = b""
         while len(data) < 12:
             chunk = self.sock.recv(12 - len(data))
@@ -115,7 +127,7 @@ class Conn:
             body += chunk
         if req != request:
             raise Closed("reply to %d answered %d" % (request, req))
-        return body
+        return flags, body
 
     def call(self, request, payload=b""):
         self.send(request, payload)
@@ -127,8 +139,13 @@ class Conn:
     def state(self, request, index, num):
         self.send(request, struct.pack("<II", index, num))
 
-    def addr(self, index, desc, used, avail, flags=0):
-        self.send(SET_VRING_ADDR, struct.pack("<IIQQQQ", index, flags, desc, used, avail, 0))
+    def addr(self, index, desc, used, avail, flags=0, log=0):
+        """SET_VRING_ADDR; with flags VRING_F_LOG, `log` is the used ring's log_guest_addr."""
+        self.send(SET_VRING_ADDR, struct.pack("<IIQQQQ", index, flags, desc, used, avail, log))
+
+    def log_base(self, size, offset, fds):
+        """SET_LOG_BASE: the dirty log is [offset, offset + size) of the fd in `fds`."""
+        self.send(SET_LOG_BASE, struct.pack("<QQ", size, offset), fds)
 
     def eventfd(self, nonblock=True):
         fd = os.eventfd(0, (os.EFD_NONBLOCK if nonblock else 0) | os.EFD_CLOEXEC)

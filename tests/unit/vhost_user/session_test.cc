@@ -53,6 +53,11 @@ class SessionTest : public ::testing::Test {
     }
   }
   uint64_t ack(Request r) { return fe.reply_u64(r); }
+  // A new connection (the old session ends and resets the backend).
+  void reconnect() {
+    fe.session.reset();
+    fe = FrontEnd(backend);
+  }
 
   FakeBackend backend;
   FrontEnd fe;
@@ -198,10 +203,18 @@ TEST_F(SessionTest, AddressChangeRestartsAtTheCurrentIndex) {
   EXPECT_EQ(backend.started.at(0).cfg.avail_base, 9);
   EXPECT_TRUE(backend.started.at(0).kick_valid);  // the kick fd survives the restart
   int starts = backend.start_calls;
-  // The same addresses again (QEMU toggling the log flag) do not restart.
-  VringAddr a{0, 1, kUva0 + 0x40000, kUva0 + 0x42000, kUva0 + 0x41000, 0};
-  ASSERT_TRUE(fe.send(Request::SET_VRING_ADDR, &a, sizeof(a)));
+  // The same addresses again do not restart.
+  ASSERT_TRUE(fe.send_addr(0, kUva0 + 0x40000, kUva0 + 0x42000, kUva0 + 0x41000));
   EXPECT_EQ(backend.start_calls, starts);
+  // The log flag and address (QEMU turning migration logging on) reach the queue: a
+  // restart at the index it reached.
+  backend.stop_index = 11;
+  VringAddr a{0, kVringFLog, kUva0 + 0x40000, kUva0 + 0x42000, kUva0 + 0x41000, 0x41000};
+  ASSERT_TRUE(fe.send(Request::SET_VRING_ADDR, &a, sizeof(a)));
+  EXPECT_EQ(backend.start_calls, starts + 1);
+  EXPECT_TRUE(backend.started.at(0).cfg.log_used);
+  EXPECT_EQ(backend.started.at(0).cfg.log_guest_addr, 0x41000u);
+  EXPECT_EQ(backend.started.at(0).cfg.avail_base, 11);
 }
 
 TEST_F(SessionTest, ReplyAck) {
@@ -481,6 +494,70 @@ TEST_F(SessionTest, NotOfferedRequestsAreErrors) {
   EXPECT_FALSE(fe.send(Request::GET_CONFIG, cfg, sizeof(cfg)));
   ASSERT_TRUE(fe.send(Request::SET_CONFIG, cfg, sizeof(cfg), {}, kFlagNeedReply));
   EXPECT_EQ(ack(Request::SET_CONFIG), 1u);
+}
+
+TEST_F(SessionTest, SetLogBaseMapsTheLogAndRepliesWithoutPayload) {
+  backend.proto |= protocol::kLogShmfd;
+  negotiate(protocol::kLogShmfd);
+  UniqueFd m = make_memfd(3 * 4096);
+  uint64_t log[2] = {4096, 8192};  // size, offset
+  ASSERT_TRUE(fe.send(Request::SET_LOG_BASE, log, sizeof(log), {m.get()}));
+  Message r = fe.reply(Request::SET_LOG_BASE);
+  EXPECT_EQ(r.hdr.size, 0u) << "QEMU reads a reply without payload";
+  ASSERT_NE(backend.log, nullptr);
+  EXPECT_EQ(backend.log->size(), 4096u);
+  backend.log->mark(9 * 4096, 1);  // page 9: byte 1, bit 1 of the file at the offset
+  uint8_t b = 0;
+  ASSERT_EQ(pread(m.get(), &b, 1, 8192 + 1), 1);
+  EXPECT_EQ(b, 0x02);
+  // A second log replaces the first.
+  UniqueFd m2 = make_memfd(4096);
+  uint64_t log2[2] = {4096, 0};
+  ASSERT_TRUE(fe.send(Request::SET_LOG_BASE, log2, sizeof(log2), {m2.get()}));
+  fe.reply(Request::SET_LOG_BASE);
+  EXPECT_EQ(backend.set_log_calls, 2);
+  EXPECT_EQ(backend.log->size(), 4096u);
+}
+
+TEST_F(SessionTest, SetLogBaseThatCannotBeMappedEndsTheSession) {
+  backend.proto |= protocol::kLogShmfd;
+  struct Case {
+    uint64_t size, offset, file;
+    const char* what;
+  } cases[] = {{8192, 0, 4096, "past the end of the file"},
+               {4096, 4096, 4096, "offset at the end"},
+               {0, 0, 4096, "size 0"},
+               {(1ULL << 30) + 8, 0, 4096, "more than 1 GiB"},
+               {4096, ~0ULL - 100, 4096, "offset + size overflows"}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    reconnect();
+    negotiate(protocol::kLogShmfd);
+    UniqueFd m = make_memfd(c.file);
+    uint64_t log[2] = {c.size, c.offset};
+    EXPECT_FALSE(fe.send(Request::SET_LOG_BASE, log, sizeof(log), {m.get()}));
+    EXPECT_EQ(backend.log, nullptr);
+  }
+  // An eventfd where the log's file should be: counted as a bad fd.
+  reconnect();
+  negotiate(protocol::kLogShmfd);
+  UniqueFd e = make_eventfd();
+  uint64_t log[2] = {4096, 0};
+  EXPECT_FALSE(fe.send(Request::SET_LOG_BASE, log, sizeof(log), {e.get()}));
+  EXPECT_EQ(fe.session->counters().bad_fds.get(), 1u);
+}
+
+TEST_F(SessionTest, SendRarpNeedsTheProtocolFeature) {
+  backend.proto |= protocol::kRarp;
+  negotiate(protocol::kReplyAck);
+  const uint64_t mac = 0x0000'5634'1200'5452ULL;  // 52:54:00:12:34:56 in the low 6 bytes
+  ASSERT_TRUE(fe.send_u64(Request::SEND_RARP, mac, {}, kFlagNeedReply));
+  EXPECT_EQ(ack(Request::SEND_RARP), 1u);
+  EXPECT_TRUE(backend.rarp.empty());
+  reconnect();
+  negotiate(protocol::kRarp);
+  ASSERT_TRUE(fe.send_u64(Request::SEND_RARP, mac));
+  EXPECT_EQ(backend.rarp, (std::vector<uint8_t>{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}));
 }
 
 TEST_F(SessionTest, ResetDeviceForgetsState) {

@@ -51,6 +51,9 @@ class FakeBackend : public Backend {
   int set_features_calls = 0, set_memory_calls = 0, start_calls = 0, stop_calls = 0,
       set_call_calls = 0, resets = 0;
   uint32_t mtu = 0;
+  int set_log_calls = 0;
+  std::shared_ptr<memory::DirtyLog> log;
+  std::vector<uint8_t> rarp;  // the last SEND_RARP's MAC
   std::shared_ptr<const memory::GuestMemory> memory;
   std::map<uint32_t, Started> started;
   std::map<uint32_t, FrontendFd> kicks, calls;
@@ -91,9 +94,19 @@ class FakeBackend : public Backend {
     mtu = m;
     return Status::ok();
   }
+  Status set_log(std::shared_ptr<memory::DirtyLog> l) override {
+    ++set_log_calls;
+    log = std::move(l);
+    return Status::ok();
+  }
+  Status send_rarp(const uint8_t (&mac)[6]) override {
+    rarp.assign(mac, mac + 6);
+    return Status::ok();
+  }
   void reset() override {
     ++resets;
     memory.reset();
+    log.reset();
     started.clear();
     kicks.clear();
     calls.clear();
