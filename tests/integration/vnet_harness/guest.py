@@ -20,14 +20,16 @@ be a device node without mknod).
 import base64
 import gzip
 import hashlib
+import json
 import os
 import re
 import shutil
+import socket as socketlib
 import stat
 import subprocess
 import time
 
-from .procs import HarnessError, log
+from .procs import HarnessError, log, wait_until
 
 MODULES = ["virtio_net", "virtio_pci"]
 
@@ -329,11 +331,17 @@ class QemuGuest:
                  True:  QEMU listens (`server=on,wait=off`) and the back end connects.
                  QEMU 7.2's vhost-user netdev still waits during start-up until a
                  back end has connected, so the guest boots only once one has.
+    qmp:         True: a QMP monitor on a Unix socket (`-qmp unix:PATH,server=on,wait=off`,
+                 PATH = session dir / NAME.qmp); `qmp()` returns a connected `Qmp`.
+    incoming:    a migration target: `-incoming URI` ("unix:PATH", or "defer" for QMP
+                 `migrate-incoming`).  `migration_target()` makes one with the same machine
+                 and device options.  A target does not boot: once the migration has
+                 completed, `run()` on it talks to the migrated guest's /init.
     """
 
     def __init__(self, session, name, image, socket, ip, mac, server=False, mem_mb=256,
                  mode="serve", oneshot_script=None, extra_append="", device_props=None,
-                 smp=1, queues=1, packed=False):
+                 smp=1, queues=1, packed=False, qmp=False, incoming=None):
         self.session = session
         self.name = name
         self.image = image
@@ -352,9 +360,22 @@ class QemuGuest:
         self.smp = smp
         self.queues = queues
         self.packed = packed
+        self.qmp_path = session.path("%s.qmp" % name) if qmp else None
+        self.incoming = incoming
         self.proc = None
         self.boot_seconds = None
         self._seq = 0
+        self._qmp = None
+
+    def migration_target(self, name, socket, incoming, server=None, qmp=True):
+        """A QemuGuest with this one's machine, memory and device options (same MAC, IP and
+        kernel command line) on vhost-user socket `socket`, waiting for `-incoming INCOMING`."""
+        return QemuGuest(self.session, name, self.image, socket, self.ip, self.mac,
+                         server=self.server if server is None else server, mem_mb=self.mem_mb,
+                         mode=self.mode, oneshot_script=self.oneshot_script,
+                         extra_append=self.extra_append, device_props=self.device_props,
+                         smp=self.smp, queues=self.queues, packed=self.packed, qmp=qmp,
+                         incoming=incoming)
 
     def kernel_append(self):
         """The guest kernel's command line: the console and what /init reads (vnet.*)."""
@@ -392,12 +413,39 @@ class QemuGuest:
             "-display", "none", "-monitor", "none", "-serial", "stdio",
             "-no-reboot", "-kernel", self.image.kernel, "-initrd", self.image.initrd,
             "-append", append,
-        ]
+        ] + (["-qmp", "unix:%s,server=on,wait=off" % self.qmp_path] if self.qmp_path else []) + (
+            ["-incoming", self.incoming] if self.incoming else [])
 
     def start(self):
         self.t0 = time.monotonic()
+        if self.qmp_path:
+            self.session.remove_file_later(self.qmp_path)
+        if self.incoming and self.incoming.startswith("unix:"):
+            self.session.remove_file_later(self.incoming[len("unix:"):])
         self.proc = self.session.spawn(self.name, self.argv(), stdin_pipe=True, stop_timeout=3.0)
         return self
+
+    def qmp(self, timeout=30.0):
+        """The QMP monitor (qmp=True), connected once QEMU has created its socket."""
+        if self._qmp is None:
+            if not self.qmp_path:
+                raise HarnessError("%s was started without qmp=True" % self.name)
+
+            def connect():
+                if not self.proc.alive():
+                    raise HarnessError("%s (pid %d) exited with status %s; log tail:\n%s"
+                                       % (self.name, self.proc.pid, self.proc.returncode,
+                                          self.proc.log_tail()))
+                if not os.path.exists(self.qmp_path):
+                    return None
+                try:
+                    return Qmp(self.qmp_path, name=self.name)
+                except (ConnectionRefusedError, FileNotFoundError):
+                    return None
+            self._qmp = wait_until(connect, timeout, interval=0.05,
+                                   what="QMP socket of %s" % self.name)
+            self.session.cleanup.push("QMP connection of %s" % self.name, self._qmp.close)
+        return self._qmp
 
     def wait_ready(self, timeout=120.0):
         """Wait for `VNET-READY` (serve mode); fails on a module or eth0 error."""
@@ -519,3 +567,122 @@ class QemuGuest:
             self.send_poweroff()
             if self.proc.wait(timeout) is None:
                 self.proc.stop()
+
+
+class QmpError(HarnessError):
+    """A QMP command answered with an error; `desc` and `error_class` say which."""
+
+    def __init__(self, command, error):
+        self.command = command
+        self.desc = error.get("desc", "")
+        self.error_class = error.get("class", "")
+        HarnessError.__init__(self, "QMP %s: %s: %s" % (command, self.error_class, self.desc))
+
+
+class Qmp:
+    """A minimal QMP client (standard library only): the greeting and qmp_capabilities on
+    connect, `execute(command, **arguments)` returns the "return" value (QmpError on an
+    error reply), asynchronous events are kept in `events` (`wait_event()` waits for one)."""
+
+    def __init__(self, path, name="qemu", timeout=30.0):
+        self.name = name
+        self.timeout = timeout
+        self.sock = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+        try:
+            self.sock.settimeout(timeout)
+            self.sock.connect(path)
+        except OSError:
+            self.sock.close()
+            raise
+        self.buf = b""
+        self.events = []
+        self._id = 0
+        greeting = self._read()
+        if "QMP" not in greeting:
+            raise HarnessError("%s: not a QMP greeting: %s" % (name, greeting))
+        self.version = greeting["QMP"].get("version", {}).get("qemu", {})
+        self.execute("qmp_capabilities")
+
+    def _read(self, timeout=None):
+        """One JSON object from the monitor."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise HarnessError("%s: QMP: no answer within %.0f s"
+                                   % (self.name, timeout or self.timeout))
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except socketlib.timeout:
+                continue
+            except OSError as e:
+                raise HarnessError("%s: QMP socket: %s" % (self.name, e))
+            if not chunk:
+                raise HarnessError("%s: QEMU closed the QMP connection" % self.name)
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def execute(self, command, timeout=None, **arguments):
+        """Run `command`; return its "return" value or raise QmpError."""
+        self._id += 1
+        req = {"execute": command, "id": self._id}
+        if arguments:
+            req["arguments"] = arguments
+        try:
+            self.sock.sendall((json.dumps(req) + "\n").encode())
+        except OSError as e:
+            raise HarnessError("%s: QMP %s: %s" % (self.name, command, e))
+        while True:
+            msg = self._read(timeout)
+            if "event" in msg:
+                self.events.append(msg)
+                continue
+            if msg.get("id") != self._id:
+                continue
+            if "error" in msg:
+                raise QmpError(command, msg["error"])
+            return msg.get("return")
+
+    def poll_events(self):
+        """Read the events QEMU has sent so far (without blocking); return them all."""
+        while True:
+            self.sock.setblocking(False)
+            try:
+                chunk = self.sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                chunk = None
+            finally:
+                self.sock.setblocking(True)
+            if chunk:
+                self.buf += chunk
+            while b"\n" in self.buf:
+                line, self.buf = self.buf.split(b"\n", 1)
+                msg = json.loads(line)
+                if "event" in msg:
+                    self.events.append(msg)
+            if not chunk:
+                return self.events
+
+    def wait_event(self, name, timeout=30.0, match=None):
+        """The first event `name` (with data for which match(data) is true), read so far or
+        arriving within `timeout`; it is removed from `events`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for ev in self.events:
+                if ev["event"] == name and (match is None or match(ev.get("data", {}))):
+                    self.events.remove(ev)
+                    return ev
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise HarnessError("%s: no QMP event %s within %.0f s" % (self.name, name, timeout))
+            msg = self._read(left)
+            if "event" in msg:
+                self.events.append(msg)
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
