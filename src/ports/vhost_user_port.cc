@@ -29,7 +29,7 @@ constexpr uint64_t kProtocolFeaturesBit = bit(30);  // VHOST_USER_F_PROTOCOL_FEA
 constexpr uint64_t kProtoMq = bit(0), kProtoLogShmfd = bit(1), kProtoRarp = bit(2),
                    kProtoReplyAck = bit(3), kProtoNetMtu = bit(4),
                    kProtoConfigureMemSlots = bit(15), kProtoStatus = bit(16);
-constexpr uint64_t kLogAll = bit(26);  // VHOST_F_LOG_ALL
+constexpr uint64_t kLogAll = vhost_user::kFeatureLogAll;  // VHOST_F_LOG_ALL
 // Offloads both ways (5.1.3): the switch finishes checksums and segments in software
 // for destinations that did not negotiate them.
 constexpr uint64_t kOffloadFeatures =

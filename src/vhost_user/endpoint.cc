@@ -89,19 +89,17 @@ void Endpoint::check_memory() {
   if (!session_) return;
   auto mem = session_->memory();
   const memory::MappedRegion* lost = mem ? mem->lost_region() : nullptr;
-  if (!lost && session_->log_lost()) {
-    counters_.memory_lost.add();
+  if (!lost && !session_->log_lost()) return;
+  counters_.memory_lost.add();
+  if (lost)
+    end_session(Status::errorf(
+        "guest memory at gpa {:#x} (size {:#x}) lost its pages under vnetd: the front end shrank "
+        "its memory file; the region reads as zeros until the session is gone",
+        lost->desc().guest_phys_addr, lost->desc().memory_size));
+  else
     end_session(Status::error(
         "the dirty log lost its pages under vnetd: the front end shrank its log file; "
         "marks went to zero pages, so the migration must not go on"));
-    return;
-  }
-  if (!lost) return;
-  counters_.memory_lost.add();
-  end_session(Status::errorf(
-      "guest memory at gpa {:#x} (size {:#x}) lost its pages under vnetd: the front end shrank "
-      "its memory file; the region reads as zeros until the session is gone",
-      lost->desc().guest_phys_addr, lost->desc().memory_size));
 }
 
 Result<std::unique_ptr<Endpoint>> Endpoint::create(EventLoop& loop, const EndpointConfig& cfg,

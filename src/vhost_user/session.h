@@ -133,8 +133,8 @@ class Session {
   bool owner_ = false;
   uint8_t status_ = 0;
   std::shared_ptr<const memory::GuestMemory> mem_;
-  std::shared_ptr<const memory::DirtyLog>
-      log_;  // the last SET_LOG_BASE's (shared with the backend)
+  // The last SET_LOG_BASE's log (shared with the backend), for log_lost().
+  std::shared_ptr<const memory::DirtyLog> log_;
   // ADD_MEM_REG of a region identical to one already in the table (same guest address,
   // size, user address and offset) takes another reference instead of failing: a
   // multiqueue QEMU (7.2) sends the table once per queue pair, each pair's vhost device

@@ -76,18 +76,6 @@ CASES = ("migrate", "cancel", "client", "corrupt")
 DEFAULT_CASES = ("cancel",)  # see the docstring: migrate and client by hand
 
 
-class EnvVnetd(Vnetd):
-    """vnetd with extra environment variables (through env(1), so the PID is vnetd's)."""
-
-    def __init__(self, *a, env=None, **kw):
-        Vnetd.__init__(self, *a, **kw)
-        self.env = dict(env or {})
-
-    def argv(self):
-        pre = ["env"] + ["%s=%s" % kv for kv in sorted(self.env.items())] if self.env else []
-        return pre + Vnetd.argv(self)
-
-
 # --- guest scripts -----------------------------------------------------------------------
 
 def make_file(guest, path, mb):
@@ -288,8 +276,8 @@ class Topology:
         self.socks = {n: s.path("%s-%s.sock" % (tag, n)) for n in ("a1", "a2", "b")}
         for p in self.socks.values():
             s.remove_file_later(p)
-        self.vnetd = EnvVnetd(s, [PortSpec(self.socks[n], client=self.client, name=n)
-                                  for n in ("a1", "a2", "b")], name="vnetd-" + tag, env=env)
+        self.vnetd = Vnetd(s, [PortSpec(self.socks[n], client=self.client, name=n)
+                               for n in ("a1", "a2", "b")], name="vnetd-" + tag, env=env)
         self.a = QemuGuest(s, "%s-a-qemu1" % tag, image, self.socks["a1"], IP_A + "/24", MAC_A,
                            server=self.client, mem_mb=MEM_MB, qmp=True)
         self.b = QemuGuest(s, "%s-b" % tag, image, self.socks["b"], IP_B + "/24", MAC_B,

@@ -55,7 +55,6 @@ VNET_RESTART_CYCLES (default 20) and VNET_RESTART_PAYLOAD_MB (default 32) change
 
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -67,7 +66,6 @@ from vnet_harness import HarnessError, log, require_root, require_tools, run_tes
 from vnet_harness.guest import GuestImage, QemuGuest, require_guest  # noqa: E402
 from vnet_harness.netns import Netns, require_netns, unique_name  # noqa: E402
 from vnet_harness.procs import wait_until  # noqa: E402
-from vnet_harness.testpmd import cpu_plan  # noqa: E402
 from vnet_harness.vnetd import PortSpec, TapSpec, Vnetd, require_vnetd  # noqa: E402
 
 RESTARTS = int(os.environ.get("VNET_RESTART_CYCLES", "20"))
@@ -183,22 +181,6 @@ class RestartGuest(QemuGuest):
         return argv
 
 
-class ConfigVnetd(Vnetd):
-    """vnetd started from a configuration file (`vnetd --config FILE`, the control socket
-    named in it); `ports` only say what start() waits for (sockets, TAPs)."""
-
-    def __init__(self, session, conf, control, ports, name):
-        Vnetd.__init__(self, session, ports, name=name)
-        self.conf = conf
-        self.control = control
-
-    def argv(self):
-        argv = []
-        if self.pin and shutil.which("taskset"):
-            argv += ["taskset", "-c", str(cpu_plan()[0])]
-        return argv + [self.binary, "--config", self.conf]
-
-
 class Receiver:
     """The Python receiver in the namespace and what its log says so far."""
 
@@ -292,7 +274,8 @@ def run_variant(s, image, mode):
     generation = [0]
 
     def start_vnetd():
-        v = ConfigVnetd(s, conf, control, ports, "vnetd-%s-%02d" % (mode, generation[0]))
+        v = Vnetd(s, ports, name="vnetd-%s-%02d" % (mode, generation[0]), config=conf,
+                  control=control)
         generation[0] += 1
         v.start()
         # vnetd put its new TAP into the namespace, not the root namespace: give it back

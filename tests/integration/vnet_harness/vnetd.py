@@ -159,14 +159,19 @@ class ControlConnection:
 
 
 class Vnetd:
-    def __init__(self, session, ports, log_level="info", extra_args=(), pin=True, name="vnetd"):
+    def __init__(self, session, ports, log_level="info", extra_args=(), pin=True, name="vnetd",
+                 config=None, control=None, env=None):
+        """`config`: start from that file (`vnetd --config`, its control socket `control`);
+        `ports` then only say what start() waits for. `env`: extra environment variables."""
         self.session = session
         self.binary = find_program(session.build_dir, "vnetd")
         self.vnetctl_binary = find_program(session.build_dir, "vnetctl")
         if self.binary is None or self.vnetctl_binary is None:
             raise HarnessError("vnetd/vnetctl not found in build dir %s" % session.build_dir)
         self.ports = list(ports)
-        self.control = session.path("%s.ctl" % name)
+        self.control = control or session.path("%s.ctl" % name)
+        self.config = config
+        self.env = dict(os.environ, **env) if env else None
         self.log_level = log_level
         self.extra_args = list(extra_args)
         self.pin = pin
@@ -188,6 +193,8 @@ class Vnetd:
         if self.pin and shutil.which("taskset"):
             argv += ["taskset", "-c", str(cpu_plan()[0])]
         argv.append(self.binary)
+        if self.config:
+            return argv + ["--config", self.config] + self.extra_args
         for p in self.ports:
             argv += [p.option, p.arg()]
         argv += ["--control", self.control, "--log-level", self.log_level]
@@ -199,7 +206,7 @@ class Vnetd:
             if p.socket and not p.client:
                 self.session.remove_file_later(p.socket)
         self.session.remove_file_later(self.control)
-        self.proc = self.session.spawn(self.name, self.argv(), stop_timeout=10.0)
+        self.proc = self.session.spawn(self.name, self.argv(), env=self.env, stop_timeout=10.0)
         paths = [self.control] + [p.socket for p in self.ports if p.socket and not p.client]
 
         def ready():
