@@ -1,7 +1,9 @@
 // vnetctl: the command-line client of vnetd. Sends one request over the control socket
 // and prints the reply as a table, or as JSON with --json (for scripts).
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -93,6 +95,20 @@ int main(int argc, char** argv) {
       "ports added, removed, changed in place or re-created; ports that did not change are "
       "not touched. A file with an error is refused (exit 1, the line and field printed) and "
       "nothing changes");
+  auto* upgrade = app.add_subcommand(
+      "upgrade",
+      "Replace the running vnetd with a new one without the guests noticing: vnetd starts "
+      "BINARY (default: its own binary's path, where a package upgrade put the new one) with "
+      "its command line and hands it the control socket, every vhost-user socket and session "
+      "(memory, rings, features) and every TAP; then it exits. A new binary that fails or is "
+      "incompatible leaves the old vnetd running and says why");
+  std::string upgrade_binary;
+  double upgrade_timeout = 10;
+  upgrade->add_option("--binary", upgrade_binary, "The vnetd binary to start");
+  upgrade
+      ->add_option("--timeout", upgrade_timeout,
+                   "Seconds the new vnetd has to take over (default 10)")
+      ->check(CLI::Range(0.1, 300.0));
   auto* fdb_flush =
       app.add_subcommand("fdb-flush", "Forget every learned address (same as 'fdb flush')");
   auto* trace = app.add_subcommand(
@@ -216,6 +232,7 @@ int main(int argc, char** argv) {
     kFlush,
     kTrace,
     kReload,
+    kUpgrade,
     kDone
   } what;
   auto put_common = [&](json& j) {
@@ -275,6 +292,16 @@ int main(int argc, char** argv) {
   } else if (*reload) {
     req = {{"cmd", "reload"}};
     what = What::kReload;
+  } else if (*upgrade) {
+    req = {{"cmd", "upgrade"}, {"timeout", upgrade_timeout}};
+    if (!upgrade_binary.empty()) {
+      std::error_code ec;
+      auto abs = std::filesystem::absolute(upgrade_binary, ec);
+      req["binary"] = ec ? upgrade_binary : abs.string();
+    }
+    // The hand-over's own time on top of the usual wait.
+    timeout_ms = std::max<int>(timeout_ms, int(upgrade_timeout * 1000) + 15000);
+    what = What::kUpgrade;
   } else if (*version) {
     req = {{"cmd", "version"}};
     what = What::kVersion;
@@ -387,6 +414,14 @@ int main(int argc, char** argv) {
       break;
     case What::kDone:
       std::cout << "ok\n";
+      break;
+    case What::kUpgrade:
+      std::cout << "vnetd upgraded: pid " << r.value("old_pid", 0) << " -> " << r.value("pid", 0)
+                << " (" << r.value("binary", std::string()) << ", version "
+                << r.value("version", std::string("?")) << "), data path paused "
+                << fmt::format("{:.1f}", r.value("pause_ms", 0.0)) << " ms\n";
+      if (r.contains("warning"))
+        std::cout << "warning: " << r["warning"].get<std::string>() << "\n";
       break;
   }
   return 0;

@@ -1,5 +1,7 @@
 // vnetd: the vnet daemon. A vhost-user virtio-net back end and an L2 switch.
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -12,6 +14,7 @@
 #include "common/log.h"
 #include "control/config.h"
 #include "control/daemon.h"
+#include "control/handover.h"
 #include "control/metrics_server.h"
 #include "control/version.h"
 
@@ -291,6 +294,29 @@ int main(int argc, char** argv) {
   cfg.control_path = control_path;
   cfg.control_idle_timeout = std::chrono::milliseconds(int64_t(control_idle * 1000));
   cfg.control_request_timeout = std::chrono::milliseconds(int64_t(control_request * 1000));
+  // Hot upgrade: the command line and binary a successor starts with (the binary's path
+  // as it was at start; a package upgrade puts the new one there), and the hand-over
+  // socket when this vnetd is the successor (control/handover.h).
+  cfg.argv.assign(argv, argv + argc);
+  {
+    std::error_code ec;
+    auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+    if (!ec) cfg.exe = exe.string();
+    const std::string deleted = " (deleted)";  // replaced on disk since it was started
+    if (cfg.exe.size() > deleted.size() && cfg.exe.ends_with(deleted))
+      cfg.exe.resize(cfg.exe.size() - deleted.size());
+  }
+  if (const char* h = getenv(vnet::control::handover::kFdEnv)) {
+    char* end = nullptr;
+    long fd = strtol(h, &end, 10);
+    unsetenv(vnet::control::handover::kFdEnv);
+    if (!end || *end || fd < 3 || fd > 65535) {
+      fprintf(stderr, "vnetd: %s=%s is not an fd\n", vnet::control::handover::kFdEnv, h);
+      return 2;
+    }
+    fcntl(int(fd), F_SETFD, FD_CLOEXEC);
+    cfg.handover_fd = int(fd);
+  }
   vnet::control::Daemon daemon(std::move(cfg));
   vnet::Status st = daemon.start();
   if (!st) {

@@ -89,6 +89,13 @@ Result<FrontendFd> FrontendFd::dup() const {
   return FrontendFd(std::move(d), kind_);
 }
 
+Result<UniqueFd> FrontendFd::dup_for_handover() const {
+  if (!fd_) return UniqueFd();
+  UniqueFd d(fcntl(fd_.get(), F_DUPFD_CLOEXEC, 0));
+  if (!d) return Status::errorf("dup: {}", strerror(errno));
+  return d;
+}
+
 bool FrontendFd::sealed_against_shrink() const {
   if (kind_ != FdKind::kMemory || !fd_) return false;
   int seals = fcntl(fd_.get(), F_GET_SEALS);

@@ -44,6 +44,9 @@ class FrontendFd {
   FdKind kind() const { return kind_; }
   // Another descriptor of the same file, already checked (F_DUPFD_CLOEXEC).
   Result<FrontendFd> dup() const;
+  // A plain descriptor of the same file, to hand to another vnetd (hot upgrade), which
+  // checks it again when it adopts it.
+  Result<UniqueFd> dup_for_handover() const;
   void reset() { fd_.reset(); }
 
   // kEventFd: the fd to register with epoll, with EPOLLIN | EPOLLET only. Never read it.

@@ -2,6 +2,7 @@
 // the per-client line protocol (framing, limits, buffered nonblocking replies).
 #include "control/control_server.h"
 
+#include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -111,6 +112,43 @@ Result<std::unique_ptr<ControlServer>> ControlServer::create(EventLoop& loop,
   Status st = server->listen_on_path();
   if (!st) return st;  // the destructor undoes what was done
   return server;
+}
+
+Result<std::unique_ptr<ControlServer>> ControlServer::adopt(EventLoop& loop,
+                                                            const std::string& path,
+                                                            UniqueFd listen, Handler handler,
+                                                            ControlServerLimits limits) {
+  std::unique_ptr<ControlServer> server(new ControlServer(loop, path, std::move(handler), limits));
+  int v = 0;
+  socklen_t len = sizeof(v);
+  if (getsockopt(listen.get(), SOL_SOCKET, SO_ACCEPTCONN, &v, &len) != 0 || v != 1)
+    return Status::error("the control fd handed over is not a listening socket");
+  struct stat sst;
+  if (stat(path.c_str(), &sst) != 0) return Status::errorf("stat {}: {}", path, strerror(errno));
+  server->sock_dev_ = sst.st_dev;
+  server->sock_ino_ = sst.st_ino;
+  server->listen_fd_ = std::move(listen);
+  // Never block the loop on accept, whatever the fd came as.
+  ::fcntl(server->listen_fd_.get(), F_SETFL,
+          ::fcntl(server->listen_fd_.get(), F_GETFL) | O_NONBLOCK);
+  Status st = loop.add(server->listen_fd_.get(), EPOLLIN,
+                       [s = server.get()](uint32_t ev) { s->on_listen(ev); });
+  if (!st) return st;
+  server->listening_registered_ = true;
+  // bound_ stays false until the hand-over is final (Daemon sets it through release's
+  // opposite, own()); a successor that fails must not unlink its predecessor's file.
+  return server;
+}
+
+void ControlServer::own() {
+  bound_ = true;
+}
+
+void ControlServer::release() {
+  bound_ = false;
+  if (listening_registered_) loop_.remove(listen_fd_.get());
+  listening_registered_ = false;
+  listen_fd_.reset();
 }
 
 ControlServer::ControlServer(EventLoop& loop, std::string path, Handler handler,

@@ -79,6 +79,17 @@ class ControlServer {
   static Result<std::unique_ptr<ControlServer>> create(EventLoop& loop, const std::string& path,
                                                        Handler handler,
                                                        ControlServerLimits limits = {});
+  // Hot upgrade (control/handover.h): serves on a listening socket a predecessor vnetd
+  // handed over (bound to `path`) instead of creating one.
+  static Result<std::unique_ptr<ControlServer>> adopt(EventLoop& loop, const std::string& path,
+                                                      UniqueFd listen, Handler handler,
+                                                      ControlServerLimits limits = {});
+  // The successor serves the socket now: stop accepting and leave the file alone.
+  void release();
+  // The hand-over is final: the socket file is ours (the destructor removes it).
+  void own();
+  // The listening socket (for a successor to duplicate).
+  int listen_fd() const { return listen_fd_.get(); }
   ControlServer(const ControlServer&) = delete;
   ControlServer& operator=(const ControlServer&) = delete;
   // Closes every client and removes the socket file (if it is still the one it made).

@@ -64,6 +64,7 @@ Status Daemon::start() {
     }
   });
   if (!st) return st;
+  if (cfg_.handover_fd >= 0) return start_takeover();  // hot upgrade (daemon_upgrade.cc)
 
   ControlServerLimits limits;
   limits.perms = cfg_.socket_perms;
@@ -106,7 +107,7 @@ uint16_t Daemon::metrics_port() const {
 
 void Daemon::run() {
   loop_.run();
-  notify_service("STOPPING=1\nSTATUS=stopping");
+  if (!handed_over_) notify_service("STOPPING=1\nSTATUS=stopping");
 }
 
 std::string Daemon::status_text() const {
@@ -138,7 +139,7 @@ ports::Port* Daemon::find_port(const std::string& name) {
   return nullptr;
 }
 
-Status Daemon::add_port(const PortSpec& spec) {
+Status Daemon::add_port(const PortSpec& spec, Adopted* adopted) {
   if (find_port(spec.name)) return Status::errorf("port {} already exists", spec.name);
   for (const auto& [n, s] : specs_) {
     if (spec.type == "vhost-user" && s.type == spec.type && s.socket == spec.socket)
@@ -166,7 +167,9 @@ Status Daemon::add_port(const PortSpec& spec) {
     if (spec.socket_gid >= 0) vc.perms.gid = spec.socket_gid;
     vc.queue_pairs = spec.queues ? spec.queues : kDefaultQueuePairs;
     auto vp = std::make_unique<ports::VhostUserPort>(spec.name, vc, *ex);
-    Status st = vp->open(loop_);
+    Status st = adopted ? vp->adopt(loop_, std::move(adopted->listen), std::move(adopted->session),
+                                    adopted->setup)
+                        : vp->open(loop_);
     if (!st) return Status::errorf("port {}: {}", spec.name, st.message());
     port = std::move(vp);
     spdlog::info("port {}: vhost-user {} {}, {} queue pair(s)", spec.name,
@@ -180,7 +183,9 @@ Status Daemon::add_port(const PortSpec& spec) {
     if (spec.mtu) tc.mtu = spec.mtu;
     if (spec.offloads) tc.offloads = net::OffloadCaps{true, true, true, true, true};
     tc.io = spec.io.empty() ? cfg_.tap_io : ports::parse_tap_io(spec.io).value_or(cfg_.tap_io);
-    auto tp = ports::TapPort::open(spec.name, tc);
+    auto tp = adopted ? ports::TapPort::adopt(spec.name, tc, std::move(adopted->tap_fds),
+                                              adopted->tap_created)
+                      : ports::TapPort::open(spec.name, tc);
     if (!tp) return Status::errorf("port {}: {}", spec.name, tp.message());
     spdlog::info("port {}: TAP {} {}{}", spec.name, (*tp)->ifname(),
                  (*tp)->created() ? "created" : "attached",
@@ -193,7 +198,10 @@ Status Daemon::add_port(const PortSpec& spec) {
   port->set_vlan(to_vlan_config(spec.vlan));  // not attached yet: no worker reads it
   port->set_allowed_macs(spec.allowed_macs);
   configure_policer(*port, spec.policing);
-  pool_.attach(port.get(), w, ex.get(), spread);
+  if (adopted)
+    pending_attach_.push_back({port.get(), w, spread});
+  else
+    pool_.attach(port.get(), w, ex.get(), spread);
   if (pool_.size() > 1) spdlog::info("port {}: queue 0 on worker {}", spec.name, w);
   executors_[port.get()] = std::move(ex);
   ports_.push_back(std::move(port));
@@ -619,6 +627,7 @@ json Daemon::handle(const json& req) {
   if (!req.is_object() || !req.contains("cmd") || !req["cmd"].is_string())
     return fail("request must be an object with a string \"cmd\"");
   const std::string cmd = req["cmd"];
+  if (handed_over_) return fail("this vnetd has handed over to its successor and is exiting");
   if (cmd == "version") return {{"ok", true}, {"version", kVersion}};
   if (cmd == "ports") {
     json list = json::array();
@@ -675,6 +684,7 @@ json Daemon::handle(const json& req) {
     return {{"ok", true}};
   }
   if (cmd == "reload") return reload();
+  if (cmd == "upgrade") return upgrade(req);
   if (cmd == "del-port") {
     if (!req.contains("name") || !req["name"].is_string())
       return fail("del-port: missing \"name\" string");

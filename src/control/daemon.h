@@ -47,6 +47,11 @@ struct DaemonConfig {
   // lists (daemon_reload.cc); ports from the command line or vnetctl add-port stay.
   std::string config_file;
   FileConfig file;
+  // Hot upgrade (control/handover.h): the command line and binary a successor is
+  // started with, and (in a successor) the hand-over socket from its predecessor (-1: none).
+  std::vector<std::string> argv;
+  std::string exe;
+  int handover_fd = -1;
 };
 
 // What set-port (and a reload) changes on a port that stays; each part optional.
@@ -85,8 +90,29 @@ class Daemon {
   uint16_t metrics_port() const;
 
  private:
-  // Creates, opens and attaches a port; on failure nothing is left behind.
-  Status add_port(const PortSpec& spec);
+  // What a predecessor handed over for one port (hot upgrade, daemon_upgrade.cc).
+  struct Adopted {
+    UniqueFd listen, session;                // vhost-user
+    std::vector<vhost_user::Message> setup;  // vhost-user session state
+    std::vector<UniqueFd> tap_fds;           // tap
+    bool tap_created = false;
+  };
+  // Creates, opens and attaches a port; on failure nothing is left behind. With
+  // `adopted`, on what a predecessor handed over, and attached later (pending_attach_).
+  Status add_port(const PortSpec& spec, Adopted* adopted = nullptr);
+  // vnetctl upgrade (predecessor) and the successor's start (daemon_upgrade.cc).
+  nlohmann::json upgrade(const nlohmann::json& req);
+  Status start_takeover();
+  // Stops every data path for a hand-over (see handover.h), or starts them again.
+  Status suspend_data_paths();
+  void resume_data_paths();
+  struct PendingAttach {
+    ports::Port* port;
+    size_t worker;
+    bool spread;
+  };
+  std::vector<PendingAttach> pending_attach_;
+  bool handed_over_ = false;  // the successor runs everything: exit, touch nothing
   // Detaches a port from the worker and destroys it (ends its session, removes its
   // socket or TAP).
   Status remove_port(const std::string& name);

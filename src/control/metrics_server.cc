@@ -3,6 +3,7 @@
 #include "control/metrics_server.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -71,6 +72,35 @@ Result<std::unique_ptr<MetricsServer>> MetricsServer::create(EventLoop& loop,
   std::unique_ptr<MetricsServer> s(new MetricsServer(loop, std::move(render), limits));
   if (Status st = s->listen_on(listen); !st) return st;
   return s;
+}
+
+Result<std::unique_ptr<MetricsServer>> MetricsServer::adopt(EventLoop& loop, UniqueFd listen,
+                                                            Render render,
+                                                            MetricsServerLimits limits) {
+  std::unique_ptr<MetricsServer> s(new MetricsServer(loop, std::move(render), limits));
+  int v = 0;
+  socklen_t len = sizeof(v);
+  if (getsockopt(listen.get(), SOL_SOCKET, SO_ACCEPTCONN, &v, &len) != 0 || v != 1)
+    return Status::error("metrics: the fd handed over is not a listening socket");
+  s->listen_fd_ = std::move(listen);
+  // Never block the loop on accept, whatever the fd came as.
+  ::fcntl(s->listen_fd_.get(), F_SETFL, ::fcntl(s->listen_fd_.get(), F_GETFL) | O_NONBLOCK);
+  sockaddr_storage bound{};
+  len = sizeof(bound);
+  if (getsockname(s->listen_fd_.get(), reinterpret_cast<sockaddr*>(&bound), &len) != 0)
+    return Status::errorf("metrics: getsockname: {}", strerror(errno));
+  s->port_ = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                                               : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  Status st = loop.add(s->listen_fd_.get(), EPOLLIN, [m = s.get()](uint32_t) { m->on_listen(); });
+  if (!st) return st;
+  s->registered_ = true;
+  return s;
+}
+
+void MetricsServer::release() {
+  if (registered_) loop_.remove(listen_fd_.get());
+  registered_ = false;
+  listen_fd_.reset();
 }
 
 MetricsServer::MetricsServer(EventLoop& loop, Render render, MetricsServerLimits limits)

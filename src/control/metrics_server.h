@@ -67,6 +67,13 @@ class MetricsServer {
  public:
   using Render = std::function<std::string()>;
 
+  // Hot upgrade (control/handover.h): serves on a listening socket a predecessor handed
+  // over; release(): the successor serves it now.
+  static Result<std::unique_ptr<MetricsServer>> adopt(EventLoop& loop, UniqueFd listen,
+                                                      Render render,
+                                                      MetricsServerLimits limits = {});
+  void release();
+  int listen_fd() const { return listen_fd_.get(); }
   static Result<std::unique_ptr<MetricsServer>> create(EventLoop& loop, const std::string& listen,
                                                        Render render,
                                                        MetricsServerLimits limits = {});

@@ -22,6 +22,18 @@
 #include "ports/netns.h"
 
 namespace vnet::ports {
+// What setting a TAP up gathers (open and adopt).
+struct TapSetup {
+  bool adopted = false;  // fd and more came from a predecessor (hot upgrade)
+  UniqueFd fd;
+  std::vector<UniqueFd> more;  // queues 1.. of an IFF_MULTI_QUEUE TAP
+  std::string ifname;
+  int ifindex = 0;
+  uint32_t mtu = 0;
+  unsigned tun_flags = 0;
+  bool kernel_uso = false;
+};
+
 namespace {
 
 // The header on every frame through the fd: virtio_net_hdr_v1 (num_buffers included).
@@ -82,15 +94,6 @@ std::string describe_link(const LinkState& l) {
 }
 
 // Everything set-up finds out; filled in the TAP's namespace.
-struct TapSetup {
-  UniqueFd fd;
-  std::vector<UniqueFd> more;  // queues 1.. of an IFF_MULTI_QUEUE TAP
-  std::string ifname;
-  int ifindex = 0;
-  uint32_t mtu = 0;
-  unsigned tun_flags = 0;
-  bool kernel_uso = false;
-};
 
 Status set_offloads(const TapPortConfig& cfg, TapSetup& s) {
   int fd = s.fd.get();
@@ -122,7 +125,18 @@ Status setup_tap(const TapPortConfig& cfg, TapSetup& s) {
   if (!nl) return nl.status();
   const std::string in = where(cfg);
 
-  if (cfg.attach) {
+  if (s.adopted) {
+    // Handed over by a predecessor vnetd (hot upgrade): checked below as any fd is.
+    ifreq got{};
+    if (::ioctl(s.fd.get(), TUNGETIFF, &got) != 0)
+      return Status::errorf("the fd handed over is not a TAP (TUNGETIFF: {})",
+                            std::strerror(errno));
+    got.ifr_name[IFNAMSIZ - 1] = '\0';
+    s.ifname = got.ifr_name;
+    if (!cfg.ifname.empty() && s.ifname != cfg.ifname)
+      return Status::errorf("the fd handed over is TAP '{}', not '{}'", s.ifname, cfg.ifname);
+  }
+  if (cfg.attach && !s.adopted) {
     // TUNSETIFF would create a missing TAP, so look first; and say what a non-TAP is.
     auto link = nl->find_link(cfg.ifname);
     if (!link) return link.status();
@@ -134,38 +148,50 @@ Status setup_tap(const TapPortConfig& cfg, TapSetup& s) {
     }
   }
 
-  s.fd.reset(::open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC));
-  if (!s.fd) {
+  if (!s.adopted) s.fd.reset(::open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC));
+  if (s.adopted) {
+  } else if (!s.fd) {
     return Status::errorf("open /dev/net/tun: {}{}", std::strerror(errno),
                           errno == ENOENT ? " (is the tun module loaded?)" : "");
   }
-  ifreq ifr{};
-  std::memcpy(ifr.ifr_name, cfg.ifname.data(), cfg.ifname.size());
-  ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
-  if (cfg.multi_queue) ifr.ifr_flags |= IFF_MULTI_QUEUE;
-  if (!cfg.attach) ifr.ifr_flags |= IFF_TUN_EXCL;  // fail rather than attach by accident
-  if (::ioctl(s.fd.get(), TUNSETIFF, &ifr) != 0) {
-    int e = errno;
-    if (!cfg.attach && e == EBUSY) {
-      return Status::errorf("cannot create TAP '{}'{}: an interface of that name exists",
-                            cfg.ifname, in);
+  if (!s.adopted) {
+    ifreq ifr{};
+    std::memcpy(ifr.ifr_name, cfg.ifname.data(), cfg.ifname.size());
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    if (cfg.multi_queue) ifr.ifr_flags |= IFF_MULTI_QUEUE;
+    if (!cfg.attach) ifr.ifr_flags |= IFF_TUN_EXCL;  // fail rather than attach by accident
+    // A TAP of this name that a previous vnetd created may still be going: the kernel
+    // closes an fd an io_uring held in a deferred teardown, some 40 ms after a SIGKILL.
+    // So EBUSY on create is retried for up to 300 ms before it is an error.
+    int rc = 0, e = 0;
+    for (int tries = 0;; ++tries) {
+      rc = ::ioctl(s.fd.get(), TUNSETIFF, &ifr);
+      e = errno;
+      if (rc == 0 || e != EBUSY || cfg.attach || tries == 30) break;
+      ::usleep(10000);
     }
-    if (cfg.attach && e == EBUSY) {
-      return Status::errorf(
-          "cannot attach to TAP '{}'{}: it is in use (a single-queue TAP "
-          "takes one fd)",
-          cfg.ifname, in);
+    if (rc != 0) {
+      if (!cfg.attach && e == EBUSY) {
+        return Status::errorf("cannot create TAP '{}'{}: an interface of that name exists",
+                              cfg.ifname, in);
+      }
+      if (cfg.attach && e == EBUSY) {
+        return Status::errorf(
+            "cannot attach to TAP '{}'{}: it is in use (a single-queue TAP "
+            "takes one fd)",
+            cfg.ifname, in);
+      }
+      if (cfg.attach && e == EINVAL) {
+        return Status::errorf(
+            "cannot attach to '{}'{}: not a TAP device, or its multi_queue "
+            "setting is not {}",
+            cfg.ifname, in, cfg.multi_queue);
+      }
+      return Status::errorf("TUNSETIFF '{}'{}: {}", cfg.ifname, in, std::strerror(e));
     }
-    if (cfg.attach && e == EINVAL) {
-      return Status::errorf(
-          "cannot attach to '{}'{}: not a TAP device, or its multi_queue "
-          "setting is not {}",
-          cfg.ifname, in, cfg.multi_queue);
-    }
-    return Status::errorf("TUNSETIFF '{}'{}: {}", cfg.ifname, in, std::strerror(e));
+    ifr.ifr_name[IFNAMSIZ - 1] = '\0';
+    s.ifname = ifr.ifr_name;
   }
-  ifr.ifr_name[IFNAMSIZ - 1] = '\0';
-  s.ifname = ifr.ifr_name;
 
   // What the fd is attached to now: it must be a TAP with our header and framing.
   ifreq got{};
@@ -193,7 +219,7 @@ Status setup_tap(const TapPortConfig& cfg, TapSetup& s) {
   // IFF_MULTI_QUEUE: each further TUNSETIFF of the same name on a new fd adds a queue
   // (Documentation/networking/tuntap.rst, "Multiqueue tuntap interface"). The header
   // size and offloads are the device's, set above.
-  for (uint32_t i = 1; i < cfg.queues; ++i) {
+  for (uint32_t i = 1; i < cfg.queues && !s.adopted; ++i) {
     UniqueFd qfd(::open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC));
     if (!qfd) return Status::errorf("open /dev/net/tun (queue {}): {}", i, std::strerror(errno));
     ifreq qr{};
@@ -239,11 +265,36 @@ TapPort::TapPort(std::string name, const TapPortConfig& cfg)
 Result<std::unique_ptr<TapPort>> TapPort::open(std::string name, const TapPortConfig& cfg_in) {
   TapPortConfig cfg = cfg_in;
   if (cfg.queues > 1) cfg.multi_queue = true;
+  TapSetup s;
+  return open_with(std::move(name), cfg, s);
+}
+
+Result<std::unique_ptr<TapPort>> TapPort::adopt(std::string name, const TapPortConfig& cfg_in,
+                                                std::vector<UniqueFd> fds, bool created) {
+  TapPortConfig cfg = cfg_in;
+  if (cfg.queues > 1) cfg.multi_queue = true;
+  if (fds.size() != cfg.queues)
+    return Status::errorf("TAP port {}: {} fd(s) handed over for {} queue(s)", name, fds.size(),
+                          cfg.queues);
+  TapSetup s;
+  s.adopted = true;
+  s.fd = std::move(fds[0]);
+  for (size_t i = 1; i < fds.size(); ++i) {
+    ifreq got{};
+    if (::ioctl(fds[i].get(), TUNGETIFF, &got) != 0)
+      return Status::errorf("TAP port {}: queue {}: the fd handed over is not a TAP", name, i);
+    s.more.push_back(std::move(fds[i]));
+  }
+  cfg.attach = !created;
+  return open_with(std::move(name), cfg, s);
+}
+
+Result<std::unique_ptr<TapPort>> TapPort::open_with(std::string name, const TapPortConfig& cfg,
+                                                    TapSetup& s) {
   const std::string what = cfg.attach ? "attach" : "create";
   if (Status st = check_config(cfg); !st) {
     return Status::errorf("TAP port {}: {}", name, st.message());
   }
-  TapSetup s;
   if (Status st = run_in_netns(cfg.netns, [&] { return setup_tap(cfg, s); }); !st) {
     // s.fd closes here: a TAP we created (never persistent) goes with it.
     return Status::errorf("TAP port {}: {}", name, st.message());
@@ -284,6 +335,27 @@ Result<std::unique_ptr<TapPort>> TapPort::open(std::string name, const TapPortCo
                p->ifindex_, p->mtu_, p->tun_flags_, p->uses_uring() ? "io_uring" : "readv/writev",
                cfg.queues);
   return p;
+}
+
+void TapPort::hold_reads(uint32_t qi, bool on) {
+  Queue& q = q_[qi];
+  q.held = on;
+  if (q.uring) q.uring->hold(on);
+}
+
+bool TapPort::reads_drained(uint32_t qi) const {
+  const Queue& q = q_[qi];
+  return !q.uring || q.uring->drained();
+}
+
+Result<std::vector<UniqueFd>> TapPort::dup_fds() const {
+  std::vector<UniqueFd> out;
+  for (uint32_t i = 0; i < rx_queues(); ++i) {
+    UniqueFd d(::fcntl(q_[i].fd.get(), F_DUPFD_CLOEXEC, 0));
+    if (!d) return Status::errorf("dup: {}", std::strerror(errno));
+    out.push_back(std::move(d));
+  }
+  return out;
 }
 
 TapPort::~TapPort() {
@@ -351,6 +423,9 @@ bool TapPort::accept_frame(QueueCounters& qc, net::Packet& p, size_t got) {
 uint32_t TapPort::receive_burst(net::Packet* const* pkts, uint32_t max, uint32_t qi) {
   if (gone()) return 0;
   Queue& q = q_[qi];
+  // Hot upgrade: no new reads; an io_uring read cancelled still brings what it read.
+  if (q.held && (!q.uring || q.uring->drained())) [[unlikely]]
+    return 0;
   QueueCounters& qc = queue_counters(qi);
   uint32_t n = q.uring ? receive_uring(q, qc, pkts, max) : receive_syscalls(q, qc, pkts, max);
   if (n) {

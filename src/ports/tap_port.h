@@ -26,6 +26,8 @@
 namespace vnet::ports {
 
 // How the data path talks to the kernel.
+struct TapSetup;  // tap_port.cc
+
 enum class TapIo {
   kAuto,      // io_uring when the kernel supports it, else system calls
   kUring,     // io_uring or fail
@@ -64,6 +66,17 @@ class TapPort : public Port {
   // Creates or attaches the TAP, sets its virtio-net header and offloads, its MTU and
   // IFF_UP (netlink). The error says which step failed and why.
   static Result<std::unique_ptr<TapPort>> open(std::string name, const TapPortConfig& cfg);
+  // Hot upgrade (control/handover.h): a port on the fds a predecessor vnetd handed over
+  // (one per queue), checked as an attached TAP is; `created`: the TAP goes with the port.
+  static Result<std::unique_ptr<TapPort>> adopt(std::string name, const TapPortConfig& cfg,
+                                                std::vector<UniqueFd> fds, bool created);
+  // The TAP's fds, duplicated, for a successor.
+  Result<std::vector<UniqueFd>> dup_fds() const;
+  // (queue q's worker) Hot upgrade: no more reads from queue q (an armed io_uring read is
+  // cancelled, and what it read still comes through receive_burst) until hold_reads(false).
+  void hold_reads(uint32_t q, bool on);
+  // (queue q's worker) Held and nothing read is waiting any more.
+  bool reads_drained(uint32_t q) const;
   ~TapPort() override;
 
   const std::string& ifname() const { return ifname_; }
@@ -115,6 +128,8 @@ class TapPort : public Port {
 
  private:
   TapPort(std::string name, const TapPortConfig& cfg);
+  static Result<std::unique_ptr<TapPort>> open_with(std::string name, const TapPortConfig& cfg,
+                                                    TapSetup& s);
 
   // One fd of the TAP (one queue of an IFF_MULTI_QUEUE TAP) and its data path. The read
   // side belongs to the worker polling the queue; the write side to the send-lock holder.
@@ -124,6 +139,7 @@ class TapPort : public Port {
     // Buffers of the last burst's lent frames, back to the kernel in receive_done().
     TapUring::ReadDone lent[TapUring::kRxBuffers];
     uint32_t lent_n = 0;
+    bool held = false;  // hold_reads()
   };
   // System-call path: 0 or an errno; stores the bytes read.
   int read_frame(Queue& q, net::Packet& p, size_t* got);

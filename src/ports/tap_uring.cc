@@ -198,8 +198,19 @@ void TapUring::recycle(const ReadDone* done, uint32_t n) {
   if (k) io_uring_buf_ring_advance(br_, k);
 }
 
+void TapUring::hold(bool on) {
+  held_ = on;
+  if (!on || !armed_) return;
+  io_uring_sqe* sqe = io_uring_get_sqe(&rx_);
+  if (!sqe) return;
+  io_uring_prep_cancel64(sqe, kReadTag, 0);
+  io_uring_sqe_set_data64(sqe, kCancelTag);
+  enters_.add();
+  io_uring_submit(&rx_);
+}
+
 int TapUring::arm() {
-  if (armed_) return 0;
+  if (armed_ || held_) return 0;
   io_uring_sqe* sqe = io_uring_get_sqe(&rx_);
   if (!sqe) return EBUSY;
   // Length 0: each read takes a whole provided buffer; the offset is unused on a TAP.

@@ -54,6 +54,13 @@ class TapUring {
   // error). 0 or an errno.
   int arm();
   bool armed() const { return armed_; }
+  // Hot upgrade: cancels the armed read without waiting (what it read still comes through
+  // reap_reads(), the end of the read too) and arms none until hold(false).
+  void hold(bool on);
+  // Held, the read ended and no completion waits.
+  bool drained() const {
+    return held_ && !armed_ && io_uring_cq_ready(&rx_) == 0 && !task_work_pending();
+  }
   bool reads_pending() const { return io_uring_cq_ready(&rx_) > 0 || task_work_pending(); }
 
   // Writes frame i from iovs[i][0..iovcnt[i]) for i < n (n <= kTxBatch) in one submission
@@ -85,6 +92,7 @@ class TapUring {
   size_t buffers_bytes_ = 0;
   bool br_registered_ = false;
   bool armed_ = false;
+  bool held_ = false;
   bool taskrun_flag_ = false;  // the read ring has COOP_TASKRUN | TASKRUN_FLAG
   UniqueFd event_fd_;
   Counter enters_;

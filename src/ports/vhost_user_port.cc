@@ -71,14 +71,27 @@ VhostUserPort::~VhostUserPort() {
   endpoint_.reset();  // ends the session (which resets us) before members go
 }
 
-Status VhostUserPort::open(EventLoop& loop) {
+vhost_user::EndpointConfig VhostUserPort::endpoint_config() {
   vhost_user::EndpointConfig ec;
   ec.path = cfg_.socket_path;
   ec.client = cfg_.client;
   ec.perms = cfg_.perms;
   ec.name = name();
   ec.logs = &log_limits();
-  auto ep = vhost_user::Endpoint::create(loop, ec, *this);
+  return ec;
+}
+
+Status VhostUserPort::open(EventLoop& loop) {
+  auto ep = vhost_user::Endpoint::create(loop, endpoint_config(), *this);
+  if (!ep) return ep.status();
+  endpoint_ = std::move(*ep);
+  return Status::ok();
+}
+
+Status VhostUserPort::adopt(EventLoop& loop, UniqueFd listen, UniqueFd session,
+                            std::vector<vhost_user::Message>& setup) {
+  auto ep = vhost_user::Endpoint::adopt(loop, endpoint_config(), *this, std::move(listen),
+                                        std::move(session), setup);
   if (!ep) return ep.status();
   endpoint_ = std::move(*ep);
   return Status::ok();

@@ -43,6 +43,11 @@ class VhostUserPort : public Port, public vhost_user::Backend {
 
   // Creates the socket (server) or starts connecting (client) on `loop`.
   Status open(EventLoop& loop);
+  // Hot upgrade (control/handover.h): the sockets and session state a predecessor handed
+  // over instead of open(); the rings start with endpoint()->start_adopted().
+  Status adopt(EventLoop& loop, UniqueFd listen, UniqueFd session,
+               std::vector<vhost_user::Message>& setup);
+  vhost_user::Endpoint* endpoint() { return endpoint_.get(); }
 
   // vhost_user::Backend (control thread)
   uint64_t device_features() const override;
@@ -120,6 +125,7 @@ class VhostUserPort : public Port, public vhost_user::Backend {
   // (worker) Gives every queue the dirty log while VHOST_F_LOG_ALL is on, else none.
   void apply_dirty_log();
   void build_rarp(net::Packet& p) const;
+  vhost_user::EndpointConfig endpoint_config();
 
   VhostUserPortConfig cfg_;
   Executor& worker_;

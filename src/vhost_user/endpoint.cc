@@ -1,6 +1,7 @@
 // Endpoint: listening / connecting Unix socket and the one Session on it.
 #include "vhost_user/endpoint.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -30,6 +31,22 @@ Result<sockaddr_un> make_addr(const std::string& path) {
                           path.size(), sizeof(a.sun_path) - 1);
   std::memcpy(a.sun_path, path.data(), path.size());
   return a;
+}
+
+// A Unix stream socket handed over (hot upgrade): listening (1), connected (0), or
+// something else (-1).
+int unix_stream_state(int fd) {
+  int v = 0;
+  socklen_t len = sizeof(v);
+  if (::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &v, &len) != 0 || v != AF_UNIX) return -1;
+  len = sizeof(v);
+  if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &v, &len) != 0 || v != SOCK_STREAM) return -1;
+  len = sizeof(v);
+  if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &v, &len) != 0) return -1;
+  if (v) return 1;
+  sockaddr_un peer{};
+  len = sizeof(peer);
+  return ::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) == 0 ? 0 : -1;
 }
 
 int connect_to(int fd, const sockaddr_un& a) {
@@ -173,8 +190,105 @@ Status Endpoint::listen() {
   listen_fd_ = std::move(fd);  // from here on the destructor unlinks the file
   if (Status s = socket_perms_after_bind(cfg_.path, cfg_.perms); !s) return s;
   if (::listen(raw, 8) != 0) return Status::errorf("listen {}: {}", cfg_.path, strerror(errno));
-  if (Status s = loop_.add(raw, EPOLLIN, [this](uint32_t) { on_accept(); }); !s) return s;
+  return add_listener();
+}
+
+Status Endpoint::add_listener() {
+  if (Status s = loop_.add(listen_fd_.get(), EPOLLIN, [this](uint32_t) { on_accept(); }); !s)
+    return s;
   spdlog::info("vhost-user {}: listening on {}", cfg_.name, cfg_.path);
+  return Status::ok();
+}
+
+// ---- hot upgrade ----
+
+Status Endpoint::suspend(bool odd) {
+  if (!session_) return Status::ok();
+  if (session_->in_message())
+    return Status::errorf("vhost-user {}: a message from the front end is half read", cfg_.name);
+  session_->suspend(odd);
+  return Status::ok();
+}
+
+void Endpoint::resume() {
+  if (session_) session_->resume();
+}
+
+Result<Endpoint::Handover> Endpoint::save() const {
+  Handover h;
+  auto dup = [](int fd) { return UniqueFd(::fcntl(fd, F_DUPFD_CLOEXEC, 0)); };
+  if (listen_fd_) {
+    h.listen = dup(listen_fd_.get());
+    if (!h.listen) return Status::errorf("dup: {}", strerror(errno));
+  }
+  if (session_) {
+    h.session = dup(session_->fd());
+    if (!h.session) return Status::errorf("dup: {}", strerror(errno));
+    auto st = session_->save();
+    if (!st) return Status::errorf("vhost-user {}: {}", cfg_.name, st.message());
+    h.state = std::move(*st);
+  }
+  return h;
+}
+
+void Endpoint::release() {
+  // The sockets are the successor's now: never read them again, close our copies, and
+  // leave the socket file (the destructor would unlink it).
+  if (timer_) loop_.cancel_timer(*timer_);
+  timer_.reset();
+  if (connecting_fd_) loop_.remove(connecting_fd_.get());
+  connecting_fd_.reset();
+  if (session_) {
+    loop_.remove(session_->fd());
+    session_.reset();  // backend.reset(): the rings are stopped already
+  }
+  if (listen_fd_) loop_.remove(listen_fd_.get());
+  listen_fd_.reset();
+  sock_dev_ = 0;
+  sock_ino_ = 0;
+}
+
+Result<std::unique_ptr<Endpoint>> Endpoint::adopt(EventLoop& loop, const EndpointConfig& cfg,
+                                                  Backend& backend, UniqueFd listen,
+                                                  UniqueFd session, std::vector<Message>& setup) {
+  std::unique_ptr<Endpoint> ep(new Endpoint(loop, cfg, backend));
+  ep->watch_faults(true);
+  if (listen) {
+    if (cfg.client) return Status::error("a listening socket for a client-mode port");
+    if (unix_stream_state(listen.get()) != 1)
+      return Status::error("the listening fd handed over is not a listening Unix socket");
+    // The socket file stays the predecessor's (never unlinked here) until own().
+    ep->listen_fd_ = std::move(listen);
+    // Never block the loop on accept, whatever the fd came as.
+    ::fcntl(ep->listen_fd_.get(), F_SETFL, ::fcntl(ep->listen_fd_.get(), F_GETFL) | O_NONBLOCK);
+    if (Status s = ep->add_listener(); !s) return s;
+  } else if (!cfg.client) {
+    return Status::error("a server-mode port without its listening socket");
+  }
+  if (session) {
+    if (unix_stream_state(session.get()) != 0)
+      return Status::error("the session fd handed over is not a connected Unix stream socket");
+    if (Status s = ep->start_session(std::move(session), true); !s) return s;
+    if (Status s = ep->session_->restore(setup); !s)
+      return Status::errorf("session state: {}", s.message());
+  } else if (cfg.client) {
+    ep->start_connect();
+  }
+  return Result<std::unique_ptr<Endpoint>>(std::move(ep));
+}
+
+void Endpoint::own() {
+  struct stat st;
+  if (listen_fd_ && ::stat(cfg_.path.c_str(), &st) == 0) {
+    sock_dev_ = st.st_dev;
+    sock_ino_ = st.st_ino;
+  }
+}
+
+Status Endpoint::start_adopted(std::vector<Message>& start) {
+  if (!session_) return Status::ok();
+  if (Status s = session_->restore(start); !s)
+    return Status::errorf("session state: {}", s.message());
   return Status::ok();
 }
 
@@ -204,12 +318,16 @@ void Endpoint::on_accept() {
   }
 }
 
-Status Endpoint::start_session(UniqueFd sock) {
+Status Endpoint::start_session(UniqueFd sock, bool adopted) {
   int fd = sock.get();
   auto s = std::make_unique<Session>(std::move(sock), backend_, cfg_.name, &logs_);
   if (Status st = loop_.add(fd, EPOLLIN, [this](uint32_t) { on_session_event(); }); !st)
     return st;  // `s` goes: the socket is closed and the backend reset
   session_ = std::move(s);
+  if (adopted) {
+    spdlog::info("vhost-user {}: session on {} taken over", cfg_.name, cfg_.path);
+    return Status::ok();
+  }
   counters_.connections.add();
   VNET_LOG_RL(logs_.session, spdlog::level::info, "vhost-user {}: front end connected on {}",
               cfg_.name, cfg_.path);

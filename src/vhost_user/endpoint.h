@@ -65,6 +65,29 @@ class Endpoint {
   // loop is asked, see watch_faults()).
   void check_memory();
 
+  // --- Hot upgrade (control/handover.h): the endpoint moves to another vnetd. ---
+  // The listening socket (server mode) and the session's socket with its state.
+  struct Handover {
+    UniqueFd listen;
+    UniqueFd session;
+    Session::Saved state;
+  };
+  // Stops the session's transmitqs (`odd`) or receiveqs; an error (a message half read)
+  // means the endpoint cannot move now.
+  Status suspend(bool odd);
+  void resume();
+  Result<Handover> save() const;
+  // The successor has it all: closes our copies without unlinking the socket file.
+  void release();
+  // The successor's side: an endpoint on the sockets handed over, the session's state
+  // rebuilt from `setup` (rings not started yet: start_adopted() does that).
+  static Result<std::unique_ptr<Endpoint>> adopt(EventLoop& loop, const EndpointConfig& cfg,
+                                                 Backend& backend, UniqueFd listen,
+                                                 UniqueFd session, std::vector<Message>& setup);
+  Status start_adopted(std::vector<Message>& start);
+  // The hand-over is final: the socket file is ours (the destructor unlinks it).
+  void own();
+
  private:
   Endpoint(EventLoop& loop, const EndpointConfig& cfg, Backend& backend);
   Status listen();
@@ -73,7 +96,8 @@ class Endpoint {
   void on_connect_ready();
   void connect_failed(const std::string& why);
   void schedule_reconnect();
-  Status start_session(UniqueFd sock);
+  Status start_session(UniqueFd sock, bool adopted = false);
+  Status add_listener();
   void on_session_event();
   void end_session(const Status& why);
   // Registers (or removes) this endpoint for FaultGuard notifications on its loop.

@@ -162,7 +162,9 @@ Status Session::handle(Message& m, Reply& reply) {
     case Request::NET_SET_MTU: {
       uint64_t v = m.u64();
       if (v > UINT32_MAX) return Status::errorf("MTU {} out of range", v);
-      return backend_.set_mtu(uint32_t(v));
+      Status st = backend_.set_mtu(uint32_t(v));
+      if (st) mtu_ = uint32_t(v);
+      return st;
     }
     case Request::SET_LOG_BASE: {
       Status st = on_set_log_base(m);
@@ -224,6 +226,12 @@ Status Session::install_memory(memory::GuestMemory::RegionList regions) {
   // unless the new table shares them.
   mem_ = std::move(*gm);
   backend_.set_memory(mem_);
+  // The fds of regions no longer in the table go with them.
+  std::erase_if(region_fds_, [&](const auto& rf) {
+    const auto& list = mem_->regions();
+    return std::none_of(list.begin(), list.end(),
+                        [&](const auto& r) { return r.get() == rf.first; });
+  });
   VNET_LOG_RL(logs_.session, spdlog::level::info,
               "vhost-user {}: memory table of {} regions ({} sealed against shrinking)", name_, n,
               sealed_regions_);
@@ -254,6 +262,7 @@ Result<std::shared_ptr<memory::MappedRegion>> Session::map_region(Message& m, si
   auto mr = memory::MappedRegion::map(
       {r.guest_phys_addr, r.memory_size, r.userspace_addr, r.mmap_offset}, fd->map_fd());
   if (mr && fd->sealed_against_shrink()) ++sealed_regions_;
+  if (mr) region_fds_.emplace_back(mr->get(), std::move(*fd));  // for save()
   return mr;
 }
 
@@ -347,6 +356,9 @@ Status Session::on_set_log_base(Message& m) {
   Status st = backend_.set_log(*log);
   if (!st) return st;
   log_ = std::move(*log);
+  log_fd_ = std::move(*fd);
+  log_size_ = v[0];
+  log_offset_ = v[1];
   VNET_LOG_RL(logs_.session, spdlog::level::info,
               "vhost-user {}: dirty log of {} bytes mapped (guest memory up to {} MiB)", name_,
               v[0], (v[0] * 8) >> (20 - memory::DirtyLog::kPageShift));
@@ -447,7 +459,16 @@ Status Session::on_set_vring_call(Message& m) {
   if (Status st = check_ring(index); !st) return st;
   auto call = adopt_fd(m, 0, FdKind::kEventFd);
   if (!call) return Status::errorf("ring {} call: {}", index, call.message());
-  return backend_.set_call(index, std::move(*call));
+  FrontendFd copy;
+  if (call->valid()) {
+    auto d = call->dup();
+    if (!d) return Status::errorf("ring {} call: {}", index, d.message());
+    copy = std::move(*d);
+  }
+  if (Status st = backend_.set_call(index, std::move(*call)); !st) return st;
+  rings_[index].call = std::move(copy);
+  rings_[index].call_set = true;
+  return Status::ok();
 }
 
 Status Session::on_set_vring_err(Message& m) {
@@ -523,9 +544,160 @@ void Session::reset_device_state() {
   for (auto& r : rings_) r = Ring{};  // closes kick and err fds
   mem_.reset();
   log_.reset();
+  log_fd_.reset();
+  log_size_ = log_offset_ = 0;
+  region_fds_.clear();
+  mtu_ = 0;
   region_refs_.clear();
   acked_features_ = 0;
   status_ = 0;
+}
+
+// ---- hot upgrade ----
+
+void Session::suspend(bool odd) {
+  for (uint32_t i = odd ? 1 : 0; i < rings_.size(); i += 2) {
+    Ring& r = rings_[i];
+    if (!r.started) continue;
+    r.base = backend_.stop_queue(i);
+    r.started = false;
+    r.suspended = true;
+  }
+}
+
+void Session::resume() {
+  for (uint32_t i = 0; i < rings_.size(); ++i) {
+    Ring& r = rings_[i];
+    if (!r.suspended) continue;
+    r.suspended = false;
+    Status st = try_start(i);
+    if (st && r.enabled) backend_.set_enabled(i, true);
+    if (!st)
+      VNET_LOG_RL(logs_.session, spdlog::level::warn, "vhost-user {}: ring {} not resumed: {}",
+                  name_, i, st.message());
+  }
+}
+
+namespace {
+Message make_message(Request req, const void* payload, uint32_t size) {
+  Message m;
+  m.hdr.request = static_cast<uint32_t>(req);
+  m.hdr.flags = 1;  // version 1
+  m.hdr.size = size;
+  m.payload.assign(static_cast<const uint8_t*>(payload),
+                   static_cast<const uint8_t*>(payload) + size);
+  return m;
+}
+template <typename T>
+Message make_message(Request req, const T& v) {
+  return make_message(req, &v, sizeof(T));
+}
+Status add_fd(Message& m, const FrontendFd& fd) {
+  auto d = fd.dup_for_handover();
+  if (!d) return d.status();
+  m.fds.push_back(std::move(*d));
+  return Status::ok();
+}
+}  // namespace
+
+Result<Session::Saved> Session::save() const {
+  Saved s;
+  auto& out = s.setup;
+  if (owner_) out.push_back(make_message(Request::SET_OWNER, nullptr, 0));
+  out.push_back(make_message(Request::SET_PROTOCOL_FEATURES, protocol_features_));
+  out.push_back(make_message(Request::SET_FEATURES, acked_features_));
+  if (mem_) {
+    for (const auto& r : mem_->regions()) {
+      auto fd = std::find_if(region_fds_.begin(), region_fds_.end(),
+                             [&](const auto& rf) { return rf.first == r.get(); });
+      if (fd == region_fds_.end())
+        return Status::errorf("region at gpa {:#x} has no fd", r->desc().guest_phys_addr);
+      SingleMemoryRegion smr;
+      smr.region = {r->desc().guest_phys_addr, r->desc().memory_size, r->desc().userspace_addr,
+                    r->desc().mmap_offset};
+      uint32_t refs = 1;
+      for (const auto& ref : region_refs_)
+        if (ref.guest_phys_addr == smr.region.guest_phys_addr &&
+            ref.memory_size == smr.region.memory_size &&
+            ref.userspace_addr == smr.region.userspace_addr)
+          refs = ref.refs;
+      for (uint32_t k = 0; k < refs; ++k) {
+        Message m = make_message(Request::ADD_MEM_REG, smr);
+        if (Status st = add_fd(m, fd->second); !st) return st;
+        out.push_back(std::move(m));
+      }
+    }
+  }
+  if (mtu_) out.push_back(make_message(Request::NET_SET_MTU, uint64_t(mtu_)));
+  if (log_fd_) {
+    const uint64_t v[2] = {log_size_, log_offset_};
+    Message m = make_message(Request::SET_LOG_BASE, v, sizeof(v));
+    if (Status st = add_fd(m, log_fd_); !st) return st;
+    out.push_back(std::move(m));
+  }
+  for (uint32_t i = 0; i < rings_.size(); ++i) {
+    const Ring& r = rings_[i];
+    if (r.started) return Status::errorf("ring {} is running (not suspended)", i);
+    if (r.has_num) out.push_back(make_message(Request::SET_VRING_NUM, VringState{i, r.num}));
+    if (r.has_addr) {
+      VringAddr a = r.addr;
+      a.index = i;
+      out.push_back(make_message(Request::SET_VRING_ADDR, a));
+    }
+    if (r.has_num || r.has_addr || r.kick_set)
+      out.push_back(make_message(Request::SET_VRING_BASE, VringState{i, r.base}));
+    auto fd_message = [&](Request req, const FrontendFd& fd, std::vector<Message>& to) {
+      uint64_t v = i | (fd ? 0 : kVringNoFdFlag);
+      Message m = make_message(req, v);
+      if (fd)
+        if (Status st = add_fd(m, fd); !st) return st;
+      to.push_back(std::move(m));
+      return Status::ok();
+    };
+    if (r.call_set)
+      if (Status st = fd_message(Request::SET_VRING_CALL, r.call, out); !st) return st;
+    if (r.err)
+      if (Status st = fd_message(Request::SET_VRING_ERR, r.err, out); !st) return st;
+    auto& start = (i & 1) ? s.start_tx : s.start_rx;
+    if (r.kick_set)
+      if (Status st = fd_message(Request::SET_VRING_KICK, r.kick, start); !st) return st;
+    if ((acked_features_ & kFeatureProtocolFeatures) && r.enabled)
+      start.push_back(make_message(Request::SET_VRING_ENABLE, VringState{i, 1}));
+  }
+  if (status_) out.push_back(make_message(Request::SET_STATUS, uint64_t(status_)));
+  return s;
+}
+
+Status Session::restore(std::vector<Message>& msgs) {
+  for (auto& m : msgs) {
+    // Only what save() makes: requests that set state.
+    switch (m.request()) {
+      case Request::SET_OWNER:
+      case Request::SET_PROTOCOL_FEATURES:
+      case Request::SET_FEATURES:
+      case Request::ADD_MEM_REG:
+      case Request::NET_SET_MTU:
+      case Request::SET_LOG_BASE:
+      case Request::SET_VRING_NUM:
+      case Request::SET_VRING_ADDR:
+      case Request::SET_VRING_BASE:
+      case Request::SET_VRING_CALL:
+      case Request::SET_VRING_ERR:
+      case Request::SET_VRING_KICK:
+      case Request::SET_VRING_ENABLE:
+      case Request::SET_STATUS:
+        break;
+      default:
+        return Status::errorf("{} is not session state", request_name(m.hdr.request));
+    }
+    Reply reply;
+    Status st = validate(m);
+    if (st) st = handle(m, reply);
+    if (!st || fatal_)
+      return Status::errorf("{}: {}", request_name(m.hdr.request),
+                            st ? "an fd of the wrong kind" : st.message());
+  }
+  return Status::ok();
 }
 
 }  // namespace vnet::vhost_user

@@ -59,6 +59,29 @@ class Session {
   // True when the last on_readable() ended because the peer closed the connection.
   bool peer_closed() const { return peer_closed_; }
 
+  // --- Hot upgrade (control/handover.h): the session moves to another vnetd. ---
+  // Part of a message has been read: the session cannot move now (its bytes would be lost).
+  bool in_message() const { return reader_.in_message(); }
+  // Stops every started ring at the position it reached, without telling the front end:
+  // first the transmitqs (odd rings, `odd`), then the receiveqs, so that a frame taken
+  // from one is never dropped for want of the other. resume() starts them again (a
+  // hand-over that failed).
+  void suspend(bool odd);
+  void resume();
+  // The messages that rebuild this session's state in a new back end, as if the front end
+  // had sent them (fds duplicated): `setup` (features, memory, log, ring sizes,
+  // addresses, bases, call and err fds), then `start_rx` and `start_tx` (kick fds and
+  // enables, which start the receiveqs and the transmitqs: a successor starts every
+  // port's receiveqs before any transmitq). Only after suspend() of both halves, so that
+  // the bases are current.
+  struct Saved {
+    std::vector<Message> setup, start_rx, start_tx;
+  };
+  Result<Saved> save() const;
+  // Applies saved messages (another vnetd's, untrusted: each is validated and handled as
+  // a front end's would be, without replies). The first failure ends the restore.
+  Status restore(std::vector<Message>& msgs);
+
  private:
   struct Ring {
     uint32_t num = 0;
@@ -69,8 +92,11 @@ class Session {
     FrontendFd kick;        // our copy; the backend gets a dup
     bool kick_set = false;  // SET_VRING_KICK seen (fd or polling) since the last stop
     FrontendFd err;
+    FrontendFd call;  // our copy of SET_VRING_CALL's fd (the backend has another)
+    bool call_set = false;
     bool enabled = false;  // SET_VRING_ENABLE state
     bool started = false;
+    bool suspended = false;  // stopped by suspend(), started again by resume()
   };
   // A reply under construction (GET_* messages).
   struct Reply {
@@ -135,6 +161,11 @@ class Session {
   std::shared_ptr<const memory::GuestMemory> mem_;
   // The last SET_LOG_BASE's log (shared with the backend), for log_lost().
   std::shared_ptr<const memory::DirtyLog> log_;
+  // For save(): the log's fd, size and offset; each mapped region's fd; NET_SET_MTU.
+  FrontendFd log_fd_;
+  uint64_t log_size_ = 0, log_offset_ = 0;
+  std::vector<std::pair<const memory::MappedRegion*, FrontendFd>> region_fds_;
+  uint32_t mtu_ = 0;
   // ADD_MEM_REG of a region identical to one already in the table (same guest address,
   // size, user address and offset) takes another reference instead of failing: a
   // multiqueue QEMU (7.2) sends the table once per queue pair, each pair's vhost device
