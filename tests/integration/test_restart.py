@@ -254,6 +254,44 @@ def vnetd_bad_lines(proc, levels, allowed=()):
     return out
 
 
+def finish_stream(guest, rx, mode, want_len, want_sha):
+    """The rest of the stream unpaced; then the whole payload must have arrived intact.
+    Returns (bytes sent unpaced, seconds they took)."""
+    t_flush = time.monotonic()
+    flushed = want_len - rx.total()
+    guest.run("echo 0 > /tmp/pace", timeout=30)
+    wait_until(lambda: rx.check_alive() or rx.poll().done, 180, interval=0.1,
+               what="%s: the end of the stream (%d of %d bytes so far)"
+               % (mode, rx.total(), want_len))
+    t_flush = time.monotonic() - t_flush
+    got_len, got_sha = rx.done
+    rc, status = guest.run("cat /tmp/sender.status /tmp/sender.log", timeout=30)
+    if got_len != want_len or got_sha != want_sha:
+        raise HarnessError("%s: the receiver got %d bytes, sha256 %s; the guest sent %d bytes, "
+                           "sha256 %s" % (mode, got_len, got_sha, want_len, want_sha))
+    if not re.search(r"^rc=0$", status, re.M):
+        raise HarnessError("%s: the guest's nc did not exit 0: %s" % (mode, status))
+    return flushed, t_flush
+
+
+def reach_and_make_payload(ns, guest, guest_ip, mode):
+    """Waits until the namespace reaches the guest, then writes PAYLOAD_MB random MiB to
+    /tmp/p in the guest; returns its SHA-256 and size."""
+    deadline = time.monotonic() + 30
+    while ns.ping(guest_ip, count=1)[1] != 1:
+        if time.monotonic() > deadline:
+            raise HarnessError("%s: namespace cannot reach the guest %s" % (mode, guest_ip))
+    t0 = time.monotonic()
+    rc, out = guest.run("dd if=/dev/urandom of=/tmp/p bs=1M count=%d 2>/dev/null && "
+                        "sha256sum /tmp/p && stat -c %%s /tmp/p" % PAYLOAD_MB, timeout=300)
+    m = re.search(r"^([0-9a-f]{64})\s+/tmp/p\s*\n(\d+)\s*$", out, re.M)
+    if rc != 0 or not m:
+        raise HarnessError("%s: payload in the guest: rc %d:\n%s" % (mode, rc, out))
+    log("%s: %d MiB payload in the guest (sha256 %s...) in %.1f s"
+        % (mode, PAYLOAD_MB, m.group(1)[:16], time.monotonic() - t0))
+    return m.group(1), int(m.group(2))
+
+
 def run_variant(s, image, mode):
     client = mode == "client"
     guest_ip, ns_ip, guest_mac, tap_mac = VARIANTS[mode]
@@ -300,20 +338,7 @@ def run_variant(s, image, mode):
                              reconnect=1, mem_mb=320).start()
     guest.wait_ready(timeout=120)
     vnetd.expect_connected(["guest"], mode)
-    deadline = time.monotonic() + 30
-    while ns.ping(guest_ip, count=1)[1] != 1:
-        if time.monotonic() > deadline:
-            raise HarnessError("%s: namespace cannot reach the guest %s" % (mode, guest_ip))
-
-    t0 = time.monotonic()
-    rc, out = guest.run("dd if=/dev/urandom of=/tmp/p bs=1M count=%d 2>/dev/null && "
-                        "sha256sum /tmp/p && stat -c %%s /tmp/p" % PAYLOAD_MB, timeout=300)
-    m = re.search(r"^([0-9a-f]{64})\s+/tmp/p\s*\n(\d+)\s*$", out, re.M)
-    if rc != 0 or not m:
-        raise HarnessError("%s: payload in the guest: rc %d:\n%s" % (mode, rc, out))
-    want_sha, want_len = m.group(1), int(m.group(2))
-    log("%s: %d MiB payload in the guest (sha256 %s...) in %.1f s"
-        % (mode, PAYLOAD_MB, want_sha[:16], time.monotonic() - t0))
+    want_sha, want_len = reach_and_make_payload(ns, guest, guest_ip, mode)
 
     rx = Receiver(s, ns, "receiver-" + mode)
     sender = SENDER % {"chunk": CHUNK, "ip": ns_ip, "port": RECEIVER_PORT}
@@ -419,21 +444,7 @@ def run_variant(s, image, mode):
                                % (mode, cycle + 1, outage, MAX_OUTAGE))
     t_loop = time.monotonic() - t_stream
 
-    # The rest unpaced; then the whole payload must have arrived intact.
-    t_flush = time.monotonic()
-    flushed = want_len - rx.total()
-    guest.run("echo 0 > /tmp/pace", timeout=30)
-    wait_until(lambda: rx.check_alive() or rx.poll().done, 180, interval=0.1,
-               what="%s: the end of the stream (%d of %d bytes so far)"
-               % (mode, rx.total(), want_len))
-    t_flush = time.monotonic() - t_flush
-    got_len, got_sha = rx.done
-    rc, status = guest.run("cat /tmp/sender.status /tmp/sender.log", timeout=30)
-    if got_len != want_len or got_sha != want_sha:
-        raise HarnessError("%s: the receiver got %d bytes, sha256 %s; the guest sent %d bytes, "
-                           "sha256 %s" % (mode, got_len, got_sha, want_len, want_sha))
-    if not re.search(r"^rc=0$", status, re.M):
-        raise HarnessError("%s: the guest's nc did not exit 0: %s" % (mode, status))
+    flushed, t_flush = finish_stream(guest, rx, mode, want_len, want_sha)
     # A pause in the stream that no kill explains: vnetd (or the guest's TX) stalled.
     stalls = [(t - pause, pause) for t, _, pause in rx.points if pause > 0.5 and not any(
         t - pause < resumed_at + 0.2 and t > killed for killed, resumed_at in windows)]

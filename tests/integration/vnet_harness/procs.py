@@ -30,6 +30,7 @@ def log(msg):
 _T0 = time.monotonic()
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
 
 
 def _child_setup():
@@ -165,11 +166,11 @@ class Process:
                 log("%s (pid %d) ignored %s for %.0f s: SIGKILL"
                     % (self.name, self.pid, signal.Signals(sig).name, timeout))
                 self._signal_group(signal.SIGKILL)
-                self.popen.wait()
+                self.wait(None)
         # Reap leftovers of the group (children that outlived the leader).
         self._signal_group(signal.SIGKILL)
         self._close()
-        return self.popen.returncode
+        return self.returncode
 
     def kill(self):
         """SIGKILL the whole group at once (simulates a crash)."""
@@ -186,6 +187,98 @@ class Process:
                 pass
         if not self._log_file.closed:
             self._log_file.close()
+
+
+def become_subreaper():
+    """Make the harness the child subreaper of everything it starts: a descendant whose
+    parent exits (the vnetd an upgrade starts, forked by the vnetd it replaces) is
+    re-parented to the harness, which can then wait for it (`AdoptedProcess`).  Call it
+    before that parent can exit.  Idempotent."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise HarnessError("prctl(PR_SET_CHILD_SUBREAPER): %s"
+                           % os.strerror(ctypes.get_errno()))
+
+
+def child_pids(pid):
+    """PIDs of the processes whose parent is `pid` (from /proc/*/stat), zombies included."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces and parentheses.
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[1]) == pid:
+            out.append(int(entry))
+    return out
+
+
+class AdoptedProcess(Process):
+    """A process the harness did not start but inherited as child subreaper
+    (`become_subreaper()`): a vnetd started by an upgrade.  Same interface as `Process` for
+    its state, log (the file it inherited as its output), waiting and stopping; signalled by
+    its PID alone, never its process group (it may share the group of the process that
+    started it), and never once reaped.  It has no PDEATHSIG: the harness stops it at
+    cleanup."""
+
+    def __init__(self, name, pid, log_path):
+        self.name = name
+        self.argv = []
+        self.log_path = log_path
+        self.popen = None
+        self.pid = pid
+        self.started_at = time.monotonic()
+        self._status = None
+
+    def _reap(self, block=False):
+        if self._status is None:
+            try:
+                pid, status = os.waitpid(self.pid, 0 if block else os.WNOHANG)
+            except ChildProcessError:
+                raise HarnessError("%s (pid %d) is not a child of the harness (not re-parented "
+                                   "to it: is the harness a child subreaper?)"
+                                   % (self.name, self.pid))
+            if pid == self.pid:
+                self._status = os.waitstatus_to_exitcode(status)
+        return self._status
+
+    def alive(self):
+        return self._reap() is None
+
+    @property
+    def returncode(self):
+        return self._reap()
+
+    def send(self, text):
+        raise HarnessError("%s (pid %d) has no stdin pipe (adopted)" % (self.name, self.pid))
+
+    def _signal_group(self, sig):
+        # Only this PID, and only while it is not reaped (its number could be reused).
+        if self._reap() is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def wait(self, timeout):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._reap() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                return None
+            time.sleep(0.01)
+        return self._status
+
+    def kill(self):
+        self._signal_group(signal.SIGKILL)
+        return self.wait(None)
+
+    def _close(self):
+        pass
 
 
 def wait_until(predicate, timeout, interval=0.1, what="condition"):

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import time
 
-from .procs import HarnessError, log, wait_until
+from .procs import AdoptedProcess, HarnessError, become_subreaper, child_pids, log, wait_until
 from .testpmd import cpu_plan
 
 
@@ -267,6 +267,68 @@ class Vnetd:
             raise HarnessError("vnetctl %s failed (status %d): %s %s"
                                % (" ".join(args), r.returncode, r.stdout[:500], r.stderr[:500]))
         return doc
+
+    def run_vnetctl(self, *args, timeout=10.0):
+        """Run `vnetctl --control PATH --json --timeout MS ARGS` whatever its outcome;
+        returns (exit status, decoded JSON or None, stderr)."""
+        argv = [self.vnetctl_binary, "--control", self.control, "--json",
+                "--timeout", str(int(timeout * 1000))] + list(args)
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 5)
+        except subprocess.TimeoutExpired:
+            raise HarnessError("vnetctl %s timed out after %.0f s" % (" ".join(args), timeout))
+        try:
+            doc = json.loads(r.stdout)
+        except ValueError:
+            doc = None
+        return r.returncode, doc, r.stderr
+
+    # --- hot upgrade ------------------------------------------------------------------
+    def upgrade(self, *args, timeout=60.0):
+        """`vnetctl --json upgrade ARGS` (must succeed), then `upgraded()`; returns the reply.
+        Makes the harness a child subreaper first, so that the new vnetd (forked by the old
+        one) is re-parented to it when the old one exits."""
+        become_subreaper()
+        self.check_alive()
+        reply = self.vnetctl("upgrade", *args, timeout=timeout)
+        self.upgraded(reply)
+        return reply
+
+    def upgraded(self, reply, timeout=15.0):
+        """After a successful upgrade (`reply`: vnetctl's JSON): the old vnetd (`old_pid`, this
+        object's process) must exit with status 0 within `timeout`; from then on this object
+        stands for the new one (`pid`, re-parented to the harness) in vnetctl calls,
+        check_alive(), stop() and cleanup.  Its output goes to the old one's log file."""
+        old = self.proc
+        new_pid = reply.get("pid")
+        if reply.get("old_pid") != old.pid or not isinstance(new_pid, int) or new_pid == old.pid:
+            raise HarnessError("upgrade reply names old_pid %s, pid %s; vnetd was pid %d: %s"
+                               % (reply.get("old_pid"), new_pid, old.pid, reply))
+        rc = old.wait(timeout)
+        if rc is None:
+            raise HarnessError("the old vnetd (pid %d) still runs %.0f s after handing over to "
+                               "pid %d; log tail:\n%s" % (old.pid, timeout, new_pid,
+                                                          old.log_tail()))
+        if rc != 0:
+            raise HarnessError("the old vnetd (pid %d) exited with status %s after handing over "
+                               "to pid %d; log tail:\n%s" % (old.pid, rc, new_pid,
+                                                             old.log_tail()))
+        self.proc = AdoptedProcess(self.name, new_pid, old.log_path)
+        self.session.cleanup.push("process %s (pid %d)" % (self.name, new_pid), self.proc.stop,
+                                  10.0)
+        if not self.proc.alive():
+            raise HarnessError("the new vnetd (pid %d) exited with status %s; log tail:\n%s"
+                               % (new_pid, self.proc.returncode, self.proc.log_tail()))
+        log("vnetd upgraded: pid %d -> %d" % (old.pid, new_pid))
+        return self.proc
+
+    def fd_count(self):
+        """Open file descriptors of the running vnetd (/proc/PID/fd)."""
+        return len(os.listdir("/proc/%d/fd" % self.proc.pid))
+
+    def children(self):
+        """PIDs of the running vnetd's child processes (zombies included)."""
+        return child_pids(self.proc.pid)
 
     def _try_ports(self):
         try:
