@@ -103,6 +103,10 @@ class Daemon {
   // vnetctl upgrade (predecessor) and the successor's start (daemon_upgrade.cc).
   nlohmann::json upgrade(const nlohmann::json& req);
   Status start_takeover();
+  // The FDB for a successor ([MAC, VLAN, PORT NAME, AGE_MS] each), and a predecessor's
+  // entries learned again (returns how many).
+  nlohmann::json fdb_json();
+  size_t adopt_fdb(const nlohmann::json& entries);
   // Stops every data path for a hand-over (see handover.h), or starts them again.
   Status suspend_data_paths();
   void resume_data_paths();

@@ -20,6 +20,7 @@
 #include "control/metrics_server.h"
 #include "control/service_notify.h"
 #include "control/version.h"
+#include "dataplane/forwarder.h"
 
 extern char** environ;
 
@@ -114,6 +115,54 @@ void Daemon::resume_data_paths() {
         pool_.worker(owners[q]).run_sync([t, q] { t->hold_reads(q, false); });
     }
   }
+}
+
+json Daemon::fdb_json() {
+  // Copied out under the FDB's lock, named after it is released.
+  struct Raw {
+    uint64_t mac;
+    uint16_t vlan, port;
+    uint64_t age_ms;
+  };
+  std::vector<Raw> raw;
+  raw.reserve(pool_.fdb().size() + 64);
+  pool_.fdb().for_each(dataplane::Forwarder::monotonic_ns(),
+                       [&](sw::Mac m, uint16_t v, uint16_t port, uint64_t age_ns) {
+                         if (raw.size() < raw.capacity())
+                           raw.push_back({m.raw(), v, port, age_ns / 1000000});
+                       });
+  json out = json::array();
+  for (const auto& r : raw)
+    for (const auto& p : ports_)
+      if (p->id() == r.port) {
+        out.push_back({r.mac, r.vlan, p->name(), r.age_ms});
+        break;
+      }
+  return out;
+}
+
+size_t Daemon::adopt_fdb(const json& entries) {
+  // Untrusted like the rest: an entry that is not [MAC, VLAN, PORT, AGE_MS] with a
+  // unicast MAC, a VLAN below 4096, a port of this vnetd and an age below the FDB's is
+  // skipped. The age is kept (the entry is learned that long ago).
+  if (!entries.is_array()) return 0;
+  auto& fdb = pool_.fdb();
+  const uint64_t now = dataplane::Forwarder::monotonic_ns();
+  size_t n = 0;
+  for (const auto& e : entries) {
+    if (!e.is_array() || e.size() != 4 || !e[0].is_number_unsigned() ||
+        !e[1].is_number_unsigned() || !e[2].is_string() || !e[3].is_number_unsigned())
+      continue;
+    const auto mac = sw::Mac::from_raw(e[0].get<uint64_t>());
+    const uint64_t vlan = e[1].get<uint64_t>(), age_ms = e[3].get<uint64_t>();
+    ports::Port* p = find_port(e[2].get_ref<const std::string&>());
+    if (!p || vlan > 4095 || (e[0].get<uint64_t>() >> 48) || mac.is_zero() || mac.is_multicast() ||
+        age_ms * 1000000 >= fdb.age_ns() || age_ms * 1000000 > now)
+      continue;
+    if (fdb.learn(mac, uint16_t(vlan), p->id(), now - age_ms * 1000000) == sw::Fdb::Learn::kLearned)
+      ++n;
+  }
+  return n;
 }
 
 json Daemon::upgrade(const json& req) {
@@ -228,6 +277,7 @@ json Daemon::upgrade(const json& req) {
     plist.push_back(std::move(pj));
   }
   state["ports"] = std::move(plist);
+  state["fdb"] = fdb_json();
   state["fd_count"] = fds.fds().size();
   if (built) built = ho::send_json(mine.get(), state);
   if (built) built = ho::send_fds(mine.get(), fds.fds());
@@ -375,6 +425,7 @@ Status Daemon::start_takeover() {
     if (auto* v = dynamic_cast<ports::VhostUserPort*>(find_port(spec->name)))
       starts.push_back({v, std::move(start_rx), std::move(start_tx)});
   }
+  const size_t fdb_n = adopt_fdb(s.value("fdb", json::array()));
   if (s.contains("file_ports") && s["file_ports"].is_array())
     for (const auto& n : s["file_ports"])
       if (n.is_string() && find_port(n.get<std::string>()))
@@ -415,9 +466,9 @@ Status Daemon::start_takeover() {
   for (int c : pool_.cpus())
     cpus += (cpus.empty() ? "" : ",") + (c < 0 ? "any" : std::to_string(c));
   spdlog::info(
-      "vnetd {}: took over {} port(s) from the vnetd before it, {} worker(s) on cpu {}, "
-      "control socket {}",
-      kVersion, ports_.size(), pool_.size(), cpus, cfg_.control_path);
+      "vnetd {}: took over {} port(s) and {} FDB entries from the vnetd before it, {} worker(s) "
+      "on cpu {}, control socket {}",
+      kVersion, ports_.size(), fdb_n, pool_.size(), cpus, cfg_.control_path);
   notify_service(fmt::format("MAINPID={}\nREADY=1\nSTATUS=", ::getpid()) + status_text());
   return Status::ok();
 }

@@ -21,7 +21,7 @@
 // vhost-user messages the successor validates and handles as if its front end had sent
 // them. State JSON:
 //   {"handover": 1, "version": "0.1.0", "control": FD, "metrics": FD | null,
-//    "next_port_id": N, "file_ports": [NAME...],
+//    "next_port_id": N, "file_ports": [NAME...], "fdb": [[MAC, VLAN, PORT NAME, AGE_MS]...],
 //    "ports": [{"spec": {...}, "id": N,
 //               "vhost": {"listen": FD | null, "session": FD | null,
 //                         "setup": [MSG...], "start": [MSG...]}      (vhost-user)

@@ -34,9 +34,12 @@ Asserted:
     only drops allowed are floods to a port not yet connected before the flows); the
     namespace's TAP dropped nothing (tx_dropped) and its packet socket dropped nothing;
   - the largest gap between B's frames arriving in the namespace (kernel timestamps)
-    < MAX_GAP_MS over the whole run, upgrades and failure cases included (printed with
-    the upgrade it overlaps); frames arrived after the last upgrade; under a sanitizer
+    overlapping an upgrade (or a failed one) < MAX_GAP_MS (the largest overall is printed
+    with what it overlaps); frames arrived after the last upgrade; under a sanitizer
     this bound and MAX_PAUSE_MS are SANITIZER_SLACK times larger;
+  - the FDB was handed over: each receiver got at most MAX_FLOODED frames that were not
+    for it (without the hand-over, every upgrade floods the flows until their MACs are
+    seen again: hundreds of such frames);
   - the TAP is the one vnetd created at the start (same ifindex);
   - no reconnect: after every upgrade a and b are connected with features, `connections`
     at most 1 (exactly 1 before the first upgrade with front ends) and `disconnects` 0
@@ -81,6 +84,7 @@ TAP_QUEUE = 10000     # the TAP's queue toward vnetd (the kernel's default for a
 MAX_PAUSE_MS = 50.0   # pause_ms of every upgrade reply
 MAX_GAP_MS = 50.0     # largest gap between B's frames arriving in the namespace
 SANITIZER_SLACK = 4   # both bounds times this when vnetd runs under ASan or TSan
+MAX_FLOODED = 20      # frames a receiver may get that were not for it (floods before learning)
 FLOW_MIN, FLOW_MAX = 15.0, 50.0
 MAC_A, MAC_B, MAC_T = "02:00:00:00:ab:01", "02:00:00:00:ab:02", "02:00:00:00:ab:03"
 PORTS = ("a", "b", "tap")
@@ -506,6 +510,16 @@ def body(s, args):
     if wrong:
         problem("vnetd's counters (the replies' plus the last vnetd's) differ from the front "
                 "ends': %s" % "; ".join(wrong))
+    # The FDB is handed over: after an upgrade the flows' frames still go to their port
+    # only. Frames that were not the receiver's (floods before a MAC was learned: the
+    # first frames of each flow, the announcements) stay a handful; without the hand-over
+    # every upgrade floods until the MACs are seen again (hundreds over 20 upgrades).
+    flooded = {"A": ra["rx"]["other_packets"], "B": rb["rx"]["other_packets"],
+               "namespace": rx_res["other"]}
+    log("frames that were not the receiver's (flooded): %s" % flooded)
+    if max(flooded.values()) > MAX_FLOODED:
+        problem("frames flooded to a receiver they were not for: %s (at most %d): the FDB "
+                "was not handed over" % (flooded, MAX_FLOODED))
     log("the namespace's TAP: %s" % kd)
     if want["tap"]["rx_packets"] != n + 1 or kd["tx_dropped"] or kd["tx_errors"]:
         problem("the namespace's TAP sent %d frames (want %d + 1 announcement), dropped %d"
@@ -530,9 +544,13 @@ def body(s, args):
     log("pause_ms of the upgrades: max %.2f, mean %.2f; vnetctl upgrade took max %.0f ms, mean "
         "%.0f ms" % (max(pauses), sum(pauses) / len(pauses), max(durations) * 1e3,
                      sum(durations) / len(durations) * 1e3))
-    if worst[1] >= max_gap:
+    # The bound is on what an upgrade causes: a gap that overlaps one. A gap that overlaps
+    # none is the test machine's scheduling of the paced senders (reported above).
+    in_upgrade = [g for g in gaps if during(*g) != "no upgrade"]
+    worst_up = max(in_upgrade, key=lambda g: g[1]) if in_upgrade else (0.0, 0.0)
+    if worst_up[1] >= max_gap:
         raise HarnessError("B's frames stopped arriving in the namespace for %.1f ms (>= %.0f) "
-                           "during %s" % (worst[1], max_gap, during(*worst)))
+                           "during %s" % (worst_up[1], max_gap, during(*worst_up)))
     if rx_res["last"] <= t_last:
         raise HarnessError("no frame arrived in the namespace after the last upgrade")
 
@@ -549,8 +567,10 @@ def body(s, args):
     if bad:
         raise HarnessError("vnetd logged (outside the failure cases):\n%s" % "\n".join(bad))
     print("%d upgrades under 3 x %d frames/s (%d frames each way): none lost, largest gap "
-          "%.1f ms (%s), pause_ms max %.2f, fds %d after upgrade 1 and %d; pids %s"
-          % (UPGRADES, RATE, n, worst[1], during(*worst), max(pauses), fds[1], fds[UPGRADES],
+          "%.1f ms (%s), largest overlapping an upgrade %.1f ms, pause_ms max %.2f, fds %d "
+          "after upgrade 1 and %d; pids %s"
+          % (UPGRADES, RATE, n, worst[1], during(*worst), worst_up[1], max(pauses), fds[1],
+             fds[UPGRADES],
              " ".join(str(p) for p in pids)))
 
 

@@ -309,14 +309,15 @@ def body(s, args):
         ctl_l.check(what)
         vhu_l.check(what)
 
-    def ready_successor(tag):
-        """A successor handed a valid state (the control socket, one vhost-user port) that
-        said ready."""
+    def ready_successor(tag, fdb=()):
+        """A successor handed a valid state (the control socket, one vhost-user port, FDB
+        entries `fdb`) that said ready."""
         succ = Successor(s, vnetd, control, tag)
         recv_json(succ.mine)
         fds = []
         st = valid_state(fds)
         st["ports"] = [vhost_port(fds)]
+        st["fdb"] = list(fdb)
         st["fd_count"] = len(fds)
         send_json(succ.mine, st)
         send_fds(succ.mine, fds)
@@ -336,7 +337,17 @@ def body(s, args):
     log("no commit: the successor exited and left the sockets")
 
     # The truth: commit, and the successor serves on what it was handed.
-    succ = ready_successor("valid")
+    # FDB entries: one good, the others lies the successor skips (multicast, zero, VLAN
+    # 5000, a port it does not have, older than the FDB's age, not a number, wrong shape).
+    good = int.from_bytes(bytes.fromhex("0200000000aa"), "little")  # raw: first octet lowest
+    fdb = [[good, 0, "vm1", 1000],
+           [int.from_bytes(bytes.fromhex("0100000000bb"), "little"), 0, "vm1", 0],
+           [0, 0, "vm1", 0],
+           [int.from_bytes(bytes.fromhex("0200000000cc"), "little"), 5000, "vm1", 0],
+           [int.from_bytes(bytes.fromhex("0200000000dd"), "little"), 0, "nope", 0],
+           [int.from_bytes(bytes.fromhex("0200000000ee"), "little"), 0, "vm1", 10 ** 12],
+           ["02:00:00:00:00:ff", 0, "vm1", 0], [1, 2], "x"]
+    succ = ready_successor("valid", fdb)
     send_json(succ.mine, {"commit": True})
     if recv_json(succ.mine).get("done") is not True:
         raise HarnessError("no done after commit")
@@ -353,6 +364,13 @@ def body(s, args):
         raise HarnessError("the successor's ports are %r" % ports)
     log("valid state: the successor serves vnetctl on the handed-over socket: %s"
         % [p["name"] for p in ports])
+    out = subprocess.run([vnetctl, "--control", control, "--json", "fdb"], capture_output=True,
+                         text=True, timeout=20)
+    entries = json.loads(out.stdout)["fdb"] if out.returncode == 0 else None
+    macs = sorted(e["mac"] for e in entries or [])
+    if macs != ["02:00:00:00:00:aa"]:
+        raise HarnessError("the successor's FDB is %r (want only the one good entry)" % entries)
+    log("FDB handed over: %s; %d lying entries skipped" % (entries, len(fdb) - 1))
     succ.proc.terminate()
     rc = succ.proc.wait(timeout=20)
     if rc != 0:
