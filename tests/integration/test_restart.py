@@ -256,7 +256,7 @@ def vnetd_bad_lines(proc, levels, allowed=()):
 
 def finish_stream(guest, rx, mode, want_len, want_sha):
     """The rest of the stream unpaced; then the whole payload must have arrived intact.
-    Returns (bytes sent unpaced, seconds they took)."""
+    Returns (bytes sent unpaced, seconds they took, bytes received, their SHA-256)."""
     t_flush = time.monotonic()
     flushed = want_len - rx.total()
     guest.run("echo 0 > /tmp/pace", timeout=30)
@@ -271,7 +271,7 @@ def finish_stream(guest, rx, mode, want_len, want_sha):
                            "sha256 %s" % (mode, got_len, got_sha, want_len, want_sha))
     if not re.search(r"^rc=0$", status, re.M):
         raise HarnessError("%s: the guest's nc did not exit 0: %s" % (mode, status))
-    return flushed, t_flush
+    return flushed, t_flush, got_len, got_sha
 
 
 def reach_and_make_payload(ns, guest, guest_ip, mode):
@@ -444,7 +444,7 @@ def run_variant(s, image, mode):
                                % (mode, cycle + 1, outage, MAX_OUTAGE))
     t_loop = time.monotonic() - t_stream
 
-    flushed, t_flush = finish_stream(guest, rx, mode, want_len, want_sha)
+    flushed, t_flush, got_len, got_sha = finish_stream(guest, rx, mode, want_len, want_sha)
     # A pause in the stream that no kill explains: vnetd (or the guest's TX) stalled.
     stalls = [(t - pause, pause) for t, _, pause in rx.points if pause > 0.5 and not any(
         t - pause < resumed_at + 0.2 and t > killed for killed, resumed_at in windows)]

@@ -206,7 +206,7 @@ def run_variant(s, image, mode):
         raise HarnessError("%s: vnetd's fd count went from %d after upgrade 1 to %d after "
                            "upgrade %d" % (mode, fds[1], fds[UPGRADES], UPGRADES))
 
-    flushed, t_flush = restart.finish_stream(guest, rx, mode, want_len, want_sha)
+    flushed, t_flush, got_len, got_sha = restart.finish_stream(guest, rx, mode, want_len, want_sha)
 
     # Stalls: the receiver's pauses (> 20 ms), overall and those overlapping an upgrade.
     def overlaps(t, pause):
