@@ -78,12 +78,15 @@ Status Daemon::suspend_data_paths() {
   const auto deadline = Clock::now() + std::chrono::seconds(2);
   for (;;) {
     bool drained = true;
-    for (auto& [t, owners] : taps)
+    for (auto& tap : taps) {
+      ports::TapPort* t = tap.first;  // not a structured binding: lambdas capture it
+      const auto& owners = tap.second;
       for (uint32_t q = 0; q < t->rx_queues() && q < owners.size(); ++q) {
         bool d = false;
         pool_.worker(owners[q]).run_sync([t, q, &d] { d = t->reads_drained(q); });
         drained = drained && d;
       }
+    }
     if (drained) break;
     if (Clock::now() > deadline) {
       resume_data_paths();
