@@ -230,6 +230,9 @@ class Traffic {
   bool begin();
   uint32_t step(Clock::time_point now, State* state);
   std::string report_json(bool complete, const LoopStats& loop);
+  // After a stop signal: reap the frames still posted (the back end may take them yet),
+  // so "tx" counts every frame the back end took; at most `limit`.
+  void drain_tx(Clock::duration limit);
 
  private:
   DQ& q(uint32_t i) {
@@ -559,6 +562,25 @@ bool Traffic<DQ>::begin() {
 }
 
 template <class DQ>
+void Traffic<DQ>::drain_tx(Clock::duration limit) {
+  if (!tx_) return;
+  const auto deadline = Clock::now() + limit;
+  DQ& tq = q(kTxQ);
+  while (tq.in_flight() != 0 && Clock::now() < deadline) {
+    if (reap_tx(Clock::now()) == 0) {
+      pollfd p{fe_.call_fd(kTxQ), POLLIN, 0};
+      tq.enable_interrupts();
+      if (!tq.has_used() && poll(&p, 1, 1) > 0) {
+        uint64_t v;
+        ssize_t r = read(p.fd, &v, sizeof(v));
+        (void)r;
+      }
+      tq.disable_interrupts();
+    }
+  }
+}
+
+template <class DQ>
 uint32_t Traffic<DQ>::step(Clock::time_point now, State* state) {
   uint32_t work = 0;
   if (tx_) {
@@ -593,7 +615,10 @@ int Traffic<DQ>::run() {
   for (;;) {
     const uint64_t c0 = tsc();
     const auto now = Clock::now();
-    if (g_stop.load(std::memory_order_relaxed)) break;
+    if (g_stop.load(std::memory_order_relaxed)) {
+      drain_tx(std::chrono::seconds(1));
+      break;
+    }
     const uint32_t work = step(now, &state);
     loop.account(work != 0, tsc() - c0);
     if (state != State::kRunning) break;
@@ -624,7 +649,11 @@ int run_pair(Traffic<DQ>& a, Traffic<DQ>& b) {
   for (;;) {
     const uint64_t c0 = tsc();
     const auto now = Clock::now();
-    if (g_stop.load(std::memory_order_relaxed)) break;
+    if (g_stop.load(std::memory_order_relaxed)) {
+      a.drain_tx(std::chrono::seconds(1));
+      b.drain_tx(std::chrono::seconds(1));
+      break;
+    }
     uint32_t work = 0;
     if (sa == State::kRunning) work += a.step(now, &sa);
     if (sb == State::kRunning) work += b.step(now, &sb);
