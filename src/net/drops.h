@@ -25,6 +25,13 @@ enum class Drop : uint8_t {
   kStormBroadcast,
   kStormMulticast,
   kStormUnknownUnicast,
+  // VXLAN (ports/vxlan_port.h): decapsulation refused a datagram (shorter than the VXLAN
+  // and Ethernet headers, or no I flag; another VNI; a source outside the flood list),
+  // or a frame did not fit the underlay.
+  kVxlanBadHeader,
+  kVxlanBadVni,
+  kVxlanUnknownVtep,
+  kTunnelTooBig,
   kCount
 };
 
@@ -58,6 +65,14 @@ inline const char* drop_name(Drop d) {
       return "storm_multicast";
     case Drop::kStormUnknownUnicast:
       return "storm_unknown_unicast";
+    case Drop::kVxlanBadHeader:
+      return "vxlan_bad_header";
+    case Drop::kVxlanBadVni:
+      return "vxlan_bad_vni";
+    case Drop::kVxlanUnknownVtep:
+      return "vxlan_unknown_vtep";
+    case Drop::kTunnelTooBig:
+      return "tunnel_too_big";
     case Drop::kCount:
       break;
   }

@@ -150,6 +150,17 @@ class Port {
   // Frames from the switch out of the port. Returns frames delivered; the rest are
   // dropped and counted by the port.
   virtual uint32_t send_burst(net::Packet* const* pkts, uint32_t n) = 0;
+  // (queue q's worker) Hot upgrade, for ports whose frames come from the kernel (TAP,
+  // VXLAN): no more reads from queue q until hold_reads(q, false); reads_drained(q): held,
+  // and nothing read is still on its way.
+  virtual void hold_reads(uint32_t q, bool on) {
+    (void)q;
+    (void)on;
+  }
+  virtual bool reads_drained(uint32_t q) const {
+    (void)q;
+    return true;
+  }
   // After the frames of the last receive_burst(q) have been delivered (or dropped):
   // a port that lent external packets (net::Packet::tail) takes its buffers back.
   virtual void receive_done(uint32_t q = 0) { (void)q; }

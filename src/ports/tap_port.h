@@ -74,9 +74,9 @@ class TapPort : public Port {
   Result<std::vector<UniqueFd>> dup_fds() const;
   // (queue q's worker) Hot upgrade: no more reads from queue q (an armed io_uring read is
   // cancelled, and what it read still comes through receive_burst) until hold_reads(false).
-  void hold_reads(uint32_t q, bool on);
+  void hold_reads(uint32_t q, bool on) override;
   // (queue q's worker) Held and nothing read is waiting any more.
-  bool reads_drained(uint32_t q) const;
+  bool reads_drained(uint32_t q) const override;
   ~TapPort() override;
 
   const std::string& ifname() const { return ifname_; }

@@ -1,0 +1,139 @@
+// VxlanPort: one VXLAN segment (RFC 7348), the switch's way to other hosts. The port is
+// a member of one VLAN of the switch (an access port), and every frame the switch sends
+// it leaves in a VXLAN tunnel to one remote VTEP (known unicast) or to every VTEP of the
+// segment's flood list (broadcast, multicast, unknown unicast: head-end replication);
+// frames out of the tunnel go to the local ports only (the forwarder never sends a frame
+// back to the port it came from: split horizon).
+//
+// Wire: outer IPv4 / UDP (destination `udp_port`, source from a hash of the inner flow,
+// checksum 0) / the 8-byte VXLAN header (I flag, VNI) / the inner frame. Received on a UDP
+// socket bound to local:udp_port (recvmmsg, one call per burst); sent through a raw
+// socket whose IP and UDP headers vnetd writes (sendmmsg, one call per burst), so that the
+// source port can follow the flow. Both sockets live in the underlay namespace (`netns`);
+// the kernel routes and resolves the outer Ethernet header.
+//
+// Decapsulation drops, counted by reason: a datagram shorter than the VXLAN header and an
+// Ethernet header or without the I flag (vxlan_bad_header), another VNI (vxlan_bad_vni),
+// a source that is not a VTEP of the flood list (vxlan_unknown_vtep). Encapsulation:
+// a frame larger than the underlay takes (tunnel_too_big) is dropped, a GSO frame is
+// segmented (and partial checksums finished) first.
+//
+// control = "static": remote MACs are learned from decapsulated frames (the inner source
+// MAC and the outer source address), as a Linux VXLAN device does; interoperates with one.
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/counter.h"
+#include "common/result.h"
+#include "common/unique_fd.h"
+#include "ports/offload_fallback.h"
+#include "ports/port.h"
+
+namespace vnet::ports {
+
+struct VxlanPortConfig {
+  uint32_t vni = 0;                  // 24 bits
+  std::string local;                 // this host's VTEP address (IPv4)
+  std::vector<std::string> remotes;  // the flood list: remote VTEP addresses (IPv4)
+  uint16_t udp_port = 4789;
+  std::string control = "static";  // "static" (learn from the tunnel)
+  std::string netns;               // underlay namespace; empty: vnetd's own
+  uint32_t underlay_mtu = 1500;    // the inner frame may be this minus 36 bytes (IPv4)
+};
+
+class VxlanPort : public Port {
+ public:
+  static constexpr uint32_t kOuterLen = 20 + 8 + 8;  // IPv4, UDP, VXLAN
+  static constexpr uint32_t kVxlanHdrLen = 8;
+  static constexpr uint32_t kMaxRemotes = 1024;
+
+  // Opens the sockets (in cfg.netns). The error says which step failed and why.
+  static Result<std::unique_ptr<VxlanPort>> open(std::string name, const VxlanPortConfig& cfg);
+  // Hot upgrade (control/handover.h): a port on the sockets a predecessor handed over
+  // (checked: a bound IPv4 UDP socket on local:udp_port, a raw IPv4 socket).
+  static Result<std::unique_ptr<VxlanPort>> adopt(std::string name, const VxlanPortConfig& cfg,
+                                                  UniqueFd rx, UniqueFd tx);
+  // The two sockets, duplicated, for a successor.
+  Result<std::pair<UniqueFd, UniqueFd>> dup_fds() const;
+  ~VxlanPort() override = default;
+
+  const VxlanPortConfig& config() const { return cfg_; }
+  // Largest inner frame (Ethernet header included, no FCS) one datagram carries.
+  uint32_t max_inner() const { return max_inner_; }
+  // The inner MTU: what the segment's ports should offer their guests.
+  uint32_t inner_mtu() const { return max_inner_ - 14; }
+  // The UDP port the receive socket is bound to (tests bind port 0).
+  uint16_t bound_port() const { return bound_port_; }
+  // The remote VTEP a MAC (raw sw::Mac) was last seen behind, "" if none (any thread).
+  std::string vtep_of(uint64_t mac) const;
+
+  // Hot upgrade: datagrams stay in the socket while held (for a successor to read).
+  void hold_reads(uint32_t, bool on) override { held_ = on; }
+  uint32_t receive_burst(net::Packet* const* pkts, uint32_t max, uint32_t q = 0) override;
+  uint32_t send_burst(net::Packet* const* pkts, uint32_t n) override;
+  void wait_fds(std::vector<WaitFd>& out, uint32_t q = 0) const override;
+  bool enable_notifications(uint32_t q = 0) override;
+  void disable_notifications(uint32_t = 0) override {}
+  PortInfo info() const override;
+
+ private:
+  VxlanPort(std::string name, const VxlanPortConfig& cfg);
+  // Checks the configuration and fills in the addresses (no sockets).
+  static Result<std::unique_ptr<VxlanPort>> make(std::string name, const VxlanPortConfig& cfg);
+  void init_tx_headers();
+  // The receive socket is a UDP socket bound to local:udp_port; sets bound_port_.
+  Status bind_check();
+  // The frames as they are (no offload metadata left), encapsulated and sent.
+  uint32_t encap_send(net::Packet* const* pkts, uint32_t n);
+  uint32_t flush_tx();                       // sends tx_[0..tx_n_); returns datagrams sent
+  int remote_index(uint32_t addr_be) const;  // in remotes_, or -1
+  void learn(uint64_t mac, uint16_t remote);
+  int lookup(uint64_t mac) const;  // remote index or -1
+
+  VxlanPortConfig cfg_;
+  UniqueFd rx_fd_, tx_fd_;
+  uint32_t local_be_ = 0;
+  std::vector<uint32_t> remotes_;  // network order
+  uint32_t max_inner_ = 1464;
+  uint16_t bound_port_ = 0;
+  OffloadFallback fallback_;
+
+  // Receive side (the owner).
+  bool held_ = false;
+  struct RxSlot {
+    uint8_t hdr[kVxlanHdrLen];
+    sockaddr_in from;
+    iovec iov[2];
+  };
+  RxSlot rx_[net::kBurst];
+  mmsghdr rx_msgs_[net::kBurst];
+
+  // Send side (the send-lock holder): one message per (frame, VTEP).
+  static constexpr uint32_t kTxMsgs = 128;
+  struct TxSlot {
+    uint8_t hdr[kOuterLen];
+    sockaddr_in to;
+    iovec iov[2];
+  };
+  TxSlot tx_[kTxMsgs];
+  mmsghdr tx_msgs_[kTxMsgs];
+  uint32_t tx_n_ = 0;
+
+  // MAC -> remote VTEP (static learning): open addressing, one word a slot,
+  // (remote index + 1) << 48 | mac; written by the receive side, read by the send side.
+  static constexpr uint32_t kMacSlots = 4096;
+  static constexpr uint32_t kProbe = 8;
+  std::unique_ptr<std::atomic<uint64_t>[]> macs_;
+
+  Counter learned_, moved_, flood_copies_, unicast_sent_, send_errors_, syscalls_;
+};
+
+}  // namespace vnet::ports
