@@ -185,7 +185,7 @@ int main(int argc, char** argv) {
       "add-port",
       "Add a port: add-port vhost-user NAME --socket PATH [--client] | add-port tap NAME "
       "[--ifname IF] [--netns NS] [--attach] [--no-offloads] [--io MODE]");
-  add_port->add_option("TYPE", pa.type, "vhost-user or tap")->required();
+  add_port->add_option("TYPE", pa.type, "vhost-user, tap or vxlan (see add-segment)")->required();
   add_port->add_option("NAME", pa.name, "Port name")->required();
   add_port->add_option("--socket", pa.socket, "vhost-user: socket path");
   add_port->add_flag("--client", pa.client, "vhost-user: connect to a front end listening there");
@@ -199,6 +199,28 @@ int main(int argc, char** argv) {
   add_port->add_option("--io", pa.io,
                        "tap: data path, uring (batched io_uring), syscalls (readv/writev) or auto");
   vlan_options(add_port);
+  // A VXLAN segment is a port of type vxlan (del-port NAME removes it).
+  struct SegmentArgs {
+    int64_t vni = -1, udp_port = -1, underlay_mtu = -1;
+    std::string local, name;
+    std::vector<std::string> remotes;
+  } sa;
+  auto* add_segment = app.add_subcommand(
+      "add-segment",
+      "Add a VXLAN segment (a port of type vxlan, named vxlanVNI unless --name): add-segment "
+      "VNI --local ADDR [--remote ADDR,...] [--vlan V] [--netns NS]");
+  add_segment->add_option("VNI", sa.vni, "VXLAN network identifier, 1..16777215")->required();
+  add_segment->add_option("--local", sa.local, "This host's VTEP address (IPv4)")->required();
+  add_segment->add_option("--remote", sa.remotes, "Flood list: remote VTEPs (a,b,...)")
+      ->delimiter(',');
+  add_segment->add_option("--name", sa.name, "Port name (default vxlanVNI)");
+  add_segment->add_option("--udp-port", sa.udp_port, "UDP port (default 4789)");
+  add_segment->add_option("--netns", pa.netns,
+                          "Underlay network namespace (ip netns) of the tunnel's sockets");
+  add_segment->add_option("--underlay-mtu", sa.underlay_mtu,
+                          "The underlay's MTU (default 1500: inner frames up to 1464 bytes)");
+  add_segment->add_option("--vlan", pa.vlan, "The switch VLAN the segment is bound to");
+  add_segment->add_option("--worker", pa.worker, "The data-plane worker that polls it");
   auto* del_port =
       app.add_subcommand("del-port", "Remove a port (ends its session, removes its socket/TAP)");
   del_port->add_option("NAME", pa.name, "Port name")->required();
@@ -261,6 +283,18 @@ int main(int argc, char** argv) {
     if (pa.no_offloads) port["offloads"] = false;
     if (!pa.io.empty()) port["io"] = pa.io;
     if (pa.queues >= 0) port["queues"] = pa.queues;
+    put_common(port);
+    req = {{"cmd", "add-port"}, {"port", port}};
+    what = What::kDone;
+  } else if (*add_segment) {
+    json port{{"type", "vxlan"},
+              {"name", sa.name.empty() ? fmt::format("vxlan{}", sa.vni) : sa.name},
+              {"vni", sa.vni},
+              {"local", sa.local},
+              {"remote", sa.remotes}};
+    if (sa.udp_port >= 0) port["udp_port"] = sa.udp_port;
+    if (sa.underlay_mtu >= 0) port["underlay_mtu"] = sa.underlay_mtu;
+    if (!pa.netns.empty()) port["netns"] = pa.netns;
     put_common(port);
     req = {{"cmd", "add-port"}, {"port", port}};
     what = What::kDone;

@@ -2,6 +2,8 @@
 // serves both the file and vnetctl's run-time requests.
 #include "control/config.h"
 
+#include <arpa/inet.h>
+
 #include <toml++/toml.h>
 #include <unistd.h>
 
@@ -98,6 +100,11 @@ bool valid_ifname(const std::string& s) {
   if (s.empty() || s.size() > 15 || s == "." || s == "..") return false;
   return std::none_of(s.begin(), s.end(),
                       [](char c) { return c == '/' || c == ':' || c <= ' ' || c == 127; });
+}
+
+bool valid_ipv4(const std::string& s) {
+  in_addr a{};
+  return inet_pton(AF_INET, s.c_str(), &a) == 1;
 }
 
 bool valid_port_name(const std::string& s) {
@@ -236,6 +243,16 @@ Status check_port_workers(const std::vector<PortSpec>& ports, size_t workers,
   return Status::ok();
 }
 
+// `netns`: a namespace name (ip netns), not a path; absent: vnetd's own.
+Status parse_netns(const json& j, const std::string& where, std::string* out) {
+  auto ns = get_string(j, where, "netns", false);
+  if (!ns) return ns.status();
+  if (!ns->empty() && (ns->find('/') != std::string::npos || *ns == "." || *ns == ".."))
+    return Status::errorf("{}: field 'netns' must be a namespace name, not a path", where);
+  *out = *ns;
+  return Status::ok();
+}
+
 Result<PortSpec> parse_port(const json& j, const std::string& where_in) {
   if (!j.is_object()) return Status::errorf("{}: a port must be a table/object", where_in);
   PortSpec p;
@@ -288,12 +305,8 @@ Result<PortSpec> parse_port(const json& j, const std::string& where_in) {
       return Status::errorf(
           "{}: '{}' is not a valid interface name (1-15 bytes, no '/', ':' or spaces)", where,
           short_string(p.ifname));
-    auto ns = get_string(j, where, "netns", false);
-    if (!ns) return ns.status();
-    p.netns = *ns;
-    if (!p.netns.empty() &&
-        (p.netns.find('/') != std::string::npos || p.netns == "." || p.netns == ".."))
-      return Status::errorf("{}: field 'netns' must be a namespace name, not a path", where);
+    st = parse_netns(j, where, &p.netns);
+    if (!st) return st;
     auto attach = get_bool(j, where, "attach", false);
     if (!attach) return attach.status();
     p.attach = *attach;
@@ -311,9 +324,58 @@ Result<PortSpec> parse_port(const json& j, const std::string& where_in) {
     auto queues = get_int(j, where, "queues", 1, kMaxTapQueues, 1);
     if (!queues) return queues.status();
     p.queues = uint32_t(*queues);
+  } else if (p.type == "vxlan") {
+    st = check_keys(
+        j, where,
+        {"name", "type", "vni", "local", "remote", "udp_port", "control", "netns", "underlay_mtu",
+         "mtu", "vlan", "allowed_macs", "worker", "ingress_rate", "ingress_burst", "storm"});
+    if (!st) return st;
+    auto vni = get_int(j, where, "vni", 1, 0xffffff, -1);
+    if (!vni) return vni.status();
+    if (*vni < 0) return Status::errorf("{}: field 'vni' is required", where);
+    p.vni = uint32_t(*vni);
+    auto local = get_string(j, where, "local", true);
+    if (!local) return local.status();
+    if (!valid_ipv4(*local))
+      return Status::errorf("{}: field 'local' must be an IPv4 address, not \"{}\"", where,
+                            short_string(*local));
+    p.local = *local;
+    if (j.contains("remote")) {
+      const json& r = j["remote"];
+      constexpr size_t kMaxRemotes = 1024;
+      if (!r.is_array() || r.size() > kMaxRemotes)
+        return Status::errorf("{}: field 'remote' must be an array of at most {} IPv4 addresses",
+                              where, kMaxRemotes);
+      for (size_t i = 0; i < r.size(); ++i) {
+        if (!r[i].is_string() || !valid_ipv4(r[i].get<std::string>()))
+          return Status::errorf("{}: remote[{}] must be an IPv4 address, not {}", where, i,
+                                short_form(r[i]));
+        if (r[i].get<std::string>() == p.local)
+          return Status::errorf("{}: remote[{}] is the local address", where, i);
+        if (std::find(p.remotes.begin(), p.remotes.end(), r[i].get<std::string>()) ==
+            p.remotes.end())
+          p.remotes.push_back(r[i].get<std::string>());
+      }
+    }
+    auto port = get_int(j, where, "udp_port", 1, 65535, 4789);
+    if (!port) return port.status();
+    p.udp_port = uint32_t(*port);
+    auto control = get_string(j, where, "control", false);
+    if (!control) return control.status();
+    if (!control->empty() && *control != "static")
+      return Status::errorf("{}: field 'control' must be \"static\", not \"{}\"", where,
+                            short_string(*control));
+    st = parse_netns(j, where, &p.netns);
+    if (!st) return st;
+    // IPv4 + UDP + VXLAN + the inner Ethernet header fit with an inner MTU of 68 at least.
+    auto umtu = get_int(j, where, "underlay_mtu", 68 + 50, 65535, 1500);
+    if (!umtu) return umtu.status();
+    p.underlay_mtu = uint32_t(*umtu);
+    p.queues = 1;
   } else {
-    return Status::errorf("{}: field 'type' must be \"vhost-user\" or \"tap\", not \"{}\"", where,
-                          short_string(p.type));
+    return Status::errorf(
+        "{}: field 'type' must be \"vhost-user\", \"tap\" or \"vxlan\", not \"{}\"", where,
+        short_string(p.type));
   }
   auto mtu = get_int(j, where, "mtu", 68, 65535, 0);
   if (!mtu) return mtu.status();
@@ -398,7 +460,7 @@ Result<FileConfig> check_config(const json& root, const std::string& source,
                                 const toml::table& parsed, const toml::node** at) {
   *at = &parsed;
   FileConfig cfg;
-  Status st = check_keys(root, source, {"vnetd", "worker", "fdb", "port", "metrics"});
+  Status st = check_keys(root, source, {"vnetd", "worker", "fdb", "port", "segment", "metrics"});
   if (!st) return st;
   if (root.contains("vnetd")) {
     *at = parsed.get("vnetd");
@@ -521,6 +583,41 @@ Result<FileConfig> check_config(const json& root, const std::string& source,
                               p->name, p->ifname);
       cfg.ports.push_back(std::move(*p));
     }
+  }
+  if (root.contains("segment")) {
+    *at = &parsed;
+    const json& segs = root["segment"];
+    if (!segs.is_array())
+      return Status::errorf("{}: 'segment' must be an array of tables ([[segment]])", source);
+    std::set<std::string> names;
+    for (const auto& p : cfg.ports) names.insert(p.name);
+    for (size_t i = 0; i < segs.size(); ++i) {
+      *at = parsed.at_path("segment")[i].node();
+      const std::string w = fmt::format("{}: segment[{}]", source, i);
+      if (!segs[i].is_object()) return Status::errorf("{}: a segment must be a table", w);
+      json j = segs[i];
+      if (j.contains("type")) return Status::errorf("{}: a segment has no field 'type'", w);
+      j["type"] = "vxlan";
+      if (!j.contains("vni")) return Status::errorf("{}: field 'vni' is required", w);
+      if (!j.contains("name") && j["vni"].is_number_integer())
+        j["name"] = fmt::format("vxlan{}", j["vni"].get<int64_t>());
+      auto p = parse_port(j, w);
+      if (!p) return p.status();
+      if (!names.insert(p->name).second)
+        return Status::errorf("{} ({}): the name is used by another port or segment", w, p->name);
+      cfg.ports.push_back(std::move(*p));
+    }
+  }
+  // Two VXLAN ports on one local address and UDP port would share a socket: not yet.
+  {
+    std::set<std::string> endpoints;
+    for (const auto& p : cfg.ports)
+      if (p.type == "vxlan" &&
+          !endpoints.insert(fmt::format("{}/{}:{}", p.netns, p.local, p.udp_port)).second)
+        return Status::errorf(
+            "{}: port {}: another VXLAN port already uses {}:{}{} (one segment per local "
+            "address and UDP port)",
+            source, p.name, p.local, p.udp_port, p.netns.empty() ? "" : " in netns " + p.netns);
   }
   *at = nullptr;
   st = check_port_workers(cfg.ports, std::max<size_t>(cfg.worker.cpus.size(), 1), source);

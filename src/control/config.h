@@ -35,7 +35,7 @@ struct VlanSpec {
 
 struct PortSpec {
   std::string name;
-  std::string type;  // "vhost-user" | "tap"
+  std::string type;  // "vhost-user" | "tap" | "vxlan"
   // vhost-user
   std::string socket;
   bool client = false;
@@ -45,6 +45,14 @@ struct PortSpec {
   bool attach = false;  // use an existing TAP instead of creating one
   bool offloads = true;
   std::string io;  // data path: "uring" | "syscalls" | "auto"; empty: the daemon's default
+  // vxlan (a [[segment]]): VNI, local VTEP, flood list, UDP port, control plane, the
+  // underlay's MTU; the underlay namespace is `netns`.
+  uint32_t vni = 0;
+  std::string local;
+  std::vector<std::string> remotes;
+  uint32_t udp_port = 4789;
+  std::string control = "static";
+  uint32_t underlay_mtu = 1500;
   // common
   uint32_t mtu = 0;  // 0: default (1500)
   VlanSpec vlan;

@@ -368,9 +368,11 @@ std::string format_fdb_header() {
   return fmt::format("{:<17}  {:>4}  {:<12}  {:>6}\n", "MAC", "VLAN", "PORT", "AGE");
 }
 
+// A MAC behind a VXLAN port ends its row with the remote VTEP: "  via 192.0.2.2".
 std::string format_fdb_row(const json& e) {
-  return fmt::format("{:<17}  {:>4}  {:<12}  {:>6}\n", cell(e, "mac"), cell(e, "vlan"),
-                     cell(e, "port"), cell(e, "age"));
+  return fmt::format("{:<17}  {:>4}  {:<12}  {:>6}{}\n", cell(e, "mac"), cell(e, "vlan"),
+                     cell(e, "port"), cell(e, "age"),
+                     e.contains("vtep") ? "  via " + cell(e, "vtep") : "");
 }
 
 std::string format_fdb(const json& reply) {

@@ -22,6 +22,7 @@
 #include "control/trace.h"
 #include "control/version.h"
 #include "ports/tap_port.h"
+#include "ports/vxlan_port.h"
 
 namespace vnet::control {
 
@@ -147,6 +148,10 @@ Status Daemon::add_port(const PortSpec& spec, Adopted* adopted) {
     if (spec.type == "tap" && s.type == spec.type && s.ifname == spec.ifname &&
         s.netns == spec.netns)
       return Status::errorf("port {}: interface {} is used by port {}", spec.name, spec.ifname, n);
+    if (spec.type == "vxlan" && s.type == spec.type && s.local == spec.local &&
+        s.udp_port == spec.udp_port && s.netns == spec.netns)
+      return Status::errorf("port {}: {}:{} is used by VXLAN port {}", spec.name, spec.local,
+                            spec.udp_port, n);
   }
   if (next_port_id_ == 0) return Status::error("out of port ids");
   if (spec.worker >= 0 && size_t(spec.worker) >= pool_.size())
@@ -191,6 +196,24 @@ Status Daemon::add_port(const PortSpec& spec, Adopted* adopted) {
                  (*tp)->created() ? "created" : "attached",
                  spec.netns.empty() ? "" : " in netns " + spec.netns);
     port = std::move(*tp);
+  } else if (spec.type == "vxlan") {
+    ports::VxlanPortConfig xc;
+    xc.vni = spec.vni;
+    xc.local = spec.local;
+    xc.remotes = spec.remotes;
+    xc.udp_port = uint16_t(spec.udp_port);
+    xc.control = spec.control;
+    xc.netns = spec.netns;
+    xc.underlay_mtu = spec.underlay_mtu;
+    auto xp = adopted ? ports::VxlanPort::adopt(spec.name, xc, std::move(adopted->vxlan_rx),
+                                                std::move(adopted->vxlan_tx))
+                      : ports::VxlanPort::open(spec.name, xc);
+    if (!xp) return Status::errorf("port {}: {}", spec.name, xp.message());
+    spdlog::info("port {}: VXLAN VNI {}, local {}:{}{}, {} remote VTEP(s), inner MTU {}", spec.name,
+                 spec.vni, spec.local, spec.udp_port,
+                 spec.netns.empty() ? "" : " in netns " + spec.netns, spec.remotes.size(),
+                 (*xp)->inner_mtu());
+    port = std::move(*xp);
   } else {
     return Status::errorf("port {}: port type '{}' is not supported", spec.name, spec.type);
   }
@@ -259,6 +282,13 @@ json Daemon::port_json(ports::Port& p) {
     if (!s.allowed_macs.empty()) j["allowed_macs"] = allowed_macs_json(s.allowed_macs);
     j["mtu"] = s.mtu ? s.mtu : 1500;
     j["policing"] = policing_json(s.policing);
+    if (s.type == "vxlan") {
+      j["vxlan"] = {{"vni", s.vni},         {"local", s.local},
+                    {"remote", s.remotes},  {"udp_port", s.udp_port},
+                    {"control", s.control}, {"underlay_mtu", s.underlay_mtu},
+                    {"netns", s.netns}};
+      if (auto* x = dynamic_cast<ports::VxlanPort*>(&p)) j["mtu"] = x->inner_mtu();
+    }
   }
   for (const auto& [k, v] : i.extra) j["extra"][k] = v;
   j["worker"] = pool_.owner(&p);
@@ -344,13 +374,19 @@ json Daemon::fdb_chunk(const json& req) {
       });
   json entries = json::array();
   for (const Raw& r : raw) {
-    const std::string* name = nullptr;
+    const ports::Port* at = nullptr;
     for (auto& p : ports_)
-      if (p->id() == r.port) name = &p->name();
-    entries.push_back({{"mac", r.mac.to_string()},
-                       {"vlan", r.vlan},
-                       {"port", name ? *name : std::string("?")},
-                       {"age", r.age_ns / 1'000'000'000ULL}});
+      if (p->id() == r.port) at = p.get();
+    json e{{"mac", r.mac.to_string()},
+           {"vlan", r.vlan},
+           {"port", at ? at->name() : std::string("?")},
+           {"age", r.age_ns / 1'000'000'000ULL}};
+    // Behind a tunnel: the remote VTEP it was last seen behind.
+    if (auto* x = dynamic_cast<const ports::VxlanPort*>(at)) {
+      std::string vtep = x->vtep_of(r.mac.raw());
+      if (!vtep.empty()) e["vtep"] = std::move(vtep);
+    }
+    entries.push_back(std::move(e));
   }
   json reply{{"ok", true}, {"fdb", std::move(entries)}, {"size", fdb.size()}};
   if (next < fdb.slots()) reply["cursor"] = next;

@@ -28,7 +28,9 @@ bool same_identity(const PortSpec& a, const PortSpec& b) {
   return a.type == b.type && a.socket == b.socket && a.client == b.client && a.ifname == b.ifname &&
          a.netns == b.netns && a.attach == b.attach && a.offloads == b.offloads && a.io == b.io &&
          a.queues == b.queues && a.socket_mode == b.socket_mode && a.socket_uid == b.socket_uid &&
-         a.socket_gid == b.socket_gid;
+         a.socket_gid == b.socket_gid && a.vni == b.vni && a.local == b.local &&
+         a.remotes == b.remotes && a.udp_port == b.udp_port && a.control == b.control &&
+         a.underlay_mtu == b.underlay_mtu;
 }
 
 // Global settings of the file that take a restart to change, by the name of their field.
@@ -145,10 +147,15 @@ Result<json> Daemon::apply_file(const FileConfig& next) {
       for (const auto& [name, s] : specs_)
         if (stays(name) && s.type == n->type &&
             ((n->type == "vhost-user" && s.socket == n->socket) ||
-             (n->type == "tap" && s.ifname == n->ifname && s.netns == n->netns)))
-          return Status::errorf("refused, nothing changed: port {}: {} {} is used by port {}",
-                                n->name, n->type == "tap" ? "interface" : "socket",
-                                n->type == "tap" ? n->ifname : n->socket, name);
+             (n->type == "tap" && s.ifname == n->ifname && s.netns == n->netns) ||
+             (n->type == "vxlan" && s.local == n->local && s.udp_port == n->udp_port &&
+              s.netns == n->netns)))
+          return Status::errorf("refused, nothing changed: port {}: {} is used by port {}", n->name,
+                                n->type == "tap" ? "interface " + n->ifname
+                                : n->type == "vxlan"
+                                    ? fmt::format("VXLAN address {}:{}", n->local, n->udp_port)
+                                    : "socket " + n->socket,
+                                name);
 
   // 2. Apply: removals first (a re-created port may keep its socket path), then
   // additions; if one fails, what this reload added goes and what it removed comes back.

@@ -21,6 +21,7 @@
 #include "control/service_notify.h"
 #include "control/version.h"
 #include "dataplane/forwarder.h"
+#include "ports/vxlan_port.h"
 
 extern char** environ;
 
@@ -64,12 +65,12 @@ std::string end_child(pid_t pid) {
 }  // namespace
 
 Status Daemon::suspend_data_paths() {
-  // 1. TAP reads held; an io_uring read cancelled still delivers what it read, to guest
-  // rings that still run.
-  std::vector<std::pair<ports::TapPort*, std::vector<size_t>>> taps;
+  // 1. TAP and VXLAN reads held; an io_uring read cancelled still delivers what it read,
+  // to guest rings that still run.
+  std::vector<std::pair<ports::Port*, std::vector<size_t>>> taps;
   for (auto& p : ports_) {
-    auto* t = dynamic_cast<ports::TapPort*>(p.get());
-    if (!t) continue;
+    ports::Port* t = p.get();
+    if (dynamic_cast<ports::VhostUserPort*>(t)) continue;
     auto owners = pool_.queue_owners(t);
     for (uint32_t q = 0; q < t->rx_queues() && q < owners.size(); ++q)
       pool_.worker(owners[q]).run_sync([t, q] { t->hold_reads(q, true); });
@@ -79,7 +80,7 @@ Status Daemon::suspend_data_paths() {
   for (;;) {
     bool drained = true;
     for (auto& tap : taps) {
-      ports::TapPort* t = tap.first;  // not a structured binding: lambdas capture it
+      ports::Port* t = tap.first;  // not a structured binding: lambdas capture it
       const auto& owners = tap.second;
       for (uint32_t q = 0; q < t->rx_queues() && q < owners.size(); ++q) {
         bool d = false;
@@ -90,7 +91,7 @@ Status Daemon::suspend_data_paths() {
     if (drained) break;
     if (Clock::now() > deadline) {
       resume_data_paths();
-      return Status::error("TAP reads did not drain within 2 s");
+      return Status::error("TAP and VXLAN reads did not drain within 2 s");
     }
     std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
@@ -112,7 +113,8 @@ void Daemon::resume_data_paths() {
   for (auto& p : ports_) {
     if (auto* v = dynamic_cast<ports::VhostUserPort*>(p.get())) {
       if (v->endpoint()) v->endpoint()->resume();
-    } else if (auto* t = dynamic_cast<ports::TapPort*>(p.get())) {
+    } else {
+      ports::Port* t = p.get();
       auto owners = pool_.queue_owners(t);
       for (uint32_t q = 0; q < t->rx_queues() && q < owners.size(); ++q)
         pool_.worker(owners[q]).run_sync([t, q] { t->hold_reads(q, false); });
@@ -275,6 +277,13 @@ json Daemon::upgrade(const json& req) {
       json arr = json::array();
       for (auto& f : *tf) arr.push_back(fds.add(std::move(f)));
       pj["tap"] = {{"fds", arr}, {"created", t->created()}};
+    } else if (auto* x = dynamic_cast<ports::VxlanPort*>(p.get())) {
+      auto xf = x->dup_fds();
+      if (!xf) {
+        built = xf.status();
+        break;
+      }
+      pj["vxlan"] = {{"rx", fds.add(std::move(xf->first))}, {"tx", fds.add(std::move(xf->second))}};
     }
     counters[p->name()] = counters_json(*p);
     plist.push_back(std::move(pj));
@@ -412,6 +421,16 @@ Status Daemon::start_takeover() {
       a.setup = std::move(*setup);
       start_rx = std::move(*srx);
       start_tx = std::move(*stx);
+    } else if (spec->type == "vxlan") {
+      if (!pj.contains("vxlan") || !pj["vxlan"].is_object())
+        abort(Status::errorf("{}: no VXLAN state", what));
+      auto rx = fds.take(pj["vxlan"].value("rx", json()), what);
+      if (!rx) abort(rx.status());
+      auto tx = fds.take(pj["vxlan"].value("tx", json()), what);
+      if (!tx) abort(tx.status());
+      if (!*rx || !*tx) abort(Status::errorf("{}: a VXLAN socket is null", what));
+      a.vxlan_rx = std::move(*rx);
+      a.vxlan_tx = std::move(*tx);
     } else {
       if (!pj.contains("tap") || !pj["tap"].is_object() || !pj["tap"].contains("fds") ||
           !pj["tap"]["fds"].is_array() || !pj["tap"].value("created", json()).is_boolean())
@@ -449,8 +468,8 @@ Status Daemon::start_takeover() {
   // ring running, TAPs attached with their reads held (not on a worker yet: no thread
   // reads them). Then every guest's receiveqs, then their transmitqs, then the TAP reads.
   for (const auto& pa : pending_attach_)
-    if (auto* t = dynamic_cast<ports::TapPort*>(pa.port))
-      for (uint32_t q = 0; q < t->rx_queues(); ++q) t->hold_reads(q, true);
+    if (!dynamic_cast<ports::VhostUserPort*>(pa.port))
+      for (uint32_t q = 0; q < pa.port->rx_queues(); ++q) pa.port->hold_reads(q, true);
   for (const auto& pa : pending_attach_)
     pool_.attach(pa.port, pa.worker, executors_[pa.port].get(), pa.spread);
   for (bool tx : {false, true})
@@ -458,7 +477,8 @@ Status Daemon::start_takeover() {
       if (Status r = st.port->endpoint()->start_adopted(tx ? st.tx : st.rx); !r)
         spdlog::error("vnetd: port {}: rings not restarted: {}", st.port->name(), r.message());
   for (const auto& pa : pending_attach_)
-    if (auto* t = dynamic_cast<ports::TapPort*>(pa.port)) {
+    if (!dynamic_cast<ports::VhostUserPort*>(pa.port)) {
+      ports::Port* t = pa.port;
       auto owners = pool_.queue_owners(t);
       for (uint32_t q = 0; q < t->rx_queues() && q < owners.size(); ++q)
         pool_.worker(owners[q]).run_sync([t, q] { t->hold_reads(q, false); });

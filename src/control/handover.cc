@@ -180,6 +180,12 @@ json spec_json(const PortSpec& s) {
           {"socket_gid", s.socket_gid},
           {"worker", s.worker},
           {"queues", s.queues},
+          {"vni", s.vni},
+          {"local", s.local},
+          {"remotes", s.remotes},
+          {"udp_port", s.udp_port},
+          {"control", s.control},
+          {"underlay_mtu", s.underlay_mtu},
           {"policing", policing}};
 }
 
@@ -203,6 +209,14 @@ Result<PortSpec> spec_from_json(const json& j) {
     s.socket_gid = j.at("socket_gid").get<int>();
     s.worker = j.at("worker").get<int>();
     s.queues = j.at("queues").get<uint32_t>();
+    if (s.type == "vxlan") {
+      s.vni = j.at("vni").get<uint32_t>();
+      s.local = j.at("local").get<std::string>();
+      s.remotes = j.at("remotes").get<std::vector<std::string>>();
+      s.udp_port = j.at("udp_port").get<uint32_t>();
+      s.control = j.at("control").get<std::string>();
+      s.underlay_mtu = j.at("underlay_mtu").get<uint32_t>();
+    }
     const json& pol = j.at("policing");
     if (!pol.is_array() || pol.size() != 1 + sw::kStormClasses)
       return Status::error("port spec: 'policing' must be an array of 4");
@@ -225,8 +239,16 @@ Result<PortSpec> spec_from_json(const json& j) {
     check["ifname"] = s.ifname;
     check["netns"] = s.netns;
     check["io"] = s.io;
+  } else if (s.type == "vxlan") {
+    check["vni"] = s.vni;
+    check["local"] = s.local;
+    check["remote"] = s.remotes;
+    check["udp_port"] = s.udp_port;
+    check["control"] = s.control;
+    check["netns"] = s.netns;
+    check["underlay_mtu"] = s.underlay_mtu;
   }
-  if (s.queues) check["queues"] = s.queues;
+  if (s.queues && s.type != "vxlan") check["queues"] = s.queues;
   if (s.mtu) check["mtu"] = s.mtu;
   if (s.worker >= 0) check["worker"] = s.worker;
   if (!j.at("vlan").is_object()) return Status::error("port spec: 'vlan' must be an object");

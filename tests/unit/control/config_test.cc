@@ -168,7 +168,7 @@ TEST(Config, BadFilesNameTheProblem) {
       {"[[port]]\ntype = \"tap\"", "missing field 'name'"},
       {"[[port]]\nname = \"a\"", "missing field 'type'"},
       {"[[port]]\nname = \"a b\"\ntype = \"tap\"", "port name 'a b'"},
-      {"[[port]]\nname = \"a\"\ntype = \"vxlan\"", "'type' must be"},
+      {"[[port]]\nname = \"a\"\ntype = \"geneve\"", "'type' must be"},
       {"[[port]]\nname = \"a\"\ntype = \"vhost-user\"", "port[0] (a): missing field 'socket'"},
       {"[[port]]\nname = \"a\"\ntype = \"vhost-user\"\nsocket = \"/s\"\nmode = \"both\"", "'mode'"},
       {"[[port]]\nname = \"a\"\ntype = \"vhost-user\"\nsocket = \"/s\"\nifname = \"x\"",
@@ -279,6 +279,82 @@ TEST(Config, PortQueues) {
   ASSERT_TRUE(file) << file.message();
   ASSERT_EQ(file->ports.size(), 1u);
   EXPECT_EQ(file->ports[0].queues, 2u);
+}
+
+// [[segment]]: a VXLAN port named vxlan<VNI> unless named, in the VLAN it gives; the
+// same keys as a [[port]] of type "vxlan"; bad values name the field and the line.
+TEST(Config, Segments) {
+  auto cfg = parse_config_toml(R"(
+[[port]]
+name = "t"
+type = "tap"
+
+[[segment]]
+vni = 100
+vlan = 10
+local = "192.0.2.1"
+remote = ["192.0.2.2", "192.0.2.3", "192.0.2.2"]
+netns = "under"
+
+[[segment]]
+name = "blue"
+vni = 200
+local = "192.0.2.1"
+udp_port = 8472
+underlay_mtu = 9000
+)",
+                               "s.toml");
+  ASSERT_TRUE(cfg) << cfg.message();
+  ASSERT_EQ(cfg->ports.size(), 3u);
+  const PortSpec& a = cfg->ports[1];
+  EXPECT_EQ(a.name, "vxlan100");
+  EXPECT_EQ(a.type, "vxlan");
+  EXPECT_EQ(a.vni, 100u);
+  EXPECT_EQ(a.vlan.tag, 10);
+  EXPECT_EQ(a.local, "192.0.2.1");
+  EXPECT_EQ(a.remotes, (std::vector<std::string>{"192.0.2.2", "192.0.2.3"}));
+  EXPECT_EQ(a.udp_port, 4789u);
+  EXPECT_EQ(a.netns, "under");
+  EXPECT_EQ(a.control, "static");
+  EXPECT_EQ(a.underlay_mtu, 1500u);
+  const PortSpec& b = cfg->ports[2];
+  EXPECT_EQ(b.name, "blue");
+  EXPECT_EQ(b.udp_port, 8472u);
+  EXPECT_EQ(b.underlay_mtu, 9000u);
+  EXPECT_TRUE(b.remotes.empty());
+
+  auto p = parse_port(json{{"name", "x"}, {"type", "vxlan"}, {"vni", 7}, {"local", "10.0.0.1"}},
+                      "add-port");
+  ASSERT_TRUE(p) << p.message();
+  EXPECT_EQ(p->vni, 7u);
+
+  const BadCase cases[] = {
+      {"[[segment]]\nlocal = \"192.0.2.1\"", "'vni' is required"},
+      {"[[segment]]\nvni = 0\nlocal = \"192.0.2.1\"", "'vni' = 0 is out of range"},
+      {"[[segment]]\nvni = 16777216\nlocal = \"192.0.2.1\"", "out of range"},
+      {"[[segment]]\nvni = 1", "field 'local'"},
+      {"[[segment]]\nvni = 1\nlocal = \"2001:db8::1\"", "'local' must be an IPv4 address"},
+      {"[[segment]]\nvni = 1\nlocal = \"192.0.2.1\"\nremote = [\"x\"]", "remote[0]"},
+      {"[[segment]]\nvni = 1\nlocal = \"192.0.2.1\"\nremote = \"192.0.2.2\"", "'remote' must be"},
+      {"[[segment]]\nvni = 1\nlocal = \"192.0.2.1\"\nremote = [\"192.0.2.1\"]",
+       "is the local address"},
+      {"[[segment]]\nvni = 1\nlocal = \"192.0.2.1\"\ncontrol = \"bgp\"", "field 'control'"},
+      {"[[segment]]\nvni = 1\nlocal = \"192.0.2.1\"\nudp_port = 0", "'udp_port' = 0"},
+      {"[[segment]]\nvni = 1\nlocal = \"192.0.2.1\"\nunderlay_mtu = 100", "'underlay_mtu'"},
+      {"[[segment]]\nvni = 1\nlocal = \"192.0.2.1\"\ntype = \"tap\"", "no field 'type'"},
+      {"[[segment]]\nvni = 1\nlocal = \"192.0.2.1\"\nsocket = \"/s\"", "unknown field 'socket'"},
+      {"[[segment]]\nvni = 1\nlocal = \"192.0.2.1\"\n[[segment]]\nvni = 2\nlocal = "
+       "\"192.0.2.1\"",
+       "another VXLAN port already uses 192.0.2.1:4789"},
+      {"[[port]]\nname = \"vxlan1\"\ntype = \"tap\"\n[[segment]]\nvni = 1\nlocal = \"192.0.2.1\"",
+       "used by another port"},
+      {"segment = 1", "'segment' must be an array"},
+  };
+  for (const auto& c : cases) {
+    auto r = parse_config_toml(c.toml, "s.toml");
+    ASSERT_FALSE(r) << c.toml;
+    EXPECT_NE(r.message().find(c.expect), std::string::npos) << c.toml << " -> " << r.message();
+  }
 }
 
 }  // namespace

@@ -140,6 +140,32 @@ TEST(Handover, PortSpecsRoundTrip) {
   auto rt = spec_from_json(spec_json(t));
   ASSERT_TRUE(rt) << rt.message();
   EXPECT_EQ(spec_json(*rt), spec_json(t));
+
+  PortSpec x;
+  x.name = "vxlan100";
+  x.type = "vxlan";
+  x.vni = 100;
+  x.local = "192.0.2.1";
+  x.remotes = {"192.0.2.2", "192.0.2.3"};
+  x.udp_port = 8472;
+  x.netns = "under";
+  x.underlay_mtu = 9000;
+  x.queues = 1;
+  x.vlan.tag = 10;
+  auto rx = spec_from_json(spec_json(x));
+  ASSERT_TRUE(rx) << rx.message();
+  EXPECT_EQ(spec_json(*rx), spec_json(x));
+  EXPECT_EQ(rx->remotes, x.remotes);
+  // A segment's fields are checked as a file's are.
+  for (auto lie : std::vector<std::function<void(json&)>>{
+           [](json& j) { j["vni"] = 0; }, [](json& j) { j["local"] = "nowhere"; },
+           [](json& j) { j["remotes"] = {"192.0.2.1"}; }, [](json& j) { j["udp_port"] = 0; },
+           [](json& j) { j["control"] = "bgp"; }, [](json& j) { j["underlay_mtu"] = 10; },
+           [](json& j) { j.erase("vni"); }}) {
+    json j = spec_json(x);
+    lie(j);
+    EXPECT_FALSE(spec_from_json(j)) << j.dump();
+  }
 }
 
 TEST(Handover, LyingSpecsAreRefused) {
