@@ -1,0 +1,624 @@
+#!/usr/bin/env python3
+"""A static VXLAN segment of vnetd against a plain Linux kernel VXLAN device (no FRR).
+
+Topology (namespaces named vnt<pid>..., deleted by name at cleanup):
+
+  vmA (10.77.0.1/24, MTU 1450)                          vmB (10.77.0.2/24, MTU 1450)
+    TAP of vnetd                                           eth0 (veth)
+      |                                                      |
+  vnetd (root namespace): port "tapa" <-> segment "vx100"  vxB: br0 (Linux bridge)
+      VNI 100, local 192.168.50.1, remote [.2]                 vxlan100 (kernel, VNI 100,
+      sockets opened in the underlay namespace vxA              learning, MTU 1450)
+      |                                                      |
+  vxA: ula 192.168.50.1/24  <------- veth ------->  vxB: ulb 192.168.50.2/24 (+ .3 later)
+
+vnetd runs from a TOML file with the TAP port and a `[[segment]]` (netns vxA); the
+kernel VXLAN device in vxB learns vnetd's MACs from the tunnel, vnetd learns vmB's.
+vxB's underlay veth has TX checksum offload off (`ethtool -K ulb tx off`): otherwise
+vmB's TCP segments reach vnetd's UDP socket with unfinished inner checksums (a veth
+keeps CHECKSUM_PARTIAL across namespaces; a real NIC finishes it on the wire), which
+no user-space socket can tell, and vmA's kernel drops them.
+
+Asserts:
+  1. ping vmA -> vmB: after a warm-up (ARP through the tunnel), 20 pings at 20 ms are
+     all answered (RTTs printed);
+  2. iperf3 TCP vmA -> vmB for 3 s moves data at > 50 Mbit/s (10 under a sanitizer;
+     printed): TSO frames from the TAP segmented to fit the tunnel, no VXLAN drop
+     reason moves; the kernels' InCsumErrors/InHdrErrors do not grow in vmA or vmB
+     (vmB verifies every inner checksum in software: the segments vnetd cut must
+     carry complete checksums);
+  3. tcpdump on vxB's veth (started before any traffic, parsed here): every datagram
+     from 192.168.50.1 is UDP to port 4789, not fragmented, at most 1514 bytes on the
+     wire, UDP checksum 0, VXLAN flags 0x08 with zero reserved bytes, VNI 100, an inner
+     frame of at most 1464 bytes whose source MAC is vmA's TAP; the first ARP broadcast
+     was flooded to the remote VTEP; the pings and the iperf3 data are in it; the
+     UDP source port is the same for every datagram of one inner flow and at least two
+     distinct source ports are used across the flows (ICMP, iperf3 control and data);
+  4. `vnetctl --json ports`: the segment has type "vxlan", its extra counters
+     (learned, flood_copies, unicast_sent, ...) moved; `vnetctl --json fdb`: vmB's MAC
+     on the segment with vtep "192.168.50.2", vmA's MAC on the TAP port;
+  5. hostile decapsulation, sent from vxB with a UDP socket to 192.168.50.1:4789:
+     4-byte, 0-byte and 21-byte datagrams and a well-formed one with flags 0x00
+     (vxlan_bad_header), well-formed ones with VNI 101 and VNI 0x010064
+     (vxlan_bad_vni), a well-formed VNI 100 frame from 192.168.50.3, an address outside
+     the flood list (vxlan_unknown_vtep): each drop counter rises by exactly the number
+     sent (first one case at a time, then 10 mixed rounds), no other VXLAN drop counter
+     moves, none of their inner MACs is learned; then ping still works;
+  6. vnetd's fd count after the hostile part is not above the count before it;
+  7. tunnel_too_big: with vmA's TAP MTU raised to 1500, `ping -s 1472 -M do` frames
+     (1514 bytes, more than the 1464 the tunnel takes) go unanswered and are counted
+     exactly as tunnel_too_big (no other VXLAN drop reason moves); with the MTU back at
+     1450 ping works again;
+  8. vnetd exits 0 on SIGTERM, no sanitizer report in its log.
+"""
+
+import os
+import re
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from vnet_harness import HarnessError, log, require_root, require_tools, run_test  # noqa: E402
+from vnet_harness.iperf import parse_iperf3  # noqa: E402
+from vnet_harness.netns import (Capture, Netns, require_netns, snmp_delta,  # noqa: E402
+                                unique_name)
+from vnet_harness.pcap import read_pcap  # noqa: E402
+from vnet_harness.procs import wait_until  # noqa: E402
+from vnet_harness.vnetd import Vnetd, require_vnetd, sanitizer_of  # noqa: E402
+
+NET = "10.77.0."
+IP_A, IP_B = NET + "1", NET + "2"
+UL = "192.168.50."
+VTEP_A, VTEP_B, STRANGER = UL + "1", UL + "2", UL + "3"
+VNI = 100
+UDP_PORT = 4789
+SEGMENT = "vx100"
+TAP_PORT = "tapa"
+MAC_A = "02:77:00:00:00:01"  # vmA's TAP
+MAC_B = "02:77:00:00:00:02"  # vmB's eth0
+MAC_BAD_VNI = "02:77:00:00:0b:01"  # inner source MACs of hostile datagrams: never learned
+MAC_STRANGER = "02:77:00:00:0b:03"
+MAC_FLAGS0 = "02:77:00:00:0b:04"
+INNER_MTU = 1450
+UNDERLAY_MTU = 1500
+MAX_INNER = UNDERLAY_MTU - 36  # 1464: the inner frame, Ethernet header included
+PING_COUNT = 20
+IPERF_SECONDS = 3
+IPERF_PORT = 5201
+MIN_MBPS = 50.0
+MIN_MBPS_SANITIZER = 10.0
+CAPTURE_FRAMES = 4000
+CAPTURE_SNAPLEN = 160  # outer headers + VXLAN + inner Ethernet/IPv4/TCP with options
+VXLAN_DROPS = ("vxlan_bad_header", "vxlan_bad_vni", "vxlan_unknown_vtep", "tunnel_too_big")
+CSUM_KEYS = ("Tcp.InCsumErrors", "Udp.InCsumErrors", "Icmp.InCsumErrors", "IpExt.InCsumErrors",
+             "Ip.InHdrErrors")
+EXTRA = ("learned", "moved", "flood_copies", "unicast_sent", "send_errors")
+
+
+# --- prerequisites ------------------------------------------------------------------
+
+def require_kernel_links(_args):
+    """veth, bridge and vxlan links (the kernel peer of the test): probed in a throwaway
+    namespace, deleted by name."""
+    name = unique_name("probe")
+    r = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+    if r.returncode != 0:
+        return ["network namespaces (ip netns add: %s)" % r.stderr.strip()]
+    missing = []
+    try:
+        for kind, argv in (("veth", ["p0", "type", "veth", "peer", "name", "p1"]),
+                           ("bridge", ["b0", "type", "bridge"]),
+                           ("vxlan", ["x0", "type", "vxlan", "id", "100", "dstport", "4789",
+                                      "local", "192.0.2.1", "remote", "192.0.2.2"])):
+            r = subprocess.run(["ip", "-n", name, "link", "add"] + argv, capture_output=True,
+                               text=True)
+            if r.returncode != 0:
+                missing.append("kernel %s links (%s)" % (kind, r.stderr.strip()))
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, text=True)
+    return missing
+
+
+# --- frames ---------------------------------------------------------------------------
+
+def mac_bytes(mac):
+    return bytes(int(x, 16) for x in mac.split(":"))
+
+
+def mac_str(b):
+    return ":".join("%02x" % x for x in b)
+
+
+def vxlan_header(vni, flags=0x08):
+    return struct.pack("!B3s3sB", flags, b"\0\0\0", vni.to_bytes(3, "big"), 0)
+
+
+def inner_frame(src_mac, marker):
+    """A broadcast Ethernet frame (IEEE local experimental ethertype), 60 bytes."""
+    frame = mac_bytes("ff:ff:ff:ff:ff:ff") + mac_bytes(src_mac) + struct.pack("!H", 0x88B5)
+    frame += b"vnet-vxlan-hostile " + marker.encode()
+    return frame + b"\0" * max(0, 60 - len(frame))
+
+
+_SENDER = r"""
+import socket, sys
+bind, dst, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((bind, 0))
+for h in sys.argv[4:]:
+    s.sendto(bytes.fromhex(h), (dst, port))
+print("sent %d" % (len(sys.argv) - 4))
+"""
+
+
+def send_datagrams(ns, bind_ip, payloads):
+    """UDP datagrams from bind_ip (in namespace ns) to vnetd's VTEP address and port."""
+    argv = ns.argv([sys.executable, "-c", _SENDER, bind_ip, VTEP_A, UDP_PORT]
+                   + [p.hex() for p in payloads])
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    if r.returncode != 0 or ("sent %d" % len(payloads)) not in r.stdout:
+        raise HarnessError("sending %d datagrams from %s in %s: status %d: %s %s"
+                           % (len(payloads), bind_ip, ns.name, r.returncode, r.stdout, r.stderr))
+
+
+# --- capture analysis -----------------------------------------------------------------
+
+class Tunnel:
+    """What the capture on vxB's underlay veth holds of vnetd's encapsulated frames."""
+
+    def __init__(self):
+        self.datagrams = 0
+        self.problems = []
+        self.sports = set()
+        self.flow_sports = {}  # inner flow key -> set of outer UDP source ports
+        self.inner_src = {}  # inner source MAC -> count
+        self.icmp_requests = 0
+        self.tcp_data = 0
+        self.arp_broadcasts = 0
+        self.largest = 0
+
+    def problem(self, i, what):
+        if len(self.problems) < 10:
+            self.problems.append("frame %d: %s" % (i, what))
+
+
+def inner_flow(inner):
+    """(description, key) of an inner frame's flow (IPv4 TCP/UDP/ICMP echo), or None."""
+    if len(inner) < 34 or inner[12:14] != b"\x08\x00":
+        return None
+    ip = inner[14:]
+    ihl = (ip[0] & 0xF) * 4
+    proto = ip[9]
+    src, dst = socket.inet_ntoa(ip[12:16]), socket.inet_ntoa(ip[16:20])
+    l4 = ip[ihl:]
+    if proto in (6, 17) and len(l4) >= 4:
+        sp, dp = struct.unpack("!HH", l4[:4])
+        return ("tcp" if proto == 6 else "udp", src, sp, dst, dp)
+    if proto == 1 and len(l4) >= 8:
+        return ("icmp", src, dst, l4[0], struct.unpack("!H", l4[4:6])[0])
+    return ("ip", src, dst, proto)
+
+
+def analyse_capture(path, tap_mac):
+    t = Tunnel()
+    for i, (orig, data) in enumerate(read_pcap(path)):
+        if len(data) < 14 + 20 + 8 + 8 + 14:
+            t.problem(i, "only %d bytes captured (%s)" % (len(data), data.hex()))
+            continue
+        if data[12:14] != b"\x08\x00":
+            t.problem(i, "ethertype 0x%s, not IPv4" % data[12:14].hex())
+            continue
+        t.largest = max(t.largest, orig)
+        if orig > UNDERLAY_MTU + 14:
+            t.problem(i, "%d bytes on the wire, over the underlay MTU %d + 14"
+                      % (orig, UNDERLAY_MTU))
+        ip = data[14:]
+        ihl = (ip[0] & 0xF) * 4
+        total, frag, proto = struct.unpack("!H", ip[2:4])[0], struct.unpack("!H", ip[6:8])[0], ip[9]
+        src, dst = socket.inet_ntoa(ip[12:16]), socket.inet_ntoa(ip[16:20])
+        if (src, dst) != (VTEP_A, VTEP_B):
+            t.problem(i, "outer IPv4 %s -> %s" % (src, dst))
+        if frag & 0x3FFF:
+            t.problem(i, "an IPv4 fragment (flags/offset 0x%04x)" % frag)
+            continue
+        if proto != 17:
+            t.problem(i, "IP protocol %d, not UDP" % proto)
+            continue
+        if total != orig - 14:
+            t.problem(i, "IPv4 total length %d, frame %d bytes" % (total, orig))
+        udp = ip[ihl:]
+        sport, dport, ulen, csum = struct.unpack("!HHHH", udp[:8])
+        vx = udp[8:16]
+        inner = udp[16:]
+        inner_len = ulen - 16
+        if dport != UDP_PORT:
+            t.problem(i, "UDP destination port %d" % dport)
+        if ulen != total - ihl:
+            t.problem(i, "UDP length %d, IPv4 payload %d" % (ulen, total - ihl))
+        if csum != 0:
+            t.problem(i, "UDP checksum 0x%04x, expected 0" % csum)
+        if vx[0] != 0x08 or vx[1:4] != b"\0\0\0" or vx[7] != 0:
+            t.problem(i, "VXLAN header %s: flags must be 0x08, reserved bytes 0" % vx.hex())
+        vni = int.from_bytes(vx[4:7], "big")
+        if vni != VNI:
+            t.problem(i, "VNI %d, expected %d" % (vni, VNI))
+        if inner_len > MAX_INNER or inner_len < 14:
+            t.problem(i, "inner frame of %d bytes (at most %d)" % (inner_len, MAX_INNER))
+        src_mac = mac_str(inner[6:12])
+        t.inner_src[src_mac] = t.inner_src.get(src_mac, 0) + 1
+        if src_mac != tap_mac:
+            t.problem(i, "inner source MAC %s, not vmA's TAP %s" % (src_mac, tap_mac))
+        t.datagrams += 1
+        t.sports.add(sport)
+        if inner[0:6] == b"\xff" * 6 and inner[12:14] == b"\x08\x06":
+            t.arp_broadcasts += 1
+        flow = inner_flow(inner)
+        if flow is None:
+            continue
+        t.flow_sports.setdefault(flow, set()).add(sport)
+        if flow[0] == "icmp" and flow[1:3] == (IP_A, IP_B) and flow[3] == 8:
+            t.icmp_requests += 1
+        if flow[0] == "tcp" and flow[4] == IPERF_PORT and inner_len > 14 + 20 + 20 + 12 + 100:
+            t.tcp_data += 1
+    return t
+
+
+# --- vnetd state ------------------------------------------------------------------------
+
+def segment_state(ctl):
+    """(drops, extra) of the segment, from `ports` over a persistent control connection."""
+    ports = {p["name"]: p for p in ctl.request("ports")["ports"]}
+    p = ports.get(SEGMENT)
+    if p is None:
+        raise HarnessError("vnetd has no port %s: %s" % (SEGMENT, sorted(ports)))
+    return dict(p["counters"]["drops"]), dict(p.get("extra", {}))
+
+
+def delta(before, after, keys):
+    return {k: after.get(k, 0) - before.get(k, 0) for k in keys}
+
+
+def fdb_entries(vnetd):
+    return vnetd.vnetctl("fdb")["fdb"]
+
+
+def ping_stats(out):
+    m = re.search(r"rtt min/avg/max/mdev = ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms", out)
+    return "rtt min/avg/max %s/%s/%s ms" % m.groups()[:3] if m else "no rtt line"
+
+
+def warm_up(ns, target, what, timeout=30.0):
+    """One ping at a time until one is answered (ARP through the tunnel, learning on both
+    sides; slow under ASan on a loaded machine)."""
+    deadline = time.monotonic() + timeout
+    tries = 0
+    while True:
+        tries += 1
+        if ns.ping(target, count=1)[1] == 1:
+            return tries
+        if time.monotonic() > deadline:
+            raise HarnessError("%s: no answer within %.0f s (%d pings)" % (what, timeout, tries))
+
+
+# --- topology ---------------------------------------------------------------------------
+
+def build_topology(s):
+    ns = {k: Netns(s, k) for k in ("xa", "xb", "ma", "mb")}
+    xa, xb, ma, mb = ns["xa"], ns["xb"], ns["ma"], ns["mb"]
+    # Underlay: one veth between the two hosts' namespaces (deleted with them).
+    xa.run("ip link add ula type veth peer name ulb netns %s" % xb.name)
+    xa.run("ip link set ula mtu %d && ip addr add %s/24 dev ula && ip link set ula up"
+           % (UNDERLAY_MTU, VTEP_A))
+    xb.run("ip link set ulb mtu %d && ip addr add %s/24 dev ulb && ip link set ulb up"
+           % (UNDERLAY_MTU, VTEP_B))
+    # Host B's "NIC" finishes checksums itself, as a real one does on the wire.  With TX
+    # checksum offload on, a veth hands the other namespace vmB's TCP segments
+    # CHECKSUM_PARTIAL inside the VXLAN datagram, and a UDP socket (vnetd's) gets the
+    # payload with only the pseudo-header seed in the inner TCP checksum: nothing tells
+    # user space, so vmA's kernel would drop every TCP segment from vmB (InCsumErrors).
+    xb.run("ethtool -K ulb tx off")
+    # Host B: the kernel's VXLAN device (learning, the default) in a bridge with vmB's veth.
+    xb.run("ip link add br0 type bridge && ip link set br0 up")
+    xb.run("ip link add vxlan100 type vxlan id %d local %s remote %s dstport %d"
+           % (VNI, VTEP_B, VTEP_A, UDP_PORT))
+    xb.run("ip link set vxlan100 mtu %d master br0 && ip link set vxlan100 up" % INNER_MTU)
+    xb.run("ip link add vmb0 type veth peer name eth0 netns %s" % mb.name)
+    xb.run("ip link set vmb0 mtu %d master br0 && ip link set vmb0 up" % INNER_MTU)
+    mb.run("ip link set eth0 address %s mtu %d && ip addr add %s/24 dev eth0 && "
+           "ip link set eth0 up" % (MAC_B, INNER_MTU, IP_B))
+    _, details = xb.run("ip -d link show vxlan100")
+    log("underlay %s (%s) <-> %s (%s); in %s: %s" % (xa.name, VTEP_A, xb.name, VTEP_B, xb.name,
+                                                  " ".join(details.split())))
+    return ns
+
+
+def write_config(s, ns, tap_if):
+    lines = [
+        "[[port]]",
+        'name = "%s"' % TAP_PORT,
+        'type = "tap"',
+        'ifname = "%s"' % tap_if,
+        'netns = "%s"' % ns["ma"].name,
+        "mtu = %d" % INNER_MTU,
+        "",
+        "[[segment]]",
+        'name = "%s"' % SEGMENT,
+        "vni = %d" % VNI,
+        "vlan = 0",
+        'local = "%s"' % VTEP_A,
+        'remote = ["%s"]' % VTEP_B,
+        "udp_port = %d" % UDP_PORT,
+        'control = "static"',
+        'netns = "%s"' % ns["xa"].name,
+        "underlay_mtu = %d" % UNDERLAY_MTU,
+        "",
+    ]
+    path = s.path("vxlan.toml")
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+    log("vnetd config:\n  " + "\n  ".join(lines))
+    return path
+
+
+# --- the test -----------------------------------------------------------------------------
+
+def body(s, args):
+    t_start = time.monotonic()
+    ns = build_topology(s)
+    xb, ma, mb = ns["xb"], ns["ma"], ns["mb"]
+    tap_if = unique_name("vxta")
+    ma.own_link(tap_if)
+    cfg = write_config(s, ns, tap_if)
+    vnetd = Vnetd(s, [], extra_args=["--config", cfg])
+    vnetd.start()
+    sanitizer = sanitizer_of(vnetd.proc.pid)
+    min_mbps = MIN_MBPS_SANITIZER if sanitizer else MIN_MBPS
+    ma.wait_link(tap_if)
+    ma.run("ip link set dev %s address %s" % (tap_if, MAC_A))
+    ma.add_address(tap_if, IP_A + "/24")
+    tap_mac = ma.run("cat /sys/class/net/%s/address" % tap_if)[1].strip().lower()
+    tap_mtu = ma.link_mtu(tap_if)
+    if tap_mac != MAC_A or tap_mtu != INNER_MTU:
+        raise HarnessError("vmA's TAP %s: MAC %s, MTU %d; expected %s, %d"
+                           % (tap_if, tap_mac, tap_mtu, MAC_A, INNER_MTU))
+
+    info = vnetd.ports_info()
+    seg = info.get(SEGMENT)
+    if seg is None or seg.get("type") != "vxlan":
+        raise HarnessError("vnetctl ports: %s should be a port of type vxlan: %s"
+                           % (SEGMENT, seg))
+    missing = [k for k in VXLAN_DROPS if k not in seg["counters"]["drops"]] + \
+        [k for k in EXTRA if k not in seg.get("extra", {})]
+    if missing:
+        raise HarnessError("vnetctl ports: %s lacks counters %s: %s" % (SEGMENT, missing, seg))
+    if info.get(TAP_PORT, {}).get("type") != "tap":
+        raise HarnessError("vnetctl ports: %s should be a tap port: %s"
+                           % (TAP_PORT, info.get(TAP_PORT)))
+    log("vnetd ports: %s (%s), %s (%s)%s" % (TAP_PORT, tap_if, SEGMENT, seg.get("type"),
+                                              ", under %s" % sanitizer if sanitizer else ""))
+    ctl = vnetd.connect_control()
+    drops0, extra0 = segment_state(ctl)
+
+    snmp0 = {"vmA": ma.snmp(), "vmB": mb.snmp()}
+
+    # --- capture on host B's underlay, before any traffic ---------------------------------
+    cap = Capture(xb, "cap-underlay", "ulb",
+                  "ip and src host %s and dst host %s" % (VTEP_A, VTEP_B),
+                  count=CAPTURE_FRAMES, snaplen=CAPTURE_SNAPLEN).wait_ready()
+
+    # --- (1) ping vmA -> vmB --------------------------------------------------------------
+    tries = warm_up(ma, IP_B, "warm-up ping vmA -> %s" % IP_B)
+    log("warm-up: vmA reached vmB with ping %d (ARP through the tunnel)" % tries)
+    tx, rx, out = ma.ping(IP_B, count=PING_COUNT, interval=0.02)
+    if tx != PING_COUNT or rx != PING_COUNT:
+        raise HarnessError("ping vmA -> vmB: %d/%d answered:\n%s" % (rx, tx, out))
+    log("RESULT ping vmA -> vmB: %d/%d answered, 0%% loss, %s" % (rx, tx, ping_stats(out)))
+
+    # --- (2) iperf3 TCP vmA -> vmB --------------------------------------------------------
+    server = mb.spawn("iperf3-server", ["iperf3", "-s", "--forceflush", "-B", IP_B,
+                                        "-p", IPERF_PORT])
+    server.wait_for_log(r"Server listening", 15)
+    rc, text = ma.run("iperf3 -c %s -p %d -t %d -f m" % (IP_B, IPERF_PORT, IPERF_SECONDS),
+                      check=False, timeout=IPERF_SECONDS + 60)
+    res = parse_iperf3(text, rc, "iperf3 vmA -> vmB")
+    server.stop()
+    log("RESULT iperf3 TCP vmA -> vmB: %.1f Mbit/s (sender %.1f Mbit/s, %.1f MBytes received)"
+        % (res.receiver_mbps, res.sender_mbps, res.receiver_mbytes))
+    if res.receiver_mbps < min_mbps:
+        raise HarnessError("iperf3 vmA -> vmB: %.1f Mbit/s, expected more than %.0f:\n%s"
+                           % (res.receiver_mbps, min_mbps, text))
+    # The kernels' verdicts: vmB verifies every inner checksum in software (the datagrams
+    # carry UDP checksum 0, so the Linux VXLAN device marks nothing as verified), so the
+    # segments vnetd cut out of the TAP's TSO frames must carry complete checksums.
+    for who, ns_ in (("vmA", ma), ("vmB", mb)):
+        grew = {k: v for k, v in snmp_delta(snmp0[who], ns_.snmp(), CSUM_KEYS).items() if v}
+        if grew:
+            raise HarnessError("checksum/header errors in %s during ping and iperf3: %s"
+                               % (who, grew))
+
+    # --- (3) the capture ------------------------------------------------------------------
+    cap.wait_frames(PING_COUNT + 100, timeout=15)
+    cap.stop()
+    t = analyse_capture(cap.path, tap_mac)
+    log("capture on %s/ulb: %d datagrams (tcpdump: %d captured, %d dropped), largest frame "
+        "%d bytes, inner source MACs %s, %d ICMP requests, %d iperf3 data segments, %d ARP "
+        "broadcasts; UDP source ports %s"
+        % (xb.name, t.datagrams, cap.captured, cap.dropped, t.largest, t.inner_src,
+           t.icmp_requests, t.tcp_data, t.arp_broadcasts, sorted(t.sports)))
+    if t.problems:
+        raise HarnessError("capture of vnetd's tunnel traffic:\n  " + "\n  ".join(t.problems))
+    if t.icmp_requests < PING_COUNT:
+        raise HarnessError("capture: %d ICMP echo requests vmA -> vmB in the tunnel, expected "
+                           "at least %d" % (t.icmp_requests, PING_COUNT))
+    if t.tcp_data < 100:
+        raise HarnessError("capture: %d iperf3 data segments in the tunnel, expected at least "
+                           "100" % t.tcp_data)
+    if t.arp_broadcasts < 1:
+        raise HarnessError("capture: vmA's ARP broadcast was not flooded to the remote VTEP")
+    split = {f: sorted(p) for f, p in t.flow_sports.items() if len(p) > 1}
+    if split:
+        raise HarnessError("one inner flow left with several UDP source ports: %s" % split)
+    per_flow = {"%s" % (f,): sorted(p)[0] for f, p in t.flow_sports.items()}
+    log("UDP source port per inner flow: %s" % per_flow)
+    if len(set(per_flow.values())) < 2:
+        raise HarnessError("the %d inner flows %s all left with the same UDP source port %s"
+                           % (len(per_flow), sorted(per_flow), sorted(t.sports)))
+
+    # --- (4) counters and FDB -------------------------------------------------------------
+    drops1, extra1 = segment_state(ctl)
+    d = delta(drops0, drops1, VXLAN_DROPS)
+    e = delta(extra0, extra1, EXTRA)
+    log("RESULT segment counters after the traffic: drops %s, extra %s" % (d, extra1))
+    if any(d.values()):
+        raise HarnessError("segment %s dropped frames of legitimate traffic: %s (all drops %s)"
+                           % (SEGMENT, d, drops1))
+    if e["learned"] < 1 or e["flood_copies"] < 1 or e["unicast_sent"] < PING_COUNT:
+        raise HarnessError("segment extra counters did not move as expected (learned >= 1, "
+                           "flood_copies >= 1, unicast_sent >= %d): %s"
+                           % (PING_COUNT, e))
+    fdb = fdb_entries(vnetd)
+    by_mac = {x["mac"].lower(): x for x in fdb}
+    b, a = by_mac.get(MAC_B), by_mac.get(MAC_A)
+    if b is None or b.get("port") != SEGMENT or b.get("vtep") != VTEP_B:
+        raise HarnessError("FDB: vmB's MAC %s should be on %s with vtep %s: %s; fdb %s"
+                           % (MAC_B, SEGMENT, VTEP_B, b, fdb))
+    if a is None or a.get("port") != TAP_PORT:
+        raise HarnessError("FDB: vmA's MAC %s should be on %s: %s; fdb %s"
+                           % (MAC_A, TAP_PORT, a, fdb))
+    log("FDB: %s on %s (vtep %s), %s on %s; all %d entries: %s"
+        % (MAC_B, b["port"], b["vtep"], MAC_A, a["port"], len(fdb), fdb))
+
+    # --- (5) hostile decapsulation --------------------------------------------------------
+    xb.run("ip addr add %s/24 dev ulb" % STRANGER)
+    fd0 = vnetd.fd_count()
+    good = vxlan_header(VNI)
+    cases = [  # (what, source address, payloads, drop reason)
+        ("a 4-byte datagram", VTEP_B, [b"\x08\0\0\0"], "vxlan_bad_header"),
+        ("an empty datagram", VTEP_B, [b""], "vxlan_bad_header"),
+        ("a VXLAN header and 13 bytes (no Ethernet header)", VTEP_B,
+         [good + inner_frame(MAC_FLAGS0, "short")[:13]], "vxlan_bad_header"),
+        ("flags 0x00 (no I flag)", VTEP_B,
+         [vxlan_header(VNI, flags=0) + inner_frame(MAC_FLAGS0, "flags0")], "vxlan_bad_header"),
+        ("VNI 101", VTEP_B, [vxlan_header(101) + inner_frame(MAC_BAD_VNI, "vni101")],
+         "vxlan_bad_vni"),
+        ("VNI 0x010064 (100 in the low 16 bits)", VTEP_B,
+         [vxlan_header(0x010064) + inner_frame(MAC_BAD_VNI, "vni65636")], "vxlan_bad_vni"),
+        ("a well-formed VNI 100 frame (source not in the flood list)", STRANGER,
+         [good + inner_frame(MAC_STRANGER, "stranger")], "vxlan_unknown_vtep"),
+    ]
+    base = drops1
+    expect = {k: 0 for k in VXLAN_DROPS}
+
+    def settle(what):
+        def reached():
+            dr, _ = segment_state(ctl)
+            got = delta(base, dr, VXLAN_DROPS)
+            return got if all(got[k] >= v for k, v in expect.items()) else None
+        try:
+            wait_until(reached, 15, interval=0.05, what=what)
+        except HarnessError:
+            dr, _ = segment_state(ctl)
+            raise HarnessError("%s: segment drop counters rose by %s, expected %s"
+                               % (what, delta(base, dr, VXLAN_DROPS), expect))
+        vnetd.check_alive()
+        got = delta(base, segment_state(ctl)[0], VXLAN_DROPS)
+        if got != expect:
+            raise HarnessError("%s: segment drop counters rose by %s, expected exactly %s"
+                               % (what, got, expect))
+        return got
+
+    for what, src, payloads, reason in cases:
+        send_datagrams(xb, src, payloads)
+        expect[reason] += len(payloads)
+        settle("hostile %s" % what)
+        log("hostile: %s from %s: dropped as %s (counters +%s)" % (what, src, reason, expect))
+    rounds = 10
+    for r in range(rounds):
+        # One socket per source address, every case of that source in one go.
+        by_src = {}
+        for what, src, payloads, reason in cases:
+            by_src.setdefault(src, []).extend(payloads)
+            expect[reason] += len(payloads)
+        for src, payloads in by_src.items():
+            send_datagrams(xb, src, payloads)
+        got = settle("hostile round %d" % (r + 1))
+    log("RESULT hostile decapsulation: %d rounds + single cases, drops rose by exactly %s"
+        % (rounds, got))
+    fdb = fdb_entries(vnetd)
+    learned_bad = [x for x in fdb if x["mac"].lower() in (MAC_BAD_VNI, MAC_STRANGER, MAC_FLAGS0)]
+    if learned_bad:
+        raise HarnessError("MACs of refused datagrams were learned: %s" % learned_bad)
+    tx, rx, out = ma.ping(IP_B, count=5, interval=0.02)
+    if rx != tx:
+        raise HarnessError("after the hostile datagrams, ping vmA -> vmB: %d/%d answered:\n%s"
+                           % (rx, tx, out))
+    log("after the hostile part: ping vmA -> vmB %d/%d answered, %s" % (rx, tx, ping_stats(out)))
+
+    # --- (6) fds --------------------------------------------------------------------------
+    try:
+        fd1 = wait_until(lambda: (lambda n: n if n <= fd0 else None)(vnetd.fd_count()), 10,
+                         interval=0.1, what="vnetd's fd count back to %d" % fd0)
+    except HarnessError:
+        raise HarnessError("vnetd's fd count grew over the hostile part: %d before, %d after"
+                           % (fd0, vnetd.fd_count()))
+    log("RESULT vnetd fds: %d before the hostile part, %d after" % (fd0, fd1))
+
+    # --- (7) tunnel_too_big ---------------------------------------------------------------
+    before, _ = segment_state(ctl)
+    rx_b0 = mb.link_stats("eth0")["rx_packets"]
+    ma.run("ip link set dev %s mtu %d" % (tap_if, UNDERLAY_MTU))
+    too_big = 3
+    tx, rx, out = ma.ping(IP_B, count=too_big, size=UNDERLAY_MTU - 28, dont_fragment=True,
+                          interval=0.02)
+    ma.run("ip link set dev %s mtu %d" % (tap_if, INNER_MTU))
+    if rx != 0:
+        raise HarnessError("%d-byte frames crossed a tunnel that takes %d: %d/%d answered"
+                           % (UNDERLAY_MTU + 14, MAX_INNER, rx, tx))
+
+    def counted():
+        dr, _ = segment_state(ctl)
+        return dr if dr["tunnel_too_big"] - before["tunnel_too_big"] >= too_big else None
+    try:
+        after = wait_until(counted, 10, interval=0.05, what="tunnel_too_big")
+    except HarnessError:
+        after = segment_state(ctl)[0]
+    got = delta(before, after, VXLAN_DROPS)
+    want = {k: (too_big if k == "tunnel_too_big" else 0) for k in VXLAN_DROPS}
+    if got != want:
+        raise HarnessError("%d pings of %d-byte frames (over the %d the tunnel takes): segment "
+                           "drops rose by %s, expected %s"
+                           % (tx, UNDERLAY_MTU + 14, MAX_INNER, got, want))
+    rx_b1 = mb.link_stats("eth0")["rx_packets"]
+    log("RESULT tunnel_too_big: %d pings of %d-byte frames, 0 answered, tunnel_too_big +%d "
+        "(vmB eth0 received %d frames meanwhile)"
+        % (tx, UNDERLAY_MTU + 14, got["tunnel_too_big"], rx_b1 - rx_b0))
+    tx, rx, out = ma.ping(IP_B, count=3, interval=0.02)
+    if rx != tx:
+        raise HarnessError("ping vmA -> vmB after restoring MTU %d: %d/%d answered"
+                           % (INNER_MTU, rx, tx))
+
+    # --- (8) the end ----------------------------------------------------------------------
+    drops9, extra9 = segment_state(ctl)
+    log("RESULT segment %s final: drops %s; extra %s"
+        % (SEGMENT, {k: drops9[k] for k in VXLAN_DROPS}, extra9))
+    warnings = [line for line in vnetd.proc.read_log().splitlines()
+                if SEGMENT in line and re.search(r"\b(warn|warning|error)\b", line, re.I)]
+    log("vnetd log: %d warning/error lines about %s%s" % (
+        len(warnings), SEGMENT, (":\n  " + "\n  ".join(warnings[:8])) if warnings else ""))
+    vnetd.stop_ok()
+    text = vnetd.proc.read_log()
+    for marker in ("AddressSanitizer", "ThreadSanitizer", "LeakSanitizer", "runtime error:"):
+        if marker in text:
+            raise HarnessError("vnetd's log has a sanitizer report (%s)" % marker)
+    log("done in %.1f s" % (time.monotonic() - t_start))
+
+
+if __name__ == "__main__":
+    run_test("vxlan_static", body,
+             [lambda a: require_root(), require_netns, require_vnetd,
+              lambda a: require_tools("ip", "ping", "tcpdump", "iperf3", "ethtool"),
+              require_kernel_links])
