@@ -209,6 +209,7 @@ Status Daemon::add_port(const PortSpec& spec, Adopted* adopted) {
                                                 std::move(adopted->vxlan_tx))
                       : ports::VxlanPort::open(spec.name, xc);
     if (!xp) return Status::errorf("port {}: {}", spec.name, xp.message());
+    if (adopted) (*xp)->adopt_macs(adopted->vxlan_macs);
     spdlog::info("port {}: VXLAN VNI {}, local {}:{}{}, {} remote VTEP(s), inner MTU {}", spec.name,
                  spec.vni, spec.local, spec.udp_port,
                  spec.netns.empty() ? "" : " in netns " + spec.netns, spec.remotes.size(),

@@ -96,7 +96,8 @@ class Daemon {
     std::vector<vhost_user::Message> setup;  // vhost-user session state
     std::vector<UniqueFd> tap_fds;           // tap
     bool tap_created = false;
-    UniqueFd vxlan_rx, vxlan_tx;  // vxlan
+    UniqueFd vxlan_rx, vxlan_tx;                               // vxlan
+    std::vector<std::pair<uint64_t, std::string>> vxlan_macs;  // MAC -> VTEP learned
   };
   // Creates, opens and attaches a port; on failure nothing is left behind. With
   // `adopted`, on what a predecessor handed over, and attached later (pending_attach_).

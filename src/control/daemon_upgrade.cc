@@ -283,7 +283,11 @@ json Daemon::upgrade(const json& req) {
         built = xf.status();
         break;
       }
-      pj["vxlan"] = {{"rx", fds.add(std::move(xf->first))}, {"tx", fds.add(std::move(xf->second))}};
+      json macs = json::array();
+      for (const auto& [mac, vtep] : x->learned_macs()) macs.push_back({mac, vtep});
+      pj["vxlan"] = {{"rx", fds.add(std::move(xf->first))},
+                     {"tx", fds.add(std::move(xf->second))},
+                     {"macs", std::move(macs)}};
     }
     counters[p->name()] = counters_json(*p);
     plist.push_back(std::move(pj));
@@ -431,6 +435,13 @@ Status Daemon::start_takeover() {
       if (!*rx || !*tx) abort(Status::errorf("{}: a VXLAN socket is null", what));
       a.vxlan_rx = std::move(*rx);
       a.vxlan_tx = std::move(*tx);
+      // [MAC raw, VTEP] each; anything else is skipped (the port checks the rest).
+      const json macs = pj["vxlan"].value("macs", json::array());
+      if (macs.is_array())
+        for (const auto& m : macs)
+          if (m.is_array() && m.size() == 2 && m[0].is_number_unsigned() && m[1].is_string() &&
+              a.vxlan_macs.size() < 65536)
+            a.vxlan_macs.emplace_back(m[0].get<uint64_t>(), m[1].get<std::string>());
     } else {
       if (!pj.contains("tap") || !pj["tap"].is_object() || !pj["tap"].contains("fds") ||
           !pj["tap"]["fds"].is_array() || !pj["tap"].value("created", json()).is_boolean())

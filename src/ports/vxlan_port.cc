@@ -249,6 +249,33 @@ std::string VxlanPort::vtep_of(uint64_t mac) const {
   return r >= 0 && size_t(r) < remotes_.size() ? addr_string(remotes_[size_t(r)]) : "";
 }
 
+std::vector<std::pair<uint64_t, std::string>> VxlanPort::learned_macs() const {
+  std::vector<std::pair<uint64_t, std::string>> out;
+  for (uint32_t i = 0; i < kMacSlots; ++i) {
+    const uint64_t w = macs_[i].load(std::memory_order_relaxed);
+    const int r = w ? slot_remote(w) : -1;
+    if (r >= 0 && size_t(r) < remotes_.size())
+      out.emplace_back(slot_mac(w), addr_string(remotes_[size_t(r)]));
+  }
+  return out;
+}
+
+size_t VxlanPort::adopt_macs(const std::vector<std::pair<uint64_t, std::string>>& macs) {
+  size_t n = 0;
+  for (const auto& [mac, vtep] : macs) {
+    in_addr a{};
+    if (inet_pton(AF_INET, vtep.c_str(), &a) != 1) continue;
+    const int r = remote_index(a.s_addr);
+    const sw::Mac m = sw::Mac::from_raw(mac);
+    if (r < 0 || m.raw() != mac || m.is_multicast() || m.is_zero()) continue;
+    learn(mac, uint16_t(r));
+    ++n;
+  }
+  learned_.reset();  // counts what this process learned from the tunnel
+  moved_.reset();
+  return n;
+}
+
 uint32_t VxlanPort::receive_burst(net::Packet* const* pkts, uint32_t max, uint32_t q) {
   if (held_) [[unlikely]]
     return 0;

@@ -74,6 +74,11 @@ class VxlanPort : public Port {
   uint16_t bound_port() const { return bound_port_; }
   // The remote VTEP a MAC (raw sw::Mac) was last seen behind, "" if none (any thread).
   std::string vtep_of(uint64_t mac) const;
+  // Hot upgrade: every (MAC, VTEP) the port learned (any thread), and the same taken
+  // into a new port before it is attached (entries naming no VTEP of the flood list,
+  // or not a unicast MAC, are skipped; returns how many were taken).
+  std::vector<std::pair<uint64_t, std::string>> learned_macs() const;
+  size_t adopt_macs(const std::vector<std::pair<uint64_t, std::string>>& macs);
 
   // Hot upgrade: datagrams stay in the socket while held (for a successor to read).
   void hold_reads(uint32_t, bool on) override { held_ = on; }

@@ -310,5 +310,29 @@ TEST_F(VxlanPortTest, HeldReadsLeaveDatagramsForASuccessor) {
   EXPECT_NE(bad.message().find("raw"), std::string::npos) << bad.message();
 }
 
+TEST_F(VxlanPortTest, LearnedMacsGoToASuccessorLiesSkipped) {
+  send_to(b_.get(), vxlan(kVni, frame(kMacA, kMacB, 60, 0)), udp_);
+  send_to(c_.get(), vxlan(kVni, frame(kMacA, kMacC, 60, 0)), udp_);
+  ASSERT_EQ(receive(*port_, batch_, 2), 2u);
+  auto macs = port_->learned_macs();
+  ASSERT_EQ(macs.size(), 2u);
+  uint64_t mac_b = 0, mac_c = 0;
+  std::memcpy(&mac_b, kMacB, 6);
+  std::memcpy(&mac_c, kMacC, 6);
+  auto fds = port_->dup_fds();
+  ASSERT_TRUE(fds) << fds.message();
+  auto next = VxlanPort::adopt("vx", port_->config(), std::move(fds->first),
+                               std::move(fds->second));
+  ASSERT_TRUE(next) << next.message();
+  macs.push_back({0x0000010203040506ULL, "127.0.0.9"});  // not a VTEP of the segment
+  macs.push_back({0x01, "127.0.0.2"});                   // multicast
+  macs.push_back({1ULL << 50 | 0x02, "127.0.0.2"});      // more than 48 bits
+  macs.push_back({0x02, "nowhere"});
+  EXPECT_EQ((*next)->adopt_macs(macs), 2u);
+  EXPECT_EQ((*next)->vtep_of(mac_b), "127.0.0.2");
+  EXPECT_EQ((*next)->vtep_of(mac_c), "127.0.0.4");
+  EXPECT_EQ((*next)->learned_macs().size(), 2u);
+}
+
 }  // namespace
 }  // namespace vnet::ports
