@@ -6,6 +6,7 @@
 #include <netinet/udp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -55,8 +56,13 @@ uint32_t mac_hash(uint64_t mac) {
 }  // namespace
 
 VxlanPort::VxlanPort(std::string name, const VxlanPortConfig& cfg)
-    : Port(std::move(name)), cfg_(cfg), macs_(new std::atomic<uint64_t>[kMacSlots]) {
+    : Port(std::move(name)),
+      cfg_(cfg),
+      vteps_(new std::atomic<uint32_t>[kMaxRemotes]),
+      macs_(new std::atomic<uint64_t>[kMacSlots]) {
   for (uint32_t i = 0; i < kMacSlots; ++i) macs_[i].store(0, std::memory_order_relaxed);
+  for (uint32_t i = 0; i < kMaxRemotes; ++i) vteps_[i].store(0, std::memory_order_relaxed);
+  evpn_ = cfg.control == "evpn";
   for (uint32_t i = 0; i < net::kBurst; ++i) {
     RxSlot& s = rx_[i];
     mmsghdr& m = rx_msgs_[i];
@@ -82,9 +88,14 @@ VxlanPort::VxlanPort(std::string name, const VxlanPortConfig& cfg)
 Result<std::unique_ptr<VxlanPort>> VxlanPort::make(std::string name, const VxlanPortConfig& cfg) {
   if (cfg.vni == 0 || cfg.vni > 0xffffff)
     return Status::errorf("VXLAN port {}: VNI {} is out of range [1, 16777215]", name, cfg.vni);
-  if (cfg.control != "static")
-    return Status::errorf("VXLAN port {}: control '{}' is not supported (static)", name,
+  if (cfg.control != "static" && cfg.control != "evpn")
+    return Status::errorf("VXLAN port {}: control '{}' is not supported (static, evpn)", name,
                           cfg.control);
+  if (cfg.control == "evpn" && !cfg.remotes.empty())
+    return Status::errorf(
+        "VXLAN port {}: with control = evpn the flood list comes from BGP "
+        "(no remotes)",
+        name);
   if (cfg.remotes.size() > kMaxRemotes)
     return Status::errorf("VXLAN port {}: at most {} remote VTEPs", name, kMaxRemotes);
   if (cfg.underlay_mtu < kOuterLen + 68 || cfg.underlay_mtu > 65535)
@@ -94,13 +105,15 @@ Result<std::unique_ptr<VxlanPort>> VxlanPort::make(std::string name, const Vxlan
   auto local = parse_v4(cfg.local, "local address");
   if (!local) return Status::errorf("VXLAN port {}: {}", name, local.message());
   p->local_be_ = *local;
+  std::vector<uint32_t> flood;
   for (const std::string& r : cfg.remotes) {
     auto a = parse_v4(r, "remote VTEP");
     if (!a) return Status::errorf("VXLAN port {}: {}", name, a.message());
     if (*a == p->local_be_)
       return Status::errorf("VXLAN port {}: remote VTEP {} is the local address", name, r);
-    if (p->remote_index(*a) < 0) p->remotes_.push_back(*a);
+    flood.push_back(*a);
   }
+  p->set_flood_list(flood);
   p->max_inner_ = cfg.underlay_mtu - kOuterLen;
   return p;
 }
@@ -204,9 +217,59 @@ void VxlanPort::init_tx_headers() {
 }
 
 int VxlanPort::remote_index(uint32_t addr_be) const {
-  for (size_t i = 0; i < remotes_.size(); ++i)
-    if (remotes_[i] == addr_be) return int(i);
+  const uint32_t n = nvteps_.load(std::memory_order_acquire);
+  for (uint32_t i = 0; i < n; ++i)
+    if (vteps_[i].load(std::memory_order_relaxed) == addr_be) return int(i);
   return -1;
+}
+
+int VxlanPort::vtep_slot(uint32_t addr_be) {
+  int i = remote_index(addr_be);
+  if (i >= 0) return i;
+  const uint32_t n = nvteps_.load(std::memory_order_relaxed);
+  if (n == kMaxRemotes || addr_be == 0) return -1;
+  vteps_[n].store(addr_be, std::memory_order_relaxed);
+  nvteps_.store(n + 1, std::memory_order_release);
+  return int(n);
+}
+
+bool VxlanPort::set_flood_list(const std::vector<uint32_t>& addrs) {
+  auto next = std::make_unique<Flood>();
+  bool ok = true;
+  for (uint32_t a : addrs) {
+    const int i = vtep_slot(a);
+    if (i < 0) {
+      ok = false;
+      continue;
+    }
+    if (std::find(next->idx.begin(), next->idx.end(), uint16_t(i)) == next->idx.end())
+      next->idx.push_back(uint16_t(i));
+  }
+  flood_.store(next.get(), std::memory_order_release);
+  flood_retired_ = std::move(flood_owned_);
+  flood_owned_ = std::move(next);
+  return ok;
+}
+
+size_t VxlanPort::flood_size() const {
+  const Flood* f = flood_.load(std::memory_order_acquire);
+  return f ? f->idx.size() : 0;
+}
+
+bool VxlanPort::set_remote_mac(uint64_t mac, uint32_t vtep) {
+  const int i = vtep_slot(vtep);
+  if (i < 0) return false;
+  learn(mac, uint16_t(i));
+  return true;
+}
+
+void VxlanPort::remove_remote_mac(uint64_t mac) {
+  const uint32_t h = mac_hash(mac);
+  for (uint32_t k = 0; k < kProbe; ++k) {
+    std::atomic<uint64_t>& s = macs_[(h + k) & (kMacSlots - 1)];
+    const uint64_t cur = s.load(std::memory_order_relaxed);
+    if (cur != 0 && slot_mac(cur) == mac) s.store(0, std::memory_order_relaxed);
+  }
 }
 
 void VxlanPort::learn(uint64_t mac, uint16_t remote) {
@@ -245,17 +308,16 @@ int VxlanPort::lookup(uint64_t mac) const {
 }
 
 std::string VxlanPort::vtep_of(uint64_t mac) const {
-  int r = lookup(sw::Mac::from_raw(mac).raw());
-  return r >= 0 && size_t(r) < remotes_.size() ? addr_string(remotes_[size_t(r)]) : "";
+  const uint32_t a = vtep_addr(lookup(sw::Mac::from_raw(mac).raw()));
+  return a ? addr_string(a) : "";
 }
 
 std::vector<std::pair<uint64_t, std::string>> VxlanPort::learned_macs() const {
   std::vector<std::pair<uint64_t, std::string>> out;
   for (uint32_t i = 0; i < kMacSlots; ++i) {
     const uint64_t w = macs_[i].load(std::memory_order_relaxed);
-    const int r = w ? slot_remote(w) : -1;
-    if (r >= 0 && size_t(r) < remotes_.size())
-      out.emplace_back(slot_mac(w), addr_string(remotes_[size_t(r)]));
+    const uint32_t a = w ? vtep_addr(slot_remote(w)) : 0;
+    if (a) out.emplace_back(slot_mac(w), addr_string(a));
   }
   return out;
 }
@@ -332,7 +394,7 @@ uint32_t VxlanPort::receive_burst(net::Packet* const* pkts, uint32_t max, uint32
     p.vlan = 0;
     p.tail_n = 0;
     const sw::Mac src = sw::Mac::from_bytes(p.data + 6);
-    if (!src.is_multicast() && !src.is_zero() && lookup(src.raw()) != remote)
+    if (!evpn_ && !src.is_multicast() && !src.is_zero() && lookup(src.raw()) != remote)
       learn(src.raw(), uint16_t(remote));
     bytes += len;
     ++kept;
@@ -353,6 +415,7 @@ uint32_t VxlanPort::send_burst(net::Packet* const* pkts, uint32_t n) {
 }
 
 uint32_t VxlanPort::encap_send(net::Packet* const* pkts, uint32_t n) {
+  const Flood* flood = flood_.load(std::memory_order_acquire);
   uint32_t sent = 0;
   uint64_t bytes = 0;
   for (uint32_t i = 0; i < n; ++i) {
@@ -364,32 +427,37 @@ uint32_t VxlanPort::encap_send(net::Packet* const* pkts, uint32_t n) {
                   name(), p.len, max_inner_);
       continue;
     }
-    if (p.len < net::kEthHdrLen || remotes_.empty()) {
+    if (p.len < net::kEthHdrLen) {
       counters().send_drops.add(net::Drop::kTxTooShort);
       continue;
     }
     const sw::Mac dst = sw::Mac::from_bytes(p.data);
-    const int r = dst.is_multicast() ? -1 : lookup(dst.raw());
-    const uint32_t first = r >= 0 ? uint32_t(r) : 0;
-    const uint32_t last = r >= 0 ? uint32_t(r) + 1 : uint32_t(remotes_.size());
+    const uint32_t to = dst.is_multicast() ? 0 : vtep_addr(lookup(dst.raw()));
+    const uint16_t* idx = flood ? flood->idx.data() : nullptr;
+    const uint32_t copies = to ? 1 : (flood ? uint32_t(flood->idx.size()) : 0);
+    if (copies == 0) {  // no VTEP to flood to (yet)
+      counters().send_drops.add(net::Drop::kRxNotReady);
+      continue;
+    }
     // RFC 7348 5: a source port from a hash of the inner headers, in the dynamic range.
     const uint16_t sport = uint16_t(49152 + (net::flow_hash(p.data, p.len) % 16384));
     const uint16_t ulen = htons(uint16_t(8 + kVxlanHdrLen + p.len));
-    for (uint32_t k = first; k < last; ++k) {
+    for (uint32_t k = 0; k < copies; ++k) {
+      const uint32_t addr = to ? to : vtep_addr(idx[k]);
       if (tx_n_ == kTxMsgs) flush_tx();
       TxSlot& s = tx_[tx_n_++];
       auto* ip = reinterpret_cast<iphdr*>(s.hdr);
-      ip->daddr = remotes_[k];
+      ip->daddr = addr;
       auto* udp = reinterpret_cast<udphdr*>(s.hdr + 20);
       udp->source = htons(sport);
       udp->len = ulen;
-      s.to.sin_addr.s_addr = remotes_[k];
+      s.to.sin_addr.s_addr = addr;
       s.iov[1] = {const_cast<uint8_t*>(p.data), p.len};
     }
-    if (r >= 0)
+    if (to)
       unicast_sent_.add();
     else
-      flood_copies_.add(last - first);
+      flood_copies_.add(copies);
     ++sent;
     bytes += p.len;
   }
@@ -442,7 +510,7 @@ PortInfo VxlanPort::info() const {
   i.mode = cfg_.control;
   i.connected = true;
   i.extra = {{"vni", cfg_.vni},
-             {"remote_vteps", remotes_.size()},
+             {"remote_vteps", flood_size()},
              {"learned", learned_.get()},
              {"moved", moved_.get()},
              {"unicast_sent", unicast_sent_.get()},

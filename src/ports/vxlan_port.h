@@ -44,9 +44,11 @@ struct VxlanPortConfig {
   std::string local;                 // this host's VTEP address (IPv4)
   std::vector<std::string> remotes;  // the flood list: remote VTEP addresses (IPv4)
   uint16_t udp_port = 4789;
-  std::string control = "static";  // "static" (learn from the tunnel)
-  std::string netns;               // underlay namespace; empty: vnetd's own
-  uint32_t underlay_mtu = 1500;    // the inner frame may be this minus 36 bytes (IPv4)
+  // "static": the flood list is `remotes`, remote MACs learned from the tunnel;
+  // "evpn": both come from the control plane (set_flood_list, set_remote_mac).
+  std::string control = "static";
+  std::string netns;             // underlay namespace; empty: vnetd's own
+  uint32_t underlay_mtu = 1500;  // the inner frame may be this minus 36 bytes (IPv4)
 };
 
 class VxlanPort : public Port {
@@ -74,6 +76,17 @@ class VxlanPort : public Port {
   uint16_t bound_port() const { return bound_port_; }
   // The remote VTEP a MAC (raw sw::Mac) was last seen behind, "" if none (any thread).
   std::string vtep_of(uint64_t mac) const;
+  // --- control plane (control = "evpn"; control thread) ---
+  // Replaces the flood list (remote VTEP addresses, network order). The previous list
+  // stays readable until the next call: quiesce the workers in between. False if the
+  // port has no room for a new VTEP (kMaxRemotes over its life).
+  bool set_flood_list(const std::vector<uint32_t>& addrs);
+  // A remote MAC (raw sw::Mac) behind a VTEP (network order), or no longer.
+  bool set_remote_mac(uint64_t mac, uint32_t vtep);
+  void remove_remote_mac(uint64_t mac);
+  size_t flood_size() const;
+  bool evpn() const { return evpn_; }
+
   // Hot upgrade: every (MAC, VTEP) the port learned (any thread), and the same taken
   // into a new port before it is attached (entries naming no VTEP of the flood list,
   // or not a unicast MAC, are skipped; returns how many were taken).
@@ -99,14 +112,31 @@ class VxlanPort : public Port {
   // The frames as they are (no offload metadata left), encapsulated and sent.
   uint32_t encap_send(net::Packet* const* pkts, uint32_t n);
   uint32_t flush_tx();                       // sends tx_[0..tx_n_); returns datagrams sent
-  int remote_index(uint32_t addr_be) const;  // in remotes_, or -1
+  int remote_index(uint32_t addr_be) const;  // in vteps_, or -1
+  int vtep_slot(uint32_t addr_be);           // remote_index, else a new slot (-1: full)
+  uint32_t vtep_addr(int idx) const {
+    return idx >= 0 && uint32_t(idx) < kMaxRemotes ? vteps_[idx].load(std::memory_order_relaxed)
+                                                   : 0;
+  }
   void learn(uint64_t mac, uint16_t remote);
   int lookup(uint64_t mac) const;  // remote index or -1
 
   VxlanPortConfig cfg_;
   UniqueFd rx_fd_, tx_fd_;
   uint32_t local_be_ = 0;
-  std::vector<uint32_t> remotes_;  // network order
+  // Remote VTEPs (network order) by index: a slot, once given an address, keeps it for
+  // the port's life (MAC entries refer to it by index). Written by the control thread
+  // (and make()), read by both sides.
+  std::unique_ptr<std::atomic<uint32_t>[]> vteps_;
+  std::atomic<uint32_t> nvteps_{0};
+  // The flood list: indices into vteps_, immutable once published; the previous one
+  // stays readable until the next set_flood_list (the caller quiesces in between).
+  struct Flood {
+    std::vector<uint16_t> idx;
+  };
+  std::atomic<const Flood*> flood_{nullptr};
+  std::unique_ptr<Flood> flood_owned_, flood_retired_;
+  bool evpn_ = false;
   uint32_t max_inner_ = 1464;
   uint16_t bound_port_ = 0;
   OffloadFallback fallback_;

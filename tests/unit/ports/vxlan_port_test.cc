@@ -321,8 +321,8 @@ TEST_F(VxlanPortTest, LearnedMacsGoToASuccessorLiesSkipped) {
   std::memcpy(&mac_c, kMacC, 6);
   auto fds = port_->dup_fds();
   ASSERT_TRUE(fds) << fds.message();
-  auto next = VxlanPort::adopt("vx", port_->config(), std::move(fds->first),
-                               std::move(fds->second));
+  auto next =
+      VxlanPort::adopt("vx", port_->config(), std::move(fds->first), std::move(fds->second));
   ASSERT_TRUE(next) << next.message();
   macs.push_back({0x0000010203040506ULL, "127.0.0.9"});  // not a VTEP of the segment
   macs.push_back({0x01, "127.0.0.2"});                   // multicast
@@ -332,6 +332,73 @@ TEST_F(VxlanPortTest, LearnedMacsGoToASuccessorLiesSkipped) {
   EXPECT_EQ((*next)->vtep_of(mac_b), "127.0.0.2");
   EXPECT_EQ((*next)->vtep_of(mac_c), "127.0.0.4");
   EXPECT_EQ((*next)->learned_macs().size(), 2u);
+}
+
+// control = "evpn": the flood list and the remote MACs come from the control plane;
+// nothing is learned from the tunnel, and a source that is no VTEP of either is dropped.
+TEST(VxlanPortEvpn, FloodListAndMacsFromTheControlPlane) {
+  if (!have_root()) GTEST_SKIP() << "needs root (raw socket)";
+  VxlanPortConfig c;
+  c.vni = kVni;
+  c.local = "127.0.0.1";
+  c.udp_port = 0;
+  c.control = "evpn";
+  c.remotes = {"127.0.0.2"};
+  EXPECT_FALSE(VxlanPort::open("vx", c)) << "a flood list of its own with evpn";
+  c.remotes.clear();
+  auto made = VxlanPort::open("vx", c);
+  ASSERT_TRUE(made) << made.message();
+  VxlanPort& port = **made;
+  const uint16_t udp = port.bound_port();
+  UniqueFd b = peer("127.0.0.2", udp), cc = peer("127.0.0.4", udp);
+  ASSERT_TRUE(b && cc);
+  net::PacketBatch batch;
+  net::Packet& p = batch[0];
+  net::Packet* one[1] = {&p};
+  auto put = [&](const std::vector<uint8_t>& f) {
+    std::memcpy(p.data, f.data(), f.size());
+    p.len = uint32_t(f.size());
+    p.vhdr = {};
+    p.tail_n = 0;
+  };
+  // No flood list yet: a broadcast has nowhere to go.
+  put(frame(std::vector<uint8_t>(6, 0xff).data(), kMacA, 64, 1));
+  EXPECT_EQ(port.send_burst(one, 1), 0u);
+  // From a VTEP nobody announced: dropped.
+  send_to(b.get(), vxlan(kVni, frame(kMacA, kMacB, 64, 2)), udp);
+  usleep(20000);
+  EXPECT_EQ(port.receive_burst(batch.ptrs(), net::kBurst), 0u);
+  EXPECT_EQ(port.dropped_total(net::Drop::kVxlanUnknownVtep), 1u);
+
+  in_addr a2{}, a4{};
+  inet_pton(AF_INET, "127.0.0.2", &a2);
+  inet_pton(AF_INET, "127.0.0.4", &a4);
+  ASSERT_TRUE(port.set_flood_list({a2.s_addr, a4.s_addr}));
+  EXPECT_EQ(port.flood_size(), 2u);
+  put(frame(std::vector<uint8_t>(6, 0xff).data(), kMacA, 64, 1));
+  EXPECT_EQ(port.send_burst(one, 1), 1u);
+  EXPECT_FALSE(recv_one(b.get(), 2000).empty());
+  EXPECT_FALSE(recv_one(cc.get(), 2000).empty());
+  // Frames from a VTEP of the flood list come in, but teach nothing.
+  send_to(b.get(), vxlan(kVni, frame(kMacA, kMacB, 64, 2)), udp);
+  ASSERT_EQ(receive(port, batch, 1), 1u);
+  uint64_t mac_b = 0;
+  std::memcpy(&mac_b, kMacB, 6);
+  EXPECT_EQ(port.vtep_of(mac_b), "");
+  // A type-2 route: MAC B behind 127.0.0.4, unicast there only.
+  ASSERT_TRUE(port.set_remote_mac(mac_b, a4.s_addr));
+  EXPECT_EQ(port.vtep_of(mac_b), "127.0.0.4");
+  put(frame(kMacB, kMacA, 100, 3));
+  EXPECT_EQ(port.send_burst(one, 1), 1u);
+  EXPECT_FALSE(recv_one(cc.get(), 2000).empty());
+  EXPECT_TRUE(recv_one(b.get(), 100).empty());
+  // Withdrawn: flooded again. The flood list shrinks to one VTEP.
+  port.remove_remote_mac(mac_b);
+  EXPECT_EQ(port.vtep_of(mac_b), "");
+  ASSERT_TRUE(port.set_flood_list({a2.s_addr}));
+  EXPECT_EQ(port.send_burst(one, 1), 1u);
+  EXPECT_FALSE(recv_one(b.get(), 2000).empty());
+  EXPECT_TRUE(recv_one(cc.get(), 100).empty());
 }
 
 }  // namespace
