@@ -201,14 +201,14 @@ int main(int argc, char** argv) {
   vlan_options(add_port);
   // A VXLAN segment is a port of type vxlan (del-port NAME removes it).
   struct SegmentArgs {
-    int64_t vni = -1, udp_port = -1, underlay_mtu = -1;
-    std::string local, name;
+    int64_t vni = -1, udp_port = -1, underlay_mtu = -1, shadow_udp_port = -1;
+    std::string local, name, control;
     std::vector<std::string> remotes;
   } sa;
   auto* add_segment = app.add_subcommand(
       "add-segment",
       "Add a VXLAN segment (a port of type vxlan, named vxlanVNI unless --name): add-segment "
-      "VNI --local ADDR [--remote ADDR,...] [--vlan V] [--netns NS]");
+      "VNI --local ADDR [--remote ADDR,...] [--control evpn] [--vlan V] [--netns NS]");
   add_segment->add_option("VNI", sa.vni, "VXLAN network identifier, 1..16777215")->required();
   add_segment->add_option("--local", sa.local, "This host's VTEP address (IPv4)")->required();
   add_segment->add_option("--remote", sa.remotes, "Flood list: remote VTEPs (a,b,...)")
@@ -220,6 +220,11 @@ int main(int argc, char** argv) {
   add_segment->add_option("--underlay-mtu", sa.underlay_mtu,
                           "The underlay's MTU (default 1500: inner frames up to 1464 bytes)");
   add_segment->add_option("--vlan", pa.vlan, "The switch VLAN the segment is bound to");
+  add_segment->add_option("--control", sa.control,
+                          "static (flood list given, remote MACs learned from the tunnel) or "
+                          "evpn (both from BGP EVPN through FRR's zebra)");
+  add_segment->add_option("--shadow-udp-port", sa.shadow_udp_port,
+                          "evpn: UDP port of the kernel shadow VXLAN device (default 4790)");
   add_segment->add_option("--worker", pa.worker, "The data-plane worker that polls it");
   auto* del_port =
       app.add_subcommand("del-port", "Remove a port (ends its session, removes its socket/TAP)");
@@ -294,6 +299,8 @@ int main(int argc, char** argv) {
               {"remote", sa.remotes}};
     if (sa.udp_port >= 0) port["udp_port"] = sa.udp_port;
     if (sa.underlay_mtu >= 0) port["underlay_mtu"] = sa.underlay_mtu;
+    if (!sa.control.empty()) port["control"] = sa.control;
+    if (sa.shadow_udp_port >= 0) port["shadow_udp_port"] = sa.shadow_udp_port;
     if (!pa.netns.empty()) port["netns"] = pa.netns;
     put_common(port);
     req = {{"cmd", "add-port"}, {"port", port}};

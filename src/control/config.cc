@@ -325,10 +325,10 @@ Result<PortSpec> parse_port(const json& j, const std::string& where_in) {
     if (!queues) return queues.status();
     p.queues = uint32_t(*queues);
   } else if (p.type == "vxlan") {
-    st = check_keys(
-        j, where,
-        {"name", "type", "vni", "local", "remote", "udp_port", "control", "netns", "underlay_mtu",
-         "mtu", "vlan", "allowed_macs", "worker", "ingress_rate", "ingress_burst", "storm"});
+    st = check_keys(j, where,
+                    {"name", "type", "vni", "local", "remote", "udp_port", "control", "netns",
+                     "underlay_mtu", "shadow_udp_port", "mtu", "vlan", "allowed_macs", "worker",
+                     "ingress_rate", "ingress_burst", "storm"});
     if (!st) return st;
     auto vni = get_int(j, where, "vni", 1, 0xffffff, -1);
     if (!vni) return vni.status();
@@ -362,15 +362,25 @@ Result<PortSpec> parse_port(const json& j, const std::string& where_in) {
     p.udp_port = uint32_t(*port);
     auto control = get_string(j, where, "control", false);
     if (!control) return control.status();
-    if (!control->empty() && *control != "static")
-      return Status::errorf("{}: field 'control' must be \"static\", not \"{}\"", where,
+    if (!control->empty() && *control != "static" && *control != "evpn")
+      return Status::errorf("{}: field 'control' must be \"static\" or \"evpn\", not \"{}\"", where,
                             short_string(*control));
+    if (!control->empty()) p.control = *control;
+    if (p.control == "evpn" && !p.remotes.empty())
+      return Status::errorf(
+          "{}: field 'remote': with control = \"evpn\" the flood list comes from BGP", where);
+    auto shadow = get_int(j, where, "shadow_udp_port", 1, 65535, 4790);
+    if (!shadow) return shadow.status();
+    p.shadow_udp_port = uint32_t(*shadow);
     st = parse_netns(j, where, &p.netns);
     if (!st) return st;
     // IPv4 + UDP + VXLAN + the inner Ethernet header fit with an inner MTU of 68 at least.
     auto umtu = get_int(j, where, "underlay_mtu", 68 + 50, 65535, 1500);
     if (!umtu) return umtu.status();
     p.underlay_mtu = uint32_t(*umtu);
+    if (p.control == "evpn" && p.shadow_udp_port == p.udp_port)
+      return Status::errorf("{}: field 'shadow_udp_port' must differ from 'udp_port' ({})", where,
+                            p.udp_port);
     p.queues = 1;
   } else {
     return Status::errorf(

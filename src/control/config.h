@@ -51,8 +51,11 @@ struct PortSpec {
   std::string local;
   std::vector<std::string> remotes;
   uint32_t udp_port = 4789;
-  std::string control = "static";
+  std::string control = "static";  // "static" | "evpn"
   uint32_t underlay_mtu = 1500;
+  // evpn: the UDP port of the kernel shadow VXLAN device zebra watches (never carries
+  // traffic; must differ from udp_port).
+  uint32_t shadow_udp_port = 4790;
   // common
   uint32_t mtu = 0;  // 0: default (1500)
   VlanSpec vlan;

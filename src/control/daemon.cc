@@ -1,5 +1,6 @@
 // Daemon: start-up, signal handling and the vnetctl request handlers.
 #include "control/daemon.h"
+#include "control/evpn_sync.h"
 
 #include <signal.h>
 #include <sys/epoll.h>
@@ -31,6 +32,10 @@ using nlohmann::json;
 Daemon::Daemon(DaemonConfig cfg) : cfg_(std::move(cfg)), pool_(cfg_.workers) {}
 
 Daemon::~Daemon() {
+  // A successor keeps the EVPN shadows; otherwise they go with vnetd.
+  for (auto& [n, e] : evpn_)
+    if (handed_over_) e->release();
+  evpn_.clear();
   metrics_.reset();
   control_.reset();
   captures_.reset();  // detached from their ports before the ports go
@@ -100,6 +105,16 @@ Status Daemon::start() {
   // listening, TAPs created): a service manager may start what depends on vnetd.
   notify_service("READY=1\nSTATUS=" + status_text());
   return Status::ok();
+}
+
+void Daemon::arm_evpn_timer() {
+  evpn_timer_armed_ = true;
+  loop_.add_timer(std::chrono::milliseconds(250), [this] {
+    evpn_timer_armed_ = false;
+    if (evpn_.empty() || handed_over_) return;
+    for (auto& [n, e] : evpn_) e->tick();
+    arm_evpn_timer();
+  });
 }
 
 uint16_t Daemon::metrics_port() const {
@@ -222,6 +237,14 @@ Status Daemon::add_port(const PortSpec& spec, Adopted* adopted) {
   port->set_vlan(to_vlan_config(spec.vlan));  // not attached yet: no worker reads it
   port->set_allowed_macs(spec.allowed_macs);
   configure_policer(*port, spec.policing);
+  if (spec.type == "vxlan" && spec.control == "evpn") {
+    auto sync = EvpnSync::start(
+        loop_, static_cast<ports::VxlanPort&>(*port), spec, pool_.fdb(),
+        [this] { pool_.quiesce(); }, adopted != nullptr);
+    if (!sync) return Status::errorf("port {}: {}", spec.name, sync.message());
+    evpn_[spec.name] = std::move(*sync);
+    if (!evpn_timer_armed_) arm_evpn_timer();
+  }
   if (adopted)
     pending_attach_.push_back({port.get(), w, spread});
   else
@@ -238,6 +261,7 @@ Status Daemon::remove_port(const std::string& name) {
       std::find_if(ports_.begin(), ports_.end(), [&](const auto& p) { return p->name() == name; });
   if (it == ports_.end()) return Status::errorf("no port named {}", short_string(name));
   const ports::Port* gone = it->get();
+  evpn_.erase(name);  // the shadow goes first: zebra withdraws the segment's routes
   if (captures_) captures_->port_removed(**it);
   pool_.detach(it->get());
   ports_.erase(it);  // ends its session / closes its device
@@ -289,6 +313,16 @@ json Daemon::port_json(ports::Port& p) {
                     {"control", s.control}, {"underlay_mtu", s.underlay_mtu},
                     {"netns", s.netns}};
       if (auto* x = dynamic_cast<ports::VxlanPort*>(&p)) j["mtu"] = x->inner_mtu();
+      if (auto e = evpn_.find(p.name()); e != evpn_.end()) {
+        const EvpnSync::Stats st = e->second->stats();
+        j["extra"]["evpn_vteps"] = st.vteps;
+        j["extra"]["evpn_remote_macs"] = st.remote_macs;
+        j["extra"]["evpn_local_macs"] = st.local_macs;
+        j["extra"]["evpn_netlink_errors"] = st.netlink_errors;
+        j["extra"]["evpn_resyncs"] = st.resyncs;
+        j["vxlan"]["shadow"] = {EvpnSync::bridge_name(s.vni), EvpnSync::vxlan_name(s.vni),
+                                EvpnSync::anchor_name(s.vni)};
+      }
     }
   }
   for (const auto& [k, v] : i.extra) j["extra"][k] = v;

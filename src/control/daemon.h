@@ -22,6 +22,8 @@
 
 namespace vnet::control {
 
+class EvpnSync;
+
 class CaptureSessions;
 class ControlServer;
 class MetricsServer;
@@ -119,6 +121,10 @@ class Daemon {
   };
   std::vector<PendingAttach> pending_attach_;
   bool handed_over_ = false;  // the successor runs everything: exit, touch nothing
+  // control = "evpn" segments, by port name (evpn_sync.h), ticked every 250 ms.
+  std::map<std::string, std::unique_ptr<EvpnSync>> evpn_;
+  bool evpn_timer_armed_ = false;
+  void arm_evpn_timer();
   // Detaches a port from the worker and destroys it (ends its session, removes its
   // socket or TAP).
   Status remove_port(const std::string& name);

@@ -30,7 +30,7 @@ bool same_identity(const PortSpec& a, const PortSpec& b) {
          a.queues == b.queues && a.socket_mode == b.socket_mode && a.socket_uid == b.socket_uid &&
          a.socket_gid == b.socket_gid && a.vni == b.vni && a.local == b.local &&
          a.remotes == b.remotes && a.udp_port == b.udp_port && a.control == b.control &&
-         a.underlay_mtu == b.underlay_mtu;
+         a.underlay_mtu == b.underlay_mtu && a.shadow_udp_port == b.shadow_udp_port;
 }
 
 // Global settings of the file that take a restart to change, by the name of their field.

@@ -186,6 +186,7 @@ json spec_json(const PortSpec& s) {
           {"udp_port", s.udp_port},
           {"control", s.control},
           {"underlay_mtu", s.underlay_mtu},
+          {"shadow_udp_port", s.shadow_udp_port},
           {"policing", policing}};
 }
 
@@ -216,6 +217,7 @@ Result<PortSpec> spec_from_json(const json& j) {
       s.udp_port = j.at("udp_port").get<uint32_t>();
       s.control = j.at("control").get<std::string>();
       s.underlay_mtu = j.at("underlay_mtu").get<uint32_t>();
+      s.shadow_udp_port = j.at("shadow_udp_port").get<uint32_t>();
     }
     const json& pol = j.at("policing");
     if (!pol.is_array() || pol.size() != 1 + sw::kStormClasses)
@@ -247,6 +249,7 @@ Result<PortSpec> spec_from_json(const json& j) {
     check["control"] = s.control;
     check["netns"] = s.netns;
     check["underlay_mtu"] = s.underlay_mtu;
+    check["shadow_udp_port"] = s.shadow_udp_port;
   }
   if (s.queues && s.type != "vxlan") check["queues"] = s.queues;
   if (s.mtu) check["mtu"] = s.mtu;

@@ -327,6 +327,13 @@ underlay_mtu = 9000
                       "add-port");
   ASSERT_TRUE(p) << p.message();
   EXPECT_EQ(p->vni, 7u);
+  auto e = parse_port(
+      json{
+          {"name", "e"}, {"type", "vxlan"}, {"vni", 8}, {"local", "10.0.0.1"}, {"control", "evpn"}},
+      "add-port");
+  ASSERT_TRUE(e) << e.message();
+  EXPECT_EQ(e->control, "evpn");
+  EXPECT_EQ(e->shadow_udp_port, 4790u);
 
   const BadCase cases[] = {
       {"[[segment]]\nlocal = \"192.0.2.1\"", "'vni' is required"},
@@ -349,6 +356,10 @@ underlay_mtu = 9000
       {"[[port]]\nname = \"vxlan1\"\ntype = \"tap\"\n[[segment]]\nvni = 1\nlocal = \"192.0.2.1\"",
        "used by another port"},
       {"segment = 1", "'segment' must be an array"},
+      {"[[segment]]\nvni = 1\nlocal = \"192.0.2.1\"\ncontrol = \"evpn\"\nremote = [\"192.0.2.2\"]",
+       "flood list comes from BGP"},
+      {"[[segment]]\nvni = 1\nlocal = \"192.0.2.1\"\ncontrol = \"evpn\"\nshadow_udp_port = 4789",
+       "'shadow_udp_port' must differ"},
   };
   for (const auto& c : cases) {
     auto r = parse_config_toml(c.toml, "s.toml");
