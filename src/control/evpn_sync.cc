@@ -290,7 +290,7 @@ void EvpnSync::apply() {
     quiesce_();
     flood_applied_ = flood_;
   }
-  const uint16_t vlan = spec_.vlan.tag;
+  const uint16_t vlan = port_.vlan().access;  // follows set-port --vlan
   const uint64_t now = dataplane::Forwarder::monotonic_ns();
   for (auto it = remote_applied_.begin(); it != remote_applied_.end();) {
     if (remote_.count(it->first)) {
@@ -312,7 +312,7 @@ void EvpnSync::apply() {
 }
 
 void EvpnSync::tick() {
-  const uint16_t vlan = spec_.vlan.tag;
+  const uint16_t vlan = port_.vlan().access;  // follows set-port --vlan
   const uint64_t now = dataplane::Forwarder::monotonic_ns();
   // Remote MACs stay in the FDB while their routes last (a local station that moves
   // here takes its entry over, as it should).
