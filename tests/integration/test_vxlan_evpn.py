@@ -62,21 +62,20 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from vnet_harness import HarnessError, log, require_root, require_tools, run_test  # noqa: E402
-from vnet_harness.iperf import parse_iperf3  # noqa: E402
-from vnet_harness.netns import Capture, Netns, require_netns, unique_name  # noqa: E402
+from vnet_harness.netns import Capture, require_netns  # noqa: E402
 from vnet_harness.pcap import read_pcap  # noqa: E402
 from vnet_harness.procs import wait_until  # noqa: E402
-from vnet_harness.vnetd import Vnetd, require_vnetd, sanitizer_of  # noqa: E402
-from test_vxlan_static import ping_stats, require_kernel_links, warm_up  # noqa: E402
+from vnet_harness.vnetd import require_vnetd  # noqa: E402
+from vnet_harness.vxlan import (PING_COUNT, SEGMENT, UDP_PORT, VNI, VxlanHost,  # noqa: E402
+                                host_pair, iperf, iperf_server, listing, mac_str, outer,
+                                ping_all, ping_stats, require_kernel_links, start_hosts,
+                                warm_up, warning_lines)
 
 NET = "10.79.0."
 IP_A, IP_B = NET + "1", NET + "2"
 UL = "192.168.70."
 VTEP_A, VTEP_B = UL + "1", UL + "2"
-VNI = 100
-UDP_PORT = 4789
 SHADOW_PORT = 4790
-SEGMENT = "vx100"
 TAP_A, TAP_B = "tapa", "tapb"
 MAC_A = "02:79:00:00:00:01"       # vmA's TAP
 MAC_B = "02:79:00:00:00:02"       # vmB's TAP
@@ -84,20 +83,10 @@ ZERO_MAC = "00:00:00:00:00:00"
 VXLAN_DEV = "vnx%d" % VNI         # the shadow vnetd creates in the underlay namespace
 BRIDGE_DEV = "vnb%d" % VNI
 ANCHOR_DEV = "vna%d" % VNI
-INNER_MTU = 1450
-UNDERLAY_MTU = 1500
 ASN = 65000
-PING_COUNT = 20
-PING_INTERVAL = 0.02
-IPERF_SECONDS = 3
-IPERF_PORT = 5201
-MIN_MBPS = 50.0
-MIN_MBPS_SANITIZER = 10.0
 FLOOD_LIST_TIMEOUT = 15.0
 WITHDRAW_TIMEOUT = 10.0
 FRR_DIR = "/usr/lib/frr"
-SANITIZER_MARKERS = ("AddressSanitizer", "ThreadSanitizer", "LeakSanitizer",
-                     "UndefinedBehaviorSanitizer", "runtime error:")
 
 
 # --- prerequisites ------------------------------------------------------------------
@@ -263,76 +252,31 @@ class Frr:
 
 # --- one host -----------------------------------------------------------------------
 
-class Host:
+class Host(VxlanHost):
     """One "host": its vnetd (config file, control socket), the VM namespace with the
     vnetd's TAP, the underlay namespace with the segment's sockets, the shadow and FRR."""
 
-    def __init__(self, s, tag, tap_port, vm, underlay, local, remote, ip, mac):
-        self.s = s
-        self.tag = tag
-        self.tap_port = tap_port
-        self.vm = vm
-        self.underlay = underlay
-        self.local = local
-        self.remote = remote
-        self.ip = ip
-        self.mac = mac
-        self.tap_if = unique_name("ev%s" % tag.lower())
-        vm.own_link(self.tap_if)
-        self.frr = Frr(s, underlay, tag, local, remote)
-        self.config = self.write_config()
-        self.vnetd = Vnetd(s, [], name="vnetd-%s" % tag, pin=False,
-                           extra_args=["--config", self.config])
+    control = "evpn"
 
-    def write_config(self):
-        lines = [
-            "[[port]]",
-            'name = "%s"' % self.tap_port,
-            'type = "tap"',
-            'ifname = "%s"' % self.tap_if,
-            'netns = "%s"' % self.vm.name,
-            "mtu = %d" % INNER_MTU,
-            "",
+    def __init__(self, s, tag, tap_port, vm, underlay, local, remote, ip, mac):
+        self.frr = Frr(s, underlay, tag, local, remote)
+        super().__init__(s, tag, tap_port, vm, underlay, local, remote, ip, mac,
+                         ifname_prefix="ev")
+
+    def segment_config(self):
+        """No remote: the flood list comes from BGP."""
+        return [
             "[[segment]]",
             'name = "%s"' % SEGMENT,
             "vni = %d" % VNI,
             'local = "%s"' % self.local,
-            'control = "evpn"',
+            'control = "%s"' % self.control,
             'netns = "%s"' % self.underlay.name,
-            "",
         ]
-        path = self.s.path("vnetd-%s.toml" % self.tag)
-        with open(path, "w") as f:
-            f.write("\n".join(lines))
-        log("vnetd %s config:\n  %s" % (self.tag, "\n  ".join(lines)))
-        return path
-
-    def start(self):
-        self.vnetd.start(timeout=30)
-        self.vm.wait_link(self.tap_if, timeout=15)
-        self.vm.run("ip link set dev %s address %s" % (self.tap_if, self.mac))
-        self.vm.add_address(self.tap_if, self.ip + "/24")
-        mac = self.vm.run("cat /sys/class/net/%s/address" % self.tap_if)[1].strip().lower()
-        mtu = self.vm.link_mtu(self.tap_if)
-        if mac != self.mac or mtu != INNER_MTU:
-            raise HarnessError("vm%s's TAP %s: MAC %s, MTU %d; expected %s, %d"
-                               % (self.tag, self.tap_if, mac, mtu, self.mac, INNER_MTU))
 
     # --- vnetd ----------------------------------------------------------------------------
-    def segment(self):
-        """The segment's port dict from `vnetctl --json ports`."""
-        self.vnetd.check_alive()
-        p = self.vnetd.ports_info().get(SEGMENT)
-        if p is None:
-            raise HarnessError("vnetd %s has no port %s" % (self.tag, SEGMENT))
-        return p
-
     def evpn_vteps(self):
         return self.segment().get("extra", {}).get("evpn_vteps")
-
-    def fdb(self):
-        self.vnetd.check_alive()
-        return self.vnetd.vnetctl("fdb", timeout=20)["fdb"]
 
     # --- the kernel shadow ----------------------------------------------------------------
     def kernel_fdb(self, dev=VXLAN_DEV):
@@ -360,35 +304,7 @@ class Host:
         return out
 
 
-# --- topology ---------------------------------------------------------------------------
-
-def build_underlay(s):
-    ua, ub = Netns(s, "ua"), Netns(s, "ub")
-    ua.run("ip link add ula type veth peer name ulb netns %s" % ub.name)
-    for ns, ifname, addr in ((ua, "ula", VTEP_A), (ub, "ulb", VTEP_B)):
-        ns.run("ip link set %s mtu %d && ip addr add %s/24 dev %s && ip link set %s up"
-               % (ifname, UNDERLAY_MTU, addr, ifname, ifname))
-        # A real NIC finishes checksums on the wire (see test_vxlan_vnetd.py).
-        ns.run("ethtool -K %s tx off" % ifname)
-    wait_until(lambda: ua.run("ping -n -c 1 -W 1 %s" % VTEP_B, check=False)[0] == 0, 15,
-               interval=0.1, what="the underlay %s -> %s" % (VTEP_A, VTEP_B))
-    log("underlay: %s (ula %s) <-> %s (ulb %s), TX checksum offload off on both"
-        % (ua.name, VTEP_A, ub.name, VTEP_B))
-    return ua, ub
-
-
-def iperf(host_from, server_ip, min_mbps, what):
-    rc, text = host_from.vm.run("iperf3 -c %s -p %d -t %d -f m"
-                                % (server_ip, IPERF_PORT, IPERF_SECONDS),
-                                check=False, timeout=IPERF_SECONDS + 60)
-    res = parse_iperf3(text, rc, what)
-    log("RESULT %s: %.1f Mbit/s (sender %.1f Mbit/s, %.1f MBytes received)"
-        % (what, res.receiver_mbps, res.sender_mbps, res.receiver_mbytes))
-    if res.receiver_mbps < min_mbps:
-        raise HarnessError("%s: %.1f Mbit/s, expected more than %.0f:\n%s"
-                           % (what, res.receiver_mbps, min_mbps, text))
-    return res
-
+# --- captures ---------------------------------------------------------------------------
 
 def analyse_underlay(path):
     """(problems, {"src -> dst": datagrams}) of the UDP datagrams of a capture."""
@@ -398,15 +314,11 @@ def analyse_underlay(path):
             problems.append("frame %d: not IPv4/UDP with a VXLAN header (%s)"
                             % (i, data[:64].hex()))
             continue
-        ip = data[14:]
-        ihl = (ip[0] & 0xF) * 4
-        src, dst = socket.inet_ntoa(ip[12:16]), socket.inet_ntoa(ip[16:20])
-        if ip[9] != 17:
-            problems.append("frame %d: IP protocol %d" % (i, ip[9]))
+        o = outer(data)
+        src, dst, sport, dport, vx, vni = o.src, o.dst, o.sport, o.dport, o.vx, o.vni
+        if o.proto != 17:
+            problems.append("frame %d: IP protocol %d" % (i, o.proto))
             continue
-        sport, dport = struct.unpack("!HH", ip[ihl:ihl + 4])
-        vx = ip[ihl + 8:ihl + 16]
-        vni = int.from_bytes(vx[4:7], "big") if len(vx) == 8 else None
         if dport != UDP_PORT:
             problems.append("frame %d: %s:%d -> %s:%d, expected UDP destination port %d"
                             % (i, src, sport, dst, dport, UDP_PORT))
@@ -428,12 +340,10 @@ def describe_datagrams(path, shadow_macs, limit=8):
     out = []
     for orig, data in read_pcap(path)[:limit]:
         try:
-            ip = data[14:]
-            ihl = (ip[0] & 0xF) * 4
-            sport, dport = struct.unpack("!HH", ip[ihl:ihl + 4])
-            inner = ip[ihl + 16:]
-            dmac = ":".join("%02x" % x for x in inner[0:6])
-            smac = ":".join("%02x" % x for x in inner[6:12])
+            o = outer(data)
+            inner = o.inner
+            dmac = mac_str(inner[0:6])
+            smac = mac_str(inner[6:12])
             etype = struct.unpack("!H", inner[12:14])[0]
             what = "ethertype 0x%04x" % etype
             if etype == 0x0800:
@@ -447,16 +357,11 @@ def describe_datagrams(path, shadow_macs, limit=8):
                     socket.inet_ntop(socket.AF_INET6, inner[14 + 8:14 + 24]),
                     socket.inet_ntop(socket.AF_INET6, inner[14 + 24:14 + 40]), inner[14 + 6])
             out.append("%s:%d -> %s:%d VNI %d, inner %s -> %s%s, %s (%d bytes)" % (
-                socket.inet_ntoa(ip[12:16]), sport, socket.inet_ntoa(ip[16:20]), dport,
-                int.from_bytes(ip[ihl + 12:ihl + 15], "big"), smac, dmac,
+                o.src, o.sport, o.dst, o.dport, int.from_bytes(o.vx[4:7], "big"), smac, dmac,
                 " (%s)" % shadow_macs[smac] if smac in shadow_macs else "", what, orig))
         except (IndexError, struct.error, ValueError, OSError) as e:
             out.append("undecodable (%s): %s" % (e, data[:80].hex()))
     return out
-
-
-def sanitizer_report(text):
-    return [m for m in SANITIZER_MARKERS if m in text]
 
 
 def evpn_mac_state(frr, mac):
@@ -475,11 +380,9 @@ def evpn_mac_state(frr, mac):
 
 def body(s, args):
     t_start = time.monotonic()
-    ua, ub = build_underlay(s)
-    ma, mb = Netns(s, "ma"), Netns(s, "mb")
-    a = Host(s, "A", TAP_A, ma, ua, VTEP_A, VTEP_B, IP_A, MAC_A)
-    b = Host(s, "B", TAP_B, mb, ub, VTEP_B, VTEP_A, IP_B, MAC_B)
+    a, b = host_pair(s, Host, (IP_A, IP_B), (VTEP_A, VTEP_B), (MAC_A, MAC_B), (TAP_A, TAP_B))
     hosts = (a, b)
+    ma, mb, ub = a.vm, b.vm, b.underlay
 
     # --- FRR first (as a system service would be), the BGP session up -----------------------
     for h in hosts:
@@ -498,13 +401,7 @@ def body(s, args):
 
     # --- the vnetds -------------------------------------------------------------------------
     t_vnetd = time.monotonic()
-    for h in hosts:
-        h.start()
-    sanitizer = sanitizer_of(a.vnetd.proc.pid) or sanitizer_of(b.vnetd.proc.pid)
-    min_mbps = MIN_MBPS_SANITIZER if sanitizer else MIN_MBPS
-    log("vnetd A pid %d (TAP %s in %s), vnetd B pid %d (TAP %s in %s)%s"
-        % (a.vnetd.proc.pid, a.tap_if, ma.name, b.vnetd.proc.pid, b.tap_if, mb.name,
-           ", under %s" % sanitizer if sanitizer else ""))
+    _, min_mbps = start_hosts(hosts)
     for h in hosts:
         seg = h.segment()
         vx = seg.get("vxlan", {})
@@ -545,9 +442,7 @@ def body(s, args):
     tries = warm_up(ma, IP_B, "warm-up ping vmA -> %s" % IP_B)
     log("warm-up: vmA reached vmB with ping %d" % tries)
     extra0 = {h.tag: h.segment().get("extra", {}) for h in hosts}
-    tx, rx, out = ma.ping(IP_B, count=PING_COUNT, interval=PING_INTERVAL)
-    if tx != PING_COUNT or rx != PING_COUNT:
-        raise HarnessError("ping vmA -> vmB: %d/%d answered:\n%s" % (rx, tx, out))
+    tx, rx, out = ping_all(ma, IP_B, "ping vmA -> vmB")
     log("RESULT (2) ping vmA -> vmB: %d/%d answered, %s" % (rx, tx, ping_stats(out)))
     for h in hosts:
         # Informational: with control = "evpn" the segment learns no MAC -> VTEP from the
@@ -560,10 +455,8 @@ def body(s, args):
                e.get("evpn_remote_macs"), e.get("evpn_local_macs")))
     cap_udp.stop()
 
-    server = mb.spawn("iperf3-server", ["iperf3", "-s", "--forceflush", "-B", IP_B,
-                                        "-p", IPERF_PORT])
-    server.wait_for_log(r"Server listening", 15)
-    fwd = iperf(a, IP_B, min_mbps, "(2) iperf3 TCP vmA -> vmB")
+    server = iperf_server(mb, IP_B)
+    fwd = iperf(ma, IP_B, min_mbps, "(2) iperf3 TCP vmA -> vmB")
     server.stop()
 
     # --- (3) MACs: local on their host, remote with the right VTEP on the other -----------
@@ -668,17 +561,11 @@ def body(s, args):
 
     # --- (6) the end ------------------------------------------------------------------------
     for h in hosts:
-        warnings = [line for line in h.vnetd.proc.read_log().splitlines()
-                    if re.search(r"\b(warn|warning|error)\b", line, re.I)]
+        warnings = warning_lines(h.vnetd)
         log("vnetd %s segment final: extra %s; log: %d warning/error lines%s"
-            % (h.tag, h.segment().get("extra"), len(warnings),
-               (":\n  " + "\n  ".join(warnings[:8])) if warnings else ""))
+            % (h.tag, h.segment().get("extra"), len(warnings), listing(warnings)))
     for h in hosts:
-        h.vnetd.stop_ok(timeout=15)
-        found = sanitizer_report(h.vnetd.proc.read_log())
-        if found:
-            raise HarnessError("vnetd %s's log has a sanitizer report (%s)"
-                               % (h.tag, ", ".join(found)))
+        h.stop()
         left = [d for d in (BRIDGE_DEV, VXLAN_DEV, ANCHOR_DEV) if h.underlay.link_exists(d)]
         log("after vnetd %s stopped, shadow links left in %s: %s"
             % (h.tag, h.underlay.name, left or "none"))

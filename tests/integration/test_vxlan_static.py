@@ -53,7 +53,6 @@ Asserts:
 """
 
 import os
-import re
 import socket
 import struct
 import subprocess
@@ -63,74 +62,37 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from vnet_harness import HarnessError, log, require_root, require_tools, run_test  # noqa: E402
-from vnet_harness.iperf import parse_iperf3  # noqa: E402
-from vnet_harness.netns import (Capture, Netns, require_netns, snmp_delta,  # noqa: E402
-                                unique_name)
+from vnet_harness.netns import Capture, Netns, require_netns, snmp_delta  # noqa: E402
 from vnet_harness.pcap import read_pcap  # noqa: E402
 from vnet_harness.procs import wait_until  # noqa: E402
-from vnet_harness.vnetd import Vnetd, require_vnetd, sanitizer_of  # noqa: E402
+from vnet_harness.vnetd import require_vnetd  # noqa: E402
+from vnet_harness.vxlan import (EXTRA, INNER_MTU, IPERF_PORT, MAX_INNER, PING_COUNT,  # noqa: E402
+                                SEGMENT, UDP_PORT, UNDERLAY_MTU, VNI, VXLAN_DROPS, VxlanHost,
+                                check_fdb, check_ports, delta, drops_extra, iperf,
+                                iperf_bound, iperf_server, link_underlay, listing, mac_str,
+                                outer, ping_all, ping_stats, require_kernel_links, warm_up,
+                                warning_lines)
 
 NET = "10.77.0."
 IP_A, IP_B = NET + "1", NET + "2"
 UL = "192.168.50."
 VTEP_A, VTEP_B, STRANGER = UL + "1", UL + "2", UL + "3"
-VNI = 100
-UDP_PORT = 4789
-SEGMENT = "vx100"
 TAP_PORT = "tapa"
 MAC_A = "02:77:00:00:00:01"  # vmA's TAP
 MAC_B = "02:77:00:00:00:02"  # vmB's eth0
 MAC_BAD_VNI = "02:77:00:00:0b:01"  # inner source MACs of hostile datagrams: never learned
 MAC_STRANGER = "02:77:00:00:0b:03"
 MAC_FLAGS0 = "02:77:00:00:0b:04"
-INNER_MTU = 1450
-UNDERLAY_MTU = 1500
-MAX_INNER = UNDERLAY_MTU - 36  # 1464: the inner frame, Ethernet header included
-PING_COUNT = 20
-IPERF_SECONDS = 3
-IPERF_PORT = 5201
-MIN_MBPS = 50.0
-MIN_MBPS_SANITIZER = 10.0
 CAPTURE_FRAMES = 4000
 CAPTURE_SNAPLEN = 160  # outer headers + VXLAN + inner Ethernet/IPv4/TCP with options
-VXLAN_DROPS = ("vxlan_bad_header", "vxlan_bad_vni", "vxlan_unknown_vtep", "tunnel_too_big")
 CSUM_KEYS = ("Tcp.InCsumErrors", "Udp.InCsumErrors", "Icmp.InCsumErrors", "IpExt.InCsumErrors",
              "Ip.InHdrErrors")
-EXTRA = ("learned", "moved", "flood_copies", "unicast_sent", "send_errors")
-
-
-# --- prerequisites ------------------------------------------------------------------
-
-def require_kernel_links(_args):
-    """veth, bridge and vxlan links (the kernel peer of the test): probed in a throwaway
-    namespace, deleted by name."""
-    name = unique_name("probe")
-    r = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
-    if r.returncode != 0:
-        return ["network namespaces (ip netns add: %s)" % r.stderr.strip()]
-    missing = []
-    try:
-        for kind, argv in (("veth", ["p0", "type", "veth", "peer", "name", "p1"]),
-                           ("bridge", ["b0", "type", "bridge"]),
-                           ("vxlan", ["x0", "type", "vxlan", "id", "100", "dstport", "4789",
-                                      "local", "192.0.2.1", "remote", "192.0.2.2"])):
-            r = subprocess.run(["ip", "-n", name, "link", "add"] + argv, capture_output=True,
-                               text=True)
-            if r.returncode != 0:
-                missing.append("kernel %s links (%s)" % (kind, r.stderr.strip()))
-    finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True, text=True)
-    return missing
 
 
 # --- frames ---------------------------------------------------------------------------
 
 def mac_bytes(mac):
     return bytes(int(x, 16) for x in mac.split(":"))
-
-
-def mac_str(b):
-    return ":".join("%02x" % x for x in b)
 
 
 def vxlan_header(vni, flags=0x08):
@@ -216,36 +178,29 @@ def analyse_capture(path, tap_mac):
         if orig > UNDERLAY_MTU + 14:
             t.problem(i, "%d bytes on the wire, over the underlay MTU %d + 14"
                       % (orig, UNDERLAY_MTU))
-        ip = data[14:]
-        ihl = (ip[0] & 0xF) * 4
-        total, frag, proto = struct.unpack("!H", ip[2:4])[0], struct.unpack("!H", ip[6:8])[0], ip[9]
-        src, dst = socket.inet_ntoa(ip[12:16]), socket.inet_ntoa(ip[16:20])
-        if (src, dst) != (VTEP_A, VTEP_B):
-            t.problem(i, "outer IPv4 %s -> %s" % (src, dst))
-        if frag & 0x3FFF:
-            t.problem(i, "an IPv4 fragment (flags/offset 0x%04x)" % frag)
+        o = outer(data)
+        if (o.src, o.dst) != (VTEP_A, VTEP_B):
+            t.problem(i, "outer IPv4 %s -> %s" % (o.src, o.dst))
+        if o.frag & 0x3FFF:
+            t.problem(i, "an IPv4 fragment (flags/offset 0x%04x)" % o.frag)
             continue
-        if proto != 17:
-            t.problem(i, "IP protocol %d, not UDP" % proto)
+        if o.proto != 17:
+            t.problem(i, "IP protocol %d, not UDP" % o.proto)
             continue
-        if total != orig - 14:
-            t.problem(i, "IPv4 total length %d, frame %d bytes" % (total, orig))
-        udp = ip[ihl:]
-        sport, dport, ulen, csum = struct.unpack("!HHHH", udp[:8])
-        vx = udp[8:16]
-        inner = udp[16:]
-        inner_len = ulen - 16
-        if dport != UDP_PORT:
-            t.problem(i, "UDP destination port %d" % dport)
-        if ulen != total - ihl:
-            t.problem(i, "UDP length %d, IPv4 payload %d" % (ulen, total - ihl))
-        if csum != 0:
-            t.problem(i, "UDP checksum 0x%04x, expected 0" % csum)
+        if o.total != orig - 14:
+            t.problem(i, "IPv4 total length %d, frame %d bytes" % (o.total, orig))
+        sport, vx, inner = o.sport, o.vx, o.inner
+        inner_len = o.ulen - 16
+        if o.dport != UDP_PORT:
+            t.problem(i, "UDP destination port %d" % o.dport)
+        if o.ulen != o.total - o.ihl:
+            t.problem(i, "UDP length %d, IPv4 payload %d" % (o.ulen, o.total - o.ihl))
+        if o.csum != 0:
+            t.problem(i, "UDP checksum 0x%04x, expected 0" % o.csum)
         if vx[0] != 0x08 or vx[1:4] != b"\0\0\0" or vx[7] != 0:
             t.problem(i, "VXLAN header %s: flags must be 0x08, reserved bytes 0" % vx.hex())
-        vni = int.from_bytes(vx[4:7], "big")
-        if vni != VNI:
-            t.problem(i, "VNI %d, expected %d" % (vni, VNI))
+        if o.vni != VNI:
+            t.problem(i, "VNI %d, expected %d" % (o.vni, VNI))
         if inner_len > MAX_INNER or inner_len < 14:
             t.problem(i, "inner frame of %d bytes (at most %d)" % (inner_len, MAX_INNER))
         src_mac = mac_str(inner[6:12])
@@ -275,33 +230,11 @@ def segment_state(ctl):
     p = ports.get(SEGMENT)
     if p is None:
         raise HarnessError("vnetd has no port %s: %s" % (SEGMENT, sorted(ports)))
-    return dict(p["counters"]["drops"]), dict(p.get("extra", {}))
-
-
-def delta(before, after, keys):
-    return {k: after.get(k, 0) - before.get(k, 0) for k in keys}
+    return drops_extra(p)
 
 
 def fdb_entries(vnetd):
     return vnetd.vnetctl("fdb")["fdb"]
-
-
-def ping_stats(out):
-    m = re.search(r"rtt min/avg/max/mdev = ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms", out)
-    return "rtt min/avg/max %s/%s/%s ms" % m.groups()[:3] if m else "no rtt line"
-
-
-def warm_up(ns, target, what, timeout=30.0):
-    """One ping at a time until one is answered (ARP through the tunnel, learning on both
-    sides; slow under ASan on a loaded machine)."""
-    deadline = time.monotonic() + timeout
-    tries = 0
-    while True:
-        tries += 1
-        if ns.ping(target, count=1)[1] == 1:
-            return tries
-        if time.monotonic() > deadline:
-            raise HarnessError("%s: no answer within %.0f s (%d pings)" % (what, timeout, tries))
 
 
 # --- topology ---------------------------------------------------------------------------
@@ -310,17 +243,12 @@ def build_topology(s):
     ns = {k: Netns(s, k) for k in ("xa", "xb", "ma", "mb")}
     xa, xb, ma, mb = ns["xa"], ns["xb"], ns["ma"], ns["mb"]
     # Underlay: one veth between the two hosts' namespaces (deleted with them).
-    xa.run("ip link add ula type veth peer name ulb netns %s" % xb.name)
-    xa.run("ip link set ula mtu %d && ip addr add %s/24 dev ula && ip link set ula up"
-           % (UNDERLAY_MTU, VTEP_A))
-    xb.run("ip link set ulb mtu %d && ip addr add %s/24 dev ulb && ip link set ulb up"
-           % (UNDERLAY_MTU, VTEP_B))
     # Host B's "NIC" finishes checksums itself, as a real one does on the wire.  With TX
     # checksum offload on, a veth hands the other namespace vmB's TCP segments
     # CHECKSUM_PARTIAL inside the VXLAN datagram, and a UDP socket (vnetd's) gets the
     # payload with only the pseudo-header seed in the inner TCP checksum: nothing tells
     # user space, so vmA's kernel would drop every TCP segment from vmB (InCsumErrors).
-    xb.run("ethtool -K ulb tx off")
+    link_underlay(xa, xb, VTEP_A, VTEP_B, tx_off=("ulb",))
     # Host B: the kernel's VXLAN device (learning, the default) in a bridge with vmB's veth.
     xb.run("ip link add br0 type bridge && ip link set br0 up")
     xb.run("ip link add vxlan100 type vxlan id %d local %s remote %s dstport %d"
@@ -336,68 +264,20 @@ def build_topology(s):
     return ns
 
 
-def write_config(s, ns, tap_if):
-    lines = [
-        "[[port]]",
-        'name = "%s"' % TAP_PORT,
-        'type = "tap"',
-        'ifname = "%s"' % tap_if,
-        'netns = "%s"' % ns["ma"].name,
-        "mtu = %d" % INNER_MTU,
-        "",
-        "[[segment]]",
-        'name = "%s"' % SEGMENT,
-        "vni = %d" % VNI,
-        "vlan = 0",
-        'local = "%s"' % VTEP_A,
-        'remote = ["%s"]' % VTEP_B,
-        "udp_port = %d" % UDP_PORT,
-        'control = "static"',
-        'netns = "%s"' % ns["xa"].name,
-        "underlay_mtu = %d" % UNDERLAY_MTU,
-        "",
-    ]
-    path = s.path("vxlan.toml")
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
-    log("vnetd config:\n  " + "\n  ".join(lines))
-    return path
-
-
 # --- the test -----------------------------------------------------------------------------
 
 def body(s, args):
     t_start = time.monotonic()
     ns = build_topology(s)
-    xb, ma, mb = ns["xb"], ns["ma"], ns["mb"]
-    tap_if = unique_name("vxta")
-    ma.own_link(tap_if)
-    cfg = write_config(s, ns, tap_if)
-    vnetd = Vnetd(s, [], extra_args=["--config", cfg])
-    vnetd.start()
-    sanitizer = sanitizer_of(vnetd.proc.pid)
-    min_mbps = MIN_MBPS_SANITIZER if sanitizer else MIN_MBPS
-    ma.wait_link(tap_if)
-    ma.run("ip link set dev %s address %s" % (tap_if, MAC_A))
-    ma.add_address(tap_if, IP_A + "/24")
-    tap_mac = ma.run("cat /sys/class/net/%s/address" % tap_if)[1].strip().lower()
-    tap_mtu = ma.link_mtu(tap_if)
-    if tap_mac != MAC_A or tap_mtu != INNER_MTU:
-        raise HarnessError("vmA's TAP %s: MAC %s, MTU %d; expected %s, %d"
-                           % (tap_if, tap_mac, tap_mtu, MAC_A, INNER_MTU))
+    xa, xb, ma, mb = ns["xa"], ns["xb"], ns["ma"], ns["mb"]
+    # The one vnetd ("host A"): pinned, as the single-vnetd tests run it.
+    host = VxlanHost(s, "A", TAP_PORT, ma, xa, VTEP_A, VTEP_B, IP_A, MAC_A,
+                     ifname_prefix="vxt", name="vnetd", label="vnetd", pin=True)
+    host.start(timeout=15, link_timeout=10)
+    vnetd, tap_if, tap_mac = host.vnetd, host.tap_if, host.mac
+    sanitizer, min_mbps = iperf_bound([vnetd])
 
-    info = vnetd.ports_info()
-    seg = info.get(SEGMENT)
-    if seg is None or seg.get("type") != "vxlan":
-        raise HarnessError("vnetctl ports: %s should be a port of type vxlan: %s"
-                           % (SEGMENT, seg))
-    missing = [k for k in VXLAN_DROPS if k not in seg["counters"]["drops"]] + \
-        [k for k in EXTRA if k not in seg.get("extra", {})]
-    if missing:
-        raise HarnessError("vnetctl ports: %s lacks counters %s: %s" % (SEGMENT, missing, seg))
-    if info.get(TAP_PORT, {}).get("type") != "tap":
-        raise HarnessError("vnetctl ports: %s should be a tap port: %s"
-                           % (TAP_PORT, info.get(TAP_PORT)))
+    seg = check_ports(vnetd.ports_info(), "vnetctl ports", TAP_PORT)
     log("vnetd ports: %s (%s), %s (%s)%s" % (TAP_PORT, tap_if, SEGMENT, seg.get("type"),
                                               ", under %s" % sanitizer if sanitizer else ""))
     ctl = vnetd.connect_control()
@@ -413,24 +293,13 @@ def body(s, args):
     # --- (1) ping vmA -> vmB --------------------------------------------------------------
     tries = warm_up(ma, IP_B, "warm-up ping vmA -> %s" % IP_B)
     log("warm-up: vmA reached vmB with ping %d (ARP through the tunnel)" % tries)
-    tx, rx, out = ma.ping(IP_B, count=PING_COUNT, interval=0.02)
-    if tx != PING_COUNT or rx != PING_COUNT:
-        raise HarnessError("ping vmA -> vmB: %d/%d answered:\n%s" % (rx, tx, out))
+    tx, rx, out = ping_all(ma, IP_B, "ping vmA -> vmB")
     log("RESULT ping vmA -> vmB: %d/%d answered, 0%% loss, %s" % (rx, tx, ping_stats(out)))
 
     # --- (2) iperf3 TCP vmA -> vmB --------------------------------------------------------
-    server = mb.spawn("iperf3-server", ["iperf3", "-s", "--forceflush", "-B", IP_B,
-                                        "-p", IPERF_PORT])
-    server.wait_for_log(r"Server listening", 15)
-    rc, text = ma.run("iperf3 -c %s -p %d -t %d -f m" % (IP_B, IPERF_PORT, IPERF_SECONDS),
-                      check=False, timeout=IPERF_SECONDS + 60)
-    res = parse_iperf3(text, rc, "iperf3 vmA -> vmB")
+    server = iperf_server(mb, IP_B)
+    iperf(ma, IP_B, min_mbps, "iperf3 TCP vmA -> vmB")
     server.stop()
-    log("RESULT iperf3 TCP vmA -> vmB: %.1f Mbit/s (sender %.1f Mbit/s, %.1f MBytes received)"
-        % (res.receiver_mbps, res.sender_mbps, res.receiver_mbytes))
-    if res.receiver_mbps < min_mbps:
-        raise HarnessError("iperf3 vmA -> vmB: %.1f Mbit/s, expected more than %.0f:\n%s"
-                           % (res.receiver_mbps, min_mbps, text))
     # The kernels' verdicts: vmB verifies every inner checksum in software (the datagrams
     # carry UDP checksum 0, so the Linux VXLAN device marks nothing as verified), so the
     # segments vnetd cut out of the TAP's TSO frames must carry complete checksums.
@@ -481,14 +350,7 @@ def body(s, args):
                            "flood_copies >= 1, unicast_sent >= %d): %s"
                            % (PING_COUNT, e))
     fdb = fdb_entries(vnetd)
-    by_mac = {x["mac"].lower(): x for x in fdb}
-    b, a = by_mac.get(MAC_B), by_mac.get(MAC_A)
-    if b is None or b.get("port") != SEGMENT or b.get("vtep") != VTEP_B:
-        raise HarnessError("FDB: vmB's MAC %s should be on %s with vtep %s: %s; fdb %s"
-                           % (MAC_B, SEGMENT, VTEP_B, b, fdb))
-    if a is None or a.get("port") != TAP_PORT:
-        raise HarnessError("FDB: vmA's MAC %s should be on %s: %s; fdb %s"
-                           % (MAC_A, TAP_PORT, a, fdb))
+    b, a = check_fdb(fdb, "FDB", MAC_B, VTEP_B, MAC_A, TAP_PORT)
     log("FDB: %s on %s (vtep %s), %s on %s; all %d entries: %s"
         % (MAC_B, b["port"], b["vtep"], MAC_A, a["port"], len(fdb), fdb))
 
@@ -605,15 +467,10 @@ def body(s, args):
     drops9, extra9 = segment_state(ctl)
     log("RESULT segment %s final: drops %s; extra %s"
         % (SEGMENT, {k: drops9[k] for k in VXLAN_DROPS}, extra9))
-    warnings = [line for line in vnetd.proc.read_log().splitlines()
-                if SEGMENT in line and re.search(r"\b(warn|warning|error)\b", line, re.I)]
-    log("vnetd log: %d warning/error lines about %s%s" % (
-        len(warnings), SEGMENT, (":\n  " + "\n  ".join(warnings[:8])) if warnings else ""))
-    vnetd.stop_ok()
-    text = vnetd.proc.read_log()
-    for marker in ("AddressSanitizer", "ThreadSanitizer", "LeakSanitizer", "runtime error:"):
-        if marker in text:
-            raise HarnessError("vnetd's log has a sanitizer report (%s)" % marker)
+    warnings = warning_lines(vnetd, about=SEGMENT)
+    log("vnetd log: %d warning/error lines about %s%s" % (len(warnings), SEGMENT,
+                                                          listing(warnings)))
+    host.stop(timeout=10)
     log("done in %.1f s" % (time.monotonic() - t_start))
 
 

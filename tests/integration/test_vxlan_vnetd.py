@@ -52,214 +52,41 @@ Asserts:
 
 import os
 import re
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from vnet_harness import HarnessError, log, require_root, require_tools, run_test  # noqa: E402
-from vnet_harness.iperf import parse_iperf3  # noqa: E402
-from vnet_harness.netns import Netns, require_netns, unique_name  # noqa: E402
+from vnet_harness.netns import require_netns  # noqa: E402
 from vnet_harness.procs import wait_until  # noqa: E402
-from vnet_harness.vnetd import (ControlConnection, Vnetd, require_vnetd,  # noqa: E402
-                                sanitizer_of)
-from test_upgrade import port_infos, stable_fd_count  # noqa: E402
+from vnet_harness.vnetd import ControlConnection, require_vnetd  # noqa: E402
+from vnet_harness.vxlan import (EXTRA, PING_COUNT, PING_INTERVAL, SEGMENT,  # noqa: E402
+                                VXLAN_DROPS, VxlanHost, delta, host_pair, iperf, iperf_server,
+                                listing, ping_all, ping_stats, require_veth, start_hosts,
+                                warm_up, warning_lines)
+from test_upgrade import stable_fd_count  # noqa: E402
 from test_vnetctl import PingStream  # noqa: E402
-from test_vxlan_static import EXTRA, VXLAN_DROPS, delta, ping_stats, warm_up  # noqa: E402
 
 NET = "10.78.0."
 IP_A, IP_B = NET + "1", NET + "2"
 UL = "192.168.60."
 VTEP_A, VTEP_B = UL + "1", UL + "2"
-VNI = 100
-UDP_PORT = 4789
-SEGMENT = "vx100"
 TAP_A, TAP_B = "tapa", "tapb"     # the TAP ports' names (in vnetd A and vnetd B)
 MAC_A = "02:78:00:00:00:01"       # vmA's TAP
 MAC_B = "02:78:00:00:00:02"       # vmB's TAP
-INNER_MTU = 1450
-UNDERLAY_MTU = 1500
-PING_COUNT = 20
-PING_INTERVAL = 0.02
 MAX_FLOOD_DURING_PINGS = 2
-IPERF_SECONDS = 3
-IPERF_PORT = 5201
-MIN_MBPS = 50.0
-MIN_MBPS_SANITIZER = 10.0
 UPGRADE_PINGS = 25        # replies of the 20 ms ping stream before and after the upgrade
 MAX_UPGRADE_LOST = 2
 AFTER_UPGRADE_PINGS = 10
 MAX_FD_GROWTH = 2
-SANITIZER_MARKERS = ("AddressSanitizer", "ThreadSanitizer", "LeakSanitizer",
-                     "UndefinedBehaviorSanitizer", "runtime error:")
 
 
-# --- prerequisites ------------------------------------------------------------------
-
-def require_veth(_args):
-    """veth links (the underlay): probed in a throwaway namespace, deleted by name."""
-    name = unique_name("probe")
-    r = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
-    if r.returncode != 0:
-        return ["network namespaces (ip netns add: %s)" % r.stderr.strip()]
-    try:
-        r = subprocess.run(["ip", "-n", name, "link", "add", "p0", "type", "veth", "peer",
-                            "name", "p1"], capture_output=True, text=True)
-        return [] if r.returncode == 0 else ["kernel veth links (%s)" % r.stderr.strip()]
-    finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True, text=True)
-
-
-# --- one host -----------------------------------------------------------------------
-
-class Host:
-    """One "host": its vnetd (config file, control socket), the VM namespace with the
-    vnetd's TAP, the underlay namespace where its segment's sockets live."""
-
-    def __init__(self, s, tag, tap_port, vm, underlay, local, remote, ip, mac):
-        self.s = s
-        self.tag = tag
-        self.tap_port = tap_port
-        self.vm = vm
-        self.underlay = underlay
-        self.local = local
-        self.remote = remote
-        self.ip = ip
-        self.mac = mac
-        self.tap_if = unique_name("vx%s" % tag.lower())
-        vm.own_link(self.tap_if)
-        self.config = self.write_config()
-        self.vnetd = Vnetd(s, [], name="vnetd-%s" % tag, pin=False,
-                           extra_args=["--config", self.config])
-
-    def write_config(self):
-        lines = [
-            "[[port]]",
-            'name = "%s"' % self.tap_port,
-            'type = "tap"',
-            'ifname = "%s"' % self.tap_if,
-            'netns = "%s"' % self.vm.name,
-            "mtu = %d" % INNER_MTU,
-            "",
-            "[[segment]]",
-            'name = "%s"' % SEGMENT,
-            "vni = %d" % VNI,
-            "vlan = 0",
-            'local = "%s"' % self.local,
-            'remote = ["%s"]' % self.remote,
-            "udp_port = %d" % UDP_PORT,
-            'control = "static"',
-            'netns = "%s"' % self.underlay.name,
-            "underlay_mtu = %d" % UNDERLAY_MTU,
-            "",
-        ]
-        path = self.s.path("vnetd-%s.toml" % self.tag)
-        with open(path, "w") as f:
-            f.write("\n".join(lines))
-        log("vnetd %s config:\n  %s" % (self.tag, "\n  ".join(lines)))
-        return path
-
-    def start(self):
-        self.vnetd.start(timeout=30)
-        self.vm.wait_link(self.tap_if, timeout=15)
-        self.vm.run("ip link set dev %s address %s" % (self.tap_if, self.mac))
-        self.vm.add_address(self.tap_if, self.ip + "/24")
-        mac = self.vm.run("cat /sys/class/net/%s/address" % self.tap_if)[1].strip().lower()
-        mtu = self.vm.link_mtu(self.tap_if)
-        if mac != self.mac or mtu != INNER_MTU:
-            raise HarnessError("vm%s's TAP %s: MAC %s, MTU %d; expected %s, %d"
-                               % (self.tag, self.tap_if, mac, mtu, self.mac, INNER_MTU))
-
-    def ports(self):
-        """{name: port} over a fresh control connection (no vnetctl process per query)."""
-        self.vnetd.check_alive()
-        return port_infos(self.vnetd)
-
-    def segment(self):
-        """(drops, extra) of the segment."""
-        p = self.ports().get(SEGMENT)
-        if p is None:
-            raise HarnessError("vnetd %s has no port %s" % (self.tag, SEGMENT))
-        return dict(p["counters"]["drops"]), dict(p.get("extra", {}))
-
-    def check_ports(self, what):
-        info = self.ports()
-        seg, tap = info.get(SEGMENT), info.get(self.tap_port)
-        if seg is None or seg.get("type") != "vxlan":
-            raise HarnessError("vnetd %s (%s): %s should be a port of type vxlan: %s"
-                               % (self.tag, what, SEGMENT, seg))
-        missing = [k for k in VXLAN_DROPS if k not in seg["counters"]["drops"]] + \
-            [k for k in EXTRA if k not in seg.get("extra", {})]
-        if missing:
-            raise HarnessError("vnetd %s (%s): %s lacks counters %s: %s"
-                               % (self.tag, what, SEGMENT, missing, seg))
-        vx = seg.get("vxlan", {})
-        want = {"vni": VNI, "local": self.local, "remote": [self.remote], "udp_port": UDP_PORT}
-        got = {k: vx.get(k) for k in want}
-        if got != want:
-            raise HarnessError("vnetd %s (%s): segment %s configured %s, expected %s: %s"
-                               % (self.tag, what, SEGMENT, got, want, seg))
-        if tap is None or tap.get("type") != "tap":
-            raise HarnessError("vnetd %s (%s): %s should be a tap port: %s"
-                               % (self.tag, what, self.tap_port, tap))
-        return seg
-
-    def fdb(self):
-        return self.vnetd.vnetctl("fdb", timeout=20)["fdb"]
-
-    def check_fdb(self, what, remote_mac, remote_vtep):
-        """The remote VM's MAC on the segment with its VTEP, the local VM's on the TAP."""
-        fdb = self.fdb()
-        by_mac = {x["mac"].lower(): x for x in fdb}
-        far, near = by_mac.get(remote_mac), by_mac.get(self.mac)
-        if far is None or far.get("port") != SEGMENT or far.get("vtep") != remote_vtep:
-            raise HarnessError("vnetd %s FDB (%s): the remote MAC %s should be on %s with vtep "
-                               "%s: %s; fdb %s" % (self.tag, what, remote_mac, SEGMENT,
-                                                   remote_vtep, far, fdb))
-        if near is None or near.get("port") != self.tap_port:
-            raise HarnessError("vnetd %s FDB (%s): the local MAC %s should be on %s: %s; fdb %s"
-                               % (self.tag, what, self.mac, self.tap_port, near, fdb))
-        log("vnetd %s FDB (%s): %s on %s via %s (age %s s), %s on %s; %d entries"
-            % (self.tag, what, remote_mac, far["port"], far["vtep"], far.get("age"), self.mac,
-               near["port"], len(fdb)))
-        return fdb
-
-
-# --- topology ---------------------------------------------------------------------------
-
-def build_underlay(s):
-    ua, ub = Netns(s, "ua"), Netns(s, "ub")
-    ua.run("ip link add ula type veth peer name ulb netns %s" % ub.name)
-    for ns, ifname, addr in ((ua, "ula", VTEP_A), (ub, "ulb", VTEP_B)):
-        ns.run("ip link set %s mtu %d && ip addr add %s/24 dev %s && ip link set %s up"
-               % (ifname, UNDERLAY_MTU, addr, ifname, ifname))
-        # A real NIC finishes checksums on the wire; a veth would hand the other
-        # namespace's UDP socket CHECKSUM_PARTIAL inner segments (see the docstring).
-        ns.run("ethtool -K %s tx off" % ifname)
-    wait_until(lambda: ua.run("ping -n -c 1 -W 1 %s" % VTEP_B, check=False)[0] == 0, 15,
-               interval=0.1, what="the underlay %s -> %s" % (VTEP_A, VTEP_B))
-    log("underlay: %s (ula %s) <-> %s (ulb %s), TX checksum offload off on both"
-        % (ua.name, VTEP_A, ub.name, VTEP_B))
-    return ua, ub
-
-
-def iperf(host_from, server_ip, reverse, min_mbps, what):
-    rc, text = host_from.vm.run("iperf3 -c %s -p %d -t %d -f m%s"
-                                % (server_ip, IPERF_PORT, IPERF_SECONDS, " -R" if reverse else ""),
-                                check=False, timeout=IPERF_SECONDS + 60)
-    res = parse_iperf3(text, rc, what)
-    log("RESULT %s: %.1f Mbit/s (sender %.1f Mbit/s, %.1f MBytes received)"
-        % (what, res.receiver_mbps, res.sender_mbps, res.receiver_mbytes))
-    if res.receiver_mbps < min_mbps:
-        raise HarnessError("%s: %.1f Mbit/s, expected more than %.0f:\n%s"
-                           % (what, res.receiver_mbps, min_mbps, text))
-    return res
-
+# --- helpers --------------------------------------------------------------------------
 
 def check_no_vxlan_drops(hosts, base, what):
     for h in hosts:
-        d = delta(base[h.tag], h.segment()[0], VXLAN_DROPS)
+        d = delta(base[h.tag], h.segment_state()[0], VXLAN_DROPS)
         if any(d.values()):
             raise HarnessError("vnetd %s: segment %s dropped legitimate traffic (%s): %s"
                                % (h.tag, SEGMENT, what, d))
@@ -289,41 +116,28 @@ def ping_seqs(text):
                                re.MULTILINE)})
 
 
-def sanitizer_report(text):
-    return [m for m in SANITIZER_MARKERS if m in text]
-
-
 # --- the test -----------------------------------------------------------------------------
 
 def body(s, args):
     t_start = time.monotonic()
-    ua, ub = build_underlay(s)
-    ma, mb = Netns(s, "ma"), Netns(s, "mb")
-    a = Host(s, "A", TAP_A, ma, ua, VTEP_A, VTEP_B, IP_A, MAC_A)
-    b = Host(s, "B", TAP_B, mb, ub, VTEP_B, VTEP_A, IP_B, MAC_B)
+    a, b = host_pair(s, VxlanHost, (IP_A, IP_B), (VTEP_A, VTEP_B), (MAC_A, MAC_B),
+                     (TAP_A, TAP_B))
     hosts = (a, b)
-    for h in hosts:
-        h.start()
-    sanitizer = sanitizer_of(a.vnetd.proc.pid) or sanitizer_of(b.vnetd.proc.pid)
-    min_mbps = MIN_MBPS_SANITIZER if sanitizer else MIN_MBPS
+    ma, mb = a.vm, b.vm
+    _, min_mbps = start_hosts(hosts)
     for h in hosts:
         h.check_ports("at start")
-    log("vnetd A pid %d (TAP %s in %s), vnetd B pid %d (TAP %s in %s)%s"
-        % (a.vnetd.proc.pid, a.tap_if, ma.name, b.vnetd.proc.pid, b.tap_if, mb.name,
-           ", under %s" % sanitizer if sanitizer else ""))
-    drops0 = {h.tag: h.segment()[0] for h in hosts}
+    drops0 = {h.tag: h.segment_state()[0] for h in hosts}
 
     # --- (1) ping vmA -> vmB, (4) known unicast -------------------------------------------
     tries = warm_up(ma, IP_B, "warm-up ping vmA -> %s" % IP_B)
     log("warm-up: vmA reached vmB with ping %d (ARP flooded through the tunnel)" % tries)
-    extra0 = {h.tag: h.segment()[1] for h in hosts}
-    tx, rx, out = ma.ping(IP_B, count=PING_COUNT, interval=PING_INTERVAL)
-    if tx != PING_COUNT or rx != PING_COUNT:
-        raise HarnessError("ping vmA -> vmB: %d/%d answered:\n%s" % (rx, tx, out))
+    extra0 = {h.tag: h.segment_state()[1] for h in hosts}
+    tx, rx, out = ping_all(ma, IP_B, "ping vmA -> vmB")
     rtt_first = ping_stats(out)
     log("RESULT ping vmA -> vmB: %d/%d answered, %s" % (rx, tx, rtt_first))
     for h in hosts:
-        e = delta(extra0[h.tag], h.segment()[1], EXTRA)
+        e = delta(extra0[h.tag], h.segment_state()[1], EXTRA)
         log("RESULT vnetd %s segment over the %d pings: unicast_sent +%d, flood_copies +%d "
             "(learned +%d, moved +%d, send_errors +%d)"
             % (h.tag, PING_COUNT, e["unicast_sent"], e["flood_copies"], e["learned"],
@@ -339,11 +153,9 @@ def body(s, args):
                                % (h.tag, e["send_errors"]))
 
     # --- (2) iperf3 both ways -----------------------------------------------------------
-    server = mb.spawn("iperf3-server", ["iperf3", "-s", "--forceflush", "-B", IP_B,
-                                        "-p", IPERF_PORT])
-    server.wait_for_log(r"Server listening", 15)
-    fwd = iperf(a, IP_B, False, min_mbps, "iperf3 TCP vmA -> vmB")
-    rev = iperf(a, IP_B, True, min_mbps, "iperf3 TCP vmB -> vmA (-R)")
+    server = iperf_server(mb, IP_B)
+    fwd = iperf(ma, IP_B, min_mbps, "iperf3 TCP vmA -> vmB")
+    rev = iperf(ma, IP_B, min_mbps, "iperf3 TCP vmB -> vmA (-R)", reverse=True)
     check_no_vxlan_drops(hosts, drops0, "ping and iperf3")
 
     # --- (3) FDBs -------------------------------------------------------------------------
@@ -411,15 +223,13 @@ def body(s, args):
                            "the upgrade; segment extra %s"
                            % (e_new["flood_copies"], MAX_FLOOD_DURING_PINGS, e_new["learned"],
                               MAC_B, VTEP_B, seg.get("extra")))
-    tx, rx, out = ma.ping(IP_B, count=AFTER_UPGRADE_PINGS, interval=PING_INTERVAL)
-    if tx != AFTER_UPGRADE_PINGS or rx != tx:
-        raise HarnessError("ping vmA -> vmB after the upgrade: %d/%d answered:\n%s"
-                           % (rx, tx, out))
+    tx, rx, out = ping_all(ma, IP_B, "ping vmA -> vmB after the upgrade",
+                           count=AFTER_UPGRADE_PINGS)
     log("RESULT ping vmA -> vmB after the upgrade: %d/%d answered, %s"
         % (rx, tx, ping_stats(out)))
-    after = iperf(a, IP_B, False, min_mbps, "iperf3 TCP vmA -> vmB after the upgrade")
+    after = iperf(ma, IP_B, min_mbps, "iperf3 TCP vmA -> vmB after the upgrade")
     server.stop()
-    drops_new = a.segment()[0]
+    drops_new = a.segment_state()[0]
     bad = {k: drops_new[k] for k in VXLAN_DROPS if drops_new[k]}
     if bad:
         raise HarnessError("new vnetd A: segment %s dropped legitimate traffic: %s"
@@ -469,19 +279,13 @@ def body(s, args):
 
     # --- (6) the end ------------------------------------------------------------------------
     for h in hosts:
-        drops9, extra9 = h.segment()
+        drops9, extra9 = h.segment_state()
         log("vnetd %s segment final: drops %s; extra %s"
             % (h.tag, {k: drops9[k] for k in VXLAN_DROPS}, extra9))
-        warnings = [line for line in h.vnetd.proc.read_log().splitlines()
-                    if re.search(r"\b(warn|warning|error)\b", line, re.I)]
-        log("vnetd %s log: %d warning/error lines%s" % (
-            h.tag, len(warnings), (":\n  " + "\n  ".join(warnings[:8])) if warnings else ""))
+        warnings = warning_lines(h.vnetd)
+        log("vnetd %s log: %d warning/error lines%s" % (h.tag, len(warnings), listing(warnings)))
     for h in hosts:
-        h.vnetd.stop_ok(timeout=15)
-        found = sanitizer_report(h.vnetd.proc.read_log())
-        if found:
-            raise HarnessError("vnetd %s's log has a sanitizer report (%s)"
-                               % (h.tag, ", ".join(found)))
+        h.stop()
     log("RESULT summary: ping %s; iperf3 vmA -> vmB %.1f, vmB -> vmA %.1f, after the "
         "upgrade %.1f Mbit/s; upgrade pause %s ms, %d pings lost; fds %d -> %d -> %d"
         % (rtt_first, fwd.receiver_mbps, rev.receiver_mbps, after.receiver_mbps,
