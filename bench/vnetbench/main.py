@@ -17,10 +17,11 @@ import time
 import traceback
 
 from .common import BENCH_DIR, REPO, HarnessError, cpus, log, median
-from . import idle, ipp, tap, vm2vm
+from vnet_harness.vxlan import require_kernel_links as vxlan_links
+from . import idle, ipp, tap, vm2vm, vxlan
 
-SCENARIO_GROUPS = {"vm2vm": vm2vm, "tap": tap, "idle": idle, "ipp": ipp}
-ORDER = ("vm2vm", "tap", "idle", "ipp")
+SCENARIO_GROUPS = {"vm2vm": vm2vm, "tap": tap, "vxlan": vxlan, "idle": idle, "ipp": ipp}
+ORDER = ("vm2vm", "tap", "vxlan", "idle", "ipp")
 
 # (scenario, metric, label, peer side, target ratio, "higher"/"lower" is better, note)
 COMPARISONS = [
@@ -83,6 +84,33 @@ COMPARISONS = [
     ("tap", "rtt_p99_us", "ping -i 0.002 RTT p99 us", "floor", None, "lower", "userspace floor"),
     ("tap", "rtt_b2b_avg_us", "ping -i 0 RTT avg us", "floor", None, "lower", "userspace floor"),
     ("tap", "rtt_b2b_p99_us", "ping -i 0 RTT p99 us", "floor", None, "lower", "userspace floor"),
+    # Two hosts joined by a static VXLAN segment (vxlan.py): two vnetds against two
+    # kernel bridges with VXLAN devices, the same underlay veth and VM namespaces.
+    ("vxlan", "tcp1_gbps", "TCP 1 stream Gbit/s through VXLAN", "kernel", None, "higher", ""),
+    ("vxlan", "tcp4_gbps", "TCP 4 streams Gbit/s through VXLAN", "kernel", None, "higher", ""),
+    ("vxlan", "rtt_avg_us", "ping -i 0.002 RTT avg us", "kernel", None, "lower", ""),
+    ("vxlan", "rtt_p99_us", "ping -i 0.002 RTT p99 us", "kernel", None, "lower", ""),
+    ("vxlan", "rtt_b2b_avg_us", "ping -i 0 RTT avg us", "kernel", None, "lower", ""),
+    ("vxlan", "rtt_b2b_p99_us", "ping -i 0 RTT p99 us", "kernel", None, "lower", ""),
+    ("vxlan", "switch_cpu_pct_tcp1", "both vnetds' CPU % during TCP 1 stream", None, None, None,
+     ""),
+    # 64-byte frames vhost-user -> vnetd A -> tunnel -> vnetd B -> vhost-user (vnet only).
+    ("vxlan-64", "mpps", "64 B Mpps delivered to the sink through the tunnel", None, None,
+     "higher", ""),
+    ("vxlan-64", "encap_mpps", "64 B Mpps encapsulated (vnetd A's segment tx)", None, None,
+     "higher", ""),
+    ("vxlan-64", "unicast_pct", "vnetd A: unicast_sent / (unicast_sent + flood_copies), %",
+     None, None, None, "100: learned"),
+    ("vxlan-64", "a_syscalls_per_frame", "vnetd A segment syscalls (sendmmsg) per frame", None,
+     None, "lower", ""),
+    ("vxlan-64", "b_syscalls_per_frame", "vnetd B segment syscalls (recvmmsg) per frame", None,
+     None, "lower", ""),
+    ("vxlan-64", "encap_cycles_per_frame", "vnetd A worker busy cycles per frame", None, None,
+     "lower", ""),
+    ("vxlan-64", "decap_cycles_per_frame", "vnetd B worker busy cycles per frame", None, None,
+     "lower", ""),
+    ("vxlan-64", "loss_pct", "frames encapsulated but not delivered, %", None, None, "lower",
+     ""),
     ("idle", "cpu_pct", "CPU % of one core", "testpmd", None, "lower", "vnet < 1 %"),
     ("ipp", "instructions_per_packet", "worker instructions/packet (marginal)", None, None,
      "lower", ""),
@@ -158,7 +186,9 @@ def build_table(results):
             continue
         for metric in ("mpps", "cycles_per_packet", "cycles_per_packet_best", "switch_mpps_best",
                        "gen_busy_pct", "line_latency_ns", "tcp1_gbps", "tcp4_gbps",
-                       "rtt_avg_us", "rtt_p99_us", "rtt_b2b_avg_us", "rtt_b2b_p99_us"):
+                       "rtt_avg_us", "rtt_p99_us", "rtt_b2b_avg_us", "rtt_b2b_p99_us",
+                       "encap_mpps", "a_syscalls_per_frame", "b_syscalls_per_frame",
+                       "encap_cycles_per_frame", "decap_cycles_per_frame"):
             v, p = med.get("vnet", {}).get(metric), med["vnet-base"].get(metric)
             if v is None or not p:
                 continue
@@ -207,9 +237,14 @@ def preflight(args, groups):
         tools.add("dpdk-testpmd")
     if "tap" in groups:
         tools |= {"iperf3", "ping"}
+    if "vxlan" in groups:
+        tools |= {"iperf3", "ping", "ethtool"}
     if "ipp" in groups:
         tools.add("valgrind")
     problems += ["program %s not found" % t for t in sorted(tools) if not shutil.which(t)]
+    if "vxlan" in groups and os.geteuid() == 0 and shutil.which("ip"):
+        # veth, bridge and VXLAN links can be made (probed in a throwaway namespace).
+        problems += vxlan_links(None)
     return problems
 
 
@@ -233,9 +268,11 @@ def line_transfer(args, sw_cpu, gen_cpu):
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="bench/run", description=__doc__)
     ap.add_argument("--quick", action="store_true",
-                    help="shorter windows (vm2vm 2 s, iperf3 3 s, idle 10 s, fewer frames)")
+                    help="shorter windows (vm2vm and vxlan-64 2 s, iperf3 3 s, idle 10 s, fewer "
+                    "frames)")
     ap.add_argument("--only", action="append", choices=ORDER + ("vm2vm-64", "vm2vm-1518", "vm2vm-64-vt",
-                                                    "vm2vm-64-packed", "vm2vm-1518-packed"),
+                                                    "vm2vm-64-packed", "vm2vm-1518-packed",
+                                                    "vxlan-64"),
                     help="run only this scenario (repeatable)")
     ap.add_argument("--runs", type=int, default=3, help="runs per side, alternating (default 3)")
     ap.add_argument("--ipp-runs", type=int, default=1,
@@ -249,7 +286,7 @@ def main(argv=None):
                     "--vnetd-arg=--poll-mode=poll")
     ap.add_argument("--baseline", metavar="DIR",
                     help="build directory of another vnet (an earlier commit, built as "
-                    "Release): the vm2vm and tap scenarios get a further side, vnet-base, running its "
+                    "Release): the vm2vm, tap and vxlan scenarios get a further side, vnet-base, running its "
                     "vnetd in the same alternation, and the table vnet/vnet-base ratios")
     ap.add_argument("--keep-logs", action="store_true", help="keep each run's temp dir")
     args = ap.parse_args(argv)
@@ -284,7 +321,7 @@ def main(argv=None):
     try:
         for g in groups:
             mod = SCENARIO_GROUPS[g]
-            for name, fn, sides in (mod.scenarios(args) if mod in (vm2vm, tap) else mod.scenarios()):
+            for name, fn, sides in (mod.scenarios(args) if mod in (vm2vm, tap, vxlan) else mod.scenarios()):
                 if args.only and name not in args.only and g not in args.only:
                     continue
                 runs = args.ipp_runs if g == "ipp" else args.runs

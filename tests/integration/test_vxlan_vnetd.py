@@ -60,10 +60,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from vnet_harness import HarnessError, log, require_root, require_tools, run_test  # noqa: E402
 from vnet_harness.netns import require_netns  # noqa: E402
 from vnet_harness.procs import wait_until  # noqa: E402
-from vnet_harness.vnetd import ControlConnection, require_vnetd  # noqa: E402
+from vnet_harness.vnetd import require_vnetd  # noqa: E402
 from vnet_harness.vxlan import (EXTRA, PING_COUNT, PING_INTERVAL, SEGMENT,  # noqa: E402
                                 VXLAN_DROPS, VxlanHost, delta, host_pair, iperf, iperf_server,
-                                listing, ping_all, ping_stats, require_veth, start_hosts,
+                                fdb_entry, listing, ping_all, ping_stats, require_veth, start_hosts,
                                 warm_up, warning_lines)
 from test_upgrade import stable_fd_count  # noqa: E402
 from test_vnetctl import PingStream  # noqa: E402
@@ -91,23 +91,6 @@ def check_no_vxlan_drops(hosts, base, what):
             raise HarnessError("vnetd %s: segment %s dropped legitimate traffic (%s): %s"
                                % (h.tag, SEGMENT, what, d))
 
-
-def fdb_entry(vnetd, mac):
-    """vnetd's FDB entry of `mac` (None if it has none), over one control connection (no
-    vnetctl process: read as soon as vnetd answers)."""
-    c = ControlConnection(vnetd.control)
-    try:
-        cursor = 0
-        while True:
-            r = c.request("fdb", mac=mac, cursor=cursor)
-            for e in r["fdb"]:
-                if e["mac"].lower() == mac:
-                    return e
-            if "cursor" not in r:
-                return None
-            cursor = r["cursor"]
-    finally:
-        c.close()
 
 
 def ping_seqs(text):

@@ -407,3 +407,22 @@ def outer(data):
                  proto=ip[9], sport=sport, dport=dport, ulen=ulen, csum=csum, vx=vx,
                  vni=int.from_bytes(vx[4:7], "big") if len(vx) == 8 else None,
                  inner=udp[16:])
+
+
+def fdb_entry(vnetd, mac):
+    """vnetd's FDB entry of `mac` (None if it has none), over one control connection (no
+    vnetctl process: read as soon as vnetd answers)."""
+    vnetd.check_alive()
+    c = ControlConnection(vnetd.control)
+    try:
+        cursor = 0
+        while True:
+            r = c.request("fdb", mac=mac, cursor=cursor)
+            for e in r["fdb"]:
+                if e["mac"].lower() == mac:
+                    return e
+            if "cursor" not in r:
+                return None
+            cursor = r["cursor"]
+    finally:
+        c.close()
