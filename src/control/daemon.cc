@@ -320,6 +320,7 @@ json Daemon::port_json(ports::Port& p) {
         j["extra"]["evpn_local_macs"] = st.local_macs;
         j["extra"]["evpn_netlink_errors"] = st.netlink_errors;
         j["extra"]["evpn_resyncs"] = st.resyncs;
+        j["extra"]["evpn_over_limit"] = st.over_limit;
         j["vxlan"]["shadow"] = {EvpnSync::bridge_name(s.vni), EvpnSync::vxlan_name(s.vni),
                                 EvpnSync::anchor_name(s.vni)};
       }

@@ -45,13 +45,6 @@ using NeighPtr = std::unique_ptr<rtnl_neigh, NeighDeleter>;
 
 constexpr int kAddrGenModeNone = 1;  // IN6_ADDR_GEN_MODE_NONE
 
-int ifindex_of(nl_sock* sk, const std::string& name) {
-  rtnl_link* l = nullptr;
-  if (rtnl_link_get_kernel(sk, 0, name.c_str(), &l) < 0) return 0;
-  LinkPtr p(l);
-  return rtnl_link_get_ifindex(l);
-}
-
 Status add_link(nl_sock* sk, rtnl_link* l, const std::string& what) {
   if (int err = rtnl_link_add(sk, l, NLM_F_CREATE | NLM_F_EXCL); err < 0)
     return Status::errorf("create {}: {}", what, nl_geterror(err));
@@ -108,11 +101,16 @@ Result<std::unique_ptr<EvpnSync>> EvpnSync::start(EventLoop& loop, ports::VxlanP
       if (int err = nl_connect(sk->get(), NETLINK_ROUTE); err < 0)
         return Status::errorf("netlink: connect: {}", nl_geterror(err));
     }
+    auto nl = ports::Netlink::open();
+    if (!nl) return nl.status();
+    s->nl_.emplace(std::move(*nl));
     if (Status c = s->create_shadow(reuse); !c) return c;
     return s->subscribe();
   });
   if (!st) {
-    s->released_ = !s->vxlan_ifindex_;  // nothing of ours to remove
+    // What this start created goes again (also a part of it); a predecessor's shadow that
+    // a hot upgrade was to take over stays with the predecessor.
+    s->released_ = reuse;
     return Status::errorf("EVPN shadow of VNI {}{}: {}", spec.vni,
                           spec.netns.empty() ? "" : " in netns " + spec.netns, st.message());
   }
@@ -126,21 +124,27 @@ Result<std::unique_ptr<EvpnSync>> EvpnSync::start(EventLoop& loop, ports::VxlanP
   return s;
 }
 
+int EvpnSync::ifindex(const std::string& name) {
+  auto l = nl_->find_link(name);
+  return l && *l ? (*l)->ifindex : 0;
+}
+
+void EvpnSync::delete_shadow() {
+  for (const std::string& n :
+       {vxlan_name(spec_.vni), anchor_name(spec_.vni), bridge_name(spec_.vni)})
+    if (ifindex(n)) (void)nl_->delete_link(n);  // the veth's peer goes with it
+}
+
 Status EvpnSync::create_shadow(bool reuse) {
   nl_sock* sk = cmd_.get();
   const uint32_t vni = spec_.vni;
   const std::string br = bridge_name(vni), vx = vxlan_name(vni), an = anchor_name(vni),
                     peer = anchor_peer_name(vni);
-  const bool present = ifindex_of(sk, br) && ifindex_of(sk, vx) && ifindex_of(sk, an);
+  const bool present = ifindex(br) && ifindex(vx) && ifindex(an);
   if (!reuse || !present) {
-    // Left over (a vnetd that did not stop cleanly) or partial: made anew.
-    for (const std::string& n : {vx, an, br}) {
-      LinkPtr l(rtnl_link_alloc());
-      rtnl_link_set_name(l.get(), n.c_str());
-      if (ifindex_of(sk, n)) rtnl_link_delete(sk, l.get());
-    }
+    delete_shadow();  // left over (a vnetd that did not stop cleanly) or partial: made anew
     if (Status st = add_quiet_bridge(sk, br); !st) return st;
-    bridge_ifindex_ = ifindex_of(sk, br);
+    bridge_ifindex_ = ifindex(br);
     LinkPtr x(rtnl_link_vxlan_alloc());
     rtnl_link_set_name(x.get(), vx.c_str());
     rtnl_link_vxlan_set_id(x.get(), vni);
@@ -160,9 +164,9 @@ Status EvpnSync::create_shadow(bool reuse) {
     rtnl_link_put(p);
     if (Status st = add_link(sk, v.get(), "anchor " + an); !st) return st;
   }
-  bridge_ifindex_ = ifindex_of(sk, br);
-  vxlan_ifindex_ = ifindex_of(sk, vx);
-  anchor_ifindex_ = ifindex_of(sk, an);
+  bridge_ifindex_ = ifindex(br);
+  vxlan_ifindex_ = ifindex(vx);
+  anchor_ifindex_ = ifindex(an);
   if (!bridge_ifindex_ || !vxlan_ifindex_ || !anchor_ifindex_)
     return Status::error("the shadow devices did not appear");
   // No IPv6 link-local addresses (so no router solicitations or MLD reports through the
@@ -176,10 +180,8 @@ Status EvpnSync::create_shadow(bool reuse) {
     if (int err = rtnl_link_change(sk, orig, change.get(), 0); err < 0)
       spdlog::debug("EVPN shadow {}: addrgenmode none: {}", n, nl_geterror(err));
   }
-  auto nl = ports::Netlink::open();
-  if (!nl) return nl.status();
   for (const std::string& n : {peer, an, vx, br})
-    if (Status st = nl->configure_link(n, std::nullopt, true); !st) return st;
+    if (Status st = nl_->configure_link(n, std::nullopt, true); !st) return st;
   return Status::ok();
 }
 
@@ -265,14 +267,21 @@ void EvpnSync::on_neigh(int type, const void* p) {
   const sw::Mac mac = sw::Mac::from_bytes(static_cast<const uint8_t*>(nla_data(tb[NDA_LLADDR])));
   uint32_t dst = 0;
   std::memcpy(&dst, nla_data(tb[NDA_DST]), 4);
+  // Bounded whatever BGP peers announce: the port holds kMaxRemotes VTEPs; beyond
+  // kMaxRemoteMacs remote MACs new ones are not taken (flooded to), counted.
   if (mac.is_zero()) {
-    if (type == RTM_NEWNEIGH)
+    if (type == RTM_NEWNEIGH && flood_.size() < ports::VxlanPort::kMaxRemotes)
       flood_.insert(dst);
+    else if (type == RTM_NEWNEIGH)
+      ++stats_.over_limit;
     else
       flood_.erase(dst);
   } else if (!mac.is_multicast()) {
     if (type == RTM_NEWNEIGH) {
-      remote_[mac.raw()] = dst;
+      if (remote_.size() < kMaxRemoteMacs || remote_.count(mac.raw()))
+        remote_[mac.raw()] = dst;
+      else
+        ++stats_.over_limit;
     } else {
       auto it = remote_.find(mac.raw());
       if (it != remote_.end() && it->second == dst) remote_.erase(it);
@@ -372,14 +381,8 @@ EvpnSync::Stats EvpnSync::stats() const {
 
 EvpnSync::~EvpnSync() {
   if (events_) loop_.remove(nl_socket_get_fd(events_.get()));
-  if (released_ || !cmd_) return;
   // The devices go (zebra withdraws the VNI's routes); the entries with them.
-  for (const std::string& n :
-       {vxlan_name(spec_.vni), anchor_name(spec_.vni), bridge_name(spec_.vni)}) {
-    LinkPtr l(rtnl_link_alloc());
-    rtnl_link_set_name(l.get(), n.c_str());
-    rtnl_link_delete(cmd_.get(), l.get());
-  }
+  if (!released_ && nl_) delete_shadow();
 }
 
 }  // namespace vnet::control

@@ -21,12 +21,14 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 
 #include "common/event_loop.h"
 #include "common/result.h"
 #include "control/config.h"
+#include "ports/netlink.h"
 #include "ports/vxlan_port.h"
 #include "switch/fdb.h"
 
@@ -37,6 +39,8 @@ namespace vnet::control {
 class EvpnSync {
  public:
   // Shadow device names of a VNI.
+  static constexpr size_t kMaxRemoteMacs = 65536;
+
   static std::string bridge_name(uint32_t vni) { return "vnb" + std::to_string(vni); }
   static std::string vxlan_name(uint32_t vni) { return "vnx" + std::to_string(vni); }
   static std::string anchor_name(uint32_t vni) { return "vna" + std::to_string(vni); }
@@ -60,6 +64,7 @@ class EvpnSync {
 
   struct Stats {
     uint64_t vteps = 0, remote_macs = 0, local_macs = 0, netlink_errors = 0, resyncs = 0;
+    uint64_t over_limit = 0;  // routes not taken: more VTEPs or remote MACs than held
   };
   Stats stats() const;
 
@@ -67,6 +72,8 @@ class EvpnSync {
   EvpnSync(EventLoop& loop, ports::VxlanPort& port, const PortSpec& spec, sw::Fdb& fdb,
            std::function<void()> quiesce);
   Status create_shadow(bool reuse);
+  void delete_shadow();
+  int ifindex(const std::string& name);  // 0: no such link
   Status subscribe();
   void on_readable();
   void dump();
@@ -84,6 +91,7 @@ class EvpnSync {
   sw::Fdb& fdb_;
   std::function<void()> quiesce_;
   std::unique_ptr<nl_sock, NlDeleter> cmd_, events_;
+  std::optional<ports::Netlink> nl_;  // links: look up, up, delete (in the namespace)
   int vxlan_ifindex_ = 0, anchor_ifindex_ = 0, bridge_ifindex_ = 0;
   bool released_ = false;
   bool dirty_ = false;

@@ -356,6 +356,9 @@ uint32_t VxlanPort::receive_burst(net::Packet* const* pkts, uint32_t max, uint32
   RateLimit& rl = log_limits().bad_input;
   uint32_t kept = 0;
   uint64_t bytes = 0;
+  // A burst mostly comes from one VTEP: look its slot up once per source, not per datagram.
+  uint32_t last_from = 0;
+  int last_remote = -1;
   for (uint32_t i = 0; i < uint32_t(r); ++i) {
     const RxSlot& s = rx_[i];
     const uint32_t got = rx_msgs_[i].msg_len;
@@ -375,7 +378,11 @@ uint32_t VxlanPort::receive_burst(net::Packet* const* pkts, uint32_t max, uint32
                   name(), vni, addr_string(s.from.sin_addr.s_addr));
       continue;
     }
-    const int remote = remote_index(s.from.sin_addr.s_addr);
+    if (s.from.sin_addr.s_addr != last_from || last_remote < 0) {
+      last_from = s.from.sin_addr.s_addr;
+      last_remote = remote_index(last_from);
+    }
+    const int remote = last_remote;
     if (remote < 0) {
       qc.drops.add(net::Drop::kVxlanUnknownVtep);
       VNET_LOG_RL(rl, spdlog::level::warn,
@@ -440,7 +447,8 @@ uint32_t VxlanPort::encap_send(net::Packet* const* pkts, uint32_t n) {
       continue;
     }
     // RFC 7348 5: a source port from a hash of the inner headers, in the dynamic range.
-    const uint16_t sport = uint16_t(49152 + (net::flow_hash(p.data, p.len) % 16384));
+    const uint16_t sport =
+        uint16_t(49152 + net::hash_to_range(net::flow_hash(p.data, p.len), 16384));
     const uint16_t ulen = htons(uint16_t(8 + kVxlanHdrLen + p.len));
     for (uint32_t k = 0; k < copies; ++k) {
       const uint32_t addr = to ? to : vtep_addr(idx[k]);
@@ -469,14 +477,13 @@ uint32_t VxlanPort::encap_send(net::Packet* const* pkts, uint32_t n) {
   return sent;
 }
 
-uint32_t VxlanPort::flush_tx() {
-  uint32_t off = 0, ok = 0;
+void VxlanPort::flush_tx() {
+  uint32_t off = 0;
   while (off < tx_n_) {
     const int r = sendmmsg(tx_fd_.get(), tx_msgs_ + off, tx_n_ - off, MSG_DONTWAIT);
     syscalls_.add();
     if (r > 0) {
       off += uint32_t(r);
-      ok += uint32_t(r);
       continue;
     }
     const int e = r < 0 ? errno : EIO;
@@ -492,7 +499,6 @@ uint32_t VxlanPort::flush_tx() {
     ++off;
   }
   tx_n_ = 0;
-  return ok;
 }
 
 void VxlanPort::wait_fds(std::vector<WaitFd>& out, uint32_t) const {

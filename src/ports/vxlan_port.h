@@ -111,7 +111,7 @@ class VxlanPort : public Port {
   Status bind_check();
   // The frames as they are (no offload metadata left), encapsulated and sent.
   uint32_t encap_send(net::Packet* const* pkts, uint32_t n);
-  uint32_t flush_tx();                       // sends tx_[0..tx_n_); returns datagrams sent
+  void flush_tx();                           // sends tx_[0..tx_n_) (failures: send_errors)
   int remote_index(uint32_t addr_be) const;  // in vteps_, or -1
   int vtep_slot(uint32_t addr_be);           // remote_index, else a new slot (-1: full)
   uint32_t vtep_addr(int idx) const {
