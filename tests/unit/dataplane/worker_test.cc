@@ -42,7 +42,9 @@ class SourcePort : public ports::Port {
     uint64_t left = quota_.load(std::memory_order_relaxed);
     const uint32_t n = uint32_t(std::min<uint64_t>(max, left));
     for (uint32_t i = 0; i < n; ++i) fill(*pkts[i]);
-    if (left != kUnlimited) quota_.store(left - n, std::memory_order_relaxed);
+    // Only this thread takes quota; add_quota may add at any time, so take by
+    // subtracting (a store of left - n would lose what was added since the load).
+    if (left != kUnlimited && n != 0) quota_.fetch_sub(n, std::memory_order_relaxed);
     given.fetch_add(n, std::memory_order_relaxed);
     return n;
   }
