@@ -15,6 +15,7 @@
 #include <netlink/route/link/vxlan.h>
 #include <netlink/route/neighbour.h>
 #include <netlink/route/rtnl.h>
+#include <poll.h>
 #include <sys/epoll.h>
 
 #include <cstring>
@@ -42,6 +43,10 @@ struct NeighDeleter {
   void operator()(rtnl_neigh* n) const { rtnl_neigh_put(n); }
 };
 using NeighPtr = std::unique_ptr<rtnl_neigh, NeighDeleter>;
+struct MsgDeleter {
+  void operator()(nl_msg* m) const { nlmsg_free(m); }
+};
+using MsgPtr = std::unique_ptr<nl_msg, MsgDeleter>;
 
 constexpr int kAddrGenModeNone = 1;  // IN6_ADDR_GEN_MODE_NONE
 
@@ -55,11 +60,7 @@ Status add_link(nl_sock* sk, rtnl_link* l, const std::string& what) {
 // with snooping on, the bridge sends IGMP and MLD reports of its own, which would leave
 // through the shadow VXLAN device to every VTEP of the flood list.
 Status add_quiet_bridge(nl_sock* sk, const std::string& name) {
-  struct MsgDeleter {
-    void operator()(nl_msg* m) const { nlmsg_free(m); }
-  };
-  std::unique_ptr<nl_msg, MsgDeleter> m(
-      nlmsg_alloc_simple(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK));
+  MsgPtr m(nlmsg_alloc_simple(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK));
   if (!m) return Status::error("nlmsg_alloc failed");
   ifinfomsg ifi{};
   ifi.ifi_family = AF_UNSPEC;
@@ -117,7 +118,10 @@ Result<std::unique_ptr<EvpnSync>> EvpnSync::start(EventLoop& loop, ports::VxlanP
   Status reg = loop.add(nl_socket_get_fd(s->events_.get()), EPOLLIN,
                         [p = s.get()](uint32_t) { p->on_readable(); });
   if (!reg) return reg;
+  // The table as it stands (after a hot upgrade: the predecessor's routes, complete),
+  // in the port before it carries a frame, rather than some loop passes later.
   s->dump();
+  s->finish_dump(std::chrono::seconds(1));
   spdlog::info("port {}: EVPN through the kernel shadow {} / {} / {} (UDP {}) in {}", spec.name,
                bridge_name(spec.vni), vxlan_name(spec.vni), anchor_name(spec.vni),
                spec.shadow_udp_port, spec.netns.empty() ? "vnetd's namespace" : spec.netns);
@@ -213,10 +217,38 @@ void EvpnSync::dump() {
   remote_.clear();
   dump_pending_ = true;
   dirty_ = true;
-  if (int err = nl_rtgen_request(events_.get(), RTM_GETNEIGH, AF_BRIDGE, NLM_F_DUMP); err < 0) {
+  // The request carries a whole ndmsg: the kernel answers a bridge FDB dump asked with
+  // the 1-byte rtgenmsg header of nl_rtgen_request() with an empty table.
+  int err = -NLE_NOMEM;
+  if (MsgPtr m(nlmsg_alloc_simple(RTM_GETNEIGH, NLM_F_DUMP)); m) {
+    ndmsg nd{};
+    nd.ndm_family = AF_BRIDGE;
+    err = nlmsg_append(m.get(), &nd, sizeof(nd), NLMSG_ALIGNTO);
+    if (err >= 0) err = nl_send_auto(events_.get(), m.get());
+  }
+  if (err < 0) {
     ++stats_.netlink_errors;
+    dump_pending_ = false;
     spdlog::warn("port {}: EVPN: neighbour dump: {}", spec_.name, nl_geterror(err));
   }
+}
+
+void EvpnSync::finish_dump(std::chrono::milliseconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  pollfd pfd{nl_socket_get_fd(events_.get()), POLLIN, 0};
+  while (dump_pending_) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0 || ::poll(&pfd, 1, int(left.count())) <= 0) break;
+    const int r = nl_recvmsgs_default(events_.get());
+    if (r < 0 && r != -NLE_AGAIN) break;  // the loop's on_readable() deals with it
+  }
+  if (dump_pending_)
+    spdlog::warn(
+        "port {}: EVPN: the neighbour table did not arrive within {} ms; it is "
+        "applied when it does",
+        spec_.name, limit.count());
+  apply();
 }
 
 void EvpnSync::on_readable() {

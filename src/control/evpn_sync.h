@@ -17,6 +17,7 @@
 // Control thread only.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -77,6 +78,8 @@ class EvpnSync {
   Status subscribe();
   void on_readable();
   void dump();
+  // Reads the answer to dump() here and now (for at most `limit`), then applies it.
+  void finish_dump(std::chrono::milliseconds limit);
   // A neighbour message of the shadow (RTM_NEWNEIGH / RTM_DELNEIGH).
   void on_neigh(int type, const void* nlh);
   void apply();
