@@ -100,6 +100,25 @@ def qemu_complaints(guest, start=0):
             if line.startswith("qemu-system") and "terminating on signal" not in line]
 
 
+def settled_counts(guest, ns, tap_if, vnetd, what, tries=20):
+    """The guest's link statistics, the namespace TAP's and vnetd's port counters at one
+    quiet moment: read in turn (vnetd, guest, TAP, vnetd, guest, TAP, vnetd) until none of
+    them changed across the round.  The guest and the namespace send on their own (IPv6
+    router solicitations, MLD reports); one frame sent between two of the reads would be
+    counted on one side only, and the sums compared below are exact."""
+    v = counters_of(port_infos(vnetd))
+    for _ in range(tries):
+        g, k = guest.link_stats(), ns.link_stats(tap_if)
+        v2 = counters_of(port_infos(vnetd))
+        g2, k2 = guest.link_stats(), ns.link_stats(tap_if)
+        v3 = counters_of(port_infos(vnetd))
+        if v == v2 == v3 and g == g2 and k == k2:
+            return g, k, v
+        v = v3
+    raise HarnessError("%s: the counters did not hold still over %d rounds of reading" %
+                       (what, tries))
+
+
 def run_variant(s, image, mode):
     client = mode == "client"
     guest_ip, ns_ip, guest_mac, tap_mac = VARIANTS[mode]
@@ -131,9 +150,7 @@ def run_variant(s, image, mode):
     # What everyone counted before the stream (all idle now): the sums are taken from here.
     carrier0 = carrier_changes(guest)
     snmp0 = guest.snmp()
-    g0 = guest.link_stats()
-    k0 = ns.link_stats(tap_if)
-    base = counters_of(port_infos(vnetd))
+    g0, k0, base = settled_counts(guest, ns, tap_if, vnetd, "%s: before the stream" % mode)
     qemu_log_at = guest.proc.log_size()
     vnetd_log_at = vnetd.proc.log_size()
 
@@ -247,9 +264,7 @@ def run_variant(s, image, mode):
     # Every frame counted once over the vnetd generations, from the stream's start.
     rc, dmesg = guest.run("dmesg", timeout=30)
     snmp1 = guest.snmp()
-    g1 = guest.link_stats()
-    k1 = ns.link_stats(tap_if)
-    last = counters_of(port_infos(vnetd))
+    g1, k1, last = settled_counts(guest, ns, tap_if, vnetd, "%s: after the upgrades" % mode)
     total = {p: {k: sum(f[p][k] for f in finals) + last[p][k] - base[p][k]
                  for k in ("rx_packets", "tx_packets", "drops")} for p in PORTS}
     want = {"guest": {"rx_packets": g1["tx_packets"] - g0["tx_packets"],
