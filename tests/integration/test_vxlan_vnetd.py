@@ -51,7 +51,6 @@ Asserts:
 """
 
 import os
-import re
 import sys
 import time
 
@@ -64,7 +63,7 @@ from vnet_harness.vnetd import require_vnetd  # noqa: E402
 from vnet_harness.vxlan import (EXTRA, PING_COUNT, PING_INTERVAL, SEGMENT,  # noqa: E402
                                 VXLAN_DROPS, VxlanHost, delta, host_pair, iperf, iperf_server,
                                 fdb_entry, listing, ping_all, ping_stats, require_veth, start_hosts,
-                                warm_up, warning_lines)
+                                stream_losses, warm_up, warning_lines)
 from test_upgrade import stable_fd_count  # noqa: E402
 from test_vnetctl import PingStream  # noqa: E402
 
@@ -93,10 +92,6 @@ def check_no_vxlan_drops(hosts, base, what):
 
 
 
-def ping_seqs(text):
-    return sorted({int(m.group(1)) for m in
-                   re.finditer(r"^\[\d+\.\d+\] \d+ bytes from .*icmp_seq=(\d+)", text,
-                               re.MULTILINE)})
 
 
 # --- the test -----------------------------------------------------------------------------
@@ -174,13 +169,7 @@ def body(s, args):
                         len(ping.replies()) >= n_at_upgrade + UPGRADE_PINGS)[1], 30,
                interval=0.05, what="%d replies of the ping stream after the upgrade"
                % UPGRADE_PINGS)
-    sent, received, gap = ping.stop()
-    seqs = ping_seqs(ping.proc.read_log())
-    if not seqs:
-        raise HarnessError("ping stream: no reply parsed; log:\n%s" % ping.proc.log_tail())
-    missing = [q for q in range(1, seqs[-1] + 1) if q not in set(seqs)]
-    in_flight = sent - seqs[-1]  # requests after the last one answered (<= 1 is in flight)
-    lost = len(missing) + max(0, in_flight - 1)
+    sent, received, lost, missing, in_flight, gap = stream_losses(ping)
     log("RESULT ping vmA -> vmB every %d ms across the upgrade: %d sent, %d answered, lost %d "
         "(icmp_seq %s unanswered, %d after the last reply), longest gap between replies %.0f ms"
         % (PING_INTERVAL * 1e3, sent, received, lost, missing or "none", in_flight, gap * 1e3))

@@ -105,6 +105,35 @@ def build_underlay(s, vtep_a, vtep_b):
     return ua, ub
 
 
+def build_underlay_switch(s, vteps):
+    """One underlay namespace per VTEP (u<tag>: interface ul<tag> with the VTEP's
+    address/24, TX checksum offload off as in link_underlay) and a switch namespace "us"
+    whose bridge "usw" joins them (veth sw<tag> <-> ul<tag>).  `vteps`: {tag: address},
+    tags a single lower-case letter.  Returns {tag: namespace}, once each reaches every
+    other."""
+    sw = Netns(s, "us")
+    sw.run("ip link add usw type bridge && ip link set usw type bridge mcast_snooping 0 "
+           "&& ip link set usw up")
+    spaces = {}
+    for tag, addr in vteps.items():
+        ns = Netns(s, "u" + tag)
+        ul, port = "ul" + tag, "sw" + tag
+        sw.run("ip link add %s mtu %d type veth peer name %s netns %s"
+               % (port, UNDERLAY_MTU, ul, ns.name))
+        sw.run("ip link set %s master usw && ip link set %s up" % (port, port))
+        ns.run("ip link set %s mtu %d && ip addr add %s/24 dev %s && ip link set %s up "
+               "&& ethtool -K %s tx off" % (ul, UNDERLAY_MTU, addr, ul, ul, ul))
+        spaces[tag] = ns
+    for tag, ns in spaces.items():
+        for other, addr in vteps.items():
+            if other != tag:
+                wait_until(lambda: ns.run("ping -n -c 1 -W 1 %s" % addr, check=False)[0] == 0,
+                           15, interval=0.1, what="the underlay %s -> %s" % (vteps[tag], addr))
+    log("underlay: bridge usw in %s joins %s, TX checksum offload off"
+        % (sw.name, ", ".join("%s (ul%s %s)" % (spaces[t].name, t, a) for t, a in vteps.items())))
+    return spaces
+
+
 # --- one host -----------------------------------------------------------------------
 
 class VxlanHost:
@@ -330,6 +359,27 @@ def ping_all(ns, target, what, count=PING_COUNT):
     if tx != count or rx != count:
         raise HarnessError("%s: %d/%d answered:\n%s" % (what, rx, tx, out))
     return tx, rx, out
+
+
+def ping_seqs(text):
+    """The icmp_seq numbers answered in a `ping -D` log, sorted."""
+    return sorted({int(m.group(1)) for m in
+                   re.finditer(r"^\[\d+\.\d+\] \d+ bytes from .*icmp_seq=(\d+)", text,
+                               re.MULTILINE)})
+
+
+def stream_losses(ping):
+    """Stop a PingStream (test_vnetctl) and count what it lost: (sent, received, lost,
+    unanswered icmp_seqs, requests after the last reply, longest gap between replies).
+    One request after the last reply may be in flight: it does not count as lost."""
+    sent, received, gap = ping.stop()
+    seqs = ping_seqs(ping.proc.read_log())
+    if not seqs:
+        raise HarnessError("ping stream: no reply parsed; log:\n%s" % ping.proc.log_tail())
+    answered = set(seqs)
+    missing = [q for q in range(1, seqs[-1] + 1) if q not in answered]
+    in_flight = sent - seqs[-1]
+    return sent, received, len(missing) + max(0, in_flight - 1), missing, in_flight, gap
 
 
 def iperf_server(ns, ip):
