@@ -200,7 +200,10 @@ Status Daemon::add_port(const PortSpec& spec, Adopted* adopted) {
     tc.attach = spec.attach;
     tc.queues = spec.queues ? spec.queues : 1;
     tc.netns = spec.netns;
-    if (spec.mtu) tc.mtu = spec.mtu;
+    if (spec.mtu)
+      tc.mtu = spec.mtu;
+    else if (uint32_t t = tunnel_mtu(spec.vlan); t && !spec.attach && !adopted)
+      tc.mtu = t;  // its VLAN goes into a tunnel: what the tunnel takes
     if (spec.offloads) tc.offloads = net::OffloadCaps{true, true, true, true, true};
     tc.io = spec.io.empty() ? cfg_.tap_io : ports::parse_tap_io(spec.io).value_or(cfg_.tap_io);
     auto tp = adopted ? ports::TapPort::adopt(spec.name, tc, std::move(adopted->tap_fds),
@@ -253,7 +256,40 @@ Status Daemon::add_port(const PortSpec& spec, Adopted* adopted) {
   executors_[port.get()] = std::move(ex);
   ports_.push_back(std::move(port));
   specs_.emplace_back(spec.name, spec);
+  if (spec.type == "vxlan" && !adopted) refresh_tap_mtus();
   return Status::ok();
+}
+
+namespace {
+bool carries(const VlanSpec& v, uint16_t vlan) {
+  if (v.mode == VlanSpec::Mode::kAccess) return v.tag == vlan;
+  return v.native == vlan || std::binary_search(v.trunks.begin(), v.trunks.end(), vlan);
+}
+}  // namespace
+
+uint32_t Daemon::tunnel_mtu(const VlanSpec& vlan) const {
+  uint32_t mtu = 0;
+  for (const auto& p : ports_)
+    if (const auto* x = dynamic_cast<const ports::VxlanPort*>(p.get()))
+      if (carries(vlan, x->vlan().access))
+        mtu = mtu ? std::min(mtu, x->inner_mtu()) : x->inner_mtu();
+  return mtu;
+}
+
+void Daemon::refresh_tap_mtus() {
+  for (auto& p : ports_) {
+    auto* tap = dynamic_cast<ports::TapPort*>(p.get());
+    const PortSpec* spec = tap ? spec_of(p->name()) : nullptr;
+    if (!spec || spec->mtu || !tap->created()) continue;
+    const uint32_t tunnel = tunnel_mtu(spec->vlan), want = tunnel ? tunnel : 1500;
+    if (tap->mtu() == want) continue;
+    if (Status st = tap->set_mtu(want); !st) {
+      spdlog::warn("port {}: {}", p->name(), st.message());
+      continue;
+    }
+    spdlog::info("port {}: MTU {} ({})", p->name(), want,
+                 tunnel ? "what the tunnel carrying its VLAN takes" : "no tunnel carries its VLAN");
+  }
 }
 
 Status Daemon::remove_port(const std::string& name) {
@@ -261,6 +297,7 @@ Status Daemon::remove_port(const std::string& name) {
       std::find_if(ports_.begin(), ports_.end(), [&](const auto& p) { return p->name() == name; });
   if (it == ports_.end()) return Status::errorf("no port named {}", short_string(name));
   const ports::Port* gone = it->get();
+  const bool segment = dynamic_cast<const ports::VxlanPort*>(gone) != nullptr;
   evpn_.erase(name);  // the shadow goes first: zebra withdraws the segment's routes
   if (captures_) captures_->port_removed(**it);
   pool_.detach(it->get());
@@ -271,6 +308,7 @@ Status Daemon::remove_port(const std::string& name) {
       std::remove_if(specs_.begin(), specs_.end(), [&](const auto& e) { return e.first == name; }),
       specs_.end());
   spdlog::info("port {}: removed", name);
+  if (segment) refresh_tap_mtus();
   return Status::ok();
 }
 
@@ -656,6 +694,8 @@ Status Daemon::change_port(ports::Port* p, const PortChange& c) {
   pool_.fdb().remove_port(p->id());  // learned in the old VLANs
   if (spec) spec->vlan = *c.vlan;
   spdlog::info("port {}: VLAN {}", name, vlan_json(*c.vlan).dump());
+  // A TAP into a tunnel's VLAN, out of it, or a segment onto another VLAN.
+  if (dynamic_cast<ports::TapPort*>(p) || dynamic_cast<ports::VxlanPort*>(p)) refresh_tap_mtus();
   return Status::ok();
 }
 

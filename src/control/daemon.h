@@ -146,6 +146,12 @@ class Daemon {
   // set-port's request as a PortChange, checked against the port.
   Result<PortChange> parse_set_port(ports::Port* p, const nlohmann::json& req);
   PortSpec* spec_of(const std::string& name);
+  // The MTU of a TAP port vnetd created and whose spec names none: the smallest inner
+  // MTU of the segments (VXLAN ports) carrying one of its VLANs, 0 when none does (the
+  // kernel's default, 1500). refresh_tap_mtus() applies it to every such TAP, after a
+  // segment came, went or changed VLAN, or a TAP's VLANs changed.
+  uint32_t tunnel_mtu(const VlanSpec& vlan) const;
+  void refresh_tap_mtus();
   // The STATUS= line for the service manager.
   std::string status_text() const;
   // reload(): the new file's ports against the running ones.

@@ -702,6 +702,7 @@ Status TapPort::set_mtu(uint32_t mtu) {
   });
   if (!st) return Status::errorf("TAP {}: cannot set MTU {}: {}", ifname_, mtu, st.message());
   cfg_.mtu = mtu;
+  mtu_ = mtu;
   return Status::ok();
 }
 

@@ -122,6 +122,7 @@ class TapPort : public Port {
 
   // Control thread: changes the device's MTU (netlink, in the TAP's namespace).
   Status set_mtu(uint32_t mtu);
+  uint32_t mtu() const { return mtu_; }
 
   // Port (control thread)
   PortInfo info() const override;

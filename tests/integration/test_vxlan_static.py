@@ -49,6 +49,9 @@ Asserts:
      (1514 bytes, more than the 1464 the tunnel takes) go unanswered and are counted
      exactly as tunnel_too_big (no other VXLAN drop reason moves); with the MTU back at
      1450 ping works again;
+  7b. the TAP port has no `mtu` in the file: with the segment it has the tunnel's inner
+     MTU (1450); after `vnetctl del-port vx100` it has 1500, after `vnetctl add-segment`
+     again 1450, and vmA reaches vmB again;
   8. vnetd exits 0 on SIGTERM, no sanitizer report in its log.
 """
 
@@ -463,8 +466,22 @@ def body(s, args):
         raise HarnessError("ping vmA -> vmB after restoring MTU %d: %d/%d answered"
                            % (INNER_MTU, rx, tx))
 
-    # --- (8) the end ----------------------------------------------------------------------
+    # --- (7b) the TAP's MTU follows the segment: removed -> 1500, added again -> 1450 -----
     drops9, extra9 = segment_state(ctl)
+    vnetd.vnetctl("del-port", SEGMENT)
+    mtu_without = ma.link_mtu(tap_if)
+    vnetd.vnetctl("add-segment", str(VNI), "--name", SEGMENT, "--local", VTEP_A, "--remote",
+                  VTEP_B, "--netns", xa.name)
+    mtu_with = ma.link_mtu(tap_if)
+    log("RESULT TAP %s (no mtu configured): MTU %d once the segment was removed, %d once it "
+        "was added again" % (tap_if, mtu_without, mtu_with))
+    if (mtu_without, mtu_with) != (1500, INNER_MTU):
+        raise HarnessError("the TAP's MTU should follow the segment carrying its VLAN: %d "
+                           "without it (expected 1500), %d with it (expected %d)"
+                           % (mtu_without, mtu_with, INNER_MTU))
+    warm_up(ma, IP_B, "ping vmA -> vmB after the segment was added again")
+
+    # --- (8) the end ----------------------------------------------------------------------
     log("RESULT segment %s final: drops %s; extra %s"
         % (SEGMENT, {k: drops9[k] for k in VXLAN_DROPS}, extra9))
     warnings = warning_lines(vnetd, about=SEGMENT)

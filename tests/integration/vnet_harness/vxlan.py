@@ -187,7 +187,8 @@ class VxlanHost:
             'type = "tap"',
             'ifname = "%s"' % self.tap_if,
             'netns = "%s"' % self.vm.name,
-            "mtu = %d" % INNER_MTU,
+            # No mtu: a TAP vnetd creates in a segment's VLAN gets the tunnel's inner MTU
+            # (start() checks it has INNER_MTU).
             "",
         ] + self.segment_config() + [""]
         path = self.s.path("%s.toml" % self.name)
