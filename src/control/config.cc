@@ -618,16 +618,16 @@ Result<FileConfig> check_config(const json& root, const std::string& source,
       cfg.ports.push_back(std::move(*p));
     }
   }
-  // Two VXLAN ports on one local address and UDP port would share a socket: not yet.
+  // VXLAN ports may share a local address and UDP port (the datagrams are steered by
+  // VNI), but not a VNI there.
   {
     std::set<std::string> endpoints;
     for (const auto& p : cfg.ports)
       if (p.type == "vxlan" &&
-          !endpoints.insert(fmt::format("{}/{}:{}", p.netns, p.local, p.udp_port)).second)
-        return Status::errorf(
-            "{}: port {}: another VXLAN port already uses {}:{}{} (one segment per local "
-            "address and UDP port)",
-            source, p.name, p.local, p.udp_port, p.netns.empty() ? "" : " in netns " + p.netns);
+          !endpoints.insert(fmt::format("{}/{}:{}/{}", p.netns, p.local, p.udp_port, p.vni)).second)
+        return Status::errorf("{}: port {}: another VXLAN port already has VNI {} on {}:{}{}",
+                              source, p.name, p.vni, p.local, p.udp_port,
+                              p.netns.empty() ? "" : " in netns " + p.netns);
   }
   *at = nullptr;
   st = check_port_workers(cfg.ports, std::max<size_t>(cfg.worker.cpus.size(), 1), source);

@@ -164,9 +164,9 @@ Status Daemon::add_port(const PortSpec& spec, Adopted* adopted) {
         s.netns == spec.netns)
       return Status::errorf("port {}: interface {} is used by port {}", spec.name, spec.ifname, n);
     if (spec.type == "vxlan" && s.type == spec.type && s.local == spec.local &&
-        s.udp_port == spec.udp_port && s.netns == spec.netns)
-      return Status::errorf("port {}: {}:{} is used by VXLAN port {}", spec.name, spec.local,
-                            spec.udp_port, n);
+        s.udp_port == spec.udp_port && s.netns == spec.netns && s.vni == spec.vni)
+      return Status::errorf("port {}: VNI {} on {}:{} is VXLAN port {}'s", spec.name, spec.vni,
+                            spec.local, spec.udp_port, n);
   }
   if (next_port_id_ == 0) return Status::error("out of port ids");
   if (spec.worker >= 0 && size_t(spec.worker) >= pool_.size())
@@ -256,8 +256,32 @@ Status Daemon::add_port(const PortSpec& spec, Adopted* adopted) {
   executors_[port.get()] = std::move(ex);
   ports_.push_back(std::move(port));
   specs_.emplace_back(spec.name, spec);
+  if (auto* x = dynamic_cast<ports::VxlanPort*>(ports_.back().get())) {
+    const std::string key = steer_key(spec);
+    if (adopted) {
+      pending_steer_.emplace_back(key, adopted->vxlan_steer, x->rx_fd(), spec.vni);
+    } else if (Status st = steering_[key].joined(x->rx_fd(), spec.vni); !st) {
+      if (steering_[key].empty()) steering_.erase(key);
+      (void)remove_port(spec.name);
+      return Status::errorf("port {}: {}", spec.name, st.message());
+    }
+  }
   if (spec.type == "vxlan" && !adopted) refresh_tap_mtus();
   return Status::ok();
+}
+
+std::string Daemon::steer_key(const PortSpec& s) {
+  return fmt::format("{}/{}:{}", s.netns, s.local, s.udp_port);
+}
+
+void Daemon::join_pending_steering() {
+  std::sort(pending_steer_.begin(), pending_steer_.end(), [](const auto& a, const auto& b) {
+    return std::tie(std::get<0>(a), std::get<1>(a)) < std::tie(std::get<0>(b), std::get<1>(b));
+  });
+  for (const auto& [key, index, fd, vni] : pending_steer_)
+    if (Status st = steering_[key].joined(fd, vni); !st)
+      spdlog::warn("VXLAN {}: VNI {}: {}", key, vni, st.message());
+  pending_steer_.clear();
 }
 
 namespace {
@@ -297,7 +321,11 @@ Status Daemon::remove_port(const std::string& name) {
       std::find_if(ports_.begin(), ports_.end(), [&](const auto& p) { return p->name() == name; });
   if (it == ports_.end()) return Status::errorf("no port named {}", short_string(name));
   const ports::Port* gone = it->get();
-  const bool segment = dynamic_cast<const ports::VxlanPort*>(gone) != nullptr;
+  const auto* vx = dynamic_cast<const ports::VxlanPort*>(gone);
+  const bool segment = vx != nullptr;
+  const int steer_fd = vx ? vx->rx_fd() : -1;
+  const PortSpec* gone_spec = spec_of(name);
+  const std::string key = gone_spec && segment ? steer_key(*gone_spec) : std::string();
   evpn_.erase(name);  // the shadow goes first: zebra withdraws the segment's routes
   if (captures_) captures_->port_removed(**it);
   pool_.detach(it->get());
@@ -308,6 +336,12 @@ Status Daemon::remove_port(const std::string& name) {
       std::remove_if(specs_.begin(), specs_.end(), [&](const auto& e) { return e.first == name; }),
       specs_.end());
   spdlog::info("port {}: removed", name);
+  // Its socket is closed: the group's last member took its slot; the program follows.
+  if (auto s = steering_.find(key); segment && s != steering_.end()) {
+    if (Status st = s->second.left(steer_fd); !st)
+      spdlog::warn("VXLAN {}: steering after {} left: {}", key, name, st.message());
+    if (s->second.empty()) steering_.erase(s);
+  }
   if (segment) refresh_tap_mtus();
   return Status::ok();
 }

@@ -8,6 +8,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -19,6 +20,7 @@
 #include "ports/port.h"
 #include "ports/tap_port.h"
 #include "ports/vhost_user_port.h"
+#include "ports/vni_steering.h"
 
 namespace vnet::control {
 
@@ -100,6 +102,7 @@ class Daemon {
     bool tap_created = false;
     UniqueFd vxlan_rx, vxlan_tx;                               // vxlan
     std::vector<std::pair<uint64_t, std::string>> vxlan_macs;  // MAC -> VTEP learned
+    int64_t vxlan_steer = -1;  // its index in the reuseport group of its local:port
   };
   // Creates, opens and attaches a port; on failure nothing is left behind. With
   // `adopted`, on what a predecessor handed over, and attached later (pending_attach_).
@@ -123,6 +126,13 @@ class Daemon {
   bool handed_over_ = false;  // the successor runs everything: exit, touch nothing
   // control = "evpn" segments, by port name (evpn_sync.h), ticked every 250 ms.
   std::map<std::string, std::unique_ptr<EvpnSync>> evpn_;
+  // Segments sharing a local address and UDP port, per "netns/local:port": one
+  // reuseport group each, steered by VNI. A successor joins what it adopted in the
+  // predecessor's group order (pending_steer_: key, index, fd, VNI) once all are there.
+  std::map<std::string, ports::VniSteering> steering_;
+  std::vector<std::tuple<std::string, int64_t, int, uint32_t>> pending_steer_;
+  static std::string steer_key(const PortSpec& s);
+  void join_pending_steering();
   bool evpn_timer_armed_ = false;
   void arm_evpn_timer();
   // Detaches a port from the worker and destroys it (ends its session, removes its

@@ -285,9 +285,15 @@ json Daemon::upgrade(const json& req) {
       }
       json macs = json::array();
       for (const auto& [mac, vtep] : x->learned_macs()) macs.push_back({mac, vtep});
+      int64_t steer = -1;  // its index in the reuseport group of its local:port
+      if (const PortSpec* s = spec_of(p->name()))
+        if (auto g = steering_.find(steer_key(*s)); g != steering_.end())
+          for (size_t i = 0; i < g->second.members().size(); ++i)
+            if (g->second.members()[i].first == x->rx_fd()) steer = int64_t(i);
       pj["vxlan"] = {{"rx", fds.add(std::move(xf->first))},
                      {"tx", fds.add(std::move(xf->second))},
-                     {"macs", std::move(macs)}};
+                     {"macs", std::move(macs)},
+                     {"steer", steer}};
     }
     counters[p->name()] = counters_json(*p);
     plist.push_back(std::move(pj));
@@ -435,6 +441,8 @@ Status Daemon::start_takeover() {
       if (!*rx || !*tx) abort(Status::errorf("{}: a VXLAN socket is null", what));
       a.vxlan_rx = std::move(*rx);
       a.vxlan_tx = std::move(*tx);
+      if (const json st = pj["vxlan"].value("steer", json()); st.is_number_integer())
+        a.vxlan_steer = st.get<int64_t>();
       // [MAC raw, VTEP] each; anything else is skipped (the port checks the rest).
       const json macs = pj["vxlan"].value("macs", json::array());
       if (macs.is_array())
@@ -475,6 +483,7 @@ Status Daemon::start_takeover() {
   // way out closed.
   control_->own();
   for (auto& st : starts) st.port->endpoint()->own();
+  join_pending_steering();  // the predecessor's groups, in their order
   // Every port a destination before any frame moves: vhost-user ports attached with no
   // ring running, TAPs attached with their reads held (not on a worker yet: no thread
   // reads them). Then every guest's receiveqs, then their transmitqs, then the TAP reads.

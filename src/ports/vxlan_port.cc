@@ -126,6 +126,10 @@ Result<std::unique_ptr<VxlanPort>> VxlanPort::open(std::string name, const Vxlan
     UniqueFd rx(socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (!rx) return Status::errorf("UDP socket: {}", strerror(errno));
     grow_buffer(rx.get(), SO_RCVBUF, SO_RCVBUFFORCE);
+    // Other segments may bind the same address and port (VniSteering steers by VNI).
+    int one = 1;
+    if (setsockopt(rx.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
+      return Status::errorf("SO_REUSEPORT: {}", strerror(errno));
     sockaddr_in sa{};
     sa.sin_family = AF_INET;
     sa.sin_addr.s_addr = p->local_be_;

@@ -72,6 +72,8 @@ class VxlanPort : public Port {
   uint32_t max_inner() const { return max_inner_; }
   // The inner MTU: what the segment's ports should offer their guests.
   uint32_t inner_mtu() const { return max_inner_ - 14; }
+  // The receive socket (a member of the reuseport group of its local address and port).
+  int rx_fd() const { return rx_fd_.get(); }
   // The UDP port the receive socket is bound to (tests bind port 0).
   uint16_t bound_port() const { return bound_port_; }
   // The remote VTEP a MAC (raw sw::Mac) was last seen behind, "" if none (any thread).

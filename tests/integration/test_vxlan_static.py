@@ -52,6 +52,10 @@ Asserts:
   7b. the TAP port has no `mtu` in the file: with the segment it has the tunnel's inner
      MTU (1450); after `vnetctl del-port vx100` it has 1500, after `vnetctl add-segment`
      again 1450, and vmA reaches vmB again;
+  7c. a second segment on the same local address and UDP port (`vnetctl add-segment 200
+     --vlan 20`, a TAP in VLAN 20 in namespace mc, host B's kernel vxlan200 with an
+     address): pings over VNI 200 and VNI 100 all answered; after `del-port vx100` VNI
+     200 still answered, and after adding vx100 again both; no vxlan_bad_vni on either;
   8. vnetd exits 0 on SIGTERM, no sanitizer report in its log.
 """
 
@@ -65,7 +69,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from vnet_harness import HarnessError, log, require_root, require_tools, run_test  # noqa: E402
-from vnet_harness.netns import Capture, Netns, require_netns, snmp_delta  # noqa: E402
+from vnet_harness.netns import Capture, Netns, require_netns, snmp_delta, unique_name  # noqa: E402
 from vnet_harness.pcap import read_pcap  # noqa: E402
 from vnet_harness.procs import wait_until  # noqa: E402
 from vnet_harness.vnetd import require_vnetd  # noqa: E402
@@ -81,6 +85,9 @@ IP_A, IP_B = NET + "1", NET + "2"
 UL = "192.168.50."
 VTEP_A, VTEP_B, STRANGER = UL + "1", UL + "2", UL + "3"
 TAP_PORT = "tapa"
+# The second segment (7c): VNI 200 on VLAN 20, same local address and UDP port.
+VNI2, SEGMENT2 = 200, "vx200"
+IP_C2, IP_B2 = "10.77.20.1", "10.77.20.2"   # vmC's TAP, host B's vxlan200
 MAC_A = "02:77:00:00:00:01"  # vmA's TAP
 MAC_B = "02:77:00:00:00:02"  # vmB's eth0
 MAC_BAD_VNI = "02:77:00:00:0b:01"  # inner source MACs of hostile datagrams: never learned
@@ -480,6 +487,47 @@ def body(s, args):
                            "without it (expected 1500), %d with it (expected %d)"
                            % (mtu_without, mtu_with, INNER_MTU))
     warm_up(ma, IP_B, "ping vmA -> vmB after the segment was added again")
+
+    # --- (7c) a second segment on the same local address and UDP port --------------------
+    # VNI 200 on VLAN 20: a TAP in namespace mc (vmC) in vnetd, a kernel VXLAN device
+    # vxlan200 with an address of its own in host B's namespace. Both segments' sockets
+    # are bound to VTEP_A:4789; datagrams are steered to them by VNI.
+    mc = Netns(s, "mc")
+    tap2 = unique_name("vxu")
+    mc.own_link(tap2)
+    xb.run("ip link add vxlan%d type vxlan id %d local %s remote %s dstport %d"
+           % (VNI2, VNI2, VTEP_B, VTEP_A, UDP_PORT))
+    xb.run("ip link set vxlan%d mtu %d up && ip addr add %s/24 dev vxlan%d"
+           % (VNI2, INNER_MTU, IP_B2, VNI2))
+    vnetd.vnetctl("add-segment", str(VNI2), "--name", SEGMENT2, "--vlan", "20", "--local",
+                  VTEP_A, "--remote", VTEP_B, "--netns", xa.name)
+    vnetd.vnetctl("add-port", "tap", "tapc", "--ifname", tap2, "--netns", mc.name,
+                  "--vlan", "20")
+    mc.wait_link(tap2)
+    mc.add_address(tap2, IP_C2 + "/24")
+    mc.run("ip link set dev %s up" % tap2)
+    if mc.link_mtu(tap2) != INNER_MTU:
+        raise HarnessError("TAP %s in VLAN 20 (segment %s): MTU %d, expected %d"
+                           % (tap2, SEGMENT2, mc.link_mtu(tap2), INNER_MTU))
+    for what in ("both segments", "VNI %d alone" % VNI2, "both again"):
+        if what.startswith("VNI"):
+            vnetd.vnetctl("del-port", SEGMENT)  # the group's last member takes its slot
+        elif what == "both again":
+            vnetd.vnetctl("add-segment", str(VNI), "--name", SEGMENT, "--local", VTEP_A,
+                          "--remote", VTEP_B, "--netns", xa.name)
+        warm_up(mc, IP_B2, "ping vmC -> vxlan%d on host B (%s)" % (VNI2, what))
+        tx, rx, out = ping_all(mc, IP_B2, "ping vmC -> vxlan%d (%s)" % (VNI2, what))
+        if not what.startswith("VNI"):
+            warm_up(ma, IP_B, "ping vmA -> vmB (%s)" % what)
+            ping_all(ma, IP_B, "ping vmA -> vmB (%s)" % what)
+        log("RESULT two segments on %s:%d: VNI %d ping %d/%d (%s)%s"
+            % (VTEP_A, UDP_PORT, VNI2, rx, tx, what,
+               "" if what.startswith("VNI") else ", VNI %d ping all answered" % VNI))
+    bad = {n: p["counters"]["drops"]["vxlan_bad_vni"] for n, p in vnetd.ports_info().items()
+           if p.get("type") == "vxlan"}
+    if any(bad.values()):
+        raise HarnessError("datagrams reached the other segment's socket (vxlan_bad_vni): %s"
+                           % bad)
 
     # --- (8) the end ----------------------------------------------------------------------
     log("RESULT segment %s final: drops %s; extra %s"

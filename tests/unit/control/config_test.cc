@@ -350,9 +350,9 @@ underlay_mtu = 9000
       {"[[segment]]\nvni = 1\nlocal = \"192.0.2.1\"\nunderlay_mtu = 100", "'underlay_mtu'"},
       {"[[segment]]\nvni = 1\nlocal = \"192.0.2.1\"\ntype = \"tap\"", "no field 'type'"},
       {"[[segment]]\nvni = 1\nlocal = \"192.0.2.1\"\nsocket = \"/s\"", "unknown field 'socket'"},
-      {"[[segment]]\nvni = 1\nlocal = \"192.0.2.1\"\n[[segment]]\nvni = 2\nlocal = "
-       "\"192.0.2.1\"",
-       "another VXLAN port already uses 192.0.2.1:4789"},
+      {"[[segment]]\nname = \"a\"\nvni = 1\nlocal = \"192.0.2.1\"\n[[segment]]\nname = "
+       "\"b\"\nvni = 1\nlocal = \"192.0.2.1\"",
+       "another VXLAN port already has VNI 1 on 192.0.2.1:4789"},
       {"[[port]]\nname = \"vxlan1\"\ntype = \"tap\"\n[[segment]]\nvni = 1\nlocal = \"192.0.2.1\"",
        "used by another port"},
       {"segment = 1", "'segment' must be an array"},
