@@ -95,7 +95,7 @@ from vnet_harness.vxlan import (INNER_MTU, PING_COUNT, SEGMENT, UDP_PORT, VNI,  
                                 VxlanHost, build_underlay_switch, iperf, iperf_server,
                                 listing, mac_str, outer,
                                 ping_all, ping_stats, require_kernel_links, start_hosts,
-                                stream_losses, warm_up, warning_lines)
+                                warm_up, warning_lines)
 from test_vnetctl import PingStream  # noqa: E402
 
 NET = "10.79.0."
@@ -710,7 +710,7 @@ def body(s, args):
     except HarnessError as e:
         raise HarnessError("%s; the new vnetd A's ports: %s; its FDB: %s; vnetd B's segment: %s"
                            % (e, a.ports(), a.fdb(), b.segment()))
-    sent, received, lost, missing, in_flight, gap = stream_losses(ping)
+    sent, received, lost, missing, in_flight, gap = ping.stop_counted()
     shadow1 = a.shadow_ifindexes()
     log("RESULT (7) upgrade of vnetd A: pid %d -> %d, data path paused %.2f ms; ping every "
         "20 ms across it: %d sent, %d answered, lost %d (icmp_seq %s), longest gap %.0f ms; "

@@ -63,7 +63,7 @@ from vnet_harness.vnetd import require_vnetd  # noqa: E402
 from vnet_harness.vxlan import (EXTRA, PING_COUNT, PING_INTERVAL, SEGMENT,  # noqa: E402
                                 VXLAN_DROPS, VxlanHost, delta, host_pair, iperf, iperf_server,
                                 fdb_entry, listing, ping_all, ping_stats, require_veth, start_hosts,
-                                stream_losses, warm_up, warning_lines)
+                                warm_up, warning_lines)
 from test_upgrade import stable_fd_count  # noqa: E402
 from test_vnetctl import PingStream  # noqa: E402
 
@@ -169,7 +169,7 @@ def body(s, args):
                         len(ping.replies()) >= n_at_upgrade + UPGRADE_PINGS)[1], 30,
                interval=0.05, what="%d replies of the ping stream after the upgrade"
                % UPGRADE_PINGS)
-    sent, received, lost, missing, in_flight, gap = stream_losses(ping)
+    sent, received, lost, missing, in_flight, gap = ping.stop_counted()
     log("RESULT ping vmA -> vmB every %d ms across the upgrade: %d sent, %d answered, lost %d "
         "(icmp_seq %s unanswered, %d after the last reply), longest gap between replies %.0f ms"
         % (PING_INTERVAL * 1e3, sent, received, lost, missing or "none", in_flight, gap * 1e3))

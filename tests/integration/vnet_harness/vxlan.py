@@ -362,27 +362,6 @@ def ping_all(ns, target, what, count=PING_COUNT):
     return tx, rx, out
 
 
-def ping_seqs(text):
-    """The icmp_seq numbers answered in a `ping -D` log, sorted."""
-    return sorted({int(m.group(1)) for m in
-                   re.finditer(r"^\[\d+\.\d+\] \d+ bytes from .*icmp_seq=(\d+)", text,
-                               re.MULTILINE)})
-
-
-def stream_losses(ping):
-    """Stop a PingStream (test_vnetctl) and count what it lost: (sent, received, lost,
-    unanswered icmp_seqs, requests after the last reply, longest gap between replies).
-    One request after the last reply may be in flight: it does not count as lost."""
-    sent, received, gap = ping.stop()
-    seqs = ping_seqs(ping.proc.read_log())
-    if not seqs:
-        raise HarnessError("ping stream: no reply parsed; log:\n%s" % ping.proc.log_tail())
-    answered = set(seqs)
-    missing = [q for q in range(1, seqs[-1] + 1) if q not in answered]
-    in_flight = sent - seqs[-1]
-    return sent, received, len(missing) + max(0, in_flight - 1), missing, in_flight, gap
-
-
 def iperf_server(ns, ip):
     """iperf3 -s on ip:IPERF_PORT in ns, once it listens (stop() it)."""
     server = ns.spawn("iperf3-server", ["iperf3", "-s", "--forceflush", "-B", ip,
