@@ -275,9 +275,7 @@ std::string Daemon::steer_key(const PortSpec& s) {
 }
 
 void Daemon::join_pending_steering() {
-  std::sort(pending_steer_.begin(), pending_steer_.end(), [](const auto& a, const auto& b) {
-    return std::tie(std::get<0>(a), std::get<1>(a)) < std::tie(std::get<0>(b), std::get<1>(b));
-  });
+  std::sort(pending_steer_.begin(), pending_steer_.end());  // by group, then group index
   for (const auto& [key, index, fd, vni] : pending_steer_)
     if (Status st = steering_[key].joined(fd, vni); !st)
       spdlog::warn("VXLAN {}: VNI {}: {}", key, vni, st.message());
@@ -322,7 +320,7 @@ Status Daemon::remove_port(const std::string& name) {
   if (it == ports_.end()) return Status::errorf("no port named {}", short_string(name));
   const ports::Port* gone = it->get();
   const auto* vx = dynamic_cast<const ports::VxlanPort*>(gone);
-  const bool segment = vx != nullptr;
+  const bool segment = vx != nullptr;  // vx dangles once the port is erased below
   const int steer_fd = vx ? vx->rx_fd() : -1;
   const PortSpec* gone_spec = spec_of(name);
   const std::string key = gone_spec && segment ? steer_key(*gone_spec) : std::string();
