@@ -210,7 +210,8 @@ int main(int argc, char** argv) {
       "Add a VXLAN segment (a port of type vxlan, named vxlanVNI unless --name): add-segment "
       "VNI --local ADDR [--remote ADDR,...] [--control evpn] [--vlan V] [--netns NS]");
   add_segment->add_option("VNI", sa.vni, "VXLAN network identifier, 1..16777215")->required();
-  add_segment->add_option("--local", sa.local, "This host's VTEP address (IPv4)")->required();
+  add_segment->add_option("--local", sa.local, "This host's VTEP address (IPv4 or IPv6)")
+      ->required();
   add_segment->add_option("--remote", sa.remotes, "Flood list: remote VTEPs (a,b,...)")
       ->delimiter(',');
   add_segment->add_option("--name", sa.name, "Port name (default vxlanVNI)");

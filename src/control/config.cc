@@ -102,9 +102,16 @@ bool valid_ifname(const std::string& s) {
                       [](char c) { return c == '/' || c == ':' || c <= ' ' || c == 127; });
 }
 
-bool valid_ipv4(const std::string& s) {
+// An IPv4 or IPv6 address in its canonical text (so that equal addresses compare equal
+// as strings), or "" if it is neither.
+std::string canonical_ip(const std::string& s) {
   in_addr a{};
-  return inet_pton(AF_INET, s.c_str(), &a) == 1;
+  in6_addr a6{};
+  char b[INET6_ADDRSTRLEN];
+  if (inet_pton(AF_INET, s.c_str(), &a) == 1) return inet_ntop(AF_INET, &a, b, sizeof(b)) ? b : "";
+  if (inet_pton(AF_INET6, s.c_str(), &a6) == 1)
+    return inet_ntop(AF_INET6, &a6, b, sizeof(b)) ? b : "";
+  return "";
 }
 
 bool valid_port_name(const std::string& s) {
@@ -336,25 +343,27 @@ Result<PortSpec> parse_port(const json& j, const std::string& where_in) {
     p.vni = uint32_t(*vni);
     auto local = get_string(j, where, "local", true);
     if (!local) return local.status();
-    if (!valid_ipv4(*local))
-      return Status::errorf("{}: field 'local' must be an IPv4 address, not \"{}\"", where,
+    p.local = canonical_ip(*local);
+    if (p.local.empty())
+      return Status::errorf("{}: field 'local' must be an IPv4 or IPv6 address, not \"{}\"", where,
                             short_string(*local));
-    p.local = *local;
+    const bool v6 = p.local.find(':') != std::string::npos;
     if (j.contains("remote")) {
       const json& r = j["remote"];
       constexpr size_t kMaxRemotes = 1024;
       if (!r.is_array() || r.size() > kMaxRemotes)
-        return Status::errorf("{}: field 'remote' must be an array of at most {} IPv4 addresses",
+        return Status::errorf("{}: field 'remote' must be an array of at most {} IP addresses",
                               where, kMaxRemotes);
       for (size_t i = 0; i < r.size(); ++i) {
-        if (!r[i].is_string() || !valid_ipv4(r[i].get<std::string>()))
-          return Status::errorf("{}: remote[{}] must be an IPv4 address, not {}", where, i,
-                                short_form(r[i]));
-        if (r[i].get<std::string>() == p.local)
-          return Status::errorf("{}: remote[{}] is the local address", where, i);
-        if (std::find(p.remotes.begin(), p.remotes.end(), r[i].get<std::string>()) ==
-            p.remotes.end())
-          p.remotes.push_back(r[i].get<std::string>());
+        const std::string ip = r[i].is_string() ? canonical_ip(r[i].get<std::string>()) : "";
+        if (ip.empty() || (ip.find(':') != std::string::npos) != v6)
+          return Status::errorf(
+              "{}: remote[{}] must be an IPv{} address (the family of 'local'), "
+              "not {}",
+              where, i, v6 ? 6 : 4, short_form(r[i]));
+        if (ip == p.local) return Status::errorf("{}: remote[{}] is the local address", where, i);
+        if (std::find(p.remotes.begin(), p.remotes.end(), ip) == p.remotes.end())
+          p.remotes.push_back(ip);
       }
     }
     auto port = get_int(j, where, "udp_port", 1, 65535, 4789);

@@ -152,9 +152,10 @@ Status EvpnSync::create_shadow(bool reuse) {
     LinkPtr x(rtnl_link_vxlan_alloc());
     rtnl_link_set_name(x.get(), vx.c_str());
     rtnl_link_vxlan_set_id(x.get(), vni);
-    in_addr local{};
-    inet_pton(AF_INET, spec_.local.c_str(), &local);
-    AddrPtr a(nl_addr_build(AF_INET, &local, sizeof(local)));
+    auto local = ports::parse_vtep(spec_.local, "local address");
+    if (!local) return local.status();
+    AddrPtr a(ports::vtep_is_v4(*local) ? nl_addr_build(AF_INET, local->data() + 12, 4)
+                                        : nl_addr_build(AF_INET6, local->data(), 16));
     rtnl_link_vxlan_set_local(x.get(), a.get());
     rtnl_link_vxlan_set_port(x.get(), spec_.shadow_udp_port);
     rtnl_link_vxlan_set_learning(x.get(), 0);
@@ -294,11 +295,19 @@ void EvpnSync::on_neigh(int type, const void* p) {
     }
     return;
   }
-  if (!tb[NDA_LLADDR] || nla_len(tb[NDA_LLADDR]) != 6 || !tb[NDA_DST] || nla_len(tb[NDA_DST]) != 4)
-    return;  // the bridge's own entry of the device, or an IPv6 VTEP (not yet)
+  if (!tb[NDA_LLADDR] || nla_len(tb[NDA_LLADDR]) != 6 || !tb[NDA_DST] ||
+      (nla_len(tb[NDA_DST]) != 4 && nla_len(tb[NDA_DST]) != 16))
+    return;  // the bridge's own entry of the device
   const sw::Mac mac = sw::Mac::from_bytes(static_cast<const uint8_t*>(nla_data(tb[NDA_LLADDR])));
-  uint32_t dst = 0;
-  std::memcpy(&dst, nla_data(tb[NDA_DST]), 4);
+  ports::VtepAddr dst{};
+  if (nla_len(tb[NDA_DST]) == 4) {
+    uint32_t v4 = 0;
+    std::memcpy(&v4, nla_data(tb[NDA_DST]), 4);
+    dst = ports::vtep_v4(v4);
+  } else {
+    std::memcpy(dst.data(), nla_data(tb[NDA_DST]), 16);
+  }
+  if (ports::vtep_is_v4(dst) == port_.ipv6()) return;  // not the segment's family
   // Bounded whatever BGP peers announce: the port holds kMaxRemotes VTEPs; beyond
   // kMaxRemoteMacs remote MACs new ones are not taken (flooded to), counted.
   if (mac.is_zero()) {
@@ -326,7 +335,7 @@ void EvpnSync::apply() {
   if (dump_pending_ || !dirty_) return;
   dirty_ = false;
   if (flood_ != flood_applied_) {
-    if (!port_.set_flood_list(std::vector<uint32_t>(flood_.begin(), flood_.end())))
+    if (!port_.set_flood_list(std::vector<ports::VtepAddr>(flood_.begin(), flood_.end())))
       spdlog::warn("port {}: EVPN: more VTEPs than the segment holds", spec_.name);
     quiesce_();
     flood_applied_ = flood_;

@@ -99,12 +99,12 @@ class EvpnSync {
   bool released_ = false;
   bool dirty_ = false;
   bool dump_pending_ = false;
-  // What zebra installed: the flood list and remote MACs (network-order VTEPs).
-  std::set<uint32_t> flood_;
-  std::map<uint64_t, uint32_t> remote_;
+  // What zebra installed: the flood list and remote MACs.
+  std::set<ports::VtepAddr> flood_;
+  std::map<uint64_t, ports::VtepAddr> remote_;
   // What the port and the FDB have of it.
-  std::set<uint32_t> flood_applied_;
-  std::map<uint64_t, uint32_t> remote_applied_;
+  std::set<ports::VtepAddr> flood_applied_;
+  std::map<uint64_t, ports::VtepAddr> remote_applied_;
   // Local MACs written on the anchor.
   std::set<uint64_t> exported_;
   Stats stats_;

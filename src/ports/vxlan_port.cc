@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/ip.h>
+#include <netinet/ip6.h>
 #include <netinet/udp.h>
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "net/checksum.h"
 #include "net/flow_hash.h"
 #include "ports/netns.h"
 #include "switch/mac.h"
@@ -21,20 +23,16 @@ namespace {
 constexpr uint8_t kFlagI = 0x08;  // RFC 7348 5: the VNI is valid
 constexpr int kSocketBuffer = 4 << 20;
 
-std::string addr_string(uint32_t be) {
-  char b[INET_ADDRSTRLEN];
-  in_addr a{be};
-  return inet_ntop(AF_INET, &a, b, sizeof(b)) ? b : "?";
+VtepAddr from_in6(const in6_addr& a) {
+  VtepAddr v;
+  std::memcpy(v.data(), &a, 16);
+  return v;
 }
 
-Result<uint32_t> parse_v4(const std::string& s, const char* what) {
-  in_addr a{};
-  if (inet_pton(AF_INET, s.c_str(), &a) != 1)
-    return Status::errorf("{} '{}' is not an IPv4 address (IPv6 VTEPs are not supported yet)", what,
-                          s);
-  if (a.s_addr == 0 || a.s_addr == INADDR_BROADCAST || IN_MULTICAST(ntohl(a.s_addr)))
-    return Status::errorf("{} '{}' must be a unicast address", what, s);
-  return a.s_addr;
+// The source of a received datagram as a VtepAddr.
+template <class From>
+VtepAddr source_of(const From& f) {
+  return f.v4.sin_family == AF_INET ? vtep_v4(f.v4.sin_addr.s_addr) : from_in6(f.v6.sin6_addr);
 }
 
 void grow_buffer(int fd, int opt, int force_opt) {
@@ -55,13 +53,41 @@ uint32_t mac_hash(uint64_t mac) {
 
 }  // namespace
 
+VtepAddr vtep_v4(uint32_t addr_be) {
+  VtepAddr v{};
+  v[10] = v[11] = 0xff;
+  std::memcpy(v.data() + 12, &addr_be, 4);
+  return v;
+}
+
+Result<VtepAddr> parse_vtep(const std::string& s, const char* what) {
+  in_addr a{};
+  if (inet_pton(AF_INET, s.c_str(), &a) == 1) {
+    if (a.s_addr == 0 || a.s_addr == INADDR_BROADCAST || IN_MULTICAST(ntohl(a.s_addr)))
+      return Status::errorf("{} '{}' must be a unicast address", what, s);
+    return vtep_v4(a.s_addr);
+  }
+  in6_addr a6{};
+  if (inet_pton(AF_INET6, s.c_str(), &a6) != 1)
+    return Status::errorf("{} '{}' is not an IPv4 or IPv6 address", what, s);
+  if (IN6_IS_ADDR_UNSPECIFIED(&a6) || IN6_IS_ADDR_MULTICAST(&a6) || IN6_IS_ADDR_V4MAPPED(&a6) ||
+      IN6_IS_ADDR_LINKLOCAL(&a6))
+    return Status::errorf("{} '{}' must be a global or unique-local unicast address", what, s);
+  return from_in6(a6);
+}
+
+std::string vtep_string(const VtepAddr& a) {
+  char b[INET6_ADDRSTRLEN];
+  if (vtep_is_v4(a)) return inet_ntop(AF_INET, a.data() + 12, b, sizeof(b)) ? b : "?";
+  return inet_ntop(AF_INET6, a.data(), b, sizeof(b)) ? b : "?";
+}
+
 VxlanPort::VxlanPort(std::string name, const VxlanPortConfig& cfg)
     : Port(std::move(name)),
       cfg_(cfg),
-      vteps_(new std::atomic<uint32_t>[kMaxRemotes]),
+      vteps_(new VtepAddr[kMaxRemotes]()),
       macs_(new std::atomic<uint64_t>[kMacSlots]) {
   for (uint32_t i = 0; i < kMacSlots; ++i) macs_[i].store(0, std::memory_order_relaxed);
-  for (uint32_t i = 0; i < kMaxRemotes; ++i) vteps_[i].store(0, std::memory_order_relaxed);
   evpn_ = cfg.control == "evpn";
   for (uint32_t i = 0; i < net::kBurst; ++i) {
     RxSlot& s = rx_[i];
@@ -76,10 +102,7 @@ VxlanPort::VxlanPort(std::string name, const VxlanPortConfig& cfg)
     mmsghdr& m = tx_msgs_[i];
     std::memset(&m, 0, sizeof(m));
     std::memset(&s, 0, sizeof(s));
-    s.to.sin_family = AF_INET;
-    s.iov[0] = {s.hdr, kOuterLen};
     m.msg_hdr.msg_name = &s.to;
-    m.msg_hdr.msg_namelen = sizeof(s.to);
     m.msg_hdr.msg_iov = s.iov;
     m.msg_hdr.msg_iovlen = 2;
   }
@@ -102,19 +125,27 @@ Result<std::unique_ptr<VxlanPort>> VxlanPort::make(std::string name, const Vxlan
     return Status::errorf("VXLAN port {}: underlay MTU {} is out of range [{}, 65535]", name,
                           cfg.underlay_mtu, kOuterLen + 68);
   std::unique_ptr<VxlanPort> p(new VxlanPort(name, cfg));
-  auto local = parse_v4(cfg.local, "local address");
+  auto local = parse_vtep(cfg.local, "local address");
   if (!local) return Status::errorf("VXLAN port {}: {}", name, local.message());
-  p->local_be_ = *local;
-  std::vector<uint32_t> flood;
+  p->local_ = *local;
+  p->v6_ = !vtep_is_v4(p->local_);
+  p->outer_len_ = p->v6_ ? kOuterLen6 : kOuterLen;
+  if (cfg.underlay_mtu < p->outer_len_ + 68)
+    return Status::errorf("VXLAN port {}: underlay MTU {} is out of range [{}, 65535]", name,
+                          cfg.underlay_mtu, p->outer_len_ + 68);
+  std::vector<VtepAddr> flood;
   for (const std::string& r : cfg.remotes) {
-    auto a = parse_v4(r, "remote VTEP");
+    auto a = parse_vtep(r, "remote VTEP");
     if (!a) return Status::errorf("VXLAN port {}: {}", name, a.message());
-    if (*a == p->local_be_)
+    if (*a == p->local_)
       return Status::errorf("VXLAN port {}: remote VTEP {} is the local address", name, r);
+    if (vtep_is_v4(*a) == p->v6_)
+      return Status::errorf("VXLAN port {}: remote VTEP {} is not of the local address's family",
+                            name, r);
     flood.push_back(*a);
   }
   p->set_flood_list(flood);
-  p->max_inner_ = cfg.underlay_mtu - kOuterLen;
+  p->max_inner_ = cfg.underlay_mtu - p->outer_len_;
   return p;
 }
 
@@ -122,24 +153,35 @@ Result<std::unique_ptr<VxlanPort>> VxlanPort::open(std::string name, const Vxlan
   auto made = make(name, cfg);
   if (!made) return made.status();
   std::unique_ptr<VxlanPort> p = std::move(*made);
+  const int family = p->v6_ ? AF_INET6 : AF_INET;
   Status st = run_in_netns(cfg.netns, [&]() -> Status {
-    UniqueFd rx(socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    UniqueFd rx(socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (!rx) return Status::errorf("UDP socket: {}", strerror(errno));
     grow_buffer(rx.get(), SO_RCVBUF, SO_RCVBUFFORCE);
     // Other segments may bind the same address and port (VniSteering steers by VNI).
     int one = 1;
     if (setsockopt(rx.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
       return Status::errorf("SO_REUSEPORT: {}", strerror(errno));
+    if (p->v6_ && setsockopt(rx.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0)
+      return Status::errorf("IPV6_V6ONLY: {}", strerror(errno));
     sockaddr_in sa{};
+    sockaddr_in6 sa6{};
     sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = p->local_be_;
+    std::memcpy(&sa.sin_addr, p->local_.data() + 12, 4);
     sa.sin_port = htons(cfg.udp_port);
-    if (bind(rx.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0)
-      return Status::errorf("bind {}:{}: {}", cfg.local, cfg.udp_port, strerror(errno));
-    // IPPROTO_RAW: send only, IP header ours (IP_HDRINCL implied); the kernel fills in
-    // the total length, the ID and the header checksum.
-    UniqueFd tx(socket(AF_INET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_RAW));
-    if (!tx) return Status::errorf("raw IPv4 socket (needs CAP_NET_RAW): {}", strerror(errno));
+    sa6.sin6_family = AF_INET6;
+    std::memcpy(&sa6.sin6_addr, p->local_.data(), 16);
+    sa6.sin6_port = htons(cfg.udp_port);
+    const int b = p->v6_ ? bind(rx.get(), reinterpret_cast<sockaddr*>(&sa6), sizeof(sa6))
+                         : bind(rx.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
+    if (b != 0) return Status::errorf("bind {}:{}: {}", cfg.local, cfg.udp_port, strerror(errno));
+    // IPPROTO_RAW: send only, IP header ours (header included implied, IPv6 too). On IPv4
+    // the kernel fills in the total length, the ID and the header checksum; IPv6 headers
+    // go as written.
+    UniqueFd tx(socket(family, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_RAW));
+    if (!tx)
+      return Status::errorf("raw IPv{} socket (needs CAP_NET_RAW): {}", p->v6_ ? 6 : 4,
+                            strerror(errno));
     grow_buffer(tx.get(), SO_SNDBUF, SO_SNDBUFFORCE);
     p->rx_fd_ = std::move(rx);
     p->tx_fd_ = std::move(tx);
@@ -164,9 +206,9 @@ Result<std::unique_ptr<VxlanPort>> VxlanPort::adopt(std::string name, const Vxla
   if (!tx || getsockopt(tx.get(), SOL_SOCKET, SO_TYPE, &v, &l) != 0 || v != SOCK_RAW ||
       getsockopt(tx.get(), SOL_SOCKET, SO_PROTOCOL, &v, &(l = sizeof(v))) != 0 ||
       v != IPPROTO_RAW || getsockopt(tx.get(), SOL_SOCKET, SO_DOMAIN, &v, &(l = sizeof(v))) != 0 ||
-      v != AF_INET)
-    return Status::errorf("VXLAN port {}: the handed-over send socket is not a raw IPv4 socket",
-                          name);
+      v != (p->v6_ ? AF_INET6 : AF_INET))
+    return Status::errorf("VXLAN port {}: the handed-over send socket is not a raw IPv{} socket",
+                          name, p->v6_ ? 6 : 4);
   p->rx_fd_ = std::move(rx);
   p->tx_fd_ = std::move(tx);
   Status st = p->bind_check();
@@ -180,13 +222,17 @@ Status VxlanPort::bind_check() {
   socklen_t l = sizeof(v);
   if (!rx_fd_ || getsockopt(rx_fd_.get(), SOL_SOCKET, SO_TYPE, &v, &l) != 0 || v != SOCK_DGRAM)
     return Status::error("the receive socket is not a datagram socket");
-  sockaddr_in sa{};
+  sockaddr_in6 sa{};
   socklen_t sl = sizeof(sa);
-  if (getsockname(rx_fd_.get(), reinterpret_cast<sockaddr*>(&sa), &sl) != 0 ||
-      sa.sin_family != AF_INET || sa.sin_addr.s_addr != local_be_ ||
-      (cfg_.udp_port != 0 && ntohs(sa.sin_port) != cfg_.udp_port))
+  if (getsockname(rx_fd_.get(), reinterpret_cast<sockaddr*>(&sa), &sl) != 0)
+    return Status::errorf("getsockname: {}", strerror(errno));
+  const auto* sa4 = reinterpret_cast<const sockaddr_in*>(&sa);
+  const bool same = v6_ ? sa.sin6_family == AF_INET6 && from_in6(sa.sin6_addr) == local_
+                        : sa4->sin_family == AF_INET && vtep_v4(sa4->sin_addr.s_addr) == local_;
+  const uint16_t port = ntohs(v6_ ? sa.sin6_port : sa4->sin_port);
+  if (!same || (cfg_.udp_port != 0 && port != cfg_.udp_port))
     return Status::errorf("the receive socket is not bound to {}:{}", cfg_.local, cfg_.udp_port);
-  bound_port_ = ntohs(sa.sin_port);
+  bound_port_ = port;
   if (cfg_.udp_port == 0) cfg_.udp_port = bound_port_;
   return Status::ok();
 }
@@ -201,46 +247,62 @@ Result<std::pair<UniqueFd, UniqueFd>> VxlanPort::dup_fds() const {
 
 void VxlanPort::init_tx_headers() {
   // The parts of every outer header that do not change.
+  const uint32_t l3 = v6_ ? 40 : 20;
   for (uint32_t i = 0; i < kTxMsgs; ++i) {
-    uint8_t* h = tx_[i].hdr;
-    auto* ip = reinterpret_cast<iphdr*>(h);
-    ip->version = 4;
-    ip->ihl = 5;
-    ip->ttl = 64;
-    ip->protocol = IPPROTO_UDP;
-    ip->saddr = local_be_;
-    auto* udp = reinterpret_cast<udphdr*>(h + 20);
+    TxSlot& s = tx_[i];
+    uint8_t* h = s.hdr;
+    if (v6_) {
+      auto* ip6 = reinterpret_cast<ip6_hdr*>(h);
+      ip6->ip6_flow = htonl(6u << 28);
+      ip6->ip6_nxt = IPPROTO_UDP;
+      ip6->ip6_hlim = 64;
+      std::memcpy(&ip6->ip6_src, local_.data(), 16);
+      s.to.v6.sin6_family = AF_INET6;
+      tx_msgs_[i].msg_hdr.msg_namelen = sizeof(s.to.v6);
+    } else {
+      auto* ip = reinterpret_cast<iphdr*>(h);
+      ip->version = 4;
+      ip->ihl = 5;
+      ip->ttl = 64;
+      ip->protocol = IPPROTO_UDP;
+      std::memcpy(&ip->saddr, local_.data() + 12, 4);
+      s.to.v4.sin_family = AF_INET;
+      tx_msgs_[i].msg_hdr.msg_namelen = sizeof(s.to.v4);
+    }
+    s.iov[0] = {h, outer_len_};
+    auto* udp = reinterpret_cast<udphdr*>(h + l3);
     udp->dest = htons(cfg_.udp_port);
-    udp->check = 0;  // RFC 7348 5: zero on IPv4
-    uint8_t* vx = h + 28;
+    udp->check = 0;  // RFC 7348 5: zero on IPv4; IPv6: per datagram
+    uint8_t* vx = h + l3 + 8;
     vx[0] = kFlagI;
     vx[4] = uint8_t(cfg_.vni >> 16);
     vx[5] = uint8_t(cfg_.vni >> 8);
     vx[6] = uint8_t(cfg_.vni);
   }
+  vx_sum_ = net::csum_add(net::csum_partial(tx_[0].hdr + l3 + 8, kVxlanHdrLen), cfg_.udp_port);
 }
 
-int VxlanPort::remote_index(uint32_t addr_be) const {
+int VxlanPort::remote_index(const VtepAddr& a) const {
   const uint32_t n = nvteps_.load(std::memory_order_acquire);
   for (uint32_t i = 0; i < n; ++i)
-    if (vteps_[i].load(std::memory_order_relaxed) == addr_be) return int(i);
+    if (vteps_[i] == a) return int(i);
   return -1;
 }
 
-int VxlanPort::vtep_slot(uint32_t addr_be) {
-  int i = remote_index(addr_be);
+int VxlanPort::vtep_slot(const VtepAddr& a) {
+  int i = remote_index(a);
   if (i >= 0) return i;
   const uint32_t n = nvteps_.load(std::memory_order_relaxed);
-  if (n == kMaxRemotes || addr_be == 0) return -1;
-  vteps_[n].store(addr_be, std::memory_order_relaxed);
+  if (n == kMaxRemotes || vtep_is_v4(a) == v6_ || a == VtepAddr{} || a == vtep_v4(0)) return -1;
+  vteps_[n] = a;
   nvteps_.store(n + 1, std::memory_order_release);
   return int(n);
 }
 
-bool VxlanPort::set_flood_list(const std::vector<uint32_t>& addrs) {
+bool VxlanPort::set_flood_list(const std::vector<VtepAddr>& addrs) {
   auto next = std::make_unique<Flood>();
   bool ok = true;
-  for (uint32_t a : addrs) {
+  for (const VtepAddr& a : addrs) {
     const int i = vtep_slot(a);
     if (i < 0) {
       ok = false;
@@ -260,7 +322,7 @@ size_t VxlanPort::flood_size() const {
   return f ? f->idx.size() : 0;
 }
 
-bool VxlanPort::set_remote_mac(uint64_t mac, uint32_t vtep) {
+bool VxlanPort::set_remote_mac(uint64_t mac, const VtepAddr& vtep) {
   const int i = vtep_slot(vtep);
   if (i < 0) return false;
   learn(mac, uint16_t(i));
@@ -312,16 +374,16 @@ int VxlanPort::lookup(uint64_t mac) const {
 }
 
 std::string VxlanPort::vtep_of(uint64_t mac) const {
-  const uint32_t a = vtep_addr(lookup(sw::Mac::from_raw(mac).raw()));
-  return a ? addr_string(a) : "";
+  const VtepAddr* a = vtep_at(lookup(sw::Mac::from_raw(mac).raw()));
+  return a ? vtep_string(*a) : "";
 }
 
 std::vector<std::pair<uint64_t, std::string>> VxlanPort::learned_macs() const {
   std::vector<std::pair<uint64_t, std::string>> out;
   for (uint32_t i = 0; i < kMacSlots; ++i) {
     const uint64_t w = macs_[i].load(std::memory_order_relaxed);
-    const uint32_t a = w ? vtep_addr(slot_remote(w)) : 0;
-    if (a) out.emplace_back(slot_mac(w), addr_string(a));
+    const VtepAddr* a = w ? vtep_at(slot_remote(w)) : nullptr;
+    if (a) out.emplace_back(slot_mac(w), vtep_string(*a));
   }
   return out;
 }
@@ -329,9 +391,9 @@ std::vector<std::pair<uint64_t, std::string>> VxlanPort::learned_macs() const {
 size_t VxlanPort::adopt_macs(const std::vector<std::pair<uint64_t, std::string>>& macs) {
   size_t n = 0;
   for (const auto& [mac, vtep] : macs) {
-    in_addr a{};
-    if (inet_pton(AF_INET, vtep.c_str(), &a) != 1) continue;
-    const int r = remote_index(a.s_addr);
+    auto a = parse_vtep(vtep);
+    if (!a) continue;
+    const int r = remote_index(*a);
     const sw::Mac m = sw::Mac::from_raw(mac);
     if (r < 0 || m.raw() != mac || m.is_multicast() || m.is_zero()) continue;
     learn(mac, uint16_t(r));
@@ -361,7 +423,7 @@ uint32_t VxlanPort::receive_burst(net::Packet* const* pkts, uint32_t max, uint32
   uint32_t kept = 0;
   uint64_t bytes = 0;
   // A burst mostly comes from one VTEP: look its slot up once per source, not per datagram.
-  uint32_t last_from = 0;
+  VtepAddr last_from{};
   int last_remote = -1;
   for (uint32_t i = 0; i < uint32_t(r); ++i) {
     const RxSlot& s = rx_[i];
@@ -372,26 +434,27 @@ uint32_t VxlanPort::receive_burst(net::Packet* const* pkts, uint32_t max, uint32
       qc.drops.add(net::Drop::kVxlanBadHeader);
       VNET_LOG_RL(rl, spdlog::level::warn,
                   "VXLAN port {}: dropped a datagram of {} bytes from {}: not a VXLAN frame",
-                  name(), got, addr_string(s.from.sin_addr.s_addr));
+                  name(), got, vtep_string(source_of(s.from)));
       continue;
     }
     const uint32_t vni = uint32_t(h[4]) << 16 | uint32_t(h[5]) << 8 | h[6];
     if (vni != cfg_.vni) {
       qc.drops.add(net::Drop::kVxlanBadVni);
       VNET_LOG_RL(rl, spdlog::level::warn, "VXLAN port {}: dropped a frame of VNI {} from {}",
-                  name(), vni, addr_string(s.from.sin_addr.s_addr));
+                  name(), vni, vtep_string(source_of(s.from)));
       continue;
     }
-    if (s.from.sin_addr.s_addr != last_from || last_remote < 0) {
-      last_from = s.from.sin_addr.s_addr;
-      last_remote = remote_index(last_from);
+    const VtepAddr from = source_of(s.from);
+    if (from != last_from || last_remote < 0) {
+      last_from = from;
+      last_remote = remote_index(from);
     }
     const int remote = last_remote;
     if (remote < 0) {
       qc.drops.add(net::Drop::kVxlanUnknownVtep);
       VNET_LOG_RL(rl, spdlog::level::warn,
                   "VXLAN port {}: dropped a frame from {}, not a VTEP of the segment", name(),
-                  addr_string(s.from.sin_addr.s_addr));
+                  vtep_string(from));
       continue;
     }
     // Move it into the place of the next kept packet (pkts[kept] took datagram kept's
@@ -443,7 +506,7 @@ uint32_t VxlanPort::encap_send(net::Packet* const* pkts, uint32_t n) {
       continue;
     }
     const sw::Mac dst = sw::Mac::from_bytes(p.data);
-    const uint32_t to = dst.is_multicast() ? 0 : vtep_addr(lookup(dst.raw()));
+    const VtepAddr* to = dst.is_multicast() ? nullptr : vtep_at(lookup(dst.raw()));
     const uint16_t* idx = flood ? flood->idx.data() : nullptr;
     const uint32_t copies = to ? 1 : (flood ? uint32_t(flood->idx.size()) : 0);
     if (copies == 0) {  // no VTEP to flood to (yet)
@@ -451,19 +514,39 @@ uint32_t VxlanPort::encap_send(net::Packet* const* pkts, uint32_t n) {
       continue;
     }
     // RFC 7348 5: a source port from a hash of the inner headers, in the dynamic range.
-    const uint16_t sport =
-        uint16_t(49152 + net::hash_to_range(net::flow_hash(p.data, p.len), 16384));
-    const uint16_t ulen = htons(uint16_t(8 + kVxlanHdrLen + p.len));
+    const uint32_t hash = net::flow_hash(p.data, p.len);
+    const uint16_t sport = uint16_t(49152 + net::hash_to_range(hash, 16384));
+    const uint16_t ulen = uint16_t(8 + kVxlanHdrLen + p.len);
+    // IPv6: the UDP checksum but for the pseudo-header's destination, once per frame.
+    uint32_t sum = 0;
+    if (v6_) {
+      sum = net::csum_add(net::csum_partial(p.data, p.len, vx_sum_), sport);
+      sum = net::csum_add(sum, ulen);  // the UDP length field (the pseudo-header has its own)
+    }
     for (uint32_t k = 0; k < copies; ++k) {
-      const uint32_t addr = to ? to : vtep_addr(idx[k]);
+      const VtepAddr* addr = to ? to : vtep_at(idx[k]);
+      if (!addr) continue;
       if (tx_n_ == kTxMsgs) flush_tx();
       TxSlot& s = tx_[tx_n_++];
-      auto* ip = reinterpret_cast<iphdr*>(s.hdr);
-      ip->daddr = addr;
-      auto* udp = reinterpret_cast<udphdr*>(s.hdr + 20);
+      udphdr* udp;
+      if (v6_) {
+        auto* ip6 = reinterpret_cast<ip6_hdr*>(s.hdr);
+        ip6->ip6_flow = htonl(6u << 28 | (hash & 0xfffff));
+        ip6->ip6_plen = htons(ulen);
+        std::memcpy(&ip6->ip6_dst, addr->data(), 16);
+        std::memcpy(&s.to.v6.sin6_addr, addr->data(), 16);
+        udp = reinterpret_cast<udphdr*>(s.hdr + 40);
+        const uint16_t c = net::csum_finish(
+            net::csum_add(sum, net::pseudo_sum_v6(local_.data(), addr->data(), IPPROTO_UDP, ulen)));
+        udp->check = htons(c ? c : 0xffff);  // RFC 768: a computed zero goes as all ones
+      } else {
+        auto* ip = reinterpret_cast<iphdr*>(s.hdr);
+        std::memcpy(&ip->daddr, addr->data() + 12, 4);
+        std::memcpy(&s.to.v4.sin_addr, addr->data() + 12, 4);
+        udp = reinterpret_cast<udphdr*>(s.hdr + 20);
+      }
       udp->source = htons(sport);
-      udp->len = ulen;
-      s.to.sin_addr.s_addr = addr;
+      udp->len = htons(ulen);
       s.iov[1] = {const_cast<uint8_t*>(p.data), p.len};
     }
     if (to)
@@ -499,7 +582,10 @@ void VxlanPort::flush_tx() {
     // This datagram cannot go (no route, EMSGSIZE...): skip it, send the others.
     send_errors_.add();
     VNET_LOG_RL(log_limits().bad_input, spdlog::level::warn, "VXLAN port {}: send to {}: {}",
-                name(), addr_string(tx_[off].to.sin_addr.s_addr), strerror(e));
+                name(),
+                vtep_string(v6_ ? from_in6(tx_[off].to.v6.sin6_addr)
+                                : vtep_v4(tx_[off].to.v4.sin_addr.s_addr)),
+                strerror(e));
     ++off;
   }
   tx_n_ = 0;

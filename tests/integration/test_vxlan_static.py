@@ -56,6 +56,13 @@ Asserts:
      --vlan 20`, a TAP in VLAN 20 in namespace mc, host B's kernel vxlan200 with an
      address): pings over VNI 200 and VNI 100 all answered; after `del-port vx100` VNI
      200 still answered, and after adding vx100 again both; no vxlan_bad_vni on either;
+  7d. an IPv6 underlay: VNI 300 on VLAN 30 between fd77::1 (vnetd) and fd77::2 (host B's
+     kernel vxlan300, which checks UDP checksums on IPv6 as Linux does by default): the
+     TAP in VLAN 30 gets MTU 1430 (1500 - 70); pings both ways and iperf3 TCP; the
+     capture on host B's underlay: IPv6 next header UDP, payload length right, UDP to
+     4789 with a checksum that verifies over the pseudo-header, VNI 300, a flow label that
+     is the same within an inner flow; `vnetctl fdb` shows host B's MAC behind fd77::2;
+     after `vnetctl upgrade` the pings over VNI 300 are all answered again;
   8. vnetd exits 0 on SIGTERM, no sanitizer report in its log.
 """
 
@@ -88,6 +95,12 @@ TAP_PORT = "tapa"
 # The second segment (7c): VNI 200 on VLAN 20, same local address and UDP port.
 VNI2, SEGMENT2 = 200, "vx200"
 IP_C2, IP_B2 = "10.77.20.1", "10.77.20.2"   # vmC's TAP, host B's vxlan200
+# The IPv6 underlay segment (7d): VNI 300 on VLAN 30.
+VNI3, SEGMENT3 = 300, "vx300"
+VTEP6_A, VTEP6_B = "fd77::1", "fd77::2"
+IP_D3, IP_B3 = "10.77.30.1", "10.77.30.2"   # vmD's TAP, host B's vxlan300
+MAC_B3 = "02:77:00:00:03:02"                # host B's vxlan300
+INNER_MTU6 = UNDERLAY_MTU - 70               # IPv6 40, UDP 8, VXLAN 8, inner Ethernet 14
 MAC_A = "02:77:00:00:00:01"  # vmA's TAP
 MAC_B = "02:77:00:00:00:02"  # vmB's eth0
 MAC_BAD_VNI = "02:77:00:00:0b:01"  # inner source MACs of hostile datagrams: never learned
@@ -230,6 +243,134 @@ def analyse_capture(path, tap_mac):
         if flow[0] == "tcp" and flow[4] == IPERF_PORT and inner_len > 14 + 20 + 20 + 12 + 100:
             t.tcp_data += 1
     return t
+
+
+def udp6_checksum_ok(src, dst, udp):
+    """Whether a UDP datagram (header and payload, as on the wire) carries a checksum
+    that verifies over the IPv6 pseudo-header (RFC 8200 8.1)."""
+    data = socket.inet_pton(socket.AF_INET6, src) + socket.inet_pton(socket.AF_INET6, dst)
+    data += struct.pack("!IxxxB", len(udp), 17) + udp
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total == 0xFFFF
+
+
+def analyse_capture6(path):
+    """Problems and facts of vnetd's IPv6-underlay datagrams captured on host B."""
+    problems, checked, labels = [], 0, {}
+    n = 0
+    for i, (orig, data) in enumerate(read_pcap(path)):
+        n += 1
+        if len(data) < 14 + 40 + 16 + 14 or data[12:14] != b"\x86\xdd":
+            problems.append("frame %d: not IPv6 or too short (%s)" % (i, data[:64].hex()))
+            continue
+        ip = data[14:]
+        flow = struct.unpack("!I", ip[0:4])[0]
+        plen, nxt = struct.unpack("!HB", ip[4:7])
+        src = socket.inet_ntop(socket.AF_INET6, ip[8:24])
+        dst = socket.inet_ntop(socket.AF_INET6, ip[24:40])
+        udp = ip[40:]
+        sport, dport, ulen, csum = struct.unpack("!HHHH", udp[:8])
+        vx = udp[8:16]
+        what = []
+        if flow >> 28 != 6 or nxt != 17:
+            what.append("version %d, next header %d" % (flow >> 28, nxt))
+        if (src, dst) != (VTEP6_A, VTEP6_B):
+            what.append("outer %s -> %s" % (src, dst))
+        if plen != orig - 54 or ulen != plen:
+            what.append("payload length %d, UDP length %d, frame %d" % (plen, ulen, orig))
+        if dport != UDP_PORT or csum == 0:
+            what.append("UDP port %d, checksum 0x%04x" % (dport, csum))
+        if vx[0] != 0x08 or int.from_bytes(vx[4:7], "big") != VNI3:
+            what.append("VXLAN header %s" % vx.hex())
+        if orig == len(data):
+            if not udp6_checksum_ok(src, dst, udp[:ulen]):
+                what.append("UDP checksum 0x%04x does not verify" % csum)
+            checked += 1
+        f = inner_flow(udp[16:])
+        if f is not None:
+            labels.setdefault(f, set()).add(flow & 0xFFFFF)
+        if what:
+            problems.append("frame %d: %s" % (i, "; ".join(what)))
+    split = {str(f): sorted(v) for f, v in labels.items() if len(v) > 1}
+    if split:
+        problems.append("inner flows with several flow labels: %s" % split)
+    return n, checked, problems
+
+
+def ipv6_underlay(s, vnetd, xa, xb):
+    """Step 7d: a segment over an IPv6 underlay against host B's kernel vxlan300."""
+    for ns, ifname, addr in ((xa, "ula", VTEP6_A), (xb, "ulb", VTEP6_B)):
+        # (the harness's namespaces keep IPv6 off: on for the underlay interface only)
+        ns.run("sysctl -qw net.ipv6.conf.%s.disable_ipv6=0 && ip -6 addr add %s/64 dev %s nodad"
+               % (ifname, addr, ifname))
+    wait_until(lambda: xa.run("ping -6 -n -c 1 -W 1 %s" % VTEP6_B, check=False)[0] == 0, 15,
+               interval=0.1, what="the IPv6 underlay %s -> %s" % (VTEP6_A, VTEP6_B))
+    xb.run("ip link add vxlan%d type vxlan id %d local %s remote %s dstport %d"
+           % (VNI3, VNI3, VTEP6_B, VTEP6_A, UDP_PORT))
+    xb.run("ip link set vxlan%d address %s mtu %d up && ip addr add %s/24 dev vxlan%d"
+           % (VNI3, MAC_B3, INNER_MTU6, IP_B3, VNI3))
+    _, details = xb.run("ip -d link show vxlan%d" % VNI3)
+    log("host B: %s" % " ".join(details.split()))
+    md = Netns(s, "md")
+    cap = Capture(xb, "cap-underlay6", "ulb",
+                  "ip6 and udp and src host %s and dst host %s" % (VTEP6_A, VTEP6_B),
+                  count=CAPTURE_FRAMES, snaplen=256).wait_ready()
+    segment_with_tap(vnetd, xa, md, "tapd", VNI3, SEGMENT3, 30, VTEP6_A, VTEP6_B, IP_D3,
+                     INNER_MTU6)
+    warm_up(md, IP_B3, "ping vmD -> vxlan%d over the IPv6 underlay" % VNI3)
+    tx, rx, out = ping_all(md, IP_B3, "ping vmD -> vxlan%d (IPv6 underlay)" % VNI3)
+    tx2, rx2, _ = xb.ping(IP_D3, count=10, interval=0.02)
+    if rx2 != tx2:
+        raise HarnessError("ping host B's vxlan%d -> vmD over the IPv6 underlay: %d/%d answered"
+                           % (VNI3, rx2, tx2))
+    server = iperf_server(md, IP_D3)
+    iperf(xb, IP_D3, 10, "iperf3 TCP host B -> vmD (IPv6 underlay)")
+    iperf(xb, IP_D3, 10, "iperf3 TCP vmD -> host B (IPv6 underlay)", reverse=True)
+    server.stop()
+    log("RESULT IPv6 underlay %s <-> %s, VNI %d: ping %d/%d (%s), ping back %d/%d, TAP MTU %d"
+        % (VTEP6_A, VTEP6_B, VNI3, rx, tx, ping_stats(out), rx2, tx2, INNER_MTU6))
+    fdb = fdb_entries(vnetd)
+    e = [x for x in fdb if x["mac"].lower() == MAC_B3]
+    if len(e) != 1 or e[0].get("port") != SEGMENT3 or e[0].get("vtep") != VTEP6_B:
+        raise HarnessError("FDB: %s should be on %s behind %s: %s" % (MAC_B3, SEGMENT3,
+                                                                     VTEP6_B, e or fdb))
+    cap.wait_frames(PING_COUNT, timeout=15)
+    cap.stop()
+    n, checked, problems = analyse_capture6(cap.path)
+    log("capture on %s/ulb (IPv6): %d datagrams from vnetd, %d whole ones with a UDP checksum "
+        "verified here" % (xb.name, n, checked))
+    if problems:
+        raise HarnessError("capture of vnetd's IPv6 tunnel traffic:\n  "
+                           + "\n  ".join(problems[:10]))
+    if n < PING_COUNT or checked < PING_COUNT:
+        raise HarnessError("capture: %d datagrams (%d checksums verified), expected at least %d"
+                           % (n, checked, PING_COUNT))
+    reply = vnetd.upgrade()
+    tx, rx, out = ping_all(md, IP_B3, "ping vmD -> vxlan%d after vnetctl upgrade" % VNI3)
+    log("RESULT after vnetctl upgrade (pid %s -> %s): IPv6 underlay ping %d/%d (%s)"
+        % (reply.get("old_pid"), reply.get("pid"), rx, tx, ping_stats(out)))
+    return md
+
+
+def segment_with_tap(vnetd, underlay, ns, port, vni, segment, vlan, local, remote, ip, mtu):
+    """`vnetctl add-segment` on a VLAN and a TAP port of that VLAN in namespace ns (with
+    address ip/24), whose MTU must then be the segment's inner MTU `mtu`."""
+    ifname = unique_name("vx" + port[-1])
+    ns.own_link(ifname)
+    vnetd.vnetctl("add-segment", str(vni), "--name", segment, "--vlan", str(vlan), "--local",
+                  local, "--remote", remote, "--netns", underlay.name)
+    vnetd.vnetctl("add-port", "tap", port, "--ifname", ifname, "--netns", ns.name,
+                  "--vlan", str(vlan))
+    ns.wait_link(ifname)
+    ns.add_address(ifname, ip + "/24")
+    ns.run("ip link set dev %s up" % ifname)
+    if ns.link_mtu(ifname) != mtu:
+        raise HarnessError("TAP %s in VLAN %d (segment %s, underlay %s): MTU %d, expected %d"
+                           % (ifname, vlan, segment, local, ns.link_mtu(ifname), mtu))
 
 
 # --- vnetd state ------------------------------------------------------------------------
@@ -493,22 +634,11 @@ def body(s, args):
     # vxlan200 with an address of its own in host B's namespace. Both segments' sockets
     # are bound to VTEP_A:4789; datagrams are steered to them by VNI.
     mc = Netns(s, "mc")
-    tap2 = unique_name("vxu")
-    mc.own_link(tap2)
     xb.run("ip link add vxlan%d type vxlan id %d local %s remote %s dstport %d"
            % (VNI2, VNI2, VTEP_B, VTEP_A, UDP_PORT))
     xb.run("ip link set vxlan%d mtu %d up && ip addr add %s/24 dev vxlan%d"
            % (VNI2, INNER_MTU, IP_B2, VNI2))
-    vnetd.vnetctl("add-segment", str(VNI2), "--name", SEGMENT2, "--vlan", "20", "--local",
-                  VTEP_A, "--remote", VTEP_B, "--netns", xa.name)
-    vnetd.vnetctl("add-port", "tap", "tapc", "--ifname", tap2, "--netns", mc.name,
-                  "--vlan", "20")
-    mc.wait_link(tap2)
-    mc.add_address(tap2, IP_C2 + "/24")
-    mc.run("ip link set dev %s up" % tap2)
-    if mc.link_mtu(tap2) != INNER_MTU:
-        raise HarnessError("TAP %s in VLAN 20 (segment %s): MTU %d, expected %d"
-                           % (tap2, SEGMENT2, mc.link_mtu(tap2), INNER_MTU))
+    segment_with_tap(vnetd, xa, mc, "tapc", VNI2, SEGMENT2, 20, VTEP_A, VTEP_B, IP_C2, INNER_MTU)
     for what in ("both segments", "VNI %d alone" % VNI2, "both again"):
         if what.startswith("VNI"):
             vnetd.vnetctl("del-port", SEGMENT)  # the group's last member takes its slot
@@ -528,6 +658,9 @@ def body(s, args):
     if any(bad.values()):
         raise HarnessError("datagrams reached the other segment's socket (vxlan_bad_vni): %s"
                            % bad)
+
+    # --- (7d) an IPv6 underlay --------------------------------------------------------------
+    ipv6_underlay(s, vnetd, xa, xb)
 
     # --- (8) the end ----------------------------------------------------------------------
     log("RESULT segment %s final: drops %s; extra %s"

@@ -327,6 +327,16 @@ underlay_mtu = 9000
                       "add-port");
   ASSERT_TRUE(p) << p.message();
   EXPECT_EQ(p->vni, 7u);
+  // IPv6 VTEPs, kept in canonical text (equal addresses compare equal), duplicates once.
+  auto v6 = parse_port(json{{"name", "x6"},
+                            {"type", "vxlan"},
+                            {"vni", 9},
+                            {"local", "2001:DB8:0::1"},
+                            {"remote", {"2001:db8::2", "2001:db8:0:0::2", "2001:db8::3"}}},
+                       "add-port");
+  ASSERT_TRUE(v6) << v6.message();
+  EXPECT_EQ(v6->local, "2001:db8::1");
+  EXPECT_EQ(v6->remotes, (std::vector<std::string>{"2001:db8::2", "2001:db8::3"}));
   auto e = parse_port(
       json{
           {"name", "e"}, {"type", "vxlan"}, {"vni", 8}, {"local", "10.0.0.1"}, {"control", "evpn"}},
@@ -340,7 +350,12 @@ underlay_mtu = 9000
       {"[[segment]]\nvni = 0\nlocal = \"192.0.2.1\"", "'vni' = 0 is out of range"},
       {"[[segment]]\nvni = 16777216\nlocal = \"192.0.2.1\"", "out of range"},
       {"[[segment]]\nvni = 1", "field 'local'"},
-      {"[[segment]]\nvni = 1\nlocal = \"2001:db8::1\"", "'local' must be an IPv4 address"},
+      {"[[segment]]\nvni = 1\nlocal = \"2001:db8::x\"", "'local' must be an IPv4 or IPv6"},
+      {"[[segment]]\nvni = 1\nlocal = \"2001:db8::1\"\nremote = [\"192.0.2.2\"]",
+       "remote[0] must be an IPv6 address (the family of 'local')"},
+      {"[[segment]]\nname = \"a\"\nvni = 1\nlocal = \"2001:db8::1\"\n[[segment]]\nname = "
+       "\"b\"\nvni = 1\nlocal = \"2001:db8:0::1\"",
+       "another VXLAN port already has VNI 1 on 2001:db8::1:4789"},
       {"[[segment]]\nvni = 1\nlocal = \"192.0.2.1\"\nremote = [\"x\"]", "remote[0]"},
       {"[[segment]]\nvni = 1\nlocal = \"192.0.2.1\"\nremote = \"192.0.2.2\"", "'remote' must be"},
       {"[[segment]]\nvni = 1\nlocal = \"192.0.2.1\"\nremote = [\"192.0.2.1\"]",

@@ -1,14 +1,16 @@
 // VxlanPort against the kernel's loopback: the port's VTEP is 127.0.0.1, its remote VTEPs
 // are plain UDP sockets on other 127/8 addresses. Decapsulation (bytes, learning, drops by
 // reason), encapsulation (header, VNI, source port by flow, flooding to every VTEP, known
-// unicast to one, frames too big, GSO frames segmented), hot-upgrade fd hand-over. Needs
-// root (the raw send socket); skips otherwise.
+// unicast to one, frames too big, GSO frames segmented), hot-upgrade fd hand-over; an IPv6
+// underlay in a private network namespace (the kernel checks the UDP checksum vnetd
+// computes). Needs root (the raw send socket); skips otherwise.
 #include <gtest/gtest.h>
 
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -18,6 +20,7 @@
 
 #include "common/unique_fd.h"
 #include "net/packet.h"
+#include "ports/netlink.h"
 #include "ports/vxlan_port.h"
 
 namespace vnet::ports {
@@ -135,8 +138,12 @@ TEST(VxlanPortConfig, RejectsBadConfigurations) {
   c.local = "fe80::1";
   r = VxlanPort::open("vx", c);
   ASSERT_FALSE(r);
-  EXPECT_NE(r.message().find("IPv4"), std::string::npos) << r.message();
+  EXPECT_NE(r.message().find("unicast"), std::string::npos) << r.message();
   c.local = "127.0.0.1";
+  c.remotes = {"fd00::2"};
+  r = VxlanPort::open("vx", c);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.message().find("family"), std::string::npos) << r.message();
   c.remotes = {"127.0.0.1"};
   r = VxlanPort::open("vx", c);
   ASSERT_FALSE(r);
@@ -370,10 +377,9 @@ TEST(VxlanPortEvpn, FloodListAndMacsFromTheControlPlane) {
   EXPECT_EQ(port.receive_burst(batch.ptrs(), net::kBurst), 0u);
   EXPECT_EQ(port.dropped_total(net::Drop::kVxlanUnknownVtep), 1u);
 
-  in_addr a2{}, a4{};
-  inet_pton(AF_INET, "127.0.0.2", &a2);
-  inet_pton(AF_INET, "127.0.0.4", &a4);
-  ASSERT_TRUE(port.set_flood_list({a2.s_addr, a4.s_addr}));
+  const VtepAddr a2 = *parse_vtep("127.0.0.2"), a4 = *parse_vtep("127.0.0.4");
+  ASSERT_FALSE(port.set_flood_list({*parse_vtep("fd00::2")}));  // not the port's family
+  ASSERT_TRUE(port.set_flood_list({a2, a4}));
   EXPECT_EQ(port.flood_size(), 2u);
   put(frame(std::vector<uint8_t>(6, 0xff).data(), kMacA, 64, 1));
   EXPECT_EQ(port.send_burst(one, 1), 1u);
@@ -386,7 +392,7 @@ TEST(VxlanPortEvpn, FloodListAndMacsFromTheControlPlane) {
   std::memcpy(&mac_b, kMacB, 6);
   EXPECT_EQ(port.vtep_of(mac_b), "");
   // A type-2 route: MAC B behind 127.0.0.4, unicast there only.
-  ASSERT_TRUE(port.set_remote_mac(mac_b, a4.s_addr));
+  ASSERT_TRUE(port.set_remote_mac(mac_b, a4));
   EXPECT_EQ(port.vtep_of(mac_b), "127.0.0.4");
   put(frame(kMacB, kMacA, 100, 3));
   EXPECT_EQ(port.send_burst(one, 1), 1u);
@@ -395,10 +401,132 @@ TEST(VxlanPortEvpn, FloodListAndMacsFromTheControlPlane) {
   // Withdrawn: flooded again. The flood list shrinks to one VTEP.
   port.remove_remote_mac(mac_b);
   EXPECT_EQ(port.vtep_of(mac_b), "");
-  ASSERT_TRUE(port.set_flood_list({a2.s_addr}));
+  ASSERT_TRUE(port.set_flood_list({a2}));
   EXPECT_EQ(port.send_burst(one, 1), 1u);
   EXPECT_FALSE(recv_one(b.get(), 2000).empty());
   EXPECT_TRUE(recv_one(cc.get(), 100).empty());
+}
+
+// The calling thread in a network namespace of its own (lo up, fd00::1 and fd00::2 on it)
+// for the scope; back in the previous one after.
+class PrivateNetns {
+ public:
+  PrivateNetns() : prev_(open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)) {
+    if (!prev_ || unshare(CLONE_NEWNET) != 0) return;
+    auto nl = Netlink::open();
+    if (!nl || !nl->configure_link("lo", std::nullopt, true) ||
+        !nl->add_address("lo", "fd00::1/128") || !nl->add_address("lo", "fd00::2/128"))
+      return;
+    // The addresses are tentative until the kernel's DAD work ran (at once on lo, but
+    // from a work queue): wait until both can be bound.
+    for (int i = 0; i < 2000 && !ok_; ++i) {
+      ok_ = bindable("fd00::1") && bindable("fd00::2");
+      if (!ok_) usleep(1000);
+    }
+  }
+  ~PrivateNetns() {
+    if (prev_) setns(prev_.get(), CLONE_NEWNET);
+  }
+  bool ok() const { return ok_; }
+
+ private:
+  static bool bindable(const char* addr) {
+    UniqueFd fd(socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    sockaddr_in6 sa{};
+    sa.sin6_family = AF_INET6;
+    inet_pton(AF_INET6, addr, &sa.sin6_addr);
+    return fd && bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0;
+  }
+
+  UniqueFd prev_;
+  bool ok_ = false;
+};
+
+UniqueFd peer6(const char* addr, uint16_t port) {
+  UniqueFd fd(socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  sockaddr_in6 sa{};
+  sa.sin6_family = AF_INET6;
+  sa.sin6_port = htons(port);
+  inet_pton(AF_INET6, addr, &sa.sin6_addr);
+  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) return UniqueFd();
+  return fd;
+}
+
+TEST(VxlanPortIpv6, EncapsulatesWithAChecksumTheKernelTakesAndDecapsulates) {
+  if (!have_root()) GTEST_SKIP() << "needs root (raw socket, network namespace)";
+  PrivateNetns ns;
+  ASSERT_TRUE(ns.ok()) << "private network namespace with fd00::1, fd00::2 on lo";
+  VxlanPortConfig c;
+  c.vni = kVni;
+  c.local = "fd00::1";
+  c.remotes = {"fd00::2"};
+  c.udp_port = 0;
+  c.underlay_mtu = 1500;
+  auto p = VxlanPort::open("vx6", c);
+  ASSERT_TRUE(p) << p.message();
+  VxlanPort& port = **p;
+  EXPECT_TRUE(port.ipv6());
+  EXPECT_EQ(port.max_inner(), 1500u - 56u);  // IPv6 40, UDP 8, VXLAN 8
+  const uint16_t udp = port.bound_port();
+  UniqueFd b = peer6("fd00::2", udp);
+  ASSERT_TRUE(b);
+  // Out: the peer's UDP socket gets the datagram only if the checksum is right (the
+  // kernel drops it otherwise); odd and even lengths, a flood and a unicast.
+  net::PacketBatch batch;
+  net::Packet* one[1] = {&batch[0]};
+  for (size_t len : {60u, 61u, 1444u}) {
+    const auto f = frame(std::vector<uint8_t>(6, 0xff).data(), kMacA, len, uint8_t(len));
+    std::memcpy(batch[0].data, f.data(), f.size());
+    batch[0].len = uint32_t(f.size());
+    batch[0].vhdr = {};
+    batch[0].tail_n = 0;
+    ASSERT_EQ(port.send_burst(one, 1), 1u);
+    sockaddr_in6 from{};
+    pollfd pf{b.get(), POLLIN, 0};
+    ASSERT_EQ(poll(&pf, 1, 2000), 1) << "no datagram of " << len << " bytes (checksum?)";
+    std::vector<uint8_t> got(2000);
+    socklen_t fl = sizeof(from);
+    const ssize_t n =
+        recvfrom(b.get(), got.data(), got.size(), 0, reinterpret_cast<sockaddr*>(&from), &fl);
+    ASSERT_EQ(n, ssize_t(8 + len));
+    got.resize(size_t(n));
+    EXPECT_EQ(got, vxlan(kVni, f));
+    char a[INET6_ADDRSTRLEN];
+    EXPECT_STREQ(inet_ntop(AF_INET6, &from.sin6_addr, a, sizeof(a)), "fd00::1");
+    EXPECT_GE(ntohs(from.sin6_port), 49152);
+  }
+  // In: learned behind fd00::2, then known unicast goes there.
+  const auto inner = frame(kMacA, kMacB, 100, 7);
+  sockaddr_in6 to{};
+  to.sin6_family = AF_INET6;
+  to.sin6_port = htons(udp);
+  inet_pton(AF_INET6, "fd00::1", &to.sin6_addr);
+  const auto d = vxlan(kVni, inner);
+  ASSERT_EQ(sendto(b.get(), d.data(), d.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof(to)),
+            ssize_t(d.size()));
+  ASSERT_EQ(receive(port, batch, 1), 1u);
+  ASSERT_EQ(batch[0].len, inner.size());
+  EXPECT_EQ(std::memcmp(batch[0].data, inner.data(), inner.size()), 0);
+  uint64_t mac_b = 0;
+  std::memcpy(&mac_b, kMacB, 6);
+  EXPECT_EQ(port.vtep_of(mac_b), "fd00::2");
+  // A source outside the flood list is dropped.
+  UniqueFd stranger = peer6("fd00::1", 0);
+  ASSERT_TRUE(stranger);
+  // (fd00::1 is the port's own address: not a remote VTEP)
+  ASSERT_EQ(
+      sendto(stranger.get(), d.data(), d.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof(to)),
+      ssize_t(d.size()));
+  for (int i = 0; i < 200 && port.dropped_total(net::Drop::kVxlanUnknownVtep) == 0; ++i) {
+    port.receive_burst(batch.ptrs(), net::kBurst);
+    usleep(1000);
+  }
+  EXPECT_EQ(port.dropped_total(net::Drop::kVxlanUnknownVtep), 1u);
+  // The hand-over check takes the IPv6 sockets.
+  auto fds = port.dup_fds();
+  ASSERT_TRUE(fds);
+  auto next = VxlanPort::adopt("vx6", c, std::move(fds->first), std::move(fds->second));
+  ASSERT_TRUE(next) << next.message();
 }
 
 }  // namespace
