@@ -55,6 +55,14 @@ Asserts:
      reaching host C's VTEP (capture on ulc) carries a frame between vmA's and vmB's MACs;
   5. the VXLAN datagrams captured on host B's underlay veth during the first pings are
      UDP destination port 4789 with VNI 100 (flags 0x08), both directions present;
+  11. a second EVPN segment on the same endpoint: `vnetctl add-segment 200 --vlan 20
+     --control evpn` on both vnetds (same local address and UDP port as VNI 100: the
+     kernel steers by VNI; a second shadow vnb200/vnx200/vna200 whose VXLAN device shares
+     UDP 4790 with vnx100) and a TAP in VLAN 20 on each: within 15 s each has the other in
+     VNI 200's flood list (host C has no VNI 200), 20 pings between the VLAN 20 TAPs all
+     answered, their MACs local/remote with the right VTEP in zebra's VNI 200 on A and B,
+     VNI 100 still answers, no vxlan_bad_vni on any segment; after (7) VNI 200 answers
+     again;
   7. hot upgrade of vnetd A (`vnetctl upgrade`) while vmA pings vmB every 20 ms: at most
      2 pings lost; the shadow devices in uA keep their ifindexes (the successor adopts
      them: zebra's routes hang on them); the new vnetd's flood list is back within 5 s
@@ -87,7 +95,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from vnet_harness import HarnessError, log, require_root, require_tools, run_test  # noqa: E402
 from vnet_harness.guest import GuestImage, QemuGuest, require_guest  # noqa: E402
-from vnet_harness.netns import Capture, Netns, require_netns  # noqa: E402
+from vnet_harness.netns import Capture, Netns, require_netns, unique_name  # noqa: E402
 from vnet_harness.pcap import read_pcap  # noqa: E402
 from vnet_harness.procs import wait_until  # noqa: E402
 from vnet_harness.vnetd import require_vnetd  # noqa: E402
@@ -119,6 +127,10 @@ WITHDRAW_TIMEOUT = 10.0
 STREAM_PINGS = 25         # replies of the 20 ms ping stream before and after the upgrade
 MAX_UPGRADE_LOST = 2
 FRR_DIR = "/usr/lib/frr"
+# The second segment (11): VNI 200 on VLAN 20, on the same endpoint as VNI 100.
+VNI2, SEGMENT2 = 200, "vx200"
+IPS2 = ("10.79.20.1", "10.79.20.2")
+MACS2 = ("02:79:00:00:20:01", "02:79:00:00:20:02")
 
 
 # --- prerequisites ------------------------------------------------------------------
@@ -277,9 +289,9 @@ class Frr:
         return all(j.get("peers", {}).get(p, {}).get("state") == "Established"
                    for p in self.peers)
 
-    def evpn_macs(self):
-        """{mac: {"type": "local"|"remote", "intf"/"remoteVtep": ...}} of VNI 100."""
-        j = self.vtysh_json("show evpn mac vni %d json" % VNI)
+    def evpn_macs(self, vni=VNI):
+        """{mac: {"type": "local"|"remote", "intf"/"remoteVtep": ...}} of a VNI."""
+        j = self.vtysh_json("show evpn mac vni %d json" % vni)
         return {m.lower(): v for m, v in j.get("macs", {}).items()}
 
 
@@ -464,9 +476,9 @@ def describe_datagrams(path, shadow_macs, limit=8):
     return out
 
 
-def evpn_mac_state(frr, mac):
-    """("local", intf) / ("remote", vtep) / None of `mac` in zebra's VNI 100."""
-    e = frr.evpn_macs().get(mac)
+def evpn_mac_state(frr, mac, vni=VNI):
+    """("local", intf) / ("remote", vtep) / None of `mac` in zebra's VNI (100)."""
+    e = frr.evpn_macs(vni).get(mac)
     if e is None:
         return None
     if e.get("type") == "local":
@@ -474,6 +486,65 @@ def evpn_mac_state(frr, mac):
     if e.get("type") == "remote":
         return ("remote", e.get("remoteVtep"))
     return (e.get("type"), e)
+
+
+def second_segment(s, hosts):
+    """Step (11): VNI 200 on VLAN 20 of both vnetds, on the endpoint of VNI 100, with a
+    TAP in VLAN 20 on each (namespaces n2a, n2b); pings between them, and their MACs in
+    zebra's VNI 200.  Returns a function that pings over VNI 200 again."""
+    vms = []
+    for i, h in enumerate(hosts):
+        ns = Netns(s, "n2" + h.tag.lower())
+        ifname = unique_name("ev2" + h.tag.lower())
+        ns.own_link(ifname)
+        h.vnetd.vnetctl("add-segment", str(VNI2), "--name", SEGMENT2, "--vlan", "20",
+                        "--local", h.local, "--control", "evpn", "--netns", h.underlay.name)
+        h.vnetd.vnetctl("add-port", "tap", "tap2", "--ifname", ifname, "--netns", ns.name,
+                        "--vlan", "20")
+        ns.wait_link(ifname)
+        ns.run("ip link set dev %s address %s" % (ifname, MACS2[i]))
+        ns.add_address(ifname, IPS2[i] + "/24")
+        ns.run("ip link set dev %s up" % ifname)
+        vms.append(ns)
+    a, b = hosts
+
+    def vteps2(h):
+        p = h.ports().get(SEGMENT2, {})
+        return p.get("extra", {}).get("evpn_vteps")
+    wait_until(lambda: all(vteps2(h) == 1 for h in hosts), FLOOD_LIST_TIMEOUT, interval=0.2,
+               what="VNI %d's flood lists (evpn_vteps 1 on both vnetds): %s"
+               % (VNI2, [h.ports().get(SEGMENT2) for h in hosts]))
+    warm_up(vms[0], IPS2[1], "warm-up ping over VNI %d" % VNI2)
+    tx, rx, out = ping_all(vms[0], IPS2[1], "ping over VNI %d" % VNI2)
+    want = {(a.tag, MACS2[0]): ("local", "vna%d" % VNI2), (a.tag, MACS2[1]): ("remote", b.local),
+            (b.tag, MACS2[1]): ("local", "vna%d" % VNI2), (b.tag, MACS2[0]): ("remote", a.local)}
+    seen = {}
+
+    def macs2():
+        for (tag, mac) in want:
+            h = a if tag == a.tag else b
+            seen[(tag, mac)] = evpn_mac_state(h.frr, mac, VNI2)
+        return seen == want
+    wait_until(macs2, 10, interval=0.2, what="the VLAN 20 MACs in zebra's VNI %d as %s: %s"
+               % (VNI2, want, seen))
+    warm_up(hosts[0].vm, IP_B, "ping vmA -> vmB (VNI %d) next to VNI %d" % (VNI, VNI2))
+    ping_all(hosts[0].vm, IP_B, "ping vmA -> vmB (VNI %d) next to VNI %d" % (VNI, VNI2))
+    bad = {(h.tag, n): p["counters"]["drops"]["vxlan_bad_vni"] for h in hosts
+           for n, p in h.ports().items() if p.get("type") == "vxlan"}
+    if any(bad.values()):
+        raise HarnessError("datagrams reached the other segment's socket (vxlan_bad_vni): %s"
+                           % bad)
+    log("RESULT (11) second EVPN segment VNI %d on %s:%d and %s:%d: flood lists 1 VTEP each, "
+        "ping %d/%d (%s), zebra VNI %d MACs %s, VNI %d still answers, vxlan_bad_vni %s"
+        % (VNI2, a.local, UDP_PORT, b.local, UDP_PORT, rx, tx, ping_stats(out), VNI2, seen,
+           VNI, bad))
+
+    def again(when):
+        warm_up(vms[0], IPS2[1], "warm-up ping over VNI %d %s" % (VNI2, when))
+        tx_, rx_, out_ = ping_all(vms[0], IPS2[1], "ping over VNI %d %s" % (VNI2, when))
+        log("RESULT (11) ping over VNI %d %s: %d/%d (%s)" % (VNI2, when, rx_, tx_,
+                                                           ping_stats(out_)))
+    return again
 
 
 # --- the test -----------------------------------------------------------------------------
@@ -692,6 +763,9 @@ def body(s, args):
             raise HarnessError("underlay capture: %d VXLAN datagrams %s, expected at least %d "
                                "(the pings): %s" % (dirs.get(d, 0), d, PING_COUNT, dirs))
 
+    # --- (11) a second EVPN segment on the same endpoint --------------------------------------
+    vni2_again = second_segment(s, hosts)
+
     # --- (7) hot upgrade of vnetd A under a ping stream: shadow and routes kept ------------
     shadow0 = a.shadow_ifindexes()
     old_pid = a.vnetd.proc.pid
@@ -731,6 +805,7 @@ def body(s, args):
     wait_macs_right(", after the upgrade")
     log("RESULT (7) after the upgrade: evpn_vteps %s; MACs in zebra and vnetd as before"
         % a.evpn_vteps())
+    vni2_again("after the upgrade")
 
     # --- (8) restart of vnetd A: withdrawn, then advertised and synced again -----------------
     a.stop()
