@@ -45,7 +45,9 @@ Asserts:
      vmA -> vmB for 3 s > 50 Mbit/s (10 under a sanitizer); vnetd <-> kernel VXLAN:
      20 pings vmA -> vmC and vmC -> vmB, all answered;
   10. the QEMU guest (eth0 MTU 1450 from host_mtu) pings vmA (behind vnetd A) and vmC
-     (behind the kernel VTEP) 10/10;
+     (behind the kernel VTEP) 10/10, and iperf3 TCP guest -> vmA and vmA -> guest (-R)
+     for 3 s each move more than the bound of (2) (the guest's TSO frames segmented by
+     vnetd B to fit the tunnel; vmA's TSO frames by vnetd A, delivered to the guest);
   3. each VM's MAC (the QEMU guest's too) is local on its host and remote with the right
      VTEP on the two others,
      in `vtysh -N <ns> -c 'show evpn mac vni 100 json'` of all three, and in
@@ -685,6 +687,16 @@ def body(s, args):
                                % (who, rc, out_q))
         log("RESULT (10) QEMU guest on host B (MTU %d) -> %s over the tunnel: 10/10 answered"
             % (guest_mtu, who))
+    server = iperf_server(ma, IP_A)
+    for reverse in (False, True):
+        what = "vmA -> QEMU guest" if reverse else "QEMU guest -> vmA"
+        res = guest.iperf3(IP_A, seconds=3, reverse=reverse)
+        log("RESULT (10) iperf3 TCP %s over the tunnel: %.1f Mbit/s (sender %.1f Mbit/s)"
+            % (what, res.receiver_mbps, res.sender_mbps))
+        if res.receiver_mbps < min_mbps:
+            raise HarnessError("iperf3 TCP %s: %.1f Mbit/s, expected more than %.0f"
+                               % (what, res.receiver_mbps, min_mbps))
+    server.stop()
 
     # --- (3) MACs: local on their host, remote with the right VTEP on the others ----------
     # (mac, its host, the port it is on there): the three VMs, and the QEMU guest on host B.
