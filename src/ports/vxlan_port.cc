@@ -29,12 +29,6 @@ VtepAddr from_in6(const in6_addr& a) {
   return v;
 }
 
-// The source of a received datagram as a VtepAddr.
-template <class From>
-VtepAddr source_of(const From& f) {
-  return f.v4.sin_family == AF_INET ? vtep_v4(f.v4.sin_addr.s_addr) : from_in6(f.v6.sin6_addr);
-}
-
 void grow_buffer(int fd, int opt, int force_opt) {
   int v = kSocketBuffer;
   if (setsockopt(fd, SOL_SOCKET, force_opt, &v, sizeof(v)) != 0)
@@ -82,6 +76,24 @@ std::string vtep_string(const VtepAddr& a) {
   return inet_ntop(AF_INET6, a.data(), b, sizeof(b)) ? b : "?";
 }
 
+VtepAddr VxlanPort::addr_of(const SockAddr& a) {
+  return a.v4.sin_family == AF_INET ? vtep_v4(a.v4.sin_addr.s_addr) : from_in6(a.v6.sin6_addr);
+}
+
+socklen_t VxlanPort::make_sockaddr(const VtepAddr& a, uint16_t port, SockAddr* out) {
+  *out = {};
+  if (vtep_is_v4(a)) {
+    out->v4.sin_family = AF_INET;
+    std::memcpy(&out->v4.sin_addr, a.data() + 12, 4);
+    out->v4.sin_port = htons(port);
+    return sizeof(out->v4);
+  }
+  out->v6.sin6_family = AF_INET6;
+  std::memcpy(&out->v6.sin6_addr, a.data(), 16);
+  out->v6.sin6_port = htons(port);
+  return sizeof(out->v6);
+}
+
 VxlanPort::VxlanPort(std::string name, const VxlanPortConfig& cfg)
     : Port(std::move(name)),
       cfg_(cfg),
@@ -121,16 +133,13 @@ Result<std::unique_ptr<VxlanPort>> VxlanPort::make(std::string name, const Vxlan
         name);
   if (cfg.remotes.size() > kMaxRemotes)
     return Status::errorf("VXLAN port {}: at most {} remote VTEPs", name, kMaxRemotes);
-  if (cfg.underlay_mtu < kOuterLen + 68 || cfg.underlay_mtu > 65535)
-    return Status::errorf("VXLAN port {}: underlay MTU {} is out of range [{}, 65535]", name,
-                          cfg.underlay_mtu, kOuterLen + 68);
   std::unique_ptr<VxlanPort> p(new VxlanPort(name, cfg));
   auto local = parse_vtep(cfg.local, "local address");
   if (!local) return Status::errorf("VXLAN port {}: {}", name, local.message());
   p->local_ = *local;
   p->v6_ = !vtep_is_v4(p->local_);
   p->outer_len_ = p->v6_ ? kOuterLen6 : kOuterLen;
-  if (cfg.underlay_mtu < p->outer_len_ + 68)
+  if (cfg.underlay_mtu < p->outer_len_ + 68 || cfg.underlay_mtu > 65535)
     return Status::errorf("VXLAN port {}: underlay MTU {} is out of range [{}, 65535]", name,
                           cfg.underlay_mtu, p->outer_len_ + 68);
   std::vector<VtepAddr> flood;
@@ -164,17 +173,10 @@ Result<std::unique_ptr<VxlanPort>> VxlanPort::open(std::string name, const Vxlan
       return Status::errorf("SO_REUSEPORT: {}", strerror(errno));
     if (p->v6_ && setsockopt(rx.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0)
       return Status::errorf("IPV6_V6ONLY: {}", strerror(errno));
-    sockaddr_in sa{};
-    sockaddr_in6 sa6{};
-    sa.sin_family = AF_INET;
-    std::memcpy(&sa.sin_addr, p->local_.data() + 12, 4);
-    sa.sin_port = htons(cfg.udp_port);
-    sa6.sin6_family = AF_INET6;
-    std::memcpy(&sa6.sin6_addr, p->local_.data(), 16);
-    sa6.sin6_port = htons(cfg.udp_port);
-    const int b = p->v6_ ? bind(rx.get(), reinterpret_cast<sockaddr*>(&sa6), sizeof(sa6))
-                         : bind(rx.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
-    if (b != 0) return Status::errorf("bind {}:{}: {}", cfg.local, cfg.udp_port, strerror(errno));
+    SockAddr sa;
+    const socklen_t sl = make_sockaddr(p->local_, cfg.udp_port, &sa);
+    if (bind(rx.get(), reinterpret_cast<sockaddr*>(&sa), sl) != 0)
+      return Status::errorf("bind {}:{}: {}", cfg.local, cfg.udp_port, strerror(errno));
     // IPPROTO_RAW: send only, IP header ours (header included implied, IPv6 too). On IPv4
     // the kernel fills in the total length, the ID and the header checksum; IPv6 headers
     // go as written.
@@ -222,15 +224,13 @@ Status VxlanPort::bind_check() {
   socklen_t l = sizeof(v);
   if (!rx_fd_ || getsockopt(rx_fd_.get(), SOL_SOCKET, SO_TYPE, &v, &l) != 0 || v != SOCK_DGRAM)
     return Status::error("the receive socket is not a datagram socket");
-  sockaddr_in6 sa{};
+  SockAddr sa{};
   socklen_t sl = sizeof(sa);
   if (getsockname(rx_fd_.get(), reinterpret_cast<sockaddr*>(&sa), &sl) != 0)
     return Status::errorf("getsockname: {}", strerror(errno));
-  const auto* sa4 = reinterpret_cast<const sockaddr_in*>(&sa);
-  const bool same = v6_ ? sa.sin6_family == AF_INET6 && from_in6(sa.sin6_addr) == local_
-                        : sa4->sin_family == AF_INET && vtep_v4(sa4->sin_addr.s_addr) == local_;
-  const uint16_t port = ntohs(v6_ ? sa.sin6_port : sa4->sin_port);
-  if (!same || (cfg_.udp_port != 0 && port != cfg_.udp_port))
+  const bool family_ok = sa.v4.sin_family == (v6_ ? AF_INET6 : AF_INET);
+  const uint16_t port = ntohs(v6_ ? sa.v6.sin6_port : sa.v4.sin_port);
+  if (!family_ok || addr_of(sa) != local_ || (cfg_.udp_port != 0 && port != cfg_.udp_port))
     return Status::errorf("the receive socket is not bound to {}:{}", cfg_.local, cfg_.udp_port);
   bound_port_ = port;
   if (cfg_.udp_port == 0) cfg_.udp_port = bound_port_;
@@ -434,17 +434,17 @@ uint32_t VxlanPort::receive_burst(net::Packet* const* pkts, uint32_t max, uint32
       qc.drops.add(net::Drop::kVxlanBadHeader);
       VNET_LOG_RL(rl, spdlog::level::warn,
                   "VXLAN port {}: dropped a datagram of {} bytes from {}: not a VXLAN frame",
-                  name(), got, vtep_string(source_of(s.from)));
+                  name(), got, vtep_string(addr_of(s.from)));
       continue;
     }
     const uint32_t vni = uint32_t(h[4]) << 16 | uint32_t(h[5]) << 8 | h[6];
     if (vni != cfg_.vni) {
       qc.drops.add(net::Drop::kVxlanBadVni);
       VNET_LOG_RL(rl, spdlog::level::warn, "VXLAN port {}: dropped a frame of VNI {} from {}",
-                  name(), vni, vtep_string(source_of(s.from)));
+                  name(), vni, vtep_string(addr_of(s.from)));
       continue;
     }
-    const VtepAddr from = source_of(s.from);
+    const VtepAddr from = addr_of(s.from);
     if (from != last_from || last_remote < 0) {
       last_from = from;
       last_remote = remote_index(from);
@@ -582,10 +582,7 @@ void VxlanPort::flush_tx() {
     // This datagram cannot go (no route, EMSGSIZE...): skip it, send the others.
     send_errors_.add();
     VNET_LOG_RL(log_limits().bad_input, spdlog::level::warn, "VXLAN port {}: send to {}: {}",
-                name(),
-                vtep_string(v6_ ? from_in6(tx_[off].to.v6.sin6_addr)
-                                : vtep_v4(tx_[off].to.v4.sin_addr.s_addr)),
-                strerror(e));
+                name(), vtep_string(addr_of(tx_[off].to)), strerror(e));
     ++off;
   }
   tx_n_ = 0;

@@ -168,14 +168,19 @@ class VxlanPort : public Port {
   uint16_t bound_port_ = 0;
   OffloadFallback fallback_;
 
+  // A socket address of either family (sin_family and sin6_family share their place).
+  union SockAddr {
+    sockaddr_in v4;
+    sockaddr_in6 v6;
+  };
+  static VtepAddr addr_of(const SockAddr& a);
+  static socklen_t make_sockaddr(const VtepAddr& a, uint16_t port, SockAddr* out);
+
   // Receive side (the owner).
   bool held_ = false;
   struct RxSlot {
     uint8_t hdr[kVxlanHdrLen];
-    union {
-      sockaddr_in v4;
-      sockaddr_in6 v6;
-    } from;
+    SockAddr from;
     iovec iov[2];
   };
   RxSlot rx_[net::kBurst];
@@ -185,10 +190,7 @@ class VxlanPort : public Port {
   static constexpr uint32_t kTxMsgs = 128;
   struct TxSlot {
     uint8_t hdr[kOuterLen6];
-    union {
-      sockaddr_in v4;
-      sockaddr_in6 v6;
-    } to;
+    SockAddr to;
     iovec iov[2];
   };
   TxSlot tx_[kTxMsgs];
