@@ -70,6 +70,7 @@ Status PackedDeviceQueue::start(std::shared_ptr<const memory::GuestMemory> mem,
   avail_wrap_ = used_wrap_ = cfg.avail_base & kWrapBit;
   last_pop_ = published_ = signalled_ = cfg.avail_base;
   signalled_valid_ = false;
+  since_signal_ = 0;
   event_idx_ = cfg.event_idx;
   indirect_ = cfg.indirect;
   in_order_ = cfg.in_order;
@@ -215,6 +216,12 @@ void PackedDeviceQueue::publish() {
   if (!started_) return;
   const uint16_t end = pack(used_idx_, used_wrap_);
   if (published_ == end) return;
+  {
+    // Descriptors published since the last notify decision (at most a ring per publish).
+    const uint32_t p = uint32_t(published_ & ~kWrapBit) + ((published_ & kWrapBit) ? size_ : 0u);
+    const uint32_t e = uint32_t(end & ~kWrapBit) + ((end & kWrapBit) ? size_ : 0u);
+    since_signal_ += e > p ? e - p : e + 2u * size_ - p;
+  }
   if (in_order_ && batch_written_ == 0) {
     // 2.8.20: one used descriptor for the batch, where it began, with the id of its last
     // buffer; the driver frees every buffer up to that one and skips their descriptors.
@@ -284,8 +291,10 @@ bool PackedDeviceQueue::should_notify_fenced() {
   if (signalled_valid_ && signalled_ == published_) return false;
   const uint16_t old = signalled_;
   const bool valid = signalled_valid_;
+  const uint32_t since = since_signal_;
   signalled_ = published_;
   signalled_valid_ = true;
+  since_signal_ = 0;
   // The driver event suppression structure, read once (off_wrap, flags).
   const uint32_t ev =
       __atomic_load_n(reinterpret_cast<const uint32_t*>(driver_event_), __ATOMIC_RELAXED);
@@ -294,6 +303,10 @@ bool PackedDeviceQueue::should_notify_fenced() {
   // ENABLE, the reserved value 3, and DESC without EVENT_IDX (2.8.10: DESC only valid
   // with it) all mean: notify.
   if (flags != VRING_PACKED_EVENT_FLAG_DESC || !event_idx_ || !valid) return true;
+  // A lap or more published since the last decision (several publishes in one worker
+  // round): the positions below cannot tell which lap the driver's event is in, and
+  // a missed event would leave a driver asleep for good. Every position was passed.
+  if (since >= size_) return true;
   // DESC: notify when the used descriptor at off (in lap wrap) was written since the
   // last decision. Positions made linear relative to the current lap, as vring_need_event
   // expects (any value of off is harmless: it is only compared).

@@ -240,6 +240,7 @@ class PackedDeviceQueue {
   uint16_t published_ = 0;  // first position not yet published (| wrap << 15)
   uint16_t signalled_ = 0;  // published_ at the last notify decision
   bool signalled_valid_ = false;
+  uint32_t since_signal_ = 0;  // descriptors published since the last notify decision
   bool event_idx_ = false;
   bool indirect_ = false;
   bool in_order_ = false;

@@ -403,6 +403,36 @@ TEST_F(PackedQueueTest, DriverEventDescWithEventIdx) {
   EXPECT_FALSE(q_.dev.broken());
 }
 
+TEST_F(PackedQueueTest, DescEventPassedByMoreThanALapBetweenDecisionsNotifies) {
+  // vnetd decides once per worker round, after every publish of the round: more than a
+  // ring of descriptors can be published between two decisions. The driver's event
+  // lies in that stretch; relative positions alone would place it a lap away and the
+  // driver, asleep until the event, would never be woken.
+  ASSERT_TRUE(q_.start(g_, 8, true));
+  Buf b = g_.buf(64);
+  Used u;
+  q_.drv.add(&b, 1, nullptr, 0);
+  q_.drv.publish();
+  ASSERT_EQ(pop_push(0), 0);
+  EXPECT_TRUE(q_.dev.should_notify()) << "first decision (used position 1 published)";
+  ASSERT_TRUE(q_.drv.reap(u));
+  for (int i = 0; i < 7; ++i) q_.drv.add(&b, 1, nullptr, 0);  // positions 1..7
+  q_.drv.publish();
+  for (int i = 0; i < 6; ++i) ASSERT_GE(pop_push(0), 0);  // used 1..6, no decision
+  int reaped = 0;
+  while (q_.drv.reap(u)) ++reaped;
+  ASSERT_EQ(reaped, 6);
+  // Wake me when the used descriptor at position 7 of this lap is written.
+  q_.drv.driver_event()->off_wrap = 7 | kWrap;
+  q_.drv.driver_event()->flags = VRING_PACKED_EVENT_FLAG_DESC;
+  for (int i = 0; i < 6; ++i) q_.drv.add(&b, 1, nullptr, 0);  // positions 0..5, next lap
+  q_.drv.publish();
+  for (int i = 0; i < 7; ++i) ASSERT_GE(pop_push(0), 0);  // used 7, then 0..5
+  EXPECT_TRUE(q_.dev.should_notify()) << "13 descriptors since the last decision, event at 7";
+  EXPECT_FALSE(q_.dev.should_notify()) << "nothing new published";
+  EXPECT_FALSE(q_.dev.broken());
+}
+
 TEST_F(PackedQueueTest, DeviceEventAreaAsksForKicks) {
   ASSERT_TRUE(q_.start(g_, 8, false));
   q_.dev.disable_notifications();
