@@ -242,6 +242,7 @@ SegmentResult segment(const Packet& in, OffloadCaps dst, uint32_t first, Packet*
     std::memcpy(o.data + hdr, in.data + hdr + off, seg);
     o.len = hdr + seg;
     o.vlan = in.vlan;
+    o.flow = in.flow;  // the same addresses and ports
 
     uint8_t* l3 = o.data + f.l3_off;
     uint8_t* l4 = o.data + f.l4_off;

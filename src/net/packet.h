@@ -38,6 +38,9 @@ struct Packet {
   uint16_t vlan = 0;       // VLAN inside the switch (set by the forwarder); data is untagged
   uint16_t tail_n = 0;     // 0: local (all of the frame in data)
   uint32_t head = 0;       // with tail_n: bytes of the frame in data
+  // flow_hash() of the frame once a port computed it (receive steering), 0: not yet.
+  // Whatever fills a packet with a new frame sets it to 0 (where it sets vlan).
+  uint32_t flow = 0;
   iovec tail[kMaxTail];
   alignas(64) uint8_t data[kMaxFrame];
 

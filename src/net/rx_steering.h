@@ -104,7 +104,7 @@ uint32_t send_steered(const RxSteering& steering, Packet* const* pkts, uint32_t 
     uint8_t sel[kBurst];
     for (uint32_t i = 0; i < m; ++i) {
       const Packet* p = pkts[base + i];
-      sel[i] = uint8_t(steering.pick(flow_hash(p->data, p->head_len())));
+      sel[i] = uint8_t(steering.pick(p->flow ? p->flow : flow_hash(p->data, p->head_len())));
     }
     Packet* sub[kBurst];
     constexpr uint8_t kDone = 0xff;  // (queues are < kMaxQueues = 128)

@@ -127,6 +127,7 @@ template <class Q>
     iov_to_buf(segs, n_out, 0, &p.vhdr, hdr_len);
   p.len = uint32_t(total - hdr_len);
   p.vlan = 0;
+  p.flow = 0;
   p.tail_n = 0;
   if (deferred && p.len >= kDirectMin && p.vhdr.gso_type == VIRTIO_NET_HDR_GSO_NONE &&
       deferred->n < kBurst) {

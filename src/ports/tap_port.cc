@@ -417,6 +417,7 @@ bool TapPort::accept_frame(QueueCounters& qc, net::Packet& p, size_t got) {
   p.len = uint32_t(got - kVnetHdrLen);
   p.vhdr.num_buffers = 0;  // the kernel writes 10 bytes of header and skips the rest
   p.vlan = 0;
+  p.flow = 0;
   return true;
 }
 

@@ -388,6 +388,7 @@ void VhostUserPort::check_broken(Queue& q, uint32_t index) {
 void VhostUserPort::build_rarp(net::Packet& p) const {
   p.vhdr = {};
   p.vlan = 0;
+  p.flow = 0;
   p.tail_n = 0;
   p.head = 0;
   uint8_t* d = p.data;
@@ -433,9 +434,13 @@ uint32_t VhostUserPort::receive_burst(net::Packet* const* pkts, uint32_t max, ui
     qc.rx_packets.add(n);
     qc.rx_bytes.add(bytes);
     // The flows of this transmitq come back on the receiveq of the same pair.
+    // The hash stays with the packet: a multiqueue destination steers by it.
     if (steering_.enabled_count() > 1) [[unlikely]]
-      for (uint32_t i = 0; i < n; ++i)
-        steering_.learn(net::flow_hash(pkts[i]->data, pkts[i]->head_len()), pair);
+      for (uint32_t i = 0; i < n; ++i) {
+        net::Packet& p = *pkts[i];
+        p.flow = net::flow_hash(p.data, p.head_len());
+        steering_.learn(p.flow, pair);
+      }
   }
   return n;
 }

@@ -466,6 +466,7 @@ uint32_t VxlanPort::receive_burst(net::Packet* const* pkts, uint32_t max, uint32
     std::memset(&p.vhdr, 0, sizeof(p.vhdr));
     p.len = len;
     p.vlan = 0;
+    p.flow = 0;
     p.tail_n = 0;
     const sw::Mac src = sw::Mac::from_bytes(p.data + 6);
     if (!evpn_ && !src.is_multicast() && !src.is_zero() && lookup(src.raw()) != remote)
