@@ -139,17 +139,19 @@ def taskset(cpu):
     return ["taskset", "-c", str(cpu)]
 
 
-def pair_traffic(session, build_dir, sock_a, sock_b, mac_a, mac_b, size, cpu, seconds):
+def pair_traffic(session, build_dir, sock_a, sock_b, mac_a, mac_b, size, cpu, seconds,
+                 packed=False):
     """One vnet-traffic thread driving both ports (--pair-socket): each keeps its TX ring
     of 256 full of SIZE-byte frames to the other's MAC and its RX ring refilled, counting
-    what it receives without reading it (--rx-count-only), for SECONDS."""
+    what it receives without reading it (--rx-count-only), for SECONDS.  `packed`: packed
+    virtqueues (--packed) instead of split ones."""
     prog = find_program(build_dir, "vnet-traffic")
     if prog is None:
         raise HarnessError("vnet-traffic not found in %s" % build_dir)
     return session.spawn("vnet-traffic", [
         prog, "--socket", sock_a, "--pair-socket", sock_b, "--mac", mac_a, "--pair-mac", mac_b,
         "--size", str(size), "--queue-size", "256", "--rx-count-only", "--cpu", str(cpu),
-        "--duration", str(seconds), "--log-level", "warn"])
+        "--duration", str(seconds), "--log-level", "warn"] + (["--packed"] if packed else []))
 
 
 def new_session(name, args):

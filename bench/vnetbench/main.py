@@ -69,6 +69,37 @@ COMPARISONS = [
      ""),
     ("vm2vm-1518-packed", "cycles_per_packet", "packed ring: switch cycles/packet", "testpmd",
      None, "lower", ""),
+    # The packed ring with vnet-traffic's packed driver as the front end (not saturated:
+    # its empty-polls row), against testpmd's net_vhost with the same front end.
+    ("vm2vm-64-vt-packed", "mpps", "packed ring: Mpps through the switch (vnet-traffic pair)",
+     "testpmd", 1.5, "higher", ">= 1.5x testpmd"),
+    ("vm2vm-64-vt-packed", "cycles_per_packet", "packed ring: switch cycles/packet "
+     "(vnet-traffic pair)", "testpmd", None, "lower", ""),
+    ("vm2vm-64-vt-packed", "gen_empty_polls_pct", "vnet-traffic polls that found nothing, %",
+     "testpmd", None, None, "> 0: headroom"),
+    # Multiqueue: each front-end port with 4 queue pairs (testpmd virtio-user, 256 flows),
+    # every pair polled by vnetd's one worker; vnet-1q: the same vnetd, the front end on 1 pair.
+    ("vm2vm-64-mq4", "cycles_per_packet", "4 queue pairs, 1 worker: switch cycles/packet",
+     "vnet-1q", 1.05, "lower", "<= 1.05x one pair"),
+    ("vm2vm-64-mq4", "mpps", "4 queue pairs, 1 worker: Mpps at the sink", "vnet-1q", None,
+     "higher", ""),
+    ("vm2vm-64-mq4", "mpps", "4 queue pairs, 1 worker: Mpps at the sink", "testpmd", None,
+     "higher", ""),
+    ("vm2vm-64-mq4", "cycles_per_packet", "4 queue pairs: switch cycles/packet", "testpmd",
+     None, "lower", ""),
+    ("vm2vm-64-mq4", "queues_busy", "queues of both ports that carried frames (of 8)",
+     "vnet-1q", None, None, ""),
+    ("vm2vm-64-mq4", "gen_busy_pct", "front end busy %", "vnet-1q", None, None, ""),
+    # 2 queue pairs per port, vnetd with 2 workers (CPU 0 and the traffic CPU) against 1.
+    ("vm2vm-64-2w", "switch_mpps", "2 pairs: switch Mpps, 2 workers vs 1", "vnet-1w", None,
+     "higher", "2 cores shared"),
+    ("vm2vm-64-2w", "mpps", "2 pairs: Mpps at the sink, 2 workers vs 1", "vnet-1w", None,
+     "higher", ""),
+    ("vm2vm-64-2w", "switch_cpu_pct", "vnetd CPU %", "vnet-1w", None, None, ""),
+    ("vm2vm-64-2w", "gen_cpu_pct", "front end (testpmd) CPU %", "vnet-1w", None, None,
+     "its share"),
+    ("vm2vm-64-2w", "worker_share_min_pct", "smaller worker's share of frames, %", None, None,
+     None, "50: even"),
     ("tap", "tcp1_gbps", "TCP 1 stream Gbit/s", "bridge", 0.8, "higher", ">= 0.8x bridge"),
     ("tap", "tcp1_gbps", "TCP 1 stream Gbit/s", "dpdk-tap", 5.0, "higher", ">= 5x DPDK tap"),
     ("tap", "tcp4_gbps", "TCP 4 streams Gbit/s", "bridge", 0.8, "higher", ">= 0.8x bridge"),
@@ -272,6 +303,8 @@ def main(argv=None):
                     "frames)")
     ap.add_argument("--only", action="append", choices=ORDER + ("vm2vm-64", "vm2vm-1518", "vm2vm-64-vt",
                                                     "vm2vm-64-packed", "vm2vm-1518-packed",
+                                                    "vm2vm-64-vt-packed", "vm2vm-64-mq4",
+                                                    "vm2vm-64-2w",
                                                     "vxlan-64"),
                     help="run only this scenario (repeatable)")
     ap.add_argument("--runs", type=int, default=3, help="runs per side, alternating (default 3)")

@@ -33,6 +33,7 @@ from vnet_harness.vnetd import Vnetd, PortSpec  # noqa: E402
 
 MAC0, MAC1 = "52:54:00:4e:42:01", "52:54:00:4e:42:02"
 TX_FIRST_BURSTS = 8
+MQ_QUEUES = 4
 SIDES = ("vnet", "testpmd")
 VNET_SIDES = ("vnet", "vnet-base")  # vnet-base: vnetd of the --baseline build
 
@@ -57,18 +58,24 @@ def cycles_delta(c0, c1):
             "cycles_per_packet": cycles / packets if packets else None}
 
 
-def start_switch(s, args, side, cpu, a, b):
+def start_switch(s, args, side, cpu, a, b, queues=1, worker_cpus=None):
     """vnetd with two vhost-user server ports, or testpmd io-forwarding between two
-    net_vhost ports, at sockets a and b, pinned to `cpu`."""
+    net_vhost ports, at sockets a and b, pinned to `cpu`; each port offers `queues`
+    queue pairs.  `worker_cpus`: vnetd runs one worker on each of these CPUs instead."""
     if side in VNET_SIDES:
-        sw = Vnetd(s, [PortSpec(a), PortSpec(b)], log_level="warn",
-                   extra_args=["--cpu", str(cpu)] + args.vnetd_arg)
+        qs = queues if queues > 1 else None
+        cpu_args = (["--cpus", ",".join(str(c) for c in worker_cpus)] if worker_cpus
+                    else ["--cpu", str(cpu)])
+        sw = Vnetd(s, [PortSpec(a, queues=qs), PortSpec(b, queues=qs)], log_level="warn",
+                   extra_args=cpu_args + args.vnetd_arg, pin=not worker_cpus)
         if side == "vnet-base":  # the same, from the --baseline build
             use_baseline(sw, args.baseline)
         sw.start()
         return sw
-    sw = TestPmd(s, "swpmd", [vhost_vdev(0, a), vhost_vdev(1, b)], virtio_user=False,
-                 main_cpu=cpu, fwd_cpu=cpu, fwd_mode="io", extra_app=["--record-core-cycles"])
+    qargs = ["--rxq=%d" % queues, "--txq=%d" % queues] if queues > 1 else []
+    sw = TestPmd(s, "swpmd", [vhost_vdev(0, a, queues=queues), vhost_vdev(1, b, queues=queues)],
+                 virtio_user=False, main_cpu=cpu, fwd_cpu=cpu, fwd_mode="io",
+                 extra_app=["--record-core-cycles"] + qargs)
     sw.start()
     sw.cmd("start")
     return sw
@@ -88,32 +95,56 @@ def switch_counters(sw, side):
     return c["cycles"], c["packets"]
 
 
-def run_one(args, side, size, packed=False):
+def queue_packets(sw):
+    """{(worker, port, queue): frames taken from that queue} from `vnetctl workers`."""
+    out = {}
+    for w in sw.vnetctl("workers")["workers"]:
+        for q in w.get("queues", []):
+            out[(w["worker"], q["port"], q["queue"])] = q["packets"]
+    return out
+
+
+def run_one(args, side, size, packed=False, queues=1, switch_queues=None, workers=1):
     """`packed`: both front-end ports use the packed virtqueue (virtio-user packed_vq=1);
-    the switch (vnetd or testpmd's net_vhost) serves whatever layout they negotiate."""
+    the switch (vnetd or testpmd's net_vhost) serves whatever layout they negotiate.
+
+    `queues` > 1: each front-end port uses that many queue pairs (virtio-user queues=N,
+    testpmd --rxq=N --txq=N, its one forwarding lcore polls all 2N RX queues), the
+    initial frames carry 256 flows (--txonly-multi-flow: the source IP changes per
+    frame) so the switch spreads them over the RX queues, and `tx_first` injects
+    TX_FIRST_BURSTS / N bursts per queue: as many frames in flight as with one pair.
+    `switch_queues`: the pairs each switch port offers (default: `queues`).
+    `workers` 2: vnetd runs a worker on each CPU (the second shares the traffic CPU)."""
     sw_cpu, gen_cpu = cpus()
     latency = line_latency_ns(args.build_dir, sw_cpu, gen_cpu)
     seconds = 2.0 if args.quick else 5.0
+    switch_queues = switch_queues or queues
     with new_session("vm2vm-%s" % side, args) as s:
         a, b = s.path("a.sock"), s.path("b.sock")
         hugepages.ensure_hugepages()
-        sw = start_switch(s, args, side, sw_cpu, a, b)
+        sw = start_switch(s, args, side, sw_cpu, a, b, queues=switch_queues,
+                          worker_cpus=[sw_cpu, gen_cpu] if workers == 2 else None)
         sw_pid = sw.proc.pid
         pv = 1 if packed else None
-        fe = TestPmd(s, "fepmd", [virtio_user_vdev(0, a, mac=MAC0, packed_vq=pv),
-                                  virtio_user_vdev(1, b, mac=MAC1, packed_vq=pv)],
+        multi = switch_queues > 1
+        fe_app = ["--record-core-cycles"]
+        if multi:
+            fe_app += ["--rxq=%d" % queues, "--txq=%d" % queues, "--txonly-multi-flow"]
+        fe = TestPmd(s, "fepmd", [virtio_user_vdev(0, a, mac=MAC0, packed_vq=pv, queues=queues),
+                                  virtio_user_vdev(1, b, mac=MAC1, packed_vq=pv, queues=queues)],
                      main_cpu=gen_cpu, fwd_cpu=gen_cpu, fwd_mode="io",
-                     eth_peers={0: MAC1, 1: MAC0}, extra_app=["--record-core-cycles"])
+                     eth_peers={0: MAC1, 1: MAC0}, extra_app=fe_app)
         fe.start()
         fe.wait_link_up(0)
         fe.wait_link_up(1)
         fe.cmd("set txpkts %d" % size)
-        fe.start_fwd(tx_first=TX_FIRST_BURSTS)
+        fe.start_fwd(tx_first=max(1, TX_FIRST_BURSTS // queues))
         time.sleep(1.0)
 
         # --- window -------------------------------------------------------------
         if side in VNET_SIDES:
             w0 = sw.vnetctl("counters")["worker"]
+            q0 = queue_packets(sw)
         else:
             sw_c0 = parse_fwd_cycles(sw.cmd("show fwd stats all"))
         fe_c0 = parse_fwd_cycles(fe.cmd("show fwd stats all"))
@@ -145,7 +176,18 @@ def run_one(args, side, size, packed=False):
             # What the front end negotiated (IN_ORDER, MRG_RXBUF: they pick its paths).
             features = sorted(set(sw.ports_info()["vhu0"].get("features", [])))
             busy_loops = w1["busy_loops"] - w0["busy_loops"]
+            # Frames each (port, queue) and each worker took from the front end in the
+            # window: proof that every queue pair (and worker) carried traffic.
+            q1 = queue_packets(sw)
+            per_q = {k: v - q0.get(k, 0) for k, v in q1.items()}
+            per_w = {}
+            for (wk, port, q), n in per_q.items():
+                per_w[wk] = per_w.get(wk, 0) + n
             sw_extra = {"worker_packets": dp, "sleeps": w1["sleeps"] - w0["sleeps"],
+                        "queues_busy": sum(1 for n in per_q.values() if n > 0),
+                        "queue_packets": {"w%d/%s/q%d" % k: n for k, n in sorted(per_q.items())},
+                        "worker_share_min_pct": 100.0 * min(per_w.values()) / max(1, dp)
+                        if len(per_w) > 1 else None,
                         # frames per poll round that moved any (both ports together)
                         "packets_per_busy_round": dp / busy_loops if busy_loops else None,
                         "features": features,
@@ -161,6 +203,10 @@ def run_one(args, side, size, packed=False):
             sw_extra = {"switch_packets": cyc["packets"]}
         rx = sum(p1[i].rx_packets - p0[i].rx_packets for i in (0, 1))
         dt = t1 - t0
+        # Frames the switch side took off the front end's TX rings per second (all its
+        # workers or lcores together).
+        sw_extra["switch_mpps"] = sw_extra.get("worker_packets",
+                                               sw_extra.get("switch_packets", 0)) / dt / 1e6
         mpps = rx / dt / 1e6
         gen_busy = None
         if fe_cyc and fe_cyc["mhz"]:
@@ -189,12 +235,15 @@ def run_one(args, side, size, packed=False):
         fe.quit()
         if side == "testpmd":
             sw.quit()
-        log("vm2vm %dB%s %s: %.3f Mpps, %.1f cycles/packet, generator busy %s%%"
-            % (size, " packed" if packed else "", side, mpps, cpp or 0, "%.0f" % gen_busy if gen_busy else "?"))
+        log("vm2vm %dB%s%s %s: %.3f Mpps, %.1f cycles/packet, generator busy %s%%, "
+            "%d queue pair(s), %d worker(s)%s"
+            % (size, " packed" if packed else "", "", side, mpps, cpp or 0,
+               "%.0f" % gen_busy if gen_busy else "?", queues, workers,
+               ", busy queues %s" % res.get("queues_busy") if "queues_busy" in res else ""))
         return res
 
 
-def run_pair(args, side, size):
+def run_pair(args, side, size, packed=False):
     """The same topology with the project's own generator instead of testpmd's front end:
     one vnet-traffic driving both ports from one thread (--pair-socket), open loop (each
     port keeps its TX ring full towards the other's MAC, its RX ring refilled), counting
@@ -208,7 +257,8 @@ def run_pair(args, side, size):
         hugepages.ensure_hugepages()
         sw = start_switch(s, args, side, sw_cpu, a, b)
         sw_pid = sw.proc.pid
-        gen = pair_traffic(s, args.build_dir, a, b, MAC0, MAC1, size, gen_cpu, seconds + 2.0)
+        gen = pair_traffic(s, args.build_dir, a, b, MAC0, MAC1, size, gen_cpu, seconds + 2.0,
+                           packed=packed)
         time.sleep(1.0)
 
         def switch_reading():
@@ -247,8 +297,10 @@ def run_pair(args, side, size):
                "gen_empty_polls_pct": 100.0 * loop["empty_polls"] / max(1, loop["polls"]),
                "gen_rx_mpps": sum(p["rx"]["mpps"] for p in r["pair"]),
                "seconds": t1 - t0, "switch_packets": dp, "line_latency_ns": latency}
-        log("vm2vm-vt %dB %s: %.3f Mpps, %.1f cycles/packet, generator busy %.0f%%"
-            % (size, side, mpps, res["cycles_per_packet"] or 0, loop["busy_pct"]))
+        res["features"] = r["pair"][0].get("features")  # negotiated (packed is required)
+        log("vm2vm-vt %dB%s %s: %.3f Mpps, %.1f cycles/packet, generator busy %.0f%%"
+            % (size, " packed" if packed else "", side, mpps, res["cycles_per_packet"] or 0,
+               loop["busy_pct"]))
         return res
 
 
@@ -258,5 +310,19 @@ def scenarios(args=None):
             ("vm2vm-1518", lambda args, side: run_one(args, side, 1518), sides),
             ("vm2vm-64-vt", lambda args, side: run_pair(args, side, 64), sides),
             ("vm2vm-64-packed", lambda args, side: run_one(args, side, 64, packed=True), sides),
+            ("vm2vm-64-vt-packed", lambda args, side: run_pair(args, side, 64, packed=True),
+             sides),
             ("vm2vm-1518-packed", lambda args, side: run_one(args, side, 1518, packed=True),
-             sides)]
+             sides),
+            # 4 queue pairs per port on one worker (vnet, vnet-base, testpmd), against the
+            # same vnetd and traffic with the front end using 1 of the 4 pairs (vnet-1q).
+            ("vm2vm-64-mq4", lambda args, side: run_one(
+                args, "vnet" if side == "vnet-1q" else side, 64,
+                queues=1 if side == "vnet-1q" else MQ_QUEUES, switch_queues=MQ_QUEUES),
+             sides[:1] + ("vnet-1q",) + sides[1:]),
+            # 2 queue pairs per port: vnetd with 2 workers (one per CPU, the second shares
+            # the traffic CPU with the front end) against 1 worker.
+            ("vm2vm-64-2w", lambda args, side: run_one(
+                args, "vnet" if side == "vnet-1w" else side, 64, queues=2,
+                workers=1 if side == "vnet-1w" else 2),
+             ("vnet", "vnet-1w") + (("vnet-base",) if "vnet-base" in sides else ()))]
