@@ -368,8 +368,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static Bufs tx, rx;
   FuzzInput in(data, size);
   // Configuration (20 bytes).
-  const uint16_t qsize = uint16_t(1u << (in.u8() % 9));  // 1..256
+  const uint8_t size_byte = in.u8();
   const uint8_t flags = in.u8();
+  // Split: a power of 2, 1..256 (2.7). Packed: any size, 1..256 (2.8 has no such rule).
+  const uint16_t qsize = (flags & 0x80) ? uint16_t(1 + size_byte) : uint16_t(1u << (size_byte % 9));
   const uint16_t base = in.u16();
   const uint16_t desc_off = in.u16(), avail_off = in.u16(), used_off = in.u16();
   const uint16_t size0 = in.u16(), size1 = in.u16();

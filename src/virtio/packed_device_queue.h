@@ -159,7 +159,9 @@ class PackedDeviceQueue {
   void bad_chain(uint16_t id, const char* why);
   // Reads a ring descriptor (16-byte aligned, checked at start) once: the word with
   // len, id and flags with acquire (the flags say whether the rest is the driver's to
-  // read, 2.8.21.1), then the address.
+  // read, 2.8.21.1), then the address. x86 only (as the worker's TSC clock): an aligned
+  // 8-byte load there is one access, so len and id are as new as the flags beside
+  // them. On a weakly ordered CPU the flags would need their own acquire load first.
   static vring_packed_desc read_ring_desc(const vring_packed_desc* p) {
     const auto* w = reinterpret_cast<const uint64_t*>(p);
     const uint64_t b = __atomic_load_n(&w[1], __ATOMIC_ACQUIRE);
