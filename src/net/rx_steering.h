@@ -102,9 +102,23 @@ uint32_t send_steered(const RxSteering& steering, Packet* const* pkts, uint32_t 
   for (uint32_t base = 0; base < n; base += kBurst) {
     const uint32_t m = n - base < kBurst ? n - base : kBurst;
     uint8_t sel[kBurst];
+    // Frames of one flow often come back to back: the previous frame's queue is reused.
+    uint32_t last_hash = 0, last_q = 0, first_q = 0;
+    bool one_queue = true;
     for (uint32_t i = 0; i < m; ++i) {
       const Packet* p = pkts[base + i];
-      sel[i] = uint8_t(steering.pick(p->flow ? p->flow : flow_hash(p->data, p->head_len())));
+      const uint32_t h = p->flow ? p->flow : flow_hash(p->data, p->head_len());
+      if (h != last_hash) {
+        last_hash = h;  // (a hash is never 0)
+        last_q = steering.pick(h);
+      }
+      sel[i] = uint8_t(last_q);
+      if (i == 0) first_q = last_q;
+      one_queue &= last_q == first_q;
+    }
+    if (one_queue) {  // the whole burst to one queue: no sub-bursts
+      sent += send(last_q, pkts + base, m);
+      continue;
     }
     Packet* sub[kBurst];
     constexpr uint8_t kDone = 0xff;  // (queues are < kMaxQueues = 128)

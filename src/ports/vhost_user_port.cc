@@ -435,12 +435,15 @@ uint32_t VhostUserPort::receive_burst(net::Packet* const* pkts, uint32_t max, ui
     qc.rx_bytes.add(bytes);
     // The flows of this transmitq come back on the receiveq of the same pair.
     // The hash stays with the packet: a multiqueue destination steers by it.
-    if (steering_.enabled_count() > 1) [[unlikely]]
+    if (steering_.enabled_count() > 1) [[unlikely]] {
+      uint32_t last = 0;  // frames of one flow back to back are learnt once
       for (uint32_t i = 0; i < n; ++i) {
         net::Packet& p = *pkts[i];
         p.flow = net::flow_hash(p.data, p.head_len());
-        steering_.learn(p.flow, pair);
+        if (p.flow != last) steering_.learn(p.flow, pair);
+        last = p.flow;
       }
+    }
   }
   return n;
 }

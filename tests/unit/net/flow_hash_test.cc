@@ -52,6 +52,12 @@ TEST(FlowHash, SameFlowSameHash) {
   Flow4 fl{0xc0a80001, 0xc0a80002, 40000, 443};
   EXPECT_EQ(h(ipv4_frame(fl, 18)), h(ipv4_frame(fl, 1400)));
   EXPECT_EQ(h(ipv4_frame(fl, 18)), h(ipv4_frame(fl, 18, 10)));
+  // IP options (IHL 6) take the general path, plain frames a shorter one: same value.
+  auto opt = ipv4_frame(fl, 18);
+  opt.insert(opt.begin() + 34, {0x01, 0x01, 0x01, 0x00});  // NOP NOP NOP EOL
+  opt[14] = 0x46;
+  EXPECT_EQ(h(opt), h(ipv4_frame(fl, 18)));
+  EXPECT_EQ(h(opt), h(ipv4_frame(fl.reversed(), 18)));
   // Every fragment of a datagram hashes alike (only the first has the ports).
   const uint16_t mf = 0x2000;
   EXPECT_EQ(h(ipv4_frame(fl, 100, 0, mf)),
