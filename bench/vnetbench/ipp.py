@@ -20,13 +20,22 @@ Two runs, of D1 and D2 = 3 x D1 seconds: instructions per packet = (I2 - I1) / (
 which removes start-up, connection set-up and shut-down.  The plain I2 / P2 is kept
 too.  A run where under 99 % of the frames taken were delivered fails.  Only vnetd is
 measured: testpmd's instructions are not comparable this way.
+
+Scenario ipp-mq4: the same count with multiqueue ports.  vnetd's two ports offer 4 queue
+pairs; the front end is testpmd's virtio-user as in vm2vm-64-mq4 (4 pairs, 256 flows,
+io forwarding; vnet-traffic has one pair per port).  Side vnet-1q: the same vnetd with
+the front end on one pair, so the difference is what steering and polling 4 pairs cost
+per frame.  D1 = 4 s (2 s with --quick).
 """
+
+import time
 
 import glob
 import os
 import re
 
-from .common import HarnessError, cpus, log, new_session, pair_traffic
+from .common import HarnessError, cpus, hugepages, log, new_session, pair_traffic, use_baseline
+from vnet_harness.testpmd import TestPmd, virtio_user_vdev  # noqa: E402
 from vnet_harness.vnetd import PortSpec, Vnetd  # noqa: E402
 
 MAC_A, MAC_B = "52:54:00:4e:43:01", "52:54:00:4e:43:02"
@@ -84,18 +93,73 @@ def measure(args, seconds):
                 "instructions": instr, "vnetd_status": rc}
 
 
-def run_one(args, side):
-    d1 = 1 if args.quick else 2
-    r1 = measure(args, d1)
-    r2 = measure(args, 3 * d1)
+def marginal(name, r1, r2):
+    """Instructions per packet between a run and one 3x as long (start-up removed)."""
     dp = r2["packets"] - r1["packets"]
     if dp <= 0:
-        raise HarnessError("ipp: the longer run switched no more packets (%d, %d)"
-                           % (r1["packets"], r2["packets"]))
+        raise HarnessError("%s: the longer run switched no more packets (%d, %d)"
+                           % (name, r1["packets"], r2["packets"]))
     return {"instructions_per_packet": (r2["instructions"] - r1["instructions"]) / dp,
             "instructions_per_packet_total": r2["instructions"] / r2["packets"],
             "small": r1, "large": r2}
 
 
-def scenarios():
-    return [("ipp", run_one, SIDES)]
+def run_one(args, side):
+    d1 = 1 if args.quick else 2
+    return marginal("ipp", measure(args, d1), measure(args, 3 * d1))
+
+
+MQ_QUEUES = 4
+
+
+def measure_mq(args, seconds, queues, baseline):
+    """vnetd under callgrind with two 4-pair ports, testpmd's virtio-user front end on
+    `queues` pairs per port (io forwarding, 256 flows), for `seconds`."""
+    sw_cpu, cpu = cpus()
+    with new_session("ipp-mq-%d" % seconds, args) as s:
+        a, b = s.path("a.sock"), s.path("b.sock")
+        hugepages.ensure_hugepages()
+        d = CallgrindVnetd(s, [PortSpec(a, queues=MQ_QUEUES), PortSpec(b, queues=MQ_QUEUES)],
+                           s.tmp, log_level="warn",
+                           extra_args=["--cpu", str(sw_cpu)] + args.vnetd_arg)
+        if baseline:
+            use_baseline(d, args.baseline)
+        d.start(timeout=120)
+        app = ["--rxq=%d" % queues, "--txq=%d" % queues, "--txonly-multi-flow"]
+        fe = TestPmd(s, "fepmd", [virtio_user_vdev(0, a, mac=MAC_A, queues=queues),
+                                  virtio_user_vdev(1, b, mac=MAC_B, queues=queues)],
+                     main_cpu=cpu, fwd_cpu=cpu, fwd_mode="io",
+                     eth_peers={0: MAC_B, 1: MAC_A}, extra_app=app)
+        fe.start()
+        fe.wait_link_up(0, timeout=60)
+        fe.wait_link_up(1, timeout=60)
+        fe.cmd("set txpkts 64")
+        fe.start_fwd(tx_first=max(1, 8 // queues))
+        time.sleep(seconds)
+        w = d.vnetctl("counters", timeout=60)
+        fe.stop_fwd()
+        fe.quit()
+        packets = w["worker"]["packets"]
+        delivered = sum(p["tx_packets"] for p in w["counters"].values())
+        rc = d.proc.stop(timeout=120)
+        instr = worker_instructions(s.tmp)
+        log("ipp-mq %d pair(s): %d s, worker switched %d packets, delivered %d, %d instructions"
+            " (%.0f/packet)" % (queues, seconds, packets, delivered, instr, instr / max(1, packets)))
+        if packets == 0 or delivered < 0.99 * packets:
+            raise HarnessError("ipp-mq: the worker took %d frames and delivered %d"
+                               % (packets, delivered))
+        return {"seconds": seconds, "packets": packets, "delivered": delivered,
+                "instructions": instr, "vnetd_status": rc}
+
+
+def run_mq(args, side):
+    queues = 1 if side == "vnet-1q" else MQ_QUEUES
+    d1 = 2 if args.quick else 4
+    return marginal("ipp-mq", measure_mq(args, d1, queues, side == "vnet-base"),
+                    measure_mq(args, 3 * d1, queues, side == "vnet-base"))
+
+
+def scenarios(args=None):
+    mq_sides = ("vnet", "vnet-1q") + (("vnet-base",) if args is not None and args.baseline
+                                      else ())
+    return [("ipp", run_one, SIDES), ("ipp-mq4", run_mq, mq_sides)]

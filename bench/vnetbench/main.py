@@ -147,6 +147,8 @@ COMPARISONS = [
      "lower", ""),
     ("ipp", "instructions_per_packet_total", "worker instructions/packet (whole run)", None,
      None, "lower", ""),
+    ("ipp-mq4", "instructions_per_packet", "4 queue pairs: worker instructions/packet "
+     "(marginal)", "vnet-1q", 1.05, "lower", "<= 1.05x one pair"),
 ]
 
 
@@ -219,7 +221,8 @@ def build_table(results):
                        "gen_busy_pct", "line_latency_ns", "tcp1_gbps", "tcp4_gbps",
                        "rtt_avg_us", "rtt_p99_us", "rtt_b2b_avg_us", "rtt_b2b_p99_us",
                        "encap_mpps", "a_syscalls_per_frame", "b_syscalls_per_frame",
-                       "encap_cycles_per_frame", "decap_cycles_per_frame"):
+                       "encap_cycles_per_frame", "decap_cycles_per_frame",
+                       "instructions_per_packet"):
             v, p = med.get("vnet", {}).get(metric), med["vnet-base"].get(metric)
             if v is None or not p:
                 continue
@@ -271,7 +274,7 @@ def preflight(args, groups):
     if "vxlan" in groups:
         tools |= {"iperf3", "ping", "ethtool"}
     if "ipp" in groups:
-        tools.add("valgrind")
+        tools |= {"valgrind", "dpdk-testpmd"}
     problems += ["program %s not found" % t for t in sorted(tools) if not shutil.which(t)]
     if "vxlan" in groups and os.geteuid() == 0 and shutil.which("ip"):
         # veth, bridge and VXLAN links can be made (probed in a throwaway namespace).
@@ -305,7 +308,7 @@ def main(argv=None):
                                                     "vm2vm-64-packed", "vm2vm-1518-packed",
                                                     "vm2vm-64-vt-packed", "vm2vm-64-mq4",
                                                     "vm2vm-64-2w",
-                                                    "vxlan-64"),
+                                                    "vxlan-64", "ipp-mq4"),
                     help="run only this scenario (repeatable)")
     ap.add_argument("--runs", type=int, default=3, help="runs per side, alternating (default 3)")
     ap.add_argument("--ipp-runs", type=int, default=1,
@@ -354,7 +357,8 @@ def main(argv=None):
     try:
         for g in groups:
             mod = SCENARIO_GROUPS[g]
-            for name, fn, sides in (mod.scenarios(args) if mod in (vm2vm, tap, vxlan) else mod.scenarios()):
+            for name, fn, sides in (mod.scenarios(args) if mod in (vm2vm, tap, vxlan, ipp)
+                                    else mod.scenarios()):
                 if args.only and name not in args.only and g not in args.only:
                     continue
                 runs = args.ipp_runs if g == "ipp" else args.runs
