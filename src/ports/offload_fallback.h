@@ -68,10 +68,6 @@ class OffloadFallback {
                     net::offload_error_name(r.error));
         break;
       }
-      for (uint32_t k = 0; k < r.produced; ++k) {
-        (*seg_)[k].vlan = p.vlan;
-        (*seg_)[k].flow = p.flow;
-      }
       sent += enqueue(seg_->ptrs(), r.produced);
       first += r.produced;
       total = r.total;

@@ -216,12 +216,10 @@ void PackedDeviceQueue::publish() {
   if (!started_) return;
   const uint16_t end = pack(used_idx_, used_wrap_);
   if (published_ == end) return;
-  {
-    // Descriptors published since the last notify decision (at most a ring per publish).
-    const uint32_t p = uint32_t(published_ & ~kWrapBit) + ((published_ & kWrapBit) ? size_ : 0u);
-    const uint32_t e = uint32_t(end & ~kWrapBit) + ((end & kWrapBit) ? size_ : 0u);
-    since_signal_ += e > p ? e - p : e + 2u * size_ - p;
-  }
+  // Descriptors published since the last notify decision; past a ring the count stops
+  // (should_notify_fenced() only asks whether it reached one).
+  since_signal_ += distance(linear(published_), linear(end));
+  if (since_signal_ > size_) since_signal_ = size_;
   if (in_order_ && batch_written_ == 0) {
     // 2.8.20: one used descriptor for the batch, where it began, with the id of its last
     // buffer; the driver frees every buffer up to that one and skips their descriptors.

@@ -173,12 +173,20 @@ class PackedDeviceQueue {
   }
   // False (and the queue broken) when taking `ndesc` more descriptors would hold more
   // than the ring unpublished: the driver reused descriptors it never saw used.
+  // A position with its wrap counter (| wrap << 15) as one number in [0, 2 * size):
+  // the second lap of the counter follows the first.
+  uint32_t linear(uint16_t pos_wrap) const {
+    return uint32_t(pos_wrap & ~kWrapBit) + ((pos_wrap & kWrapBit) ? size_ : 0u);
+  }
+  // Positions from linear `from` forward to linear `to`, modulo the two laps.
+  uint32_t distance(uint32_t from, uint32_t to) const {
+    return to >= from ? to - from : to + 2u * size_ - from;
+  }
   bool room_for(uint16_t ndesc) {
     // Descriptors popped and not yet published: a driver cannot make a descriptor
     // available again before it saw it used (2.8.21.1), so never more than the ring.
     const uint32_t a = uint32_t(last_avail_) + (avail_wrap_ ? size_ : 0u);
-    const uint32_t p = uint32_t(published_ & ~kWrapBit) + ((published_ & kWrapBit) ? size_ : 0u);
-    const uint32_t held = a >= p ? a - p : a + 2u * size_ - p;
+    const uint32_t held = distance(linear(published_), a);
     if (held + ndesc <= size_) [[likely]]
       return true;
     set_broken("more descriptors available than the ring holds (wrap counter lie)");
